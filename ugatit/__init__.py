@@ -1,0 +1,33 @@
+"""U-GAT-IT for eo2sar: networks, checkpoint I/O (seed format and our own).
+
+This package knows nothing of rasters or Dask. Its contract with :mod:`pipeline` is the
+generator's input/output: float tensors in [-1, 1], N x 3 x H x W.
+"""
+
+from ugatit.checkpoint import (
+    Checkpoint,
+    export_generator,
+    file_sha256,
+    init_checkpoint,
+    load_checkpoint,
+    resolve_device,
+    save_checkpoint,
+)
+from ugatit.config import ModelConfig
+from ugatit.errors import CheckpointError, UgatitError
+from ugatit.networks import Discriminator, ResnetGenerator
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "Discriminator",
+    "ModelConfig",
+    "ResnetGenerator",
+    "UgatitError",
+    "export_generator",
+    "file_sha256",
+    "init_checkpoint",
+    "load_checkpoint",
+    "resolve_device",
+    "save_checkpoint",
+]

@@ -1,0 +1,320 @@
+"""Checkpoint I/O: read seed and eo2sar files safely, build eval-mode networks, write both.
+
+Why it looks like this:
+- ``torch.load(..., weights_only=True)`` always: a checkpoint is data, and a pickle that
+  tries to run code is refused with :class:`CheckpointError`.
+- ``map_location="cpu"`` first, then ``.to(device)``: a file saved on CUDA loads on a
+  CPU-only machine.
+- ``mmap=True``: inference needs only genA2B (42 MB) of a 512 MiB seed file. With a
+  memory-mapped load, tensors of networks that are not asked for are never read from
+  disk, so they never count in the process's resident memory.
+- Networks are constructed on the ``meta`` device and materialised with ``to_empty`` and a
+  strict ``load_state_dict``: no time is spent on random initialisation that the file
+  overwrites, and keys/shapes are checked first so that a wrong file names the key, the
+  expected and the actual shape.
+
+Our own format (``format: "eo2sar"``) stores the config and a format version beside the
+state dicts; the seed format is the original six-network dict (see :mod:`ugatit.legacy`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ugatit.config import ModelConfig
+from ugatit.errors import CheckpointError
+from ugatit.legacy import infer_config, is_bare_generator, is_seed_checkpoint
+from ugatit.networks import GENERATORS, NETWORK_NAMES, build_network
+
+FORMAT_NAME = "eo2sar"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """Networks read from one file, in eval mode, on one device.
+
+    Access networks as attributes (``ckpt.genA2B``) or through ``ckpt.networks``.
+    ``available`` lists every network the file holds, loaded or not.
+    """
+
+    path: Path
+    format: str  # "seed" or "eo2sar"
+    config: ModelConfig
+    networks: dict[str, nn.Module]
+    available: tuple[str, ...]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def __getattr__(self, name: str) -> nn.Module:
+        # Only called when normal lookup fails, i.e. for network names.
+        if name in NETWORK_NAMES:
+            nets = self.__dict__.get("networks", {})
+            if name in nets:
+                return nets[name]
+            if name in self.__dict__.get("available", ()):
+                raise AttributeError(f"{name} is in {self.path} but was not loaded; "
+                                     f"pass networks=(..., {name!r}) to load_checkpoint")
+            raise AttributeError(f"{self.path} holds no {name}")
+        raise AttributeError(name)
+
+
+# ----------------------------------------------------------------------------------------
+# Reading
+
+
+def _torch_load(path: Path) -> Any:
+    """torch.load with weights_only, on CPU, memory-mapped when the file allows it."""
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            # Files written by torch < 1.6 (legacy tar format) cannot be memory-mapped.
+            if "mmap" not in str(exc) and "zipfile" not in str(exc):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused: the file holds Python objects beyond tensors and plain "
+            f"containers, which could run code when loaded (weights_only=True). If you trust "
+            f"it, convert it once in an isolated environment. Detail: {_unpickler_detail(exc)}"
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (truncated or another kind of file): "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
+
+
+def _unpickler_detail(exc: Exception) -> str:
+    """The one informative line of torch's long weights_only message."""
+    lines = [ln.strip() for ln in str(exc).splitlines()]
+    return next((ln for ln in lines if "Unsupported global" in ln or "WeightsUnpickler" in ln),
+                lines[0] if lines else type(exc).__name__)
+
+
+def read_state_dicts(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any], ModelConfig]:
+    """Open a checkpoint and return (format, {network: state_dict}, config).
+
+    Tensors are memory-mapped where possible: nothing is read until it is used.
+    """
+    path = Path(path)
+    obj = _torch_load(path)
+    if isinstance(obj, Mapping) and obj.get("format") == FORMAT_NAME:
+        version = obj.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise CheckpointError(f"{path}: eo2sar format version {version!r} is newer than "
+                                  f"this code reads ({FORMAT_VERSION}); upgrade eo2sar")
+        nets = dict(obj.get("networks", {}))
+        try:
+            config = ModelConfig.from_dict(dict(obj["config"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: bad or missing config: {exc}") from exc
+        fmt = FORMAT_NAME
+    elif is_seed_checkpoint(obj):
+        nets = {k: v for k, v in obj.items() if k in NETWORK_NAMES}
+        config = infer_config(nets, where=str(path))
+        fmt = "seed"
+    elif is_bare_generator(obj):
+        nets = {"genA2B": obj}
+        config = infer_config(nets, where=str(path))
+        fmt = "seed"
+    else:
+        what = f"a dict with keys {sorted(map(str, obj))[:6]}" if isinstance(obj, Mapping) \
+            else type(obj).__name__
+        raise CheckpointError(f"{path}: not a U-GAT-IT checkpoint: found {what}, expected the "
+                              f"networks {', '.join(NETWORK_NAMES)}")
+    if not nets:
+        raise CheckpointError(f"{path}: holds no network")
+    return fmt, nets, config
+
+
+def check_state_dict(module: nn.Module, sd: Mapping[str, Tensor], where: str) -> None:
+    """Compare keys and shapes before loading, so the error names the key and both shapes."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{where}: keys do not match the architecture; missing {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+            f"{'...' if len(unexpected) > 5 else ''}"
+        )
+    for k, ref in expected.items():
+        got = sd[k]
+        if not isinstance(got, Tensor):
+            raise CheckpointError(f"{where}: key {k!r} is a {type(got).__name__}, not a tensor")
+        if tuple(got.shape) != tuple(ref.shape):
+            raise CheckpointError(f"{where}: key {k!r} has shape {list(got.shape)}, "
+                                  f"expected {list(ref.shape)}")
+        if not got.is_floating_point():
+            raise CheckpointError(f"{where}: key {k!r} has dtype {got.dtype}, expected float")
+
+
+def materialise(name: str, config: ModelConfig, sd: Mapping[str, Tensor], device: torch.device,
+                where: str) -> nn.Module:
+    """Build network ``name`` directly from ``sd`` on ``device``, in eval mode."""
+    with torch.device("meta"):
+        module = build_network(name, config)
+    check_state_dict(module, sd, f"{where}: {name}")
+    module = module.to_empty(device=device)
+    # Strict load copies (and casts fp16 -> fp32) every parameter and buffer.
+    module.load_state_dict(sd, strict=True)
+    return module.eval().requires_grad_(False)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Parse a device string and check it exists here, with a message a user can act on."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"bad device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CheckpointError(f"device {device!r} asked for, but CUDA is not available on "
+                                  f"this machine (torch {torch.__version__}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise CheckpointError(f"device {device!r} asked for, but only "
+                                  f"{torch.cuda.device_count()} CUDA device(s) exist")
+    elif dev.type not in ("cpu", "mps"):
+        raise CheckpointError(f"unsupported device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
+    return dev
+
+
+def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu",
+                    networks: Sequence[str] | None = None) -> Checkpoint:
+    """Load a seed-format or eo2sar checkpoint into eval-mode networks.
+
+    Args:
+        path: the checkpoint file.
+        device: where the networks live (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        networks: names to build (e.g. ``("genA2B",)`` for inference); ``None`` builds all
+            that the file holds. Networks not asked for are never read from disk.
+
+    Raises:
+        CheckpointError: missing, unsafe, unreadable or mismatched file, or bad device.
+    """
+    path = Path(path)
+    dev = resolve_device(device)
+    fmt, state_dicts, config = read_state_dicts(path)
+    wanted = tuple(state_dicts) if networks is None else tuple(networks)
+    for name in wanted:
+        if name not in NETWORK_NAMES:
+            raise CheckpointError(f"unknown network {name!r}; expected one of {NETWORK_NAMES}")
+        if name not in state_dicts:
+            raise CheckpointError(f"{path}: holds no {name} (it has {', '.join(state_dicts)})")
+    built = {n: materialise(n, config, state_dicts[n], dev, str(path)) for n in wanted}
+    return Checkpoint(path=path, format=fmt, config=config, networks=built,
+                      available=tuple(state_dicts), device=dev)
+
+
+# ----------------------------------------------------------------------------------------
+# Writing
+
+
+def _to_state_dict(net: nn.Module | Mapping[str, Tensor], half: bool) -> dict[str, Tensor]:
+    sd = net.state_dict() if isinstance(net, nn.Module) else dict(net)
+    out = {}
+    for k, v in sd.items():
+        v = v.detach().to("cpu").contiguous()
+        out[k] = v.half() if half and v.is_floating_point() else v.clone()
+    return out
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary name beside ``path``, then rename: no half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | os.PathLike[str],
+                    networks: Mapping[str, nn.Module | Mapping[str, Tensor]],
+                    config: ModelConfig, fmt: str = FORMAT_NAME, half: bool = False,
+                    extra: Mapping[str, Any] | None = None) -> Path:
+    """Write networks as an eo2sar file (config + version) or a seed-format six-network dict.
+
+    ``half`` stores floating tensors as fp16 (eo2sar format only: the original tools expect
+    float32). ``extra`` adds plain metadata (str/int/float) to an eo2sar file.
+    """
+    path = Path(path)
+    unknown = [n for n in networks if n not in NETWORK_NAMES]
+    if unknown:
+        raise ValueError(f"unknown network names {unknown}; expected {NETWORK_NAMES}")
+    if fmt == "seed":
+        if half:
+            raise ValueError("the seed format is float32 only; use fmt='eo2sar' with half=True")
+        obj: dict[str, Any] = {n: _to_state_dict(net, False) for n, net in networks.items()}
+    elif fmt == FORMAT_NAME:
+        obj = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "config": config.to_dict(),
+            "networks": {n: _to_state_dict(net, half) for n, net in networks.items()},
+            "meta": {"torch": str(torch.__version__), "dtype": "float16" if half else "float32",
+                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     **dict(extra or {})},
+        }
+    else:
+        raise ValueError(f"unknown checkpoint format {fmt!r}: use 'eo2sar' or 'seed'")
+    _atomic_save(obj, path)
+    return path
+
+
+def init_checkpoint(path: str | os.PathLike[str], config: ModelConfig, seed: int = 0,
+                    networks: Iterable[str] = GENERATORS, fmt: str = FORMAT_NAME) -> Path:
+    """Write a randomly initialised checkpoint (tests, benchmarks, demos: NOT a trained model).
+
+    Initialisation is PyTorch's default for each layer, seeded, so the same arguments give
+    the same file contents.
+    """
+    with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
+        torch.manual_seed(seed)
+        nets = {n: build_network(n, config) for n in networks}
+    return save_checkpoint(path, nets, config, fmt=fmt,
+                           extra={"note": f"random weights (seed {seed}), not trained"}
+                           if fmt == FORMAT_NAME else None)
+
+
+def export_generator(src: str | os.PathLike[str], dst: str | os.PathLike[str],
+                     half: bool = False, networks: Sequence[str] = ("genA2B",)) -> Path:
+    """Write a generator-only eo2sar file (42 MB instead of 512 MiB for the published model)."""
+    fmt, state_dicts, config = read_state_dicts(src)
+    missing = [n for n in networks if n not in state_dicts]
+    if missing:
+        raise CheckpointError(f"{src}: holds no {', '.join(missing)}")
+    # Build and check each network so an export never writes a file that would not load.
+    nets = {n: materialise(n, config, state_dicts[n], torch.device("cpu"), str(src))
+            for n in networks}
+    return save_checkpoint(dst, nets, config, half=half,
+                           extra={"exported_from": Path(src).name, "source_format": fmt})
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, streamed (checkpoints can be gigabytes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,16 @@
+"""Typed errors of the model package.
+
+One root exception (``UgatitError``) so callers such as the pipeline CLI can catch
+everything this package raises and turn it into a one-line message, while programming
+errors (``TypeError``, ``KeyError`` in our own code) still surface as tracebacks.
+"""
+
+from __future__ import annotations
+
+
+class UgatitError(Exception):
+    """Root of every error raised on purpose by :mod:`ugatit`."""
+
+
+class CheckpointError(UgatitError):
+    """A file is not a usable U-GAT-IT checkpoint (missing, unsafe, wrong keys or shapes)."""
