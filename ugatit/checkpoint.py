@@ -89,12 +89,19 @@ def _torch_load(path: Path) -> Any:
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        # Only a pickle naming a global (a callable to import and run) is an attempt to run
+        # code; anything else the unpickler rejects is simply not a checkpoint.
+        if "global" not in str(exc).lower():
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint (its pickle stream does "
+                                  f"not decode)") from exc
         raise CheckpointError(
             f"{path}: refused: the file holds Python objects beyond tensors and plain "
             f"containers, which could run code when loaded (weights_only=True). If you trust "
             f"it, convert it once in an isolated environment. Detail: {_unpickler_detail(exc)}"
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError,
+            IndexError, TypeError, AttributeError) as exc:
+        # Non-zip files go through the legacy unpickler, which fails in many ways.
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint (truncated or another kind of file): "
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
@@ -104,7 +111,7 @@ def _torch_load(path: Path) -> Any:
 def _unpickler_detail(exc: Exception) -> str:
     """The one informative line of torch's long weights_only message."""
     lines = [ln.strip() for ln in str(exc).splitlines()]
-    return next((ln for ln in lines if "Unsupported global" in ln or "WeightsUnpickler" in ln),
+    return next((ln for ln in lines if "GLOBAL" in ln or "WeightsUnpickler" in ln),
                 lines[0] if lines else type(exc).__name__)
 
 

@@ -1,0 +1,61 @@
+"""`python -m ugatit` commands: export, init, info."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from click.testing import CliRunner
+
+from ugatit import load_checkpoint
+from ugatit.cli import main
+
+
+def test_init_then_info(tmp_path: Path) -> None:
+    out = tmp_path / "ck.pt"
+    res = CliRunner().invoke(main, ["init", str(out), "--ngf", "4", "--n-res", "1",
+                                    "--all-networks", "--seed-format", "--ndf", "4"])
+    assert res.exit_code == 0, res.output
+    assert "random weights" in res.output
+    res = CliRunner().invoke(main, ["info", str(out)])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert info["format"] == "seed"
+    assert info["config"]["ngf"] == 4 and info["config"]["n_res"] == 1
+    assert set(info["networks"]) == {"genA2B", "genB2A", "disGA", "disGB", "disLA", "disLB"}
+
+
+def test_export_generator_only_fp16(tmp_path: Path) -> None:
+    src = tmp_path / "seed.pt"
+    CliRunner().invoke(main, ["init", str(src), "--ngf", "8", "--n-res", "1", "--all-networks",
+                              "--seed-format", "--ndf", "8"], catch_exceptions=False)
+    dst = tmp_path / "gen16.pt"
+    res = CliRunner().invoke(main, ["export", str(src), str(dst), "--fp16"])
+    assert res.exit_code == 0, res.output
+    stored = torch.load(dst, weights_only=True)
+    assert list(stored["networks"]) == ["genA2B"]
+    assert all(t.dtype == torch.float16 for t in stored["networks"]["genA2B"].values())
+    ck = load_checkpoint(dst)
+    assert ck.available == ("genA2B",)
+    # Refuses to overwrite without the flag, and leaves the file alone.
+    before = dst.read_bytes()
+    res = CliRunner().invoke(main, ["export", str(src), str(dst)])
+    assert res.exit_code != 0 and "--overwrite" in res.output
+    assert dst.read_bytes() == before
+
+
+def test_export_bad_source_is_one_line_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_text("hello")
+    res = CliRunner().invoke(main, ["export", str(bad), str(tmp_path / "o.pt")])
+    assert res.exit_code == 1
+    assert "bad.pt" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o.pt").exists()
+
+
+def test_module_entry_point(tmp_path: Path) -> None:
+    res = subprocess.run([sys.executable, "-m", "ugatit", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "export" in res.stdout and "init" in res.stdout
