@@ -1,0 +1,48 @@
+# eo2sar: install, test, demo, bench.  Every variable can be overridden:
+#   make install VENV=/tmp/env TORCH_SPEC="torch==2.13.0" PIP_ARGS="--index-url https://download.pytorch.org/whl/cu121"
+VENV ?= .venv
+PYTHON ?= python3
+# torch is installed on its own, first, so the build (CPU or CUDA) is the user's choice:
+# see "GPU install" in README.md.
+TORCH_SPEC ?= torch==2.13.0
+PIP_ARGS ?=
+PYTEST_ARGS ?=
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Demo: the bundled real WorldView-2 chip through app.py with the demo checkpoint
+# (random weights, see checkpoints/README.md).
+DEMO_IMG ?= tests/data/sn6_rotterdam_eo_rgb.tif
+DEMO_MODEL ?= checkpoints/eo2sar_demo_ngf8_random.pt
+
+.PHONY: install test test-all lint demo bench clean
+
+install: $(STAMP)
+
+# The stamp makes `make test` twice install once; touching pyproject.toml reinstalls.
+$(STAMP): pyproject.toml
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install $(PIP_ARGS) "$(TORCH_SPEC)"
+	$(VPY) -m pip install -e ".[dev]"
+	touch $@
+
+test: $(STAMP)
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(VPY) -m pytest -m "" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VPY) -m ruff check .
+
+demo: $(STAMP)
+	mkdir -p demo_out
+	$(VPY) app.py --device cpu --model_path $(DEMO_MODEL) --img $(DEMO_IMG) \
+		--out demo_out/gen_sar_demo.png --heatmap
+
+bench: $(STAMP)
+	$(VPY) benchmarks/run.py
+
+clean:
+	rm -rf demo_out bench_out build dist .pytest_cache .ruff_cache *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

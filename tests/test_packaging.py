@@ -1,0 +1,168 @@
+"""The project skeleton: pip and conda users get the same dependencies, the configs say
+what the code does, the bundled data is what its README claims, and the demo has what it
+needs. These break silently otherwise (an environment.yml nobody runs, a data file
+re-compressed lossily, a demo pointing at a deleted checkpoint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import rasterio
+import torch
+import yaml
+
+from ugatit import ModelConfig, load_checkpoint
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
+
+# conda-forge names that differ from the PyPI ones.
+CONDA_TO_PIP = {"pytorch": "torch"}
+
+
+def _name(requirement: str) -> set[str]:
+    """'dask[distributed]>=1' -> {'dask', 'distributed'}; 'PyYAML' -> {'pyyaml'}."""
+    m = re.match(r"\s*([A-Za-z0-9_.-]+)\s*(\[([^\]]*)\])?", requirement)
+    assert m, requirement
+    base = re.sub(r"[-_.]+", "-", m.group(1)).lower()
+    names = {CONDA_TO_PIP.get(base, base)}
+    if base == "dask" and m.group(3):  # the distributed extra is the distributed package
+        names |= {e.strip().lower() for e in m.group(3).split(",")}
+    return names
+
+
+@pytest.fixture(scope="module")
+def pyproject() -> dict:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)
+
+
+@pytest.fixture(scope="module")
+def environment() -> dict:
+    return yaml.safe_load((ROOT / "environment.yml").read_text())
+
+
+def test_conda_and_pip_dependencies_agree(pyproject: dict, environment: dict) -> None:
+    runtime = set().union(*(_name(r) for r in pyproject["project"]["dependencies"]))
+    dev = set().union(*(_name(r) for r in pyproject["project"]["optional-dependencies"]["dev"]))
+    conda = [d for d in environment["dependencies"] if isinstance(d, str)]
+    conda_names = set().union(*(_name(d.split("=")[0].split(">")[0]) for d in conda))
+    assert {"pytest", "ruff"} <= dev
+    assert {"torch", "rasterio", "dask", "distributed", "numpy"} <= runtime
+    assert conda_names - {"python", "pip"} == runtime | dev
+    assert environment["name"] == "eo2sar" and "conda-forge" in environment["channels"]
+
+
+def test_python_versions(pyproject: dict, environment: dict) -> None:
+    assert pyproject["project"]["requires-python"] == ">=3.10"
+    conda_python = next(d for d in environment["dependencies"]
+                        if isinstance(d, str) and d.startswith("python="))
+    major, minor = map(int, conda_python.split("=")[1].split(".")[:2])
+    assert (major, minor) >= (3, 10)
+
+
+def test_tool_configuration(pyproject: dict) -> None:
+    tool = pyproject["tool"]
+    assert tool["ruff"]["line-length"] == 100
+    assert set(tool["ruff"]["lint"]["select"]) == {"E", "F", "W", "I", "B", "UP"}
+    ini = tool["pytest"]["ini_options"]
+    assert ini["testpaths"] == ["tests"]
+    assert "not slow" in ini["addopts"]
+    assert any(m.startswith("slow:") for m in ini["markers"])
+    include = tool["setuptools"]["packages"]["find"]["include"]
+    assert {"ugatit", "pipeline"} <= set(include)
+
+
+def test_model_yaml_documents_the_published_config() -> None:
+    text = (ROOT / "configs" / "model.yaml").read_text()
+    cfg = yaml.safe_load(text)
+    assert set(cfg) == {f.name for f in fields(ModelConfig)}
+    assert ModelConfig(**cfg) == ModelConfig()  # the published eo2sar values
+    assert cfg["light"] is True and cfg["ngf"] == 64 and cfg["n_res"] == 4
+    lines = text.splitlines()
+    for key in cfg:  # every key has a comment right above it
+        i = next(i for i, line in enumerate(lines) if line.startswith(f"{key}:"))
+        assert lines[i - 1].startswith("#"), f"{key} has no comment"
+
+
+def _data_table() -> dict[str, dict[str, str]]:
+    rows = {}
+    for line in (DATA / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[0].endswith(".tif"):
+            rows[cells[0]] = {"grid": cells[2], "crs": cells[3], "sha": cells[4],
+                              "source": cells[5], "licence": cells[6]}
+    return rows
+
+
+def test_data_readme_lists_every_raster() -> None:
+    table = _data_table()
+    on_disk = {p.name for p in DATA.glob("*.tif")}
+    assert on_disk and set(table) == on_disk
+    assert all(row["source"] and row["licence"] for row in table.values())
+    total = sum(p.stat().st_size for p in DATA.rglob("*") if p.is_file())
+    assert total < 25e6, f"tests/data is {total / 1e6:.1f} MB"
+
+
+@pytest.mark.parametrize("name", sorted(_data_table()))
+def test_data_files_match_readme(name: str) -> None:
+    row = _data_table()[name]
+    with rasterio.open(DATA / name) as ds:
+        pixels = ds.read()
+        grid = f"{ds.count} x {ds.dtypes[0]}, {ds.width}x{ds.height}"
+        assert ds.crs is not None and ds.crs.to_string() == row["crs"]
+        assert ds.transform.is_rectilinear and not ds.transform.is_identity
+        assert ds.nodata is None
+    assert grid == row["grid"]
+    digest = hashlib.sha256(pixels.astype(pixels.dtype.newbyteorder("<")).tobytes())
+    assert digest.hexdigest()[:16] == row["sha"]
+
+
+def test_landsat_copy_keeps_source_grid() -> None:
+    # The re-compressed file: 30 m UTM 21S grid of the source, no nodata, a zero collar.
+    with rasterio.open(DATA / "l8_224078_parana_bgr_uint16.tif") as ds:
+        assert tuple(ds.transform)[:6] == (30.0, 0.0, 717345.0, 0.0, -30.0, -2776995.0)
+        assert ds.compression is not None and ds.nodata is None
+        corner = ds.read(window=((0, 8), (0, 8)))
+    assert (corner == 0).all()
+
+
+def test_demo_checkpoint_and_image() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    settings = dict(re.findall(r"^(DEMO_\w+) \?= (\S+)$", makefile, flags=re.M))
+    assert (ROOT / settings["DEMO_IMG"]).is_file()
+    ckpt = load_checkpoint(ROOT / settings["DEMO_MODEL"], networks=("genA2B",))
+    assert (ckpt.config.ngf, ckpt.config.n_res, ckpt.config.light) == (8, 2, True)
+    assert "genB2A" in ckpt.available
+    with torch.inference_mode():
+        out = ckpt.genA2B(torch.zeros(1, 3, 64, 64))[0]
+    assert out.shape == (1, 3, 64, 64) and bool(torch.isfinite(out).all())
+    assert (ROOT / "checkpoints" / "README.md").is_file()
+
+
+def test_makefile_targets_and_ci() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][\w-]*):", makefile, flags=re.M))
+    assert {"install", "test", "test-all", "lint", "demo", "bench", "clean"} <= targets
+    assert re.search(r"^TORCH_SPEC \?= torch==", makefile, flags=re.M)
+    run = ROOT / ".ci" / "run"
+    assert os.access(run, os.X_OK)
+    text = run.read_text()
+    assert text.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in text
+    assert "make test" in text
+
+
+def test_gitignore() -> None:
+    ignored = set((ROOT / ".gitignore").read_text().split())
+    assert {".venv/", "__pycache__/", "*.egg-info/", "demo_out/", "bench_out/"} <= ignored
