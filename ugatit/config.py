@@ -33,7 +33,9 @@ class ModelConfig:
         if self.ngf < 1 or self.n_res < 1 or self.ndf < 1:
             raise ValueError(f"ngf, n_res and ndf must be positive, got {self}")
         if self.img_size % 4:
-            raise ValueError(f"img_size must be divisible by 4 (two stride-2 convs), got {self.img_size}")
+            raise ValueError(
+                f"img_size must be divisible by 4 (two stride-2 convs), got {self.img_size}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

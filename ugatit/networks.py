@@ -188,10 +188,13 @@ class ResnetGenerator(nn.Module):
             raise ValueError(f"expected input [B, {cfg.in_ch}, H, W], got {list(x.shape)}")
         h, w = x.shape[-2:]
         if cfg.light and (h % 4 or w % 4 or h < 16 or w < 16):
-            raise ValueError(f"the light generator needs H, W divisible by 4 and >= 16, got {h}x{w}")
+            raise ValueError(
+                f"the light generator needs H, W divisible by 4 and >= 16, got {h}x{w}"
+            )
         if not cfg.light and (h, w) != (cfg.img_size, cfg.img_size):
             raise ValueError(
-                f"the full generator accepts exactly {cfg.img_size}x{cfg.img_size} inputs, got {h}x{w}"
+                f"the full generator accepts exactly {cfg.img_size}x{cfg.img_size} inputs, "
+                f"got {h}x{w}"
             )
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
