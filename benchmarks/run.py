@@ -1,0 +1,111 @@
+"""Run the benchmarks (``make bench``), print their tables, collect bench_out/bench.json.
+
+Each benchmark runs in its own process (torch thread settings and memory of one do not
+leak into the next) and writes its own JSON; this script collects them into
+``bench_out/bench.json`` and prints a summary. No benchmark asserts anything: numbers are
+for reading, comparing runs on the same machine, and the docs.
+
+The default run takes ~10 minutes on 2 cores, most of it the memory benchmark at the
+acceptance size, 16384 x 16384 (7225 tiles); ``--memory-size 8192`` (1849 tiles) takes a
+quarter of that, ``--quick`` is a ~1-2 minute smoke run of every script.
+
+    python benchmarks/run.py [--only memory seams throughput] [--memory-size 16384] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import DEFAULT_OUT, REPO, format_table, machine
+
+HERE = Path(__file__).resolve().parent
+ALL = ("seams", "throughput", "memory")
+
+
+def _commands(args: argparse.Namespace) -> dict[str, tuple[list[str], str]]:
+    """name -> (command line, JSON file it writes)."""
+    out = ["--out", str(args.out)]
+    size = 2048 if args.quick else args.memory_size
+    seams = ["--cases", "sn6", "l8"] if args.quick else []
+    thr = ["--ngf", "4", "--seconds", "1", "--scene-size", "512"] if args.quick else []
+    return {
+        "seams": ([str(HERE / "bench_seams.py"), *seams, *out], "seams.json"),
+        "throughput": ([str(HERE / "bench_throughput.py"), *thr, *out], "throughput.json"),
+        "memory": ([str(HERE / "bench_memory.py"), "--size", str(size), *out],
+                   f"memory_{size}.json"),
+    }
+
+
+def _summary(name: str, doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """A few headline rows per benchmark for the closing table."""
+    rows: list[dict[str, Any]] = []
+    if name == "memory":
+        rows.append({"benchmark": name, "what": f"{doc['size']}^2 peak RSS GiB",
+                     "value": doc["peak_rss_gib"]})
+        rows.append({"benchmark": name, "what": f"{doc['size']}^2 tiles/s",
+                     "value": doc["tiles_per_s"]})
+    elif name == "seams":
+        by: dict[tuple[str, int], list[float]] = {}
+        for r in doc["rows"]:
+            by.setdefault((r["data"], r["overlap"]), []).append(r["seam_local"])
+        for (data, overlap), vals in by.items():
+            rows.append({"benchmark": name, "what": f"{data} overlap {overlap} local ratio",
+                         "value": sum(vals) / len(vals)})
+    elif name == "throughput":
+        for s in doc["settings"]:
+            last = s["rows"][-1]
+            rows.append({"benchmark": name,
+                         "what": f"ngf {s['ngf']} {s['setting']} b{last['batch']}/b1",
+                         "value": last["ratio_vs_b1"]})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="+", choices=ALL, default=list(ALL))
+    p.add_argument("--memory-size", type=int, default=16384)
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke run (~1 min)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    collected: dict[str, Any] = {}
+    summary: list[dict[str, Any]] = []
+    failed = []
+    for name, (cmd, json_name) in _commands(args).items():
+        if name not in args.only:
+            continue
+        print(f"\n== {name}: {' '.join(cmd)}", flush=True)
+        t0 = time.perf_counter()
+        rc = subprocess.run([sys.executable, *cmd], cwd=REPO).returncode
+        seconds = time.perf_counter() - t0
+        path = args.out / json_name
+        if rc != 0 or not path.exists():
+            failed.append(name)
+            collected[name] = {"error": f"exit status {rc}", "seconds": seconds}
+            continue
+        doc = json.loads(path.read_text())
+        doc["bench_seconds"] = seconds
+        collected[name] = doc
+        summary += _summary(name, doc)
+    print("\n== summary")
+    print(format_table(summary, ["benchmark", "what", "value"]))
+    bench = args.out / "bench.json"
+    tmp = bench.with_name(".bench.json.tmp")
+    tmp.write_text(json.dumps({"machine": machine(), "benchmarks": collected}, indent=2) + "\n")
+    tmp.replace(bench)
+    print(f"wrote {bench}")
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,395 @@
+"""Directory runs: every scene of a directory, resumable, one failure never stops the rest.
+
+``python -m pipeline run scenes/ out/ --model ck.pt`` lands here. Per scene, the heavy
+lifting (tiling, inference, atomic output) is ``run_scene``'s; this module adds what only
+matters for many scenes:
+
+- which files are scenes (``pattern``, a glob relative to the input directory; ``**``
+  recurses) and where each output goes (``out/<relative dir>/<stem>.tif``, so two
+  directories with an ``a.tif`` each do not collide);
+- a manifest beside each output (:mod:`pipeline.manifest`) written after the output is
+  complete, so a rerun skips exactly the scenes that are finished and current, and
+  redoes stale, missing and half-done ones (a crash between output and manifest is
+  redone, never trusted);
+- error isolation: a corrupt scene is reported and the run goes on; the exit status is 1
+  if anything failed, so a scheduler (cron, Airflow, SLURM) sees it;
+- a summary table on stderr and a JSON run report in the output directory, both written
+  at the end, also after Ctrl-C (the report says what finished before the interrupt).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+from pipeline.errors import InputError, ModelError, OutputError, PipelineError
+from pipeline.manifest import (
+    atomic_write_text,
+    check_manifest,
+    config_fingerprint,
+    fingerprint_input,
+    manifest_path,
+    sha256_file,
+    software_versions,
+    utc_now,
+    write_manifest,
+)
+
+__all__ = ["REPORT_NAME", "BatchReport", "SceneOutcome", "find_scenes", "run_directory"]
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "eo2sar_run_report.json"
+REPORT_SCHEMA = "eo2sar.run-report/1"
+
+Status = Literal["done", "skipped", "failed"]
+
+
+@dataclass
+class SceneOutcome:
+    """What happened to one scene. ``message`` is the error, or why it was (re)done."""
+
+    scene: str  # path relative to the input directory, as shown in the table
+    input: Path
+    output: Path
+    status: Status
+    seconds: float = 0.0
+    tiles_total: int | None = None
+    tiles_run: int | None = None
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input"] = str(self.input)
+        d["output"] = str(self.output)
+        return d
+
+
+@dataclass
+class BatchReport:
+    """Outcome of a directory run; ``exit_code`` is what the CLI exits with."""
+
+    input_dir: Path
+    output_dir: Path
+    pattern: str
+    model_path: Path
+    model_sha256: str
+    config_hash: str
+    started_at: str
+    finished_at: str = ""
+    interrupted: bool = False
+    report_path: Path | None = None
+    scenes: list[SceneOutcome] = field(default_factory=list)
+
+    def _with(self, status: Status) -> list[SceneOutcome]:
+        return [s for s in self.scenes if s.status == status]
+
+    @property
+    def done(self) -> list[SceneOutcome]:
+        return self._with("done")
+
+    @property
+    def skipped(self) -> list[SceneOutcome]:
+        return self._with("skipped")
+
+    @property
+    def failed(self) -> list[SceneOutcome]:
+        return self._with("failed")
+
+    @property
+    def exit_code(self) -> int:
+        """1 if any scene failed or the run was interrupted, else 0."""
+        return 1 if self.failed or self.interrupted else 0
+
+    def to_dict(self, config_settings: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "schema": REPORT_SCHEMA,
+            "input_dir": str(self.input_dir),
+            "output_dir": str(self.output_dir),
+            "pattern": self.pattern,
+            "model": {"path": str(self.model_path), "sha256": self.model_sha256},
+            "config": {"hash": self.config_hash, "settings": config_settings},
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "interrupted": self.interrupted,
+            "counts": {
+                "total": len(self.scenes),
+                "done": len(self.done),
+                "skipped": len(self.skipped),
+                "failed": len(self.failed),
+            },
+            "exit_code": self.exit_code,
+            "versions": software_versions(),
+            "scenes": [s.to_dict() for s in self.scenes],
+        }
+
+
+def _is_within(path: Path, parent: Path) -> bool:
+    try:
+        path.resolve().relative_to(parent.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def find_scenes(input_dir: Path, pattern: str = "*.tif", exclude: Path | None = None) -> list[Path]:
+    """Sorted files under ``input_dir`` matching ``pattern`` (``Path.glob``; ``**`` recurses).
+
+    Hidden files (``.name``: editors' and our own temporary files) and anything under
+    ``exclude`` (the output directory, when it lives inside the input directory) are left
+    out, so a rerun never treats its own outputs as scenes.
+    """
+    try:
+        matches = list(input_dir.glob(pattern))
+    except (NotImplementedError, ValueError) as e:  # absolute or empty pattern
+        raise InputError(f"bad --pattern {pattern!r} ({e})", path=input_dir,
+                         hint="give a glob relative to the input directory, e.g. '*.tif'"
+                         ) from None
+    found = []
+    for p in matches:
+        rel = p.relative_to(input_dir)
+        if not p.is_file() or any(part.startswith(".") for part in rel.parts):
+            continue
+        if exclude is not None and _is_within(p, exclude):
+            continue
+        found.append(p)
+    return sorted(found)
+
+
+def _output_for(scene: Path, input_dir: Path, output_dir: Path) -> Path:
+    rel = scene.relative_to(input_dir)
+    return output_dir / rel.parent / (rel.stem + ".tif")
+
+
+def _heatmap_for(output: Path) -> Path:
+    return output.with_name(output.stem + ".heatmap.tif")
+
+
+def _format_table(scenes: list[SceneOutcome], width: int = 90) -> str:
+    """Plain fixed-width table (no dependency): scene, status, tiles, seconds, message.
+
+    Messages lose a leading "<input path>: " (the scene column names it) and are cut at
+    ``width`` characters; the run report keeps them whole.
+    """
+    header = ("scene", "status", "tiles", "seconds", "message")
+    rows = []
+    for s in scenes:
+        tiles = "" if s.tiles_total is None else f"{s.tiles_run}/{s.tiles_total}"
+        msg = s.message.removeprefix(f"{s.input}: ")
+        msg = msg if len(msg) <= width else msg[: width - 3] + "..."
+        rows.append((s.scene, s.status, tiles, f"{s.seconds:.1f}", msg))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _summary_line(report: BatchReport) -> str:
+    text = (
+        f"{len(report.scenes)} scenes: {len(report.done)} done, {len(report.skipped)} skipped,"
+        f" {len(report.failed)} failed"
+    )
+    if report.interrupted:
+        text += " (interrupted)"
+    if report.report_path is not None:
+        text += f"; report: {report.report_path}"
+    return text
+
+
+def _default_run_scene() -> Callable[..., Any]:
+    # imported lazily: pipeline.scene pulls in torch and dask, which callers of
+    # find_scenes / BatchReport (and the unit tests with a fake) do not need
+    from pipeline.scene import run_scene
+
+    return run_scene
+
+
+def run_directory(
+    input_dir: Path,
+    output_dir: Path,
+    *,
+    model_path: Path,
+    config: Any,
+    pattern: str = "*.tif",
+    overwrite: bool = False,
+    run_scene: Callable[..., Any] | None = None,
+    heatmap: bool = False,
+    quiet: bool = False,
+    client: Any = None,
+    stream: TextIO | None = None,
+) -> BatchReport:
+    """Run every scene of ``input_dir`` matching ``pattern`` into ``output_dir``.
+
+    Scenes whose output and manifest exist and match (input fingerprint, model sha256,
+    config hash, output size) are skipped unless ``overwrite``; all others are (re)done
+    with ``run_scene(input, output, model_path=..., config=..., heatmap_path=...,
+    overwrite=True, client=..., progress=...)`` (``overwrite=True`` there because a stale
+    output is ours to replace). A scene that raises is recorded as failed and the run goes
+    on. The summary table goes to ``stream`` (default stderr; with ``quiet`` only failed
+    scenes are listed), the JSON report to ``output_dir/eo2sar_run_report.json``.
+
+    Raises InputError (missing directory, no matching file, two scenes mapping to one
+    output), ModelError (no checkpoint) or OutputError (output directory not writable)
+    before any scene is run: those would fail every scene the same way.
+    """
+    input_dir, output_dir, model_path = Path(input_dir), Path(output_dir), Path(model_path)
+    stream = sys.stderr if stream is None else stream
+    if run_scene is None:
+        run_scene = _default_run_scene()
+
+    if not input_dir.is_dir():
+        raise InputError("input directory does not exist", path=input_dir,
+                         hint="pass an existing directory of scenes, or a single scene file")
+    scenes = find_scenes(input_dir, pattern, exclude=output_dir)
+    if not scenes:
+        raise InputError(
+            f"no file matches --pattern {pattern!r}",
+            path=input_dir,
+            hint="use --pattern '**/*.tif' to search subdirectories, '*.TIF' or '*.vrt' for"
+            " other names (patterns are case-sensitive)",
+        )
+    outputs: dict[Path, Path] = {}
+    for scene in scenes:
+        out = _output_for(scene, input_dir, output_dir)
+        if out in outputs:
+            raise InputError(
+                f"{outputs[out].name} and {scene.name} would both be written to {out}",
+                path=scene,
+                hint="narrow --pattern so only one of them matches",
+            )
+        outputs[out] = scene
+    if not model_path.is_file():
+        raise ModelError("checkpoint not found", path=model_path,
+                         hint="pass --model with the path of a .pt checkpoint")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create output directory: {e.strerror}", path=output_dir,
+                          hint="choose a writable output directory") from e
+    if not os.access(output_dir, os.W_OK):
+        raise OutputError("output directory is not writable", path=output_dir,
+                          hint="choose a writable output directory")
+
+    model_sha = sha256_file(model_path)  # once per run; the file may be 512 MiB
+    cfg_hash, cfg_settings = config_fingerprint(config)
+    report = BatchReport(
+        input_dir=input_dir, output_dir=output_dir, pattern=pattern, model_path=model_path,
+        model_sha256=model_sha, config_hash=cfg_hash, started_at=utc_now(),
+    )
+    n = len(scenes)
+    try:
+        for i, (out, scene) in enumerate(outputs.items(), 1):
+            outcome = _run_one(
+                scene, out, input_dir, model_path=model_path, model_sha=model_sha,
+                config=config, cfg_hash=cfg_hash, cfg_settings=cfg_settings,
+                overwrite=overwrite, run_scene=run_scene, heatmap=heatmap, quiet=quiet,
+                client=client,
+            )
+            report.scenes.append(outcome)
+            # INFO, failures included: the closing table lists every failure once
+            log.info("[%d/%d] %s: %s %s", i, n, outcome.scene, outcome.status,
+                     outcome.message)
+    except KeyboardInterrupt:
+        report.interrupted = True
+        raise
+    finally:
+        report.finished_at = utc_now()
+        report_path = output_dir / REPORT_NAME
+        try:
+            atomic_write_text(
+                report_path, json.dumps(report.to_dict(cfg_settings), indent=2) + "\n"
+            )
+            report.report_path = report_path
+        except OSError as e:  # the outputs are fine; say so rather than hide them
+            log.error("could not write the run report %s: %s", report_path, e)
+        shown = report.failed if quiet else report.scenes
+        if shown:
+            print(_format_table(shown), file=stream)
+        if not quiet or report.failed or report.interrupted:
+            print(_summary_line(report), file=stream)
+    return report
+
+
+def _run_one(
+    scene: Path,
+    out: Path,
+    input_dir: Path,
+    *,
+    model_path: Path,
+    model_sha: str,
+    config: Any,
+    cfg_hash: str,
+    cfg_settings: dict[str, Any] | None,
+    overwrite: bool,
+    run_scene: Callable[..., Any],
+    heatmap: bool,
+    quiet: bool,
+    client: Any,
+) -> SceneOutcome:
+    """Skip, or run and record, one scene; never raises an Exception subclass."""
+    name = scene.relative_to(input_dir).as_posix()
+    outcome = SceneOutcome(scene=name, input=scene, output=out, status="failed")
+    heatmap_path = _heatmap_for(out) if heatmap else None
+    t0 = time.perf_counter()
+    try:
+        fp = fingerprint_input(scene)
+        current, reason = check_manifest(
+            out, input_fingerprint=fp, model_sha256=model_sha, config_hash=cfg_hash,
+            heatmap_path=heatmap_path,
+        )
+        if current and not overwrite:
+            outcome.status, outcome.message = "skipped", reason
+            return outcome
+        # A manifest must never describe an output it did not see finish: drop the old one
+        # before the output is replaced, so a crash in between leaves "no manifest".
+        manifest_path(out).unlink(missing_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        started = utc_now()
+        result = run_scene(
+            scene, out, model_path=model_path, config=config, heatmap_path=heatmap_path,
+            overwrite=True, client=client, progress=not quiet,
+        )
+        result_dict = _result_fields(result)
+        write_manifest(
+            out, input_path=scene, input_fingerprint=fp, model_path=model_path,
+            model_sha256=model_sha, config_hash=cfg_hash, config_settings=cfg_settings,
+            started_at=started, result=result_dict, heatmap_path=heatmap_path,
+        )
+        outcome.status = "done"
+        if overwrite:
+            outcome.message = "forced (--overwrite)"
+        else:
+            outcome.message = "new" if reason == "no output" else f"redone: {reason}"
+        outcome.tiles_total = result_dict.get("tiles_total")
+        outcome.tiles_run = result_dict.get("tiles_run")
+    except PipelineError as e:
+        outcome.message = e.format()
+        log.debug("scene %s failed", scene, exc_info=True)
+    except Exception as e:  # isolate any failure to its scene (module doc); never bare
+        outcome.message = f"unexpected {type(e).__name__}: {e}"
+        log.warning("scene %s failed with an unexpected error (traceback at -v)", scene)
+        log.debug("traceback for %s", scene, exc_info=True)
+    finally:
+        outcome.seconds = time.perf_counter() - t0
+    return outcome
+
+
+def _result_fields(result: Any) -> dict[str, Any]:
+    """JSON-able fields of run_scene's SceneResult (or a fake's), for the manifest."""
+    fields = ("width", "height", "tiles_total", "tiles_run", "seconds", "model_sha256")
+    out: dict[str, Any] = {}
+    for name in fields:
+        value = getattr(result, name, None)
+        if value is None and isinstance(result, dict):
+            value = result.get(name)
+        if value is not None:
+            out[name] = value
+    return out

@@ -1,0 +1,270 @@
+"""Dask tasks that run batches of tiles through the generator, and the schedulers.
+
+The model never travels in the task graph (DESIGN.md invariant 5): a task carries the
+checkpoint PATH and its sha256, and `get_generator` loads it once per process (and per
+device) and keeps it (`functools.lru_cache`, keyed by path, hash and device, so a
+changed file under the same path is reloaded). A task also carries the input path and
+the tile origins and reads its own tiles, so nothing scene-sized is ever shipped.
+
+Determinism (measured with torch 2.13 CPU, ugatit light generator, ngf 4 and 64):
+  * a tile computed in a batch of 4 differs from the same tile computed alone by up to
+    ~1e-6 (oneDNN picks other kernels / blockings for other batch sizes);
+  * the same tile computed with 1 or 2 intra-op threads differs by up to ~1e-6.
+Those last-bit differences would make the output bytes depend on --batch-size and on
+the scheduler. So on CPU every tile is forwarded ALONE (N = 1) with torch's intra-op
+threads pinned to 1 in every process; parallelism comes from Dask running several
+tasks at once (threads in-process, or worker processes), one core each. On 2 cores this
+is also no slower: the original code measured 2.2 tiles/s at batch 1 against 1.4 at
+batch 8. `batch_size` therefore only sets the task granularity on CPU. On CUDA the whole
+batch goes through in one call (GPU throughput needs batches); cuDNN may then pick
+other algorithms for other batch sizes, so the CUDA output is reproducible for a given
+batch size, any block size and any worker count, but not across batch sizes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+
+from pipeline.errors import DeviceError, ModelError, PipelineError
+from pipeline.mosaic import gdal_env  # bounds GDAL's block cache in workers too
+from pipeline.radiometry import Scaling, to_model_input
+from pipeline.tiling import TileGrid, read_tile
+from ugatit import CheckpointError, ModelConfig, load_checkpoint
+
+CPU_TORCH_THREADS = 1  # see module docstring: fixed for bit-identical outputs
+
+
+@dataclass(frozen=True)
+class InferenceJob:
+    """Everything a batch task needs besides its tile numbers; small and picklable."""
+
+    input_path: str
+    bands: tuple[int, ...]
+    nodata: float | None
+    scaling: Scaling
+    grid: TileGrid
+    output_bands: int
+    heatmap: bool
+    model_path: str
+    model_sha256: str
+    device: str
+    tf32: bool = False
+
+
+@dataclass
+class TileOutput:
+    """Generator output of one tile: out [C, T, T] in [-1, 1], heat [T, T] or None."""
+
+    index: int
+    out: np.ndarray
+    heat: np.ndarray | None
+
+
+_load_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_generator(path: str, sha256: str, device: str) -> tuple[torch.nn.Module, ModelConfig]:
+    ckpt = load_checkpoint(path, device=device, networks=("genA2B",))
+    return ckpt.genA2B, ckpt.config
+
+
+def get_generator(path: str, sha256: str, device: str) -> tuple[torch.nn.Module, ModelConfig]:
+    """The eval-mode A->B generator, loaded once per (path, sha256, device) per process."""
+    with _load_lock:  # two threads asking at once must not load twice
+        try:
+            return _cached_generator(path, sha256, device)
+        except CheckpointError as exc:
+            raise ModelError(
+                str(exc), path=path, hint="pass an eo2sar/U-GAT-IT checkpoint with --model"
+            ) from None
+
+
+def check_device(device: str) -> None:
+    """Refuse a CUDA device this machine does not have (before any heavy work)."""
+    if not device.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        raise DeviceError(
+            f"device {device} asked for, but CUDA is not available here "
+            f"(torch {torch.__version__})",
+            path="--device",
+            hint="use --device cpu, or install a CUDA build of torch on a GPU machine",
+        )
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise DeviceError(
+            f"device {device} asked for, but only {torch.cuda.device_count()} GPU(s) exist",
+            path="--device",
+            hint=f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}",
+        )
+
+
+def _pin_threads(device: str, tf32: bool = False) -> None:
+    if device.startswith("cuda"):
+        # float32 parity: cuDNN convolutions default to TF32 on Ampere and newer. On an
+        # H200 (ngf 64, Landsat 8 scene) TF32 moved outputs by up to 2e-3 (unit scale)
+        # from the CPU result and ran 95 tiles/s; with TF32 off the difference is 3e-6
+        # (float32 rounding) at 25-35 tiles/s. Reduced precision is opt-in (tf32: true).
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    elif torch.get_num_threads() != CPU_TORCH_THREADS:
+        torch.set_num_threads(CPU_TORCH_THREADS)
+
+
+def run_batch(job: InferenceJob, tiles: Sequence[int]) -> list[TileOutput | None]:
+    """Read, scale and translate the given tiles; None for a tile with no valid pixel.
+
+    Runs in a Dask task: any thread of the local scheduler or any distributed worker.
+    """
+    _pin_threads(job.device, job.tf32)
+    gen, _ = get_generator(job.model_path, job.model_sha256, job.device)
+    size = job.grid.tile
+    inputs: list[np.ndarray] = []
+    keep: list[int] = []
+    results: list[TileOutput | None] = [None] * len(tiles)
+    with gdal_env(), rasterio.open(job.input_path) as ds:
+        for k, index in enumerate(tiles):
+            row, col = job.grid.origin(index)
+            data, valid, inside = read_tile(ds, job.bands, row, col, size, nodata=job.nodata)
+            if inside == 0:
+                continue
+            inputs.append(to_model_input(data, valid, job.scaling))
+            keep.append(k)
+    if not inputs:
+        return results
+    x = torch.from_numpy(np.stack(inputs))
+    dev = torch.device(job.device)
+    try:
+        out, heat = _forward(gen, x, dev, job.heatmap, size)
+    except torch.OutOfMemoryError:
+        raise PipelineError(
+            f"out of memory on {job.device} with {x.shape[0]} tiles of {size} px",
+            path=job.model_path,
+            hint="lower --batch-size (or --tile-size)",
+        ) from None
+    out_np = out.numpy()
+    if job.output_bands == 1:
+        out_np = out_np.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
+    heat_np = None if heat is None else heat.numpy()[:, 0]
+    for j, k in enumerate(keep):
+        results[k] = TileOutput(
+            index=tiles[k],
+            out=np.ascontiguousarray(out_np[j]),
+            heat=None if heat_np is None else np.ascontiguousarray(heat_np[j]),
+        )
+    return results
+
+
+def _forward(
+    gen: torch.nn.Module, x: torch.Tensor, dev: torch.device, heatmap: bool, size: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Generator outputs [N, 3, T, T] and heatmaps upsampled to [N, 1, T, T] (or None)."""
+    with torch.inference_mode():
+        if dev.type == "cpu":
+            parts = [gen(x[i : i + 1]) for i in range(x.shape[0])]
+            out = torch.cat([p[0] for p in parts])
+            heat = torch.cat([p[2] for p in parts]) if heatmap else None
+        else:
+            y, _, h = gen(x.to(dev))
+            out, heat = y.float().cpu(), (h.float().cpu() if heatmap else None)
+        if heat is not None:
+            heat = torch.nn.functional.interpolate(
+                heat, size=(size, size), mode="bilinear", align_corners=False
+            )
+    return out, heat
+
+
+# ---------------------------------------------------------------------------------------
+# schedulers: yield batch results in the order the caller needs them, bounded look-ahead
+
+BatchResult = tuple[int, list[TileOutput | None]]
+
+
+def local_threads(threads: int | None, device: str) -> int:
+    """Dask threads of the in-process scheduler: one per core on CPU, 2 on a GPU."""
+    if threads:
+        return threads
+    if device.startswith("cuda"):
+        return 2  # one reads tiles while the other waits on the GPU
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+def local_window(threads: int) -> int:
+    """Batches per graph of the in-process scheduler (see iter_local)."""
+    return min(64, max(4, 4 * threads))
+
+
+def iter_local(
+    job: InferenceJob,
+    order: Sequence[tuple[int, tuple[int, ...]]],
+    *,
+    threads: int,
+    on_done: Callable[[int], None] | None = None,
+) -> Iterator[BatchResult]:
+    """Dask's in-process threaded scheduler, a window of `4 * threads` batches per graph.
+
+    Each small graph is computed and its results handed over before the next is built,
+    so at most one window of batch outputs waits in memory whatever the scene size
+    (4 tiles x 256 KiB per batch for 1-band output). The window is a barrier: threads
+    idle while its last batch finishes, so it spans several batches per thread (at most
+    1/4 of a batch per thread lost per window) but is capped at 64 batches.
+    """
+    import dask
+    from dask.callbacks import Callback
+
+    window = local_window(threads)
+
+    class _Progress(Callback):
+        def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+            if on_done is not None and isinstance(result, list):
+                on_done(len(result))
+
+    _pin_threads(job.device, job.tf32)
+    for start in range(0, len(order), window):
+        chunk = order[start : start + window]
+        tasks = [
+            dask.delayed(run_batch, pure=True)(job, tiles, dask_key_name=f"eo2sar-batch-{bi}")
+            for bi, tiles in chunk
+        ]
+        scheduler = "synchronous" if threads == 1 else "threads"
+        with _Progress():
+            outs = dask.compute(*tasks, scheduler=scheduler, num_workers=threads)
+        yield from zip((bi for bi, _ in chunk), outs, strict=True)
+
+
+def iter_distributed(
+    job: InferenceJob,
+    order: Sequence[tuple[int, tuple[int, ...]]],
+    client: Any,
+    *,
+    on_done: Callable[[int], None] | None = None,
+) -> Iterator[BatchResult]:
+    """A dask.distributed client: keep ~2 batches per worker thread in flight."""
+    nthreads = sum(client.nthreads().values()) or 1
+    window = max(2, 2 * nthreads)
+    token = uuid.uuid4().hex[:12]  # unique per run: results are never shared across runs
+    pending: list[tuple[int, Any]] = []
+    position = 0
+    while position < len(order) or pending:
+        while position < len(order) and len(pending) < window:
+            bi, tiles = order[position]
+            fut = client.submit(run_batch, job, tiles, key=f"eo2sar-{token}-{bi}", pure=False)
+            pending.append((bi, fut))
+            position += 1
+        bi, fut = pending.pop(0)
+        result = fut.result()
+        fut.release()
+        if on_done is not None:
+            on_done(len(result))
+        yield bi, result

@@ -1,0 +1,277 @@
+"""Per-scene manifests: what made an output, so a directory rerun can skip what is current.
+
+A directory run (``python -m pipeline run scenes/ out/``) writes, beside every finished
+output ``out/x.tif``, a small JSON file ``out/x.tif.manifest.json`` naming the input (a
+fingerprint), the model (sha256), the settings (config hash), the output (size, sha256),
+when it finished and the software versions. The manifest is written atomically and only
+after the output is complete, so "output + matching manifest" means "finished, from these
+inputs"; anything else (no manifest, a different input, model or config, an output of
+another size) is redone. The name keeps the full output file name (``x.tif.manifest.json``,
+like GDAL's ``x.tif.aux.xml``) so it sorts beside its raster and never collides with
+another output's sidecar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "MANIFEST_SCHEMA",
+    "MANIFEST_SUFFIX",
+    "InputFingerprint",
+    "atomic_write_text",
+    "check_manifest",
+    "config_fingerprint",
+    "fingerprint_input",
+    "manifest_path",
+    "read_manifest",
+    "sha256_file",
+    "software_versions",
+    "utc_now",
+    "write_manifest",
+]
+
+MANIFEST_SCHEMA = "eo2sar.scene-manifest/1"
+MANIFEST_SUFFIX = ".manifest.json"
+
+# Inputs up to this size are hashed in full; bigger ones by their first and last MiB.
+# Reading 2 MiB costs the same whether the scene is 20 MB or 20 GB, so checking a
+# directory of 10,000 scenes for changes stays fast even on network storage, while a full
+# hash of every multi-GB scene on every rerun would cost as much I/O as the run itself.
+# What head+tail misses is only a change that keeps the size, the mtime (to the
+# nanosecond) and both ends of the file: a GeoTIFF keeps its header, IFD and tile offsets
+# at the start (classic layout) or end (GDAL appends them after an update), so a rewritten
+# scene changes them.
+FULL_HASH_LIMIT = 16 * 1024 * 1024
+HEAD_TAIL_BYTES = 1024 * 1024
+_CHUNK = 4 * 1024 * 1024
+
+
+def utc_now() -> str:
+    """ISO 8601 UTC timestamp with seconds precision, e.g. ``2026-11-26T02:14:00Z``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def manifest_path(output_path: Path) -> Path:
+    """``out/x.tif`` -> ``out/x.tif.manifest.json``."""
+    output_path = Path(output_path)
+    return output_path.with_name(output_path.name + MANIFEST_SUFFIX)
+
+
+def sha256_file(path: Path) -> str:
+    """Full sha256 of a file, read in 4 MiB chunks (constant memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class InputFingerprint:
+    """Identity of an input scene: cheap to compute, sensitive to any edit.
+
+    ``mtime_ns`` is part of it on purpose: like ``make``, touching an input asks for a
+    redo. ``sha256`` is the full hash for small files and the hash of
+    ``size || first MiB || last MiB`` for large ones (``method`` says which), which
+    catches a same-size, same-mtime replacement (``cp -p``/``rsync -t`` of another
+    version, filesystems with 1-2 s mtime granularity).
+    """
+
+    size: int
+    mtime_ns: int
+    sha256: str
+    method: str  # "full" or "head-tail-1MiB"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def fingerprint_input(path: Path) -> InputFingerprint:
+    """Fingerprint an input file (see :class:`InputFingerprint`)."""
+    st = os.stat(path)
+    if st.st_size <= FULL_HASH_LIMIT:
+        return InputFingerprint(st.st_size, st.st_mtime_ns, sha256_file(path), "full")
+    h = hashlib.sha256()
+    h.update(str(st.st_size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(HEAD_TAIL_BYTES))
+        f.seek(-HEAD_TAIL_BYTES, os.SEEK_END)
+        h.update(f.read(HEAD_TAIL_BYTES))
+    return InputFingerprint(st.st_size, st.st_mtime_ns, h.hexdigest(), "head-tail-1MiB")
+
+
+def config_fingerprint(config: Any) -> tuple[str, dict[str, Any] | None]:
+    """(hash, settings dict) of a pipeline config.
+
+    Uses the config's own ``config_hash()`` / ``to_dict()`` when it has them (the
+    PipelineConfig decides which settings change the output: a device or worker count
+    should not force a redo). Plain mappings and dataclasses are hashed as sorted JSON so
+    library users and tests can pass something simpler.
+    """
+    settings: dict[str, Any] | None
+    if config is None:
+        settings = None
+    elif hasattr(config, "to_dict"):
+        settings = dict(config.to_dict())
+    elif isinstance(config, Mapping):
+        settings = dict(config)
+    elif dataclasses.is_dataclass(config) and not isinstance(config, type):
+        settings = dataclasses.asdict(config)
+    else:
+        raise TypeError(f"cannot fingerprint a config of type {type(config).__name__}")
+    if hasattr(config, "config_hash"):
+        return str(config.config_hash()), settings
+    blob = json.dumps(settings, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest(), settings
+
+
+def software_versions() -> dict[str, str]:
+    """Versions that can change an output's bytes, read from installed metadata.
+
+    ``importlib.metadata`` does not import the packages, so this stays cheap; GDAL's
+    version comes from rasterio, which the pipeline has imported anyway.
+    """
+    versions = {"python": platform.python_version()}
+    for dist in ("eo2sar", "torch", "numpy", "rasterio", "dask", "distributed"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    rasterio = sys.modules.get("rasterio")
+    if rasterio is not None:
+        versions["gdal"] = str(getattr(rasterio, "__gdal_version__", "unknown"))
+    return versions
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old file or the new one, never half.
+
+    Temporary file in the destination directory (same filesystem, so ``os.replace`` is an
+    atomic rename), flushed and fsynced before the rename.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_manifest(
+    output_path: Path,
+    *,
+    input_path: Path,
+    input_fingerprint: InputFingerprint,
+    model_path: Path,
+    model_sha256: str,
+    config_hash: str,
+    config_settings: dict[str, Any] | None,
+    started_at: str,
+    result: Mapping[str, Any] | None = None,
+    heatmap_path: Path | None = None,
+    hash_output: bool = True,
+) -> Path:
+    """Write ``<output>.manifest.json`` atomically; call only once the output is complete.
+
+    The output's sha256 costs one read of the output; it lets anyone verify a copied
+    result later. ``hash_output=False`` skips it (the skip check uses the size only).
+    """
+    output_path = Path(output_path)
+    out_stat = os.stat(output_path)
+    doc: dict[str, Any] = {
+        "schema": MANIFEST_SCHEMA,
+        "input": {"path": str(Path(input_path).resolve()), **input_fingerprint.to_dict()},
+        "model": {"path": str(Path(model_path).resolve()), "sha256": model_sha256},
+        "config": {"hash": config_hash, "settings": config_settings},
+        "output": {
+            "path": str(output_path.resolve()),
+            "size": out_stat.st_size,
+            "sha256": sha256_file(output_path) if hash_output else None,
+        },
+        "heatmap": None,
+        "result": dict(result) if result is not None else None,
+        "started_at": started_at,
+        "finished_at": utc_now(),
+        "versions": software_versions(),
+    }
+    if heatmap_path is not None:
+        hp = Path(heatmap_path)
+        doc["heatmap"] = {"path": str(hp.resolve()), "size": os.stat(hp).st_size}
+    mpath = manifest_path(output_path)
+    atomic_write_text(mpath, json.dumps(doc, indent=2, default=str) + "\n")
+    return mpath
+
+
+def read_manifest(output_path: Path) -> dict[str, Any] | None:
+    """The manifest beside ``output_path``, or None if absent or unreadable.
+
+    Unreadable (truncated by a crash, hand-edited) means "not known to be finished":
+    the scene is redone, which is always safe.
+    """
+    try:
+        with open(manifest_path(output_path), encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("schema") != MANIFEST_SCHEMA:
+        return None
+    return doc
+
+
+def check_manifest(
+    output_path: Path,
+    *,
+    input_fingerprint: InputFingerprint,
+    model_sha256: str,
+    config_hash: str,
+    heatmap_path: Path | None = None,
+) -> tuple[bool, str]:
+    """Is ``output_path`` a finished output of exactly these inputs? -> (current, reason).
+
+    ``reason`` says why not ("no manifest", "input changed (mtime)", ...); it goes into the
+    run report so a user sees why a scene was redone.
+    """
+    output_path = Path(output_path)
+    if not output_path.exists():
+        return False, "no output"
+    doc = read_manifest(output_path)
+    if doc is None:
+        return False, "no manifest"
+    try:
+        old_in = doc["input"]
+        for key in ("size", "mtime_ns", "method", "sha256"):
+            if old_in[key] != getattr(input_fingerprint, key):
+                return False, f"input changed ({key})"
+        if doc["model"]["sha256"] != model_sha256:
+            return False, "model changed"
+        if doc["config"]["hash"] != config_hash:
+            return False, "config changed"
+        if doc["output"]["size"] != os.stat(output_path).st_size:
+            return False, "output size differs from manifest"
+        if heatmap_path is not None:
+            hp = Path(heatmap_path)
+            if doc.get("heatmap") is None or not hp.exists():
+                return False, "heatmap missing"
+            if doc["heatmap"]["size"] != os.stat(hp).st_size:
+                return False, "heatmap size differs from manifest"
+    except (KeyError, TypeError):
+        return False, "manifest incomplete"
+    return True, "up to date"

@@ -1,0 +1,295 @@
+"""Blend tile outputs into output blocks and write them: one writer, then a COG, atomically.
+
+Blending: every tile output y is weighted by the separable raised-cosine window of
+pipeline/tiling.py and each output pixel is `sum(w * y) / sum(w)` over the tiles that
+cover it. Pixels where the input is invalid become nodata; a valid pixel always has a
+weight > 0 because the tile that contains it was run and the window never reaches 0.
+
+Same bytes whatever the block size, batch size or scheduler: the sums are accumulated
+in float64, per output block, adding the covering tiles in ascending GLOBAL tile number.
+A pixel's sum is then the same sequence of float operations whichever block it falls in
+and whichever worker computed the tiles (the tiles themselves are bit-reproducible, see
+pipeline/inference.py).
+
+Output encodings (`output_scale`), from the blended generator value y in [-1, 1] and
+u = (y + 1) / 2 in [0, 1]:
+  unit   float32 u, nodata NaN;
+  db     float32 db_low + u * (db_high - db_low), nodata NaN;
+  uint8  round(255 u) clipped to 1..255, nodata 0 (so 0 is never a valid value).
+NaN rather than -9999 for float outputs: it cannot collide with any value, GDAL and
+numpy treat it as missing without configuration, and it is the convention of the
+SpaceNet 6 SAR rasters these outputs are compared with.
+The heatmap (CAM attention, upsampled bilinearly from 1/4 resolution to the tile size
+before blending) is float32, not normalised, nodata NaN.
+
+Writing: blocks go to a temporary tiled GeoTIFF in the destination directory (only the
+calling process writes; GeoTIFF writers are not safe for concurrent writes), then GDAL's
+COG driver copies it into a second temporary file (DEFLATE/ZSTD, AVERAGE overviews,
+512 px blocks), which `os.replace` renames into place. A crash at any point leaves only
+hidden `.*.eo2sar-tmp*` files, never a half-written file under the final name; on
+errors we can see, they are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.errors
+import rasterio.shutil
+from rasterio.windows import Window
+
+from pipeline.errors import OutputError
+from pipeline.tiling import TileGrid
+
+TMP_MARK = ".eo2sar-tmp"
+
+# GDAL's block cache defaults to 5 % of the machine's RAM (6 GiB on a 128 GiB node) and
+# fills up with the blocks of the temporary output while a large scene is written: on an
+# 8192 x 4096 scene it took the peak RSS to 800 MiB (490-700 MiB with 16-32 MiB). 64 MiB
+# is plenty for block-by-block writing and the COG copy (both sequential). A GDAL_CACHEMAX
+# set by the user wins.
+GDAL_CACHE_BYTES = 64 * 2**20
+
+
+def gdal_env() -> rasterio.Env:
+    """rasterio.Env bounding GDAL's block cache (unless the user set GDAL_CACHEMAX)."""
+    if "GDAL_CACHEMAX" in os.environ:
+        return rasterio.Env()
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
+
+
+class BlockAccumulator:
+    """float64 sum(w * y) and sum(w) for one output block."""
+
+    def __init__(self, window: Window, bands: int) -> None:
+        self.window = window
+        self.row0, self.col0 = int(window.row_off), int(window.col_off)
+        self.h, self.w = int(window.height), int(window.width)
+        self.num = np.zeros((bands, self.h, self.w), dtype=np.float64)
+        self.den = np.zeros((self.h, self.w), dtype=np.float64)
+
+    def add(self, row: int, col: int, values: np.ndarray, weight: np.ndarray) -> None:
+        """Add a tile whose top-left pixel is at scene (row, col); values [C, T, T]."""
+        tile = weight.shape[0]
+        r0, r1 = max(row, self.row0), min(row + tile, self.row0 + self.h)
+        c0, c1 = max(col, self.col0), min(col + tile, self.col0 + self.w)
+        if r0 >= r1 or c0 >= c1:
+            return
+        src = (slice(r0 - row, r1 - row), slice(c0 - col, c1 - col))
+        dst = (slice(r0 - self.row0, r1 - self.row0), slice(c0 - self.col0, c1 - self.col0))
+        wt = weight[src]
+        self.num[(slice(None), *dst)] += values[(slice(None), *src)] * wt
+        self.den[dst] += wt
+
+    def blended(self, valid: np.ndarray) -> np.ndarray:
+        """sum(w y) / sum(w) where the input is valid, NaN elsewhere ([C, h, w] float64)."""
+        ok = valid & (self.den > 0)
+        out = np.full(self.num.shape, np.nan, dtype=np.float64)
+        np.divide(self.num, self.den, out=out, where=ok[None])
+        return out
+
+
+def encode(y: np.ndarray, output_scale: str, db_range: tuple[float, float]) -> np.ndarray:
+    """Blended generator values (NaN = nodata) -> output array (see module docstring)."""
+    u = np.clip((y + 1.0) * 0.5, 0.0, 1.0)
+    if output_scale == "uint8":
+        q = np.clip(np.rint(u * 255.0), 1.0, 255.0)
+        return np.where(np.isnan(y), 0.0, q).astype(np.uint8)
+    if output_scale == "db":
+        lo, hi = db_range
+        return (lo + u * (hi - lo)).astype(np.float32)
+    return u.astype(np.float32)
+
+
+def output_dtype_nodata(output_scale: str) -> tuple[str, float]:
+    """(dtype, nodata) of the output raster for an output_scale."""
+    return ("uint8", 0.0) if output_scale == "uint8" else ("float32", math.nan)
+
+
+def check_output_path(path: Path, *, overwrite: bool, what: str = "output") -> None:
+    """Refuse early an output we could not (or must not) write; writes nothing."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise OutputError(
+            f"{what} is a directory",
+            path=path,
+            hint="give a file name, or give an input directory to process a directory",
+        )
+    if path.exists() and not overwrite:
+        raise OutputError(
+            f"{what} already exists", path=path, hint="pass --overwrite to replace it"
+        )
+    if not parent.is_dir():
+        raise OutputError(
+            f"{what} directory does not exist",
+            path=parent,
+            hint=f"create it first (mkdir -p {parent})",
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"{what} directory is not writable",
+            path=parent,
+            hint="choose another output directory or fix its permissions",
+        )
+
+
+def temp_name(final: Path, tag: str) -> Path:
+    """Hidden temporary name beside `final` (same filesystem, so os.replace is atomic)."""
+    return final.parent / f".{final.name}{TMP_MARK}-{uuid.uuid4().hex[:10]}.{tag}.tif"
+
+
+@dataclass
+class RasterTarget:
+    """One output raster being written: temporary GeoTIFF -> COG -> final name."""
+
+    final: Path
+    profile: dict[str, Any]
+    tags: dict[str, str]
+    band_descriptions: tuple[str, ...] = ()
+    compress: str = "DEFLATE"
+    tmp: Path = field(init=False)
+    cog_tmp: Path = field(init=False)
+    ds: Any = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.tmp = temp_name(self.final, "part")
+        self.cog_tmp = temp_name(self.final, "cog")
+
+    def open(self) -> None:
+        try:
+            self.ds = rasterio.open(self.tmp, "w", **self.profile)
+        except (rasterio.errors.RasterioIOError, OSError) as exc:
+            raise OutputError(
+                f"cannot create a temporary file ({exc})",
+                path=self.tmp.parent,
+                hint="check free space and permissions of the output directory",
+            ) from None
+        self.ds.update_tags(**self.tags)
+        for i, desc in enumerate(self.band_descriptions, start=1):
+            self.ds.set_band_description(i, desc)
+
+    def write(self, array: np.ndarray, window: Window) -> None:
+        try:
+            self.ds.write(array, window=window)
+        except (rasterio.errors.RasterioIOError, OSError) as exc:
+            raise self._write_error(exc) from None
+
+    def _write_error(self, exc: Exception) -> OutputError:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return OutputError(
+            f"writing failed ({first})",
+            path=self.final,
+            hint="check free space and permissions of the output directory",
+        )
+
+    def finish(self) -> None:
+        """Close, convert to COG, rename into place."""
+        try:
+            self._finish()
+        except (rasterio.errors.RasterioIOError, OSError) as exc:
+            raise self._write_error(exc) from None
+
+    def _finish(self) -> None:
+        self.ds.close()
+        self.ds = None
+        options: dict[str, Any] = {
+            "COMPRESS": self.compress,
+            "BLOCKSIZE": 512,
+            "OVERVIEW_RESAMPLING": "AVERAGE",
+            "BIGTIFF": "IF_SAFER",
+        }
+        if self.compress != "NONE":
+            options["PREDICTOR"] = "YES"
+        options["OVERVIEW_COUNT"] = overview_count(self.profile["width"], self.profile["height"])
+        rasterio.shutil.copy(str(self.tmp), str(self.cog_tmp), driver="COG", **options)
+        os.replace(self.cog_tmp, self.final)
+        self.tmp.unlink(missing_ok=True)
+
+    def cleanup(self) -> None:
+        """Remove whatever temporary file exists (after an error or an interrupt)."""
+        if self.ds is not None:
+            with contextlib.suppress(Exception):
+                self.ds.close()
+            self.ds = None
+        for p in (self.tmp, self.cog_tmp):
+            with contextlib.suppress(OSError):
+                p.unlink(missing_ok=True)
+        # GDAL's COG driver keeps its overview temp file next to the target
+        for extra in self.final.parent.glob(f"{self.cog_tmp.name}*"):
+            with contextlib.suppress(OSError):
+                extra.unlink()
+
+
+def overview_count(width: int, height: int, smallest: int = 256) -> int:
+    """Halvings until the longer side is <= `smallest` px, at least 1.
+
+    GDAL's default stops once the image fits one 512 px block, so a small scene would get
+    no overview at all; we always make at least one, so every output is a proper COG
+    with a pyramid (viewers and our COG check rely on it).
+    """
+    n, side = 0, max(width, height)
+    if side < 2:
+        return 0  # a 1 x 1 raster has no pyramid (GDAL fails on one)
+    while side > smallest:
+        side = math.ceil(side / 2)
+        n += 1
+    return max(1, n)
+
+
+def tmp_block_size(block_size: int) -> int:
+    """Tile size of the temporary GeoTIFF: divides the block size, so each of its tiles
+    is written exactly once, in one piece (a compressed tile written twice would be
+    recompressed and the first copy wasted)."""
+    return math.gcd(block_size, 512)
+
+
+@contextlib.contextmanager
+def open_targets(targets: list[RasterTarget]) -> Iterator[list[RasterTarget]]:
+    """Open every target; on any exception (even KeyboardInterrupt) remove all temps."""
+    try:
+        for t in targets:
+            t.open()
+        yield targets
+    except BaseException:
+        for t in targets:
+            t.cleanup()
+        raise
+
+
+def output_profile(
+    src_profile: dict[str, Any], *, count: int, dtype: str, nodata: float, block_size: int
+) -> dict[str, Any]:
+    """The temporary GeoTIFF profile: the input's grid (CRS, transform, size) as is."""
+    tb = tmp_block_size(block_size)
+    return {
+        "driver": "GTiff",
+        "width": src_profile["width"],
+        "height": src_profile["height"],
+        "count": count,
+        "dtype": dtype,
+        "crs": src_profile["crs"],
+        "transform": src_profile["transform"],
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": tb,
+        "blockysize": tb,
+        "compress": "ZSTD",
+        "zstd_level": 1,
+        "bigtiff": "IF_SAFER",
+        "interleave": "pixel" if count > 1 else "band",
+    }
+
+
+def tiles_for_blocks(grid: TileGrid, windows: list[Window]) -> list[list[int]]:
+    """For each block, the tiles that overlap it, ascending (the accumulation order)."""
+    return [grid.tiles_in(w) for w in windows]

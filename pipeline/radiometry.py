@@ -1,0 +1,290 @@
+"""Radiometry: band selection, validity masks and the GLOBAL scaling to the model range.
+
+These are plain functions over numpy arrays and open rasterio datasets, because the same
+code must serve inference (pipeline/scene.py) and the training-tile builder: a model
+trained on tiles scaled one way and run on scenes scaled another way sees a different
+world (DESIGN.md, invariant 2).
+
+Scaling modes (`PipelineConfig.scale`):
+  auto     uint8 input: x / 255. Any other dtype: a per-band percentile stretch
+           (default 2-98) computed ONCE per scene over the valid pixels of a decimated
+           read of the whole scene (at most `stats_size` px on the longer side). Never
+           per tile: a per-tile stretch gives every tile its own brightness and the
+           mosaic a checkerboard.
+  fixed    per-band (or one for all bands) min/max from the config (e.g. the values a
+           model was trained with).
+  none     the data are already reflectances in [0, 1].
+In every mode the result is clipped to [0, 1] and mapped to [-1, 1] for the generator.
+
+Validity: a pixel is valid when
+  * rasterio's mask says so for AT LEAST ONE selected band (nodata value, internal mask
+    or alpha band; "any band" is GDAL's own dataset-mask rule for nodata, so a pure red
+    pixel (255, 0, 0) with nodata 0 stays valid), and
+  * no selected band is NaN (NaN cannot go through the network), and
+  * when a nodata value is declared by the user (`nodata`), not every selected band
+    equals it. The declared value REPLACES the file's nodata tag (the user knows
+    better), while internal masks and alpha bands still apply.
+Invalid pixels are filled with 0 (the middle of the model range) before inference;
+their output is nodata anyway.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.enums import MaskFlags, Resampling
+from rasterio.windows import Window
+
+from pipeline.errors import ConfigError, InputError
+
+SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32", "float64")
+MIN_STATS_SAMPLES = 256  # below this, the decimated read is too sparse: re-read full res
+MAX_FULLRES_SAMPLES = 4_000_000  # cap of the full-resolution fallback (memory bound)
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """How input values map to [0, 1]: per band `(x - low) / (high - low)`, clipped."""
+
+    method: str  # "uint8" | "percentile" | "fixed" | "none" | "empty"
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    percentiles: tuple[float, float] | None = None
+    samples: int = 0  # valid pixels the statistics were computed from
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "low": list(self.low),
+            "high": list(self.high),
+            "percentiles": None if self.percentiles is None else list(self.percentiles),
+            "samples": self.samples,
+        }
+
+
+def select_bands(
+    count: int, bands: tuple[int, ...] | None, path: str, dtypes: tuple[str, ...] = ()
+) -> tuple[int, ...]:
+    """Check the band selection against the file; None means "a 3-band file as is"."""
+    if bands is None:
+        if count != 3:
+            raise InputError(
+                f"has {count} band(s); the model needs 3 (RGB)",
+                path=path,
+                hint=(
+                    "choose three with --bands, e.g. --bands 3,2,1 for B,G,R order or "
+                    "--bands 1,1,1 for a single band"
+                ),
+            )
+        bands = (1, 2, 3)
+    if len(bands) != 3:
+        raise ConfigError(
+            f"--bands needs exactly 3 band numbers, got {len(bands)}",
+            path=path,
+            hint="give three 1-based band numbers in R,G,B order, e.g. --bands 3,2,1",
+        )
+    bad = [b for b in bands if not 1 <= b <= count]
+    if bad:
+        raise InputError(
+            f"has {count} band(s), band(s) {', '.join(map(str, bad))} asked for",
+            path=path,
+            hint=f"band numbers are 1-based and at most {count}",
+        )
+    for b in bands:
+        if dtypes and dtypes[b - 1] not in SUPPORTED_DTYPES:
+            raise InputError(
+                f"band {b} has dtype {dtypes[b - 1]}, not supported",
+                path=path,
+                hint="convert it first, e.g. gdal_translate -ot Float32 in.tif out.tif",
+            )
+    return tuple(bands)
+
+
+def _use_gdal_mask(ds: rasterio.io.DatasetReader, band: int, nodata: float | None) -> bool:
+    flags = ds.mask_flag_enums[band - 1]
+    if MaskFlags.all_valid in flags:
+        return False
+    if nodata is not None and MaskFlags.nodata in flags:
+        return False  # the user's nodata replaces the file's tag
+    return True
+
+
+def read_masked(
+    ds: rasterio.io.DatasetReader,
+    bands: tuple[int, ...],
+    window: Window | None = None,
+    *,
+    nodata: float | None = None,
+    out_shape: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read `bands` in `window` (optionally decimated to `out_shape`) with validity.
+
+    Returns (data [C, H, W] in the file dtype, valid [H, W] bool). Reads are nearest
+    neighbour so decimated values are real pixel values (for statistics).
+    """
+    kwargs: dict[str, Any] = {"window": window}
+    if out_shape is not None:
+        kwargs["out_shape"] = (len(bands), *out_shape)
+        kwargs["resampling"] = Resampling.nearest
+    data = ds.read(list(bands), **kwargs)
+    mask_bands = [b for b in bands if _use_gdal_mask(ds, b, nodata)]
+    if len(mask_bands) == len(bands):
+        if out_shape is not None:
+            kwargs["out_shape"] = (len(bands), *out_shape)
+        masks = ds.read_masks(list(bands), **kwargs)
+        valid = (masks != 0).any(axis=0)
+    else:
+        # at least one band counts as valid everywhere -> "any band valid" is all True,
+        # except for alpha/internal masks, which apply to every band alike
+        valid = np.ones(data.shape[1:], dtype=bool)
+        per_dataset = [
+            b for b in mask_bands if MaskFlags.per_dataset in ds.mask_flag_enums[b - 1]
+        ]
+        if per_dataset:
+            if out_shape is not None:
+                kwargs["out_shape"] = (1, *out_shape)
+            valid &= ds.read_masks([per_dataset[0]], **kwargs)[0] != 0
+    valid &= valid_from_values(data, nodata)
+    return data, valid
+
+
+def valid_from_values(data: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Validity implied by the values alone: no NaN, not all bands == declared nodata."""
+    valid = np.ones(data.shape[1:], dtype=bool)
+    if data.dtype.kind == "f":
+        valid &= ~np.isnan(data).any(axis=0)
+    if nodata is not None and not math.isnan(nodata):
+        valid &= ~(data == nodata).all(axis=0)
+    return valid
+
+
+def decimated_shape(width: int, height: int, max_size: int) -> tuple[int, int]:
+    """(rows, cols) of a read whose longer side is at most `max_size` px."""
+    factor = max(1.0, max(width, height) / max_size)
+    return max(1, round(height / factor)), max(1, round(width / factor))
+
+
+def compute_scaling(
+    ds: rasterio.io.DatasetReader,
+    bands: tuple[int, ...],
+    *,
+    scale: str = "auto",
+    percentiles: tuple[float, float] = (2.0, 98.0),
+    fixed_min: tuple[float, ...] | None = None,
+    fixed_max: tuple[float, ...] | None = None,
+    nodata: float | None = None,
+    stats_size: int = 1024,
+) -> Scaling:
+    """The scene's global scaling (see module docstring); bounded memory.
+
+    A percentile stretch reads the scene decimated to at most `stats_size` px on the
+    longer side; if that sample holds fewer than MIN_STATS_SAMPLES valid pixels (a scene
+    almost all nodata), it re-reads at full resolution block by block, keeping at most
+    MAX_FULLRES_SAMPLES values. method "empty" means the scene has no valid pixel.
+    """
+    n = len(bands)
+    dtypes = {ds.dtypes[b - 1] for b in bands}
+    if scale == "none":
+        return Scaling("none", (0.0,) * n, (1.0,) * n)
+    if scale == "fixed":
+        if fixed_min is None or fixed_max is None:
+            raise ConfigError("scale=fixed needs fixed_min and fixed_max", path="config")
+        if len(fixed_min) not in (1, n):
+            raise ConfigError(
+                f"fixed_min/fixed_max have {len(fixed_min)} values for {n} bands",
+                path="config",
+                hint="give one value for all bands or one per selected band",
+            )
+        lo = tuple(fixed_min) * (n if len(fixed_min) == 1 else 1)
+        hi = tuple(fixed_max) * (n if len(fixed_max) == 1 else 1)
+        return Scaling("fixed", tuple(map(float, lo)), tuple(map(float, hi)))
+    if scale == "auto" and dtypes == {"uint8"}:
+        return Scaling("uint8", (0.0,) * n, (255.0,) * n)
+
+    rows, cols = decimated_shape(ds.width, ds.height, stats_size)
+    data, valid = read_masked(ds, bands, nodata=nodata, out_shape=(rows, cols))
+    samples = data[:, valid]
+    if samples.shape[1] < MIN_STATS_SAMPLES and (rows, cols) != (ds.height, ds.width):
+        samples = _fullres_samples(ds, bands, nodata)
+    if samples.shape[1] == 0:
+        return Scaling("empty", (0.0,) * n, (1.0,) * n, percentiles=percentiles)
+    lo_q, hi_q = np.percentile(samples.astype(np.float64), percentiles, axis=1)
+    low: list[float] = []
+    high: list[float] = []
+    for a, b in zip(lo_q.tolist(), hi_q.tolist(), strict=True):
+        if not b > a:  # a flat band: map its value to 0 and anything above up
+            b = a + (1.0 if float(a).is_integer() else max(abs(a) * 1e-6, 1e-12))
+        low.append(float(a))
+        high.append(float(b))
+    return Scaling(
+        "percentile", tuple(low), tuple(high), percentiles=percentiles, samples=samples.shape[1]
+    )
+
+
+def _fullres_samples(
+    ds: rasterio.io.DatasetReader, bands: tuple[int, ...], nodata: float | None
+) -> np.ndarray:
+    """Valid pixel values at full resolution, block by block, at most MAX_FULLRES_SAMPLES."""
+    step = max(1, math.ceil(ds.width * ds.height / MAX_FULLRES_SAMPLES))
+    chunks: list[np.ndarray] = []
+    block = 1024
+    for row in range(0, ds.height, block):
+        for col in range(0, ds.width, block):
+            win = Window(col, row, min(block, ds.width - col), min(block, ds.height - row))
+            data, valid = read_masked(ds, bands, win, nodata=nodata)
+            values = data[:, valid]
+            if values.shape[1]:
+                chunks.append(values[:, ::step])
+    if not chunks:
+        return np.zeros((len(bands), 0))
+    return np.concatenate(chunks, axis=1)
+
+
+def has_valid_pixel(
+    ds: rasterio.io.DatasetReader,
+    bands: tuple[int, ...],
+    *,
+    nodata: float | None = None,
+    stats_size: int = 1024,
+) -> bool:
+    """Whether any pixel of the scene is valid: a decimated read first, then (only if it
+    saw none) a full-resolution scan block by block that stops at the first valid one."""
+    rows, cols = decimated_shape(ds.width, ds.height, stats_size)
+    _, valid = read_masked(ds, bands, nodata=nodata, out_shape=(rows, cols))
+    if valid.any():
+        return True
+    if (rows, cols) == (ds.height, ds.width):
+        return False
+    block = 1024
+    for row in range(0, ds.height, block):
+        for col in range(0, ds.width, block):
+            win = Window(col, row, min(block, ds.width - col), min(block, ds.height - row))
+            if read_masked(ds, bands, win, nodata=nodata)[1].any():
+                return True
+    return False
+
+
+def scale_to_unit(data: np.ndarray, scaling: Scaling) -> np.ndarray:
+    """[C, H, W] raw values -> float32 [0, 1], per band, clipped; NaN -> 0."""
+    low = np.asarray(scaling.low, dtype=np.float64)[:, None, None]
+    high = np.asarray(scaling.high, dtype=np.float64)[:, None, None]
+    out = (data.astype(np.float64) - low) / (high - low)
+    np.clip(out, 0.0, 1.0, out=out)
+    np.nan_to_num(out, copy=False, nan=0.0)
+    return out.astype(np.float32)
+
+
+def unit_to_model(x: np.ndarray) -> np.ndarray:
+    """[0, 1] -> [-1, 1] (the seed's mean 0.5 / std 0.5 normalisation)."""
+    return (x * np.float32(2.0) - np.float32(1.0)).astype(np.float32)
+
+
+def to_model_input(data: np.ndarray, valid: np.ndarray, scaling: Scaling) -> np.ndarray:
+    """Raw [C, H, W] + validity -> float32 [C, H, W] in [-1, 1], invalid pixels 0."""
+    x = unit_to_model(scale_to_unit(data, scaling))
+    x[:, ~valid] = 0.0
+    return x

@@ -1,0 +1,60 @@
+"""Blending arithmetic and output encodings."""
+
+from __future__ import annotations
+
+import numpy as np
+from rasterio.windows import Window
+
+from pipeline.mosaic import BlockAccumulator, encode, overview_count, tmp_block_size
+from pipeline.tiling import weight_window
+
+
+def test_blend_is_weighted_mean_and_block_independent():
+    rng = np.random.default_rng(0)
+    t, o = 16, 4
+    w = weight_window(t, o)
+    tiles = {(r, c): rng.uniform(-1, 1, (1, t, t)) for r in (0, 12) for c in (0, 12)}
+    valid = np.ones((28, 28), dtype=bool)
+    valid[0, 0] = False
+    whole = BlockAccumulator(Window(0, 0, 28, 28), 1)
+    for (r, c), y in tiles.items():
+        whole.add(r, c, y, w)
+    ref = whole.blended(valid)
+    assert np.isnan(ref[0, 0, 0]) and np.isfinite(ref[0][valid]).all()
+    # pixel (13, 13) is covered by all four tiles
+    num = sum(y[0, 13 - r, 13 - c] * w[13 - r, 13 - c] for (r, c), y in tiles.items())
+    den = sum(w[13 - r, 13 - c] for (r, c) in tiles)
+    assert ref[0, 13, 13] == num / den
+    # any block split gives the same bits (same additions in the same order)
+    for bs in (5, 7, 16):
+        out = np.full((1, 28, 28), np.nan)
+        for r0 in range(0, 28, bs):
+            for c0 in range(0, 28, bs):
+                win = Window(c0, r0, min(bs, 28 - c0), min(bs, 28 - r0))
+                acc = BlockAccumulator(win, 1)
+                for (r, c), y in tiles.items():
+                    acc.add(r, c, y, w)
+                sl = (slice(r0, r0 + int(win.height)), slice(c0, c0 + int(win.width)))
+                out[(slice(None), *sl)] = acc.blended(valid[sl])
+        assert out.tobytes() == ref.tobytes()
+
+
+def test_encodings():
+    y = np.array([[[-1.0, 0.0, 1.0, np.nan, -0.999]]])
+    u = encode(y, "unit", (-25, 0))
+    assert u.dtype == np.float32
+    np.testing.assert_array_equal(u[0, 0, :3], [0.0, 0.5, 1.0])
+    assert np.isnan(u[0, 0, 3])
+    q = encode(y, "uint8", (-25, 0))
+    assert q.dtype == np.uint8 and q.tolist() == [[[1, 128, 255, 0, 1]]]  # 0 only for nodata
+    d = encode(y, "db", (-25, 0))
+    np.testing.assert_array_equal(d[0, 0, :3], [-25.0, -12.5, 0.0])
+    assert np.isnan(d[0, 0, 3])
+
+
+def test_overview_count_and_temp_tiles():
+    assert overview_count(200, 200) == 1  # small scenes still get a pyramid
+    assert overview_count(1, 1) == 0 and overview_count(3, 1) == 1
+    assert overview_count(2041, 1860) == 3  # 1021, 511, 256
+    assert overview_count(16384, 16384) == 6
+    assert tmp_block_size(1024) == 512 and tmp_block_size(96) == 32
