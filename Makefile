@@ -10,8 +10,12 @@ PYTEST_ARGS ?=
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-# Demo: the bundled real WorldView-2 chip through app.py with the demo checkpoint
-# (random weights, see checkpoints/README.md).
+# Demo: the bundled real Landsat 8 scene (2041 x 1860, bands stored B,G,R, dark zero
+# collar without a nodata tag) through the scene pipeline, then a side-by-side quicklook;
+# and the seed's single-image app.py on the WorldView-2 chip. The demo checkpoint has
+# RANDOM weights (see checkpoints/README.md): pass DEMO_MODEL=eo2sar_params_latest.pt
+# for the published model.
+DEMO_SCENE ?= tests/data/l8_224078_parana_bgr_uint16.tif
 DEMO_IMG ?= tests/data/sn6_rotterdam_eo_rgb.tif
 DEMO_MODEL ?= checkpoints/eo2sar_demo_ngf8_random.pt
 
@@ -37,6 +41,10 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	mkdir -p demo_out
+	$(VPY) -m pipeline run $(DEMO_SCENE) demo_out/l8_parana_sar_like.tif --model $(DEMO_MODEL) \
+		--bands 3,2,1 --nodata 0 --heatmap demo_out/l8_parana_heatmap.tif --overwrite
+	$(VPY) -m pipeline quicklook $(DEMO_SCENE) demo_out/l8_parana_sar_like.tif \
+		demo_out/l8_parana_quicklook.png --bands 3,2,1
 	$(VPY) app.py --device cpu --model_path $(DEMO_MODEL) --img $(DEMO_IMG) \
 		--out demo_out/gen_sar_demo.png --heatmap
 

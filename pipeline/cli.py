@@ -224,7 +224,7 @@ def _run_directory(
     if dry_run:
         from pipeline.batch import find_scenes
 
-        scenes = find_scenes(input_dir, pattern)
+        scenes = find_scenes(input_dir, pattern, exclude=output_dir)  # as a real run
         click.echo(f"{len(scenes)} scene(s) in {input_dir} matching {pattern!r} -> {output_dir}")
         for s in scenes:
             click.echo(f"  {s}")
@@ -238,3 +238,25 @@ def _run_directory(
         )
     if report.exit_code:
         sys.exit(report.exit_code)
+
+
+@main.command("quicklook")
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
+@click.argument("png_path", metavar="PNG", type=click.Path(path_type=Path))
+@click.option("--bands", default=None,
+              help="Three 1-based input bands shown as R,G,B. [default: 1,2,3]")
+@click.option("--max-size", type=int, default=1024, show_default=True,
+              help="Longest side of each panel in px (decimated reads).")
+def quicklook_cmd(input_path: Path, output_path: Path, png_path: Path, bands: str | None,
+                  max_size: int) -> None:
+    """Write PNG: the optical INPUT (2-98% stretch) beside the SAR-like OUTPUT of a run."""
+    from pipeline.config import _int_tuple
+    from pipeline.quicklook import quicklook
+
+    try:
+        band_tuple = _int_tuple(bands, "bands", "--bands", minimum=1)
+        quicklook(input_path, output_path, png_path, bands=band_tuple, max_size=max_size)
+    except PipelineError as err:
+        _fail(err)
+    click.echo(f"wrote {png_path}", err=True)

@@ -54,7 +54,7 @@ def stretch(data: np.ndarray, valid: np.ndarray, percentiles: tuple[float, float
 
 
 def _read_panel(path: Path, bands: tuple[int, ...] | None, max_size: int,
-                what: str) -> np.ndarray:
+                what: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         with rasterio.open(path) as ds:
             if bands is None:
@@ -70,10 +70,12 @@ def _read_panel(path: Path, bands: tuple[int, ...] | None, max_size: int,
     except RasterioError as e:
         raise InputError(f"cannot read the {what} raster ({e})", path=path,
                          hint="check that the path is a readable raster") from None
+    return data, valid
+
+
+def _to_rgb(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
     rgb = stretch(data, valid)
-    if rgb.shape[2] == 1:
-        rgb = np.repeat(rgb, 3, axis=2)
-    return rgb
+    return np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb
 
 
 def _fit_height(img: np.ndarray, height: int) -> np.ndarray:
@@ -102,9 +104,15 @@ def quicklook(
     if max_size < 16:
         raise ValueError(f"max_size must be >= 16, got {max_size}")
     png_path = Path(png_path)
-    left = _read_panel(Path(input_path), bands, max_size, "input")
-    right = _fit_height(_read_panel(Path(output_path), None, max_size, "output"),
-                        left.shape[0])
+    in_data, in_valid = _read_panel(Path(input_path), bands, max_size, "input")
+    out_data, out_valid = _read_panel(Path(output_path), None, max_size, "output")
+    if out_valid.shape == in_valid.shape:
+        # A pipeline output is nodata exactly where the run found the input invalid,
+        # including a --nodata the input file does not carry (the Landsat zero collar):
+        # use that mask for the input panel too, so its stretch ignores the collar.
+        in_valid = in_valid & out_valid
+    left = _to_rgb(in_data, in_valid)
+    right = _fit_height(_to_rgb(out_data, out_valid), left.shape[0])
     gap = max(4, left.shape[1] // 64)
     height = left.shape[0]
     canvas = np.empty((height, left.shape[1] + gap + right.shape[1], 3), dtype=np.uint8)
@@ -120,6 +128,9 @@ def quicklook(
     try:
         with os.fdopen(fd, "wb") as f:
             Image.fromarray(canvas).save(f, format="PNG", optimize=True)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a PNG is for sharing
         os.replace(tmp, png_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

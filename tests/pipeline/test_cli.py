@@ -314,3 +314,24 @@ def test_directory_input_runs_every_scene(tiny_checkpoint, tmp_path):
     result = invoke(src, out, "--model", tiny_checkpoint, "-q")
     assert result.exit_code == 1, result.output
     assert "b.tif" in result.output
+
+
+def test_quicklook_command(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """`pipeline quicklook` puts the input and the output of a run side by side."""
+    from PIL import Image
+
+    cli_main, src = main, SN6
+    out = tmp_path / "out.tif"
+    res = CliRunner().invoke(cli_main, ["run", str(src), str(out), "--model",
+                                        str(tiny_checkpoint), "-q"])
+    assert res.exit_code == 0, res.output
+    png = tmp_path / "ql.png"
+    res = CliRunner().invoke(cli_main, ["quicklook", str(src), str(out), str(png),
+                                        "--bands", "1,2,3", "--max-size", "100"])
+    assert res.exit_code == 0, res.output
+    with Image.open(png) as im:
+        w, h = im.size
+        assert h == 100 and 200 <= w <= 220  # two 100 px panels and a small gap
+    res = CliRunner().invoke(cli_main, ["quicklook", str(src), str(out), str(png),
+                                        "--bands", "0,1,2"])
+    assert res.exit_code == 2 and "bands" in res.output
