@@ -39,7 +39,7 @@ from pipeline.errors import DeviceError, ModelError, PipelineError
 from pipeline.mosaic import gdal_env  # bounds GDAL's block cache in workers too
 from pipeline.radiometry import Scaling, to_model_input
 from pipeline.tiling import TileGrid, read_tile
-from ugatit import CheckpointError, ModelConfig, load_checkpoint
+from ugatit import CheckpointError, ModelConfig, load_checkpoint, set_tf32
 
 CPU_TORCH_THREADS = 1  # see module docstring: fixed for bit-identical outputs
 
@@ -116,8 +116,7 @@ def _pin_threads(device: str, tf32: bool = False) -> None:
         # H200 (ngf 64, Landsat 8 scene) TF32 moved outputs by up to 2e-3 (unit scale)
         # from the CPU result and ran 95 tiles/s; with TF32 off the difference is 3e-6
         # (float32 rounding) at 25-35 tiles/s. Reduced precision is opt-in (tf32: true).
-        torch.backends.cudnn.allow_tf32 = tf32
-        torch.backends.cuda.matmul.allow_tf32 = tf32
+        set_tf32(tf32)
     elif torch.get_num_threads() != CPU_TORCH_THREADS:
         torch.set_num_threads(CPU_TORCH_THREADS)
 

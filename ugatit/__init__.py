@@ -14,6 +14,7 @@ from ugatit.checkpoint import (
     save_checkpoint,
 )
 from ugatit.config import ModelConfig
+from ugatit.device import set_tf32
 from ugatit.errors import CheckpointError, UgatitError
 from ugatit.networks import Discriminator, ResnetGenerator
 
@@ -30,4 +31,5 @@ __all__ = [
     "load_checkpoint",
     "resolve_device",
     "save_checkpoint",
+    "set_tf32",
 ]

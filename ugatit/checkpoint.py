@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from ugatit.config import ModelConfig
+from ugatit.device import resolve_device
 from ugatit.errors import CheckpointError
 from ugatit.legacy import infer_config, is_bare_generator, is_seed_checkpoint
 from ugatit.networks import GENERATORS, NETWORK_NAMES, build_network
@@ -183,24 +184,6 @@ def materialise(name: str, config: ModelConfig, sd: Mapping[str, Tensor], device
     # Strict load copies (and casts fp16 -> fp32) every parameter and buffer.
     module.load_state_dict(sd, strict=True)
     return module.eval().requires_grad_(False)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """Parse a device string and check it exists here, with a message a user can act on."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise CheckpointError(f"bad device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from exc
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise CheckpointError(f"device {device!r} asked for, but CUDA is not available on "
-                                  f"this machine (torch {torch.__version__}); use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise CheckpointError(f"device {device!r} asked for, but only "
-                                  f"{torch.cuda.device_count()} CUDA device(s) exist")
-    elif dev.type not in ("cpu", "mps"):
-        raise CheckpointError(f"unsupported device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
-    return dev
 
 
 def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu",

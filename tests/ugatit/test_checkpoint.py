@@ -315,3 +315,17 @@ def test_only_requested_networks_are_resident(tmp_path: Path) -> None:
         peaks[which] = json.loads(out)
     # Loading everything holds >= 400 MB more; the generator-only load stays far below that.
     assert peaks["all"] - peaks["gen"] > 0.8 * 400, peaks
+
+
+def test_set_tf32_toggles_both_backends() -> None:
+    from ugatit import set_tf32
+
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        set_tf32(False)
+        assert not torch.backends.cudnn.allow_tf32
+        assert not torch.backends.cuda.matmul.allow_tf32
+        set_tf32(True)
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
