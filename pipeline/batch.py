@@ -32,17 +32,26 @@ from typing import Any, Literal, TextIO
 from pipeline.errors import InputError, ModelError, OutputError, PipelineError
 from pipeline.manifest import (
     atomic_write_text,
+    cached_sha256,
     check_manifest,
     config_fingerprint,
     fingerprint_input,
     manifest_path,
-    sha256_file,
     software_versions,
     utc_now,
     write_manifest,
 )
 
-__all__ = ["REPORT_NAME", "BatchReport", "SceneOutcome", "find_scenes", "run_directory"]
+__all__ = [
+    "REPORT_NAME",
+    "BatchReport",
+    "SceneOutcome",
+    "find_scenes",
+    "heatmap_for",
+    "output_for",
+    "run_directory",
+    "scene_status",
+]
 
 log = logging.getLogger(__name__)
 
@@ -163,13 +172,41 @@ def find_scenes(input_dir: Path, pattern: str = "*.tif", exclude: Path | None = 
     return sorted(found)
 
 
-def _output_for(scene: Path, input_dir: Path, output_dir: Path) -> Path:
+def output_for(scene: Path, input_dir: Path, output_dir: Path) -> Path:
+    """``in/sub/x.vrt`` -> ``out/sub/x.tif`` (the output is always a GeoTIFF)."""
     rel = scene.relative_to(input_dir)
     return output_dir / rel.parent / (rel.stem + ".tif")
 
 
-def _heatmap_for(output: Path) -> Path:
+def heatmap_for(output: Path) -> Path:
+    """``out/x.tif`` -> ``out/x.heatmap.tif`` (directory runs with ``--heatmap``)."""
     return output.with_name(output.stem + ".heatmap.tif")
+
+
+def _manifest_state(
+    scene: Path, out: Path, *, model_sha: str, cfg_hash: str, heatmap_path: Path | None
+) -> tuple[Any, bool, str]:
+    """(input fingerprint, is the output current, why not / "up to date")."""
+    fp = fingerprint_input(scene)
+    current, reason = check_manifest(
+        out, input_fingerprint=fp, model_sha256=model_sha, config_hash=cfg_hash,
+        heatmap_path=heatmap_path,
+    )
+    return fp, current, reason
+
+
+def scene_status(
+    scene: Path, out: Path, *, model_sha: str, cfg_hash: str, overwrite: bool, heatmap: bool
+) -> str:
+    """What a directory run would do with one scene (for ``--dry-run``): ``skip (up to
+    date)``, ``run (forced: --overwrite)`` or ``run (<why>)``; the same test as the run."""
+    if overwrite:
+        return "run (forced: --overwrite)"
+    _, current, reason = _manifest_state(
+        scene, out, model_sha=model_sha, cfg_hash=cfg_hash,
+        heatmap_path=heatmap_for(out) if heatmap else None,
+    )
+    return "skip (up to date)" if current else f"run ({reason})"
 
 
 def _format_table(scenes: list[SceneOutcome], width: int = 90) -> str:
@@ -258,7 +295,7 @@ def run_directory(
         )
     outputs: dict[Path, Path] = {}
     for scene in scenes:
-        out = _output_for(scene, input_dir, output_dir)
+        out = output_for(scene, input_dir, output_dir)
         if out in outputs:
             raise InputError(
                 f"{outputs[out].name} and {scene.name} would both be written to {out}",
@@ -278,7 +315,7 @@ def run_directory(
         raise OutputError("output directory is not writable", path=output_dir,
                           hint="choose a writable output directory")
 
-    model_sha = sha256_file(model_path)  # once per run; the file may be 512 MiB
+    model_sha = cached_sha256(model_path)  # once per process; the file may be 512 MiB
     cfg_hash, cfg_settings = config_fingerprint(config)
     report = BatchReport(
         input_dir=input_dir, output_dir=output_dir, pattern=pattern, model_path=model_path,
@@ -337,13 +374,11 @@ def _run_one(
     """Skip, or run and record, one scene; never raises an Exception subclass."""
     name = scene.relative_to(input_dir).as_posix()
     outcome = SceneOutcome(scene=name, input=scene, output=out, status="failed")
-    heatmap_path = _heatmap_for(out) if heatmap else None
+    heatmap_path = heatmap_for(out) if heatmap else None
     t0 = time.perf_counter()
     try:
-        fp = fingerprint_input(scene)
-        current, reason = check_manifest(
-            out, input_fingerprint=fp, model_sha256=model_sha, config_hash=cfg_hash,
-            heatmap_path=heatmap_path,
+        fp, current, reason = _manifest_state(
+            scene, out, model_sha=model_sha, cfg_hash=cfg_hash, heatmap_path=heatmap_path
         )
         if current and not overwrite:
             outcome.status, outcome.message = "skipped", reason

@@ -60,7 +60,8 @@ def main() -> None:
 )
 @click.option(
     "--config", "config_path", type=click.Path(path_type=Path), default=None,
-    help="YAML file of settings (see configs/pipeline.yaml); flags override it.",
+    help="YAML file of settings (see configs/pipeline.yaml); flags override it. "
+    "[default: none, built-in defaults]",
 )
 @click.option(
     "--bands", default=None,
@@ -116,10 +117,11 @@ def main() -> None:
               help="Threads of the in-process scheduler. [default: CPU cores; 2 on CUDA]")
 @click.option("--dry-run", is_flag=True, default=False,
               help="Check everything and print the plan (tiles, batches, memory, output); "
-              "write nothing.")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv: debug).")
+              "write nothing. [default: off]")
+@click.option("-v", "--verbose", count=True,
+              help="More log output (-v: info, -vv: debug). [default: warnings]")
 @click.option("-q", "--quiet", is_flag=True, default=False,
-              help="No progress bar, warnings and errors only.")
+              help="No progress bar, warnings and errors only. [default: off]")
 def run(
     input_path: Path,
     output_path: Path,
@@ -175,8 +177,8 @@ def _run_file(
 ) -> None:
     from pipeline.scene import plan_scene, run_scene
 
-    if output_path.is_dir():
-        output_path = output_path / input_path.name
+    if output_path.is_dir():  # the name a directory run would give it (x.vrt -> x.tif)
+        output_path = output_path / (input_path.stem + ".tif")
     if dry_run:
         plan, _ = plan_scene(input_path, output_path, model_path=model_path, config=config,
                              heatmap_path=heatmap_path, overwrite=overwrite)
@@ -213,7 +215,8 @@ def _run_directory(
 ) -> None:
     from pipeline.batch import run_directory
     from pipeline.errors import OutputError
-    from pipeline.scene import run_scene, scheduler_client
+    from pipeline.inference import check_device
+    from pipeline.scene import is_remote, load_model_info, run_scene, scheduler_client
 
     if output_dir.exists() and not output_dir.is_dir():
         raise OutputError(
@@ -221,14 +224,14 @@ def _run_directory(
             path=output_dir,
             hint="give an output directory",
         )
+    # What would fail every scene the same way fails once, up front, before the output
+    # directory is created: the device (exit 2) and the checkpoint (exit 1).
+    if not is_remote(config, None):
+        check_device(config.device)
+    load_model_info(model_path, config)
     if dry_run:
-        from pipeline.batch import find_scenes
-
-        scenes = find_scenes(input_dir, pattern, exclude=output_dir)  # as a real run
-        click.echo(f"{len(scenes)} scene(s) in {input_dir} matching {pattern!r} -> {output_dir}")
-        for s in scenes:
-            click.echo(f"  {s}")
-        click.echo("dry run: nothing written")
+        _dry_run_directory(input_dir, output_dir, model_path, config, pattern, overwrite,
+                           heatmap_path is not None)
         return
     with scheduler_client(config, None) as client:
         report = run_directory(
@@ -238,6 +241,43 @@ def _run_directory(
         )
     if report.exit_code:
         sys.exit(report.exit_code)
+
+
+def _dry_run_directory(
+    input_dir: Path,
+    output_dir: Path,
+    model_path: Path,
+    config: PipelineConfig,
+    pattern: str,
+    overwrite: bool,
+    heatmap: bool,
+) -> None:
+    """Print, per scene, what a real directory run would do and the scene's plan."""
+    from pipeline.batch import find_scenes, heatmap_for, output_for, scene_status
+    from pipeline.scene import model_sha256, plan_scene
+
+    scenes = find_scenes(input_dir, pattern, exclude=output_dir)  # as a real run
+    click.echo(f"{len(scenes)} scene(s) in {input_dir} matching {pattern!r} -> {output_dir}")
+    model_sha, cfg_hash = model_sha256(model_path), config.config_hash()
+    for scene in scenes:
+        out = output_for(scene, input_dir, output_dir)
+        heat = heatmap_for(out) if heatmap else None
+        try:
+            status = scene_status(scene, out, model_sha=model_sha, cfg_hash=cfg_hash,
+                                  overwrite=overwrite, heatmap=heatmap)
+        except OSError as err:
+            status = f"run (cannot check the manifest: {err.strerror})"
+        click.echo(f"\n{scene.relative_to(input_dir).as_posix()}: {status}")
+        if status.startswith("skip"):
+            continue
+        try:
+            plan, _ = plan_scene(scene, out, model_path=model_path, config=config,
+                                 heatmap_path=heat, check_output=False)
+        except PipelineError as err:
+            click.echo(f"  would fail: {err.format()}")
+            continue
+        click.echo("\n".join("  " + line for line in plan.describe().splitlines()))
+    click.echo("dry run: nothing written")
 
 
 @main.command("quicklook")

@@ -20,6 +20,7 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -31,7 +32,9 @@ __all__ = [
     "MANIFEST_SCHEMA",
     "MANIFEST_SUFFIX",
     "InputFingerprint",
+    "atomic_write_bytes",
     "atomic_write_text",
+    "cached_sha256",
     "check_manifest",
     "config_fingerprint",
     "fingerprint_input",
@@ -77,6 +80,26 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+_sha_cache: dict[tuple[str, int, int], str] = {}
+_sha_lock = threading.Lock()
+
+
+def cached_sha256(path: Path) -> str:
+    """`sha256_file`, cached per process by (resolved path, mtime, size).
+
+    The model file is hashed by the directory runner, the scene planner and (via the
+    CLI) the up-front checks; a published checkpoint is 512 MiB, so it is read once.
+    A file rewritten in place changes its mtime or size and is hashed again.
+    """
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_mtime_ns, st.st_size)
+    with _sha_lock:
+        if key not in _sha_cache:
+            _sha_cache[key] = sha256_file(p)
+        return _sha_cache[key]
 
 
 @dataclass(frozen=True)
@@ -156,23 +179,35 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the new one, never half.
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the new one, never half.
 
-    Temporary file in the destination directory (same filesystem, so ``os.replace`` is an
-    atomic rename), flushed and fsynced before the rename.
+    The one helper for the pipeline's small files (manifests, run report, quicklook PNG):
+    a hidden temporary file in the destination directory (same filesystem, so
+    ``os.replace`` is an atomic rename), flushed and fsynced, given the mode a plain
+    ``open`` would give (``mkstemp`` makes 0600; these files are for sharing), renamed.
+    Nothing is left behind on any error. Rasters have their own path (GDAL writes them):
+    ``pipeline.mosaic.RasterTarget``.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """`atomic_write_bytes` of UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_manifest(

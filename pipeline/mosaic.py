@@ -26,15 +26,23 @@ Writing: blocks go to a temporary tiled GeoTIFF in the destination directory (on
 calling process writes; GeoTIFF writers are not safe for concurrent writes), then GDAL's
 COG driver copies it into a second temporary file (DEFLATE/ZSTD, AVERAGE overviews,
 512 px blocks), which `os.replace` renames into place. A crash at any point leaves only
-hidden `.*.eo2sar-tmp*` files, never a half-written file under the final name; on
-errors we can see, they are removed.
+hidden `.NAME.eo2sar-tmp-*` files, never a half-written file under the final name; on
+errors we can see (exceptions, Ctrl-C), they are removed. A run killed outright (SIGKILL,
+OOM killer, power loss) cannot clean up after itself, so the next run that writes the
+same output removes the temporary files of that output left by processes that are no
+longer alive (`remove_stale_temps`; the temporary names carry the host and process id of
+their writer, so a live run's files, or another host's on a shared filesystem, are left
+alone).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
+import logging
 import math
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,7 +58,10 @@ from rasterio.windows import Window
 from pipeline.errors import OutputError
 from pipeline.tiling import TileGrid
 
+log = logging.getLogger("pipeline")
+
 TMP_MARK = ".eo2sar-tmp"
+COG_BLOCK = 512  # tile side of the final COG (GDAL's default; what viewers expect)
 
 # GDAL's block cache defaults to 5 % of the machine's RAM (6 GiB on a 128 GiB node) and
 # fills up with the blocks of the temporary output while a large scene is written: on an
@@ -143,9 +154,52 @@ def check_output_path(path: Path, *, overwrite: bool, what: str = "output") -> N
         )
 
 
+def _host() -> str:
+    """This host's name, reduced to characters safe in a file name (no `-`: separator)."""
+    return "".join(c for c in socket.gethostname() if c.isalnum() or c == "_") or "host"
+
+
 def temp_name(final: Path, tag: str) -> Path:
-    """Hidden temporary name beside `final` (same filesystem, so os.replace is atomic)."""
-    return final.parent / f".{final.name}{TMP_MARK}-{uuid.uuid4().hex[:10]}.{tag}.tif"
+    """Hidden temporary name beside `final` (same filesystem, so os.replace is atomic):
+    `.NAME.eo2sar-tmp-HOST-PID-RANDOM.TAG.tif`; HOST and PID let a later run tell a dead
+    writer's leftovers from a live run's files (`remove_stale_temps`)."""
+    unique = f"{_host()}-{os.getpid()}-{uuid.uuid4().hex[:10]}"
+    return final.parent / f".{final.name}{TMP_MARK}-{unique}.{tag}.tif"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0  # another user's live process (or a nonsense pid: not ours to judge)
+    return True
+
+
+def remove_stale_temps(final: Path) -> list[Path]:
+    """Remove the temporary files of `final` left by dead processes of this host.
+
+    Called when a new run starts writing `final` (never in a dry run, never before the
+    checks). Files of live processes (a concurrent run) and of other hosts (a shared
+    filesystem) are kept. Returns the removed paths.
+    """
+    final = Path(final)
+    prefix = f".{final.name}{TMP_MARK}-"
+    host = _host()
+    removed: list[Path] = []
+    for p in final.parent.glob(f"{glob.escape(prefix)}*"):
+        parts = p.name[len(prefix):].split("-", 2)
+        if len(parts) < 3 or parts[0] != host or not parts[1].isdigit():
+            continue
+        if _pid_alive(int(parts[1])):
+            continue
+        with contextlib.suppress(OSError):
+            p.unlink()
+            removed.append(p)
+    if removed:
+        log.info("removed %d stale temporary file(s) of %s", len(removed), final)
+    return removed
 
 
 @dataclass
@@ -204,7 +258,7 @@ class RasterTarget:
         self.ds = None
         options: dict[str, Any] = {
             "COMPRESS": self.compress,
-            "BLOCKSIZE": 512,
+            "BLOCKSIZE": COG_BLOCK,
             "OVERVIEW_RESAMPLING": "AVERAGE",
             "BIGTIFF": "IF_SAFER",
         }
@@ -225,7 +279,7 @@ class RasterTarget:
             with contextlib.suppress(OSError):
                 p.unlink(missing_ok=True)
         # GDAL's COG driver keeps its overview temp file next to the target
-        for extra in self.final.parent.glob(f"{self.cog_tmp.name}*"):
+        for extra in self.final.parent.glob(f"{glob.escape(self.cog_tmp.name)}*"):
             with contextlib.suppress(OSError):
                 extra.unlink()
 
@@ -250,12 +304,16 @@ def tmp_block_size(block_size: int) -> int:
     """Tile size of the temporary GeoTIFF: divides the block size, so each of its tiles
     is written exactly once, in one piece (a compressed tile written twice would be
     recompressed and the first copy wasted)."""
-    return math.gcd(block_size, 512)
+    return math.gcd(block_size, COG_BLOCK)
 
 
 @contextlib.contextmanager
 def open_targets(targets: list[RasterTarget]) -> Iterator[list[RasterTarget]]:
-    """Open every target; on any exception (even KeyboardInterrupt) remove all temps."""
+    """Open every target; on any exception (even KeyboardInterrupt) remove all temps.
+
+    First removes what killed runs left for the same outputs (`remove_stale_temps`)."""
+    for t in targets:
+        remove_stale_temps(t.final)
     try:
         for t in targets:
             t.open()

@@ -11,8 +11,7 @@ Nodata pixels are black.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from PIL import Image
 from rasterio.errors import RasterioError
 
 from pipeline.errors import InputError, OutputError
+from pipeline.manifest import atomic_write_bytes
 from pipeline.radiometry import Scaling, decimated_shape, read_masked, scale_to_unit
 
 __all__ = ["quicklook", "stretch"]
@@ -119,20 +119,11 @@ def quicklook(
     canvas[:] = GAP_COLOUR
     canvas[:, : left.shape[1]] = left
     canvas[:, left.shape[1] + gap:] = right
+    buffer = io.BytesIO()  # a few MB at most: max_size bounds both panels
+    Image.fromarray(canvas).save(buffer, format="PNG", optimize=True)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{png_path.name}.", suffix=".png",
-                                   dir=png_path.parent)
+        atomic_write_bytes(png_path, buffer.getvalue())
     except OSError as e:
         raise OutputError(f"cannot write the quicklook ({e.strerror})", path=png_path,
                           hint="check that the directory exists and is writable") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(canvas).save(f, format="PNG", optimize=True)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a PNG is for sharing
-        os.replace(tmp, png_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return png_path

@@ -31,6 +31,7 @@ their output is nodata anyway.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,14 +232,11 @@ def _fullres_samples(
     """Valid pixel values at full resolution, block by block, at most MAX_FULLRES_SAMPLES."""
     step = max(1, math.ceil(ds.width * ds.height / MAX_FULLRES_SAMPLES))
     chunks: list[np.ndarray] = []
-    block = 1024
-    for row in range(0, ds.height, block):
-        for col in range(0, ds.width, block):
-            win = Window(col, row, min(block, ds.width - col), min(block, ds.height - row))
-            data, valid = read_masked(ds, bands, win, nodata=nodata)
-            values = data[:, valid]
-            if values.shape[1]:
-                chunks.append(values[:, ::step])
+    for win in _scan_windows(ds):
+        data, valid = read_masked(ds, bands, win, nodata=nodata)
+        values = data[:, valid]
+        if values.shape[1]:
+            chunks.append(values[:, ::step])
     if not chunks:
         return np.zeros((len(bands), 0))
     return np.concatenate(chunks, axis=1)
@@ -259,13 +257,16 @@ def has_valid_pixel(
         return True
     if (rows, cols) == (ds.height, ds.width):
         return False
-    block = 1024
+    return any(read_masked(ds, bands, win, nodata=nodata)[1].any() for win in _scan_windows(ds))
+
+
+def _scan_windows(ds: rasterio.io.DatasetReader, block: int = 1024) -> Iterator[Window]:
+    """Full-resolution windows of at most `block` px, row-major: the memory bound of the
+    rare full scans above (pipeline.tiling.blocks is the same idea, but tiling imports
+    this module)."""
     for row in range(0, ds.height, block):
         for col in range(0, ds.width, block):
-            win = Window(col, row, min(block, ds.width - col), min(block, ds.height - row))
-            if read_masked(ds, bands, win, nodata=nodata)[1].any():
-                return True
-    return False
+            yield Window(col, row, min(block, ds.width - col), min(block, ds.height - row))
 
 
 def scale_to_unit(data: np.ndarray, scaling: Scaling) -> np.ndarray:

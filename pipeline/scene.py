@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -52,7 +51,9 @@ from pipeline.inference import (
     local_threads,
     local_window,
 )
+from pipeline.manifest import cached_sha256
 from pipeline.mosaic import (
+    COG_BLOCK,
     GDAL_CACHE_BYTES,
     BlockAccumulator,
     RasterTarget,
@@ -62,6 +63,7 @@ from pipeline.mosaic import (
     open_targets,
     output_dtype_nodata,
     output_profile,
+    overview_count,
     tiles_for_blocks,
 )
 from pipeline.radiometry import (
@@ -120,6 +122,7 @@ class ScenePlan:
     model_sha256: str
     model_desc: str
     scheduler: str
+    compress: str = "DEFLATE"
 
     def describe(self) -> str:
         """Human-readable plan (the --dry-run output)."""
@@ -137,7 +140,9 @@ class ScenePlan:
             f"run on   {self.scheduler}",
             f"memory   ~{self.memory_bytes / 2**20:.0f} MiB (estimate, this process)",
             f"output   {self.output}  COG {self.output_count} x {self.output_dtype}, "
-            f"nodata {nodata}",
+            f"nodata {nodata}; the input's grid ({self.width} x {self.height} px, CRS, "
+            f"transform); {self.compress}, {COG_BLOCK} px blocks, "
+            f"{overview_count(self.width, self.height)} AVERAGE overview level(s)",
         ]
         if self.heatmap is not None:
             lines.append(f"heatmap  {self.heatmap}  COG 1 x float32, nodata NaN")
@@ -152,26 +157,14 @@ def _fmt(values: tuple[float, ...]) -> str:
 # model hash
 
 
-_sha_cache: dict[tuple[str, int, int], str] = {}
-_sha_lock = threading.Lock()
-
-
 def model_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of the checkpoint file, cached by (resolved path, mtime, size)."""
-    from ugatit import file_sha256
-
-    p = Path(path).resolve()
+    """sha256 of the checkpoint file (hashed once per process: manifest.cached_sha256)."""
     try:
-        st = p.stat()
+        return cached_sha256(Path(path))
     except OSError:
         raise ModelError(
             "checkpoint not found", path=path, hint="check the --model path"
         ) from None
-    key = (str(p), st.st_mtime_ns, st.st_size)
-    with _sha_lock:
-        if key not in _sha_cache:
-            _sha_cache[key] = file_sha256(p)
-        return _sha_cache[key]
 
 
 # ---------------------------------------------------------------------------------------
@@ -230,6 +223,16 @@ def check_georeferencing(ds: rasterio.io.DatasetReader, path: Path) -> None:
     )
 
 
+def read_error(exc: Exception, path: Path, when: str = "cannot read pixel data") -> InputError:
+    """The InputError for a failed pixel read (a truncated or corrupt file), one line."""
+    first = str(exc).splitlines()[0] if str(exc) else "read error"
+    return InputError(
+        f"{when} ({first})",
+        path=path,
+        hint="the file looks truncated or corrupt; re-download or re-export it",
+    )
+
+
 def check_readable(ds: rasterio.io.DatasetReader, bands: tuple[int, ...], path: Path) -> None:
     """Read the first and last block of each band: catches truncated files up front."""
     try:
@@ -241,12 +244,7 @@ def check_readable(ds: rasterio.io.DatasetReader, bands: tuple[int, ...], path: 
                 win = Window(col, row, min(w, ds.width - col), min(h, ds.height - row))
                 ds.read(b, window=win)
     except rasterio.errors.RasterioIOError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "read error"
-        raise InputError(
-            f"cannot read pixel data ({first})",
-            path=path,
-            hint="the file looks truncated or corrupt; re-download or re-export it",
-        ) from None
+        raise read_error(exc, path) from None
 
 
 def load_model_info(model_path: Path, config: PipelineConfig) -> tuple[str, str]:
@@ -295,6 +293,13 @@ def estimate_memory(
     return int(acc + cached + flight + 350 * 2**20 + GDAL_CACHE_BYTES)
 
 
+def is_remote(config: PipelineConfig, client: Any) -> bool:
+    """Whether the tiles run on machines other than this one, whose devices this process
+    cannot check: `--scheduler`, or a client passed in by a library caller. A client made
+    for `--workers` is a LocalCluster on this machine, so its device is checked here."""
+    return bool(config.scheduler) or (client is not None and not config.workers)
+
+
 # ---------------------------------------------------------------------------------------
 # the run
 
@@ -308,17 +313,24 @@ def plan_scene(
     heatmap_path: Path | None = None,
     overwrite: bool = False,
     client: Any = None,
+    check_output: bool = True,
 ) -> tuple[ScenePlan, InferenceJob]:
-    """Run every check and the scaling statistics; write nothing."""
+    """Run every check and the scaling statistics; write nothing.
+
+    `check_output=False` leaves out the checks of the output paths (a directory dry run,
+    whose output directory may not exist yet: the directory runner decides what to
+    (re)write).
+    """
     input_path, output_path = Path(input_path), Path(output_path)
-    if not (client is not None or config.scheduler):
+    if not is_remote(config, client):
         check_device(config.device)
     if input_path.resolve() == output_path.resolve():
         raise OutputError(
             "output is the input", path=output_path, hint="write to another file name"
         )
-    check_output_path(output_path, overwrite=overwrite)
-    _check_heatmap_path(heatmap_path, output_path, input_path, overwrite)
+    if check_output:
+        check_output_path(output_path, overwrite=overwrite)
+        _check_heatmap_path(heatmap_path, output_path, input_path, overwrite)
     with open_input(input_path) as ds:
         check_georeferencing(ds, input_path)
         bands = select_bands(ds.count, config.bands, str(input_path), tuple(ds.dtypes))
@@ -340,11 +352,7 @@ def plan_scene(
             ):
                 scaling = dataclasses.replace(scaling, method="empty")
         except rasterio.errors.RasterioIOError as exc:
-            raise InputError(
-                f"cannot read pixel data ({str(exc).splitlines()[0]})",
-                path=input_path,
-                hint="the file looks truncated or corrupt; re-download or re-export it",
-            ) from None
+            raise read_error(exc, input_path) from None
         grid = TileGrid(ds.width, ds.height, config.tile_size, config.overlap)
         out_dtype, out_nodata = output_dtype_nodata(config.output_scale)
         threads = local_threads(config.threads, config.device)
@@ -382,6 +390,7 @@ def plan_scene(
             model_sha256=sha,
             model_desc=desc,
             scheduler=sched,
+            compress=config.compress,
         )
     job = InferenceJob(
         input_path=str(input_path.resolve()),
@@ -628,11 +637,7 @@ def _write_scene(
             for t in targets:
                 t.finish()
     except rasterio.errors.RasterioIOError as exc:
-        raise InputError(
-            f"read failed during the run ({str(exc).splitlines()[0]})",
-            path=plan.input,
-            hint="the file looks truncated or corrupt; re-download or re-export it",
-        ) from None
+        raise read_error(exc, plan.input, "read failed during the run") from None
     finally:
         bar.close()
     return tiles_run
@@ -664,13 +669,3 @@ def _progress_bar(total: int, enabled: bool, name: str) -> Any:
         dynamic_ncols=True,
         leave=False,
     )
-
-
-def result_to_dict(result: SceneResult) -> dict[str, Any]:
-    """JSON-ready dict of a SceneResult (paths as strings)."""
-    d = dataclasses.asdict(result)
-    for k, v in d.items():
-        if isinstance(v, Path):
-            d[k] = str(v)
-    return d
-

@@ -12,6 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 import rasterio
@@ -20,6 +21,7 @@ from click.testing import CliRunner
 from rasterio.control import GroundControlPoint
 from rasterio.windows import Window
 
+from pipeline import load_config
 from pipeline.cli import main
 from tests.pipeline.test_scene import SN6, assert_same_grid, crop
 
@@ -54,10 +56,19 @@ def test_help_lists_options_with_defaults():
     for opt in ("--model", "--device", "--config", "--bands", "--scale", "--tile-size",
                 "--overlap", "--batch-size", "--block-size", "--output-bands",
                 "--output-scale", "--heatmap", "--overwrite", "--pattern", "--scheduler",
-                "--workers", "--dry-run", "--nodata", "-q"):
+                "--workers", "--dry-run", "--nodata", "-q", "-v"):
         assert opt in text, opt
     for default in ("[default: 256]", "[default: 64]", "[default: cpu]", "[default: unit]"):
         assert default in text, default
+    # every option says its default (or that it is required), in its own help text
+    command = main.commands["run"]
+    ctx = click.Context(command)
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.name == "help":
+            continue
+        record = param.get_help_record(ctx)
+        assert record is not None, param.name
+        assert "[default:" in record[1] or "Required" in record[1], record
 
 
 def test_run_writes_cog_and_reports(tiny_checkpoint, outdir):
@@ -80,6 +91,10 @@ def test_config_file_overridden_by_flags(tiny_checkpoint, tmp_path, outdir):
         assert ds.read(1).max() <= 0.0  # dB range [-25, 0]
     assert (recorded["tile_size"], recorded["overlap"], recorded["output_scale"]) == (
         128, 16, "db")
+    with rasterio.open(out) as ds:  # the rest of the resolved config: scheduling settings
+        runtime = json.loads(ds.tags()["EO2SAR_RUNTIME"])
+    assert runtime["batch_size"] == 4 and runtime["device"] == "cpu"
+    assert set(recorded) | set(runtime) == set(load_config(None, {}).to_dict())
 
 
 def test_bad_config_key_is_usage_error(tiny_checkpoint, tmp_path, outdir):
@@ -95,6 +110,7 @@ def test_dry_run_prints_plan_writes_nothing(tiny_checkpoint, outdir):
                     "--heatmap", outdir / "h.tif")
     assert result.exit_code == 0, result.output
     for word in ("tiles    1 (1 x 1)", "batches", "memory", "COG 1 x float32", "heatmap",
+                 "nodata NaN", "input's grid (200 x 200 px", "DEFLATE", "AVERAGE overview",
                  "nothing written"):
         assert word in result.output, result.output
     assert listing(outdir) == []
@@ -215,16 +231,42 @@ def test_output_directory_read_only(tiny_checkpoint, outdir):
     assert listing(outdir) == []
 
 
+def test_output_directory_not_writable_any_user(tiny_checkpoint, outdir, monkeypatch):
+    """The same refusal where the test above cannot run (root passes os.access)."""
+    import pipeline.mosaic
+
+    real_access = os.access
+    monkeypatch.setattr(pipeline.mosaic.os, "access",
+                        lambda p, mode: False if Path(p) == outdir else real_access(p, mode))
+    result = invoke(SN6, outdir / "o.tif", "--model", tiny_checkpoint)
+    assert_refused(result, 1, str(outdir), "not writable", "Hint:")
+    assert listing(outdir) == []
+
+
+def test_output_given_as_a_directory(tiny_checkpoint, tmp_path, outdir):
+    """OUTPUT an existing directory: the output is DIR/<input stem>.tif, as in directory
+    runs (a .tiff or .vrt input still gives a GeoTIFF named .tif)."""
+    src = crop(SN6, tmp_path / "scene.tiff", Window(0, 0, 64, 48))
+    result = invoke(src, outdir, "--model", tiny_checkpoint, "-q")
+    assert result.exit_code == 0, result.output
+    assert listing(outdir) == ["scene.tif"]
+    assert_same_grid(src, outdir / "scene.tif")
+
+
 def test_bad_device_string(tiny_checkpoint, outdir):
     result = invoke(SN6, outdir / "o.tif", "--model", tiny_checkpoint, "--device", "gpu0")
     assert_refused(result, 2, "unknown device 'gpu0'", "cuda:N")
     assert listing(outdir) == []
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_cuda_without_cuda(tiny_checkpoint, outdir):
+def test_cuda_without_cuda(tiny_checkpoint, outdir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on GPU boxes
     result = invoke(SN6, outdir / "o.tif", "--model", tiny_checkpoint, "--device", "cuda:0")
     assert_refused(result, 2, "CUDA is not available", "--device cpu")
+    assert listing(outdir) == []
+    result = invoke(SN6, outdir / "o.tif", "--model", tiny_checkpoint, "--device", "cuda",
+                    "--workers", "2")  # a local cluster runs on this machine: same check
+    assert_refused(result, 2, "CUDA is not available")
     assert listing(outdir) == []
 
 
@@ -314,6 +356,38 @@ def test_directory_input_runs_every_scene(tiny_checkpoint, tmp_path):
     result = invoke(src, out, "--model", tiny_checkpoint, "-q")
     assert result.exit_code == 1, result.output
     assert "b.tif" in result.output
+
+
+def test_directory_run_refuses_bad_device_and_model_up_front(tiny_checkpoint, tmp_path):
+    """What would fail every scene fails once, as a usage error, creating nothing."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    shutil.copy(SN6, src / "a.tif")
+    result = invoke(src, out, "--model", tiny_checkpoint, "--device", "gpu0")
+    assert_refused(result, 2, "unknown device")
+    fake = tmp_path / "model.pt"
+    shutil.copy(SN6, fake)
+    result = invoke(src, out, "--model", fake)
+    assert_refused(result, 1, "model.pt", "Hint:")
+    assert not out.exists()
+
+
+def test_directory_dry_run_prints_each_plan_writes_nothing(tiny_checkpoint, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    shutil.copy(SN6, src / "a.tif")
+    (src / "b.tif").write_text("not a raster")
+    result = invoke(src, out, "--model", tiny_checkpoint, "--dry-run")
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "2 scene(s)" in text and "a.tif: run (no output)" in text
+    for word in ("tiles    1 (1 x 1)", "batches", "memory", "COG 1 x float32"):
+        assert word in text, text
+    assert "b.tif: run (no output)" in text and "would fail" in text
+    assert "nothing written" in text and not out.exists()
+    assert invoke(src, out, "--model", tiny_checkpoint, "-q").exit_code == 1  # b.tif
+    result = invoke(src, out, "--model", tiny_checkpoint, "--dry-run")
+    assert "a.tif: skip (up to date)" in result.output, result.output
 
 
 def test_quicklook_command(tmp_path: Path, tiny_checkpoint: Path) -> None:

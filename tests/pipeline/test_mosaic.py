@@ -58,3 +58,47 @@ def test_overview_count_and_temp_tiles():
     assert overview_count(2041, 1860) == 3  # 1021, 511, 256
     assert overview_count(16384, 16384) == 6
     assert tmp_block_size(1024) == 512 and tmp_block_size(96) == 32
+
+
+def test_cog_check_sees_the_layout_not_just_the_tag(tmp_path):
+    """A tiled, compressed GeoTIFF with overviews added afterwards is NOT a COG (its
+    overview IFDs and data come after the full-resolution data): the check must say so
+    for the layout itself, not only for the missing LAYOUT=COG tag."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    from tests.pipeline.cog import cog_problems
+    from tests.pipeline.test_scene import SN6
+
+    plain = tmp_path / "plain.tif"
+    with rasterio.open(SN6) as ds:
+        profile, data = ds.profile, ds.read()
+    profile.update(tiled=True, blockxsize=64, blockysize=64, compress="deflate")
+    with rasterio.open(plain, "w", **profile) as out:
+        out.write(data)
+    with rasterio.open(plain, "r+") as out:
+        out.build_overviews([2], Resampling.average)
+    problems = " | ".join(cog_problems(plain))
+    assert "ghost header" in problems, problems
+    assert "IFD lies after image data" in problems, problems
+    assert "smallest overview first" in problems, problems
+
+
+def test_stale_temps_of_dead_writers_are_removed(tmp_path):
+    """A killed run leaves hidden temporaries; the next run writing the same output
+    removes those of dead processes on this host and keeps the others."""
+    from pipeline.mosaic import TMP_MARK, _host, remove_stale_temps, temp_name
+
+    final = tmp_path / "o.tif"
+    dead_pid = 2**22 + 1  # above Linux's largest pid_max: no such process
+    prefix = f".o.tif{TMP_MARK}-"
+    dead = tmp_path / f"{prefix}{_host()}-{dead_pid}-abc.part.tif"
+    dead_ovr = tmp_path / f"{prefix}{_host()}-{dead_pid}-abc.cog.tif.ovr.tmp"  # GDAL's
+    live = temp_name(final, "part")  # this (live) process
+    other_host = tmp_path / f"{prefix}otherhost-{dead_pid}-abc.part.tif"
+    other_output = tmp_path / f".p.tif{TMP_MARK}-{_host()}-{dead_pid}-abc.part.tif"
+    for p in (dead, dead_ovr, live, other_host, other_output):
+        p.write_bytes(b"x")
+    assert sorted(remove_stale_temps(final)) == sorted([dead, dead_ovr])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (live, other_host, other_output))

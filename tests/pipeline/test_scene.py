@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
+import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +25,8 @@ from pipeline import PipelineWarning, load_config, run_scene
 from pipeline.scene import model_sha256
 from tests.pipeline.cog import assert_cog, overview_matches_average
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests" / "data"
 SN6 = DATA / "sn6_rotterdam_eo_rgb.tif"
 L8 = DATA / "l8_224078_parana_bgr_uint16.tif"
 
@@ -334,3 +340,83 @@ def test_torch_threads_restored(tiny_checkpoint, tmp_path):
     before = torch.get_num_threads()
     run(SN6, tmp_path / "o.tif", tiny_checkpoint)
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("changes", [{"block_size": 96}, {"batch_size": 1},
+                                     {"batch_size": 3, "block_size": 16}])
+def test_sn6_same_bytes_any_block_or_batch(tiny_checkpoint, tmp_path, changes):
+    """The SN6 chip on 128 px tiles (4 tiles, 2 x 2) so blocks and batches cut it."""
+    base = dict(tile_size=128, overlap=32, block_size=1024, batch_size=4)
+    a, b = tmp_path / "a.tif", tmp_path / "b.tif"
+    res = run(SN6, a, tiny_checkpoint, **base)
+    run(SN6, b, tiny_checkpoint, **{**base, **changes})
+    assert res.tiles_total == 4
+    with rasterio.open(a) as da, rasterio.open(b) as db:
+        assert da.read().tobytes() == db.read().tobytes()
+
+
+def test_model_travels_as_a_path_and_loads_once(tiny_checkpoint, tmp_path):
+    """DESIGN invariant 5: a task carries the checkpoint path and hash, never weights,
+    and a process loads the model once however many tasks and scenes it runs."""
+    from pipeline.inference import _cached_generator
+    from pipeline.scene import plan_scene
+
+    _, job = plan_scene(SN6, tmp_path / "o.tif", model_path=tiny_checkpoint,
+                        config=load_config(None, {}))
+    blob = pickle.dumps(job)
+    assert len(blob) < 4096 and b"torch" not in blob, len(blob)
+    assert job.model_path == str(tiny_checkpoint.resolve())
+    _cached_generator.cache_clear()
+    run(SN6, tmp_path / "a.tif", tiny_checkpoint, tile_size=64, overlap=16)  # 16 tiles
+    run(SN6, tmp_path / "b.tif", tiny_checkpoint)
+    info = _cached_generator.cache_info()
+    assert info.misses == 1 and info.hits >= 2, info
+
+
+def test_progress_bar_shows_done_total_rate_and_eta(tiny_checkpoint, tmp_path, capsys,
+                                                    monkeypatch):
+    import pipeline.inference
+
+    real = pipeline.inference.run_batch
+
+    def slow(job, tiles):  # tqdm redraws at most every 0.1 s: make the run last ~1 s
+        time.sleep(0.25)
+        return real(job, tiles)
+
+    monkeypatch.setattr(pipeline.inference, "run_batch", slow)
+    run_scene(SN6, tmp_path / "o.tif", model_path=tiny_checkpoint,
+              config=load_config(None, {"tile_size": 64, "overlap": 16, "threads": 1}),
+              progress=True)
+    err = capsys.readouterr().err
+    # tqdm: "name:  50%|####| 8/16 [00:00<00:00, 9.51tile/s]": done/total, elapsed<ETA, rate
+    bar = re.compile(r"([1-9]\d*)/16 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+(tile/s|s/tile)\]")
+    assert bar.search(err), err
+
+
+def test_killed_run_leaves_no_output_and_the_rerun_cleans_up(tiny_checkpoint, tmp_path):
+    """SIGKILL mid-write (no Python cleanup runs): nothing under the final name, only
+    hidden temporaries, which the next run writing that output removes."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "l8.tif"
+    cmd = [sys.executable, "-m", "pipeline", "run", str(L8), str(out), "--model",
+           str(tiny_checkpoint), "--bands", "3,2,1", "--nodata", "0", "-q",
+           "--block-size", "256"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out_dir.glob(".l8.tif.eo2sar-tmp-*")):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the run never started writing"
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    assert not out.exists()
+    leftovers = [p.name for p in out_dir.iterdir()]
+    assert leftovers and all(n.startswith(".l8.tif.eo2sar-tmp-") for n in leftovers)
+    run(L8, out, tiny_checkpoint, bands=(3, 2, 1), nodata=0)
+    assert [p.name for p in out_dir.iterdir()] == ["l8.tif"]
+    assert_cog(out)
