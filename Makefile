@@ -3,7 +3,9 @@
 VENV ?= .venv
 PYTHON ?= python3
 # torch is installed on its own, first, so the build (CPU or CUDA) is the user's choice:
-# see "GPU install" in README.md.
+# see "GPU install" in README.md. The exact pin matters: on the project's machines pip's
+# find-links hold torch 2.13.0+cpu, which pip ranks above PyPI's 2.13.0 (a local version
+# label sorts higher), so this takes the CPU wheel there and PyPI's CUDA build elsewhere.
 TORCH_SPEC ?= torch==2.13.0
 PIP_ARGS ?=
 PYTEST_ARGS ?=

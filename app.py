@@ -6,10 +6,10 @@
 
 What the seed did, and this keeps: the image is resized to 256 x 256 with PIL bilinear
 (aspect not kept), scaled to [0, 1], normalised with mean 0.5 / std 0.5, passed through
-``genA2B`` only, mapped back with ``x * 0.5 + 0.5``, rounded and clipped to 8 bits, resized
-to the output size and written as ``gen_sar_<input stem>.png`` in the current directory.
-For an 8-bit RGB input the result is the seed's (up to its truncation-vs-rounding of the
-final 8-bit conversion: the spec says rounded).
+``genA2B`` only, mapped back with ``x * 0.5 + 0.5``, resized to the output size (PIL
+bilinear, on the float image), rounded and clipped to 8 bits and written as
+``gen_sar_<input stem>.png`` in the current directory. For an 8-bit RGB input the result is
+the seed's up to float32 summation order (+-1 level on rare pixels).
 
 What the seed got wrong, and this fixes (each conversion is printed in one line):
 - RGBA / LA / transparent palette: alpha is dropped by compositing over black, because
@@ -244,12 +244,6 @@ def read_input(path: str | os.PathLike[str], bands: tuple[int, ...] | None = Non
     return _from_pil(pil_img, bands)
 
 
-def load_image(path: str | os.PathLike[str], bands: tuple[int, ...] | None = None,
-               ) -> Image.Image:
-    """The input as an 8-bit RGB PIL image (the conversion note is in :func:`read_input`)."""
-    return read_input(path, bands).image
-
-
 # ----------------------------------------------------------------------------------------
 # The seed's processing
 
@@ -279,13 +273,16 @@ def translate(gen: torch.nn.Module, x: torch.Tensor, device: torch.device | str 
 
 
 def postprocess(out: torch.Tensor, size: int) -> Image.Image:
-    """[1,3,H,W] in [-1, 1] -> 8-bit RGB of size x size: x*0.5+0.5, round, clip, bilinear."""
-    x = out[0] * 0.5 + 0.5
-    arr = (x * 255.0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    img = Image.fromarray(np.ascontiguousarray(arr), "RGB")
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.BILINEAR)
-    return img
+    """[1,3,H,W] in [-1, 1] -> 8-bit RGB of size x size, in the seed's order: x*0.5+0.5,
+    resize, then *255, round and clip. The resize (PIL bilinear, as for the input) runs on
+    the float image, one channel at a time, so the result is rounded once, not twice.
+    """
+    x = (out[0].float() * 0.5 + 0.5).numpy()  # [3, H, W] in [0, 1]
+    if x.shape[1:] != (size, size):
+        x = np.stack([np.asarray(Image.fromarray(c, "F").resize((size, size), Image.BILINEAR))
+                      for c in x])
+    arr = np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    return Image.fromarray(np.ascontiguousarray(arr), "RGB")
 
 
 def jet(x: np.ndarray) -> np.ndarray:
@@ -296,13 +293,14 @@ def jet(x: np.ndarray) -> np.ndarray:
 
 
 def heatmap_overlay(img: Image.Image, heatmap: torch.Tensor, size: int) -> Image.Image:
-    """The CAM heatmap, upsampled bilinearly to size x size, max-normalised, jet-coloured
-    and blended 50/50 over the input (resized to the same size): where the model looked.
+    """The CAM heatmap, upsampled bilinearly to size x size, min-max normalised to [0, 1]
+    and jet-coloured as the original U-GAT-IT's ``cam()`` figure panel does, then blended
+    50/50 over the input (resized to the same size): where the model looked.
     """
     hm = F.interpolate(heatmap.float(), size=(size, size), mode="bilinear",
                        align_corners=False)[0, 0].numpy()
-    peak = float(hm.max())
-    hm01 = hm / peak if peak > 0 else np.zeros_like(hm)
+    span = float(hm.max() - hm.min())
+    hm01 = (hm - hm.min()) / span if span > 0 else np.zeros_like(hm)
     base = np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR), np.float32)
     blend = 0.5 * base + 0.5 * 255.0 * jet(hm01)
     return Image.fromarray(np.clip(np.round(blend), 0, 255).astype(np.uint8), "RGB")

@@ -15,10 +15,14 @@ the scheduler. So on CPU every tile is forwarded ALONE (N = 1) with torch's intr
 threads pinned to 1 in every process; parallelism comes from Dask running several
 tasks at once (threads in-process, or worker processes), one core each. On 2 cores this
 is also no slower: the original code measured 2.2 tiles/s at batch 1 against 1.4 at
-batch 8. `batch_size` therefore only sets the task granularity on CPU. On CUDA the whole
-batch goes through in one call (GPU throughput needs batches); cuDNN may then pick
-other algorithms for other batch sizes, so the CUDA output is reproducible for a given
-batch size, any block size and any worker count, but not across batch sizes.
+batch 8. `batch_size` therefore only sets the task granularity on CPU.
+
+On CUDA, throughput needs batches, and cuDNN picks other algorithms for other batch
+shapes (an H200 gave up to 1.5e-6 differences between batch 8 and 16). So every GPU
+forward has the SAME shape, CUDA_MICRO_BATCH tiles, the last one of a task padded with
+zero tiles, and cuDNN runs in deterministic mode: a tile's output then depends neither on
+--batch-size nor on its companions or position (checked on an H200 by
+scripts/gpu_determinism.py). --batch-size still sets how many tiles a task reads.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from pipeline.tiling import TileGrid, read_tile
 from ugatit import CheckpointError, ModelConfig, load_checkpoint, set_tf32
 
 CPU_TORCH_THREADS = 1  # see module docstring: fixed for bit-identical outputs
+CUDA_MICRO_BATCH = 8  # see module docstring: one forward shape on GPUs, for the same bytes
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,8 @@ def _pin_threads(device: str, tf32: bool = False) -> None:
         # from the CPU result and ran 95 tiles/s; with TF32 off the difference is 3e-6
         # (float32 rounding) at 25-35 tiles/s. Reduced precision is opt-in (tf32: true).
         set_tf32(tf32)
+        torch.backends.cudnn.deterministic = True  # same algorithm for the same shape
+        torch.backends.cudnn.benchmark = False
     elif torch.get_num_threads() != CPU_TORCH_THREADS:
         torch.set_num_threads(CPU_TORCH_THREADS)
 
@@ -165,6 +172,31 @@ def run_batch(job: InferenceJob, tiles: Sequence[int]) -> list[TileOutput | None
     return results
 
 
+def forward_fixed_shape(
+    gen: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    x: torch.Tensor,
+    dev: torch.device,
+    micro: int,
+    heatmap: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run `x` [N, C, T, T] through `gen` in forwards of exactly `micro` tiles.
+
+    The last chunk is padded with zero tiles (instance norm keeps samples independent,
+    so padding cannot change real tiles), and only the real rows come back, on the CPU.
+    """
+    outs, heats = [], []
+    for i in range(0, x.shape[0], micro):
+        chunk = x[i : i + micro]
+        k = chunk.shape[0]
+        if k < micro:
+            chunk = torch.cat([chunk, chunk.new_zeros((micro - k, *chunk.shape[1:]))])
+        y, _, h = gen(chunk.to(dev))
+        outs.append(y[:k].float().cpu())
+        if heatmap:
+            heats.append(h[:k].float().cpu())
+    return torch.cat(outs), (torch.cat(heats) if heatmap else None)
+
+
 def _forward(
     gen: torch.nn.Module, x: torch.Tensor, dev: torch.device, heatmap: bool, size: int
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -175,8 +207,7 @@ def _forward(
             out = torch.cat([p[0] for p in parts])
             heat = torch.cat([p[2] for p in parts]) if heatmap else None
         else:
-            y, _, h = gen(x.to(dev))
-            out, heat = y.float().cpu(), (h.float().cpu() if heatmap else None)
+            out, heat = forward_fixed_shape(gen, x, dev, CUDA_MICRO_BATCH, heatmap)
         if heat is not None:
             heat = torch.nn.functional.interpolate(
                 heat, size=(size, size), mode="bilinear", align_corners=False

@@ -84,18 +84,19 @@ def pngs(directory: Path) -> list[str]:
 
 
 def seed_reference(img_path: Path, ckpt_path: Path, out_size: int) -> np.ndarray:
-    """The seed's recipe, written out independently of app.py, for an 8-bit RGB input."""
+    """The seed's recipe (docs/UGATIT_FORMAT.md), written out independently of app.py, for
+    an 8-bit RGB input: PIL bilinear to 256, /255, (x-0.5)/0.5, genA2B, x*0.5+0.5, resized
+    to the output size (PIL bilinear on the float image), then *255, rounded, clipped."""
     img = Image.open(img_path).convert("RGB").resize((256, 256), Image.BILINEAR)
     x = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
     x = (x - 0.5) / 0.5
     gen = load_checkpoint(ckpt_path, networks=("genA2B",)).genA2B
     with torch.no_grad():
         out = gen(torch.from_numpy(x)[None])[0][0].numpy()
-    y = np.clip(np.round((out * 0.5 + 0.5) * 255.0), 0, 255).astype(np.uint8)
-    pil = Image.fromarray(y.transpose(1, 2, 0), "RGB")
-    if out_size != 256:
-        pil = pil.resize((out_size, out_size), Image.BILINEAR)
-    return np.asarray(pil)
+    y = out * 0.5 + 0.5  # [3, 256, 256] float
+    resized = [np.asarray(Image.fromarray(band, "F").resize((out_size, out_size),
+                                                            Image.BILINEAR)) for band in y]
+    return np.clip(np.round(np.stack(resized, axis=-1) * 255.0), 0, 255).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------------------
@@ -215,12 +216,18 @@ def test_broken_checkpoint(
     assert pngs(tmp_path) == ["bad.pt"]
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_cuda_without_cuda(tmp_path: Path, tiny_checkpoint: Path, call_app: CallApp) -> None:
-    res = call_app(tmp_path, "--device", "cuda:0", "--model_path", tiny_checkpoint,
+def test_cuda_device_that_does_not_exist(
+        tmp_path: Path, tiny_checkpoint: Path, call_app: CallApp) -> None:
+    """cuda:0 without CUDA; on a GPU machine, the first index past the last GPU."""
+    if torch.cuda.is_available():
+        device, expect = f"cuda:{torch.cuda.device_count()}", "CUDA device(s) exist"
+    else:
+        device, expect = "cuda:0", "CUDA is not available on this machine"
+    res = call_app(tmp_path, "--device", device, "--model_path", tiny_checkpoint,
                    "--img", EO_RGB)
     assert res.returncode != 0
-    assert "CUDA" in res.stderr and "--device cpu" in res.stderr
+    assert res.stderr.startswith("error: ") and expect in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
     assert pngs(tmp_path) == []
 
 
@@ -249,6 +256,43 @@ def test_8bit_is_never_stretched(tmp_path: Path) -> None:
     Image.fromarray(arr, "RGB").save(tmp_path / "dull.png")
     loaded = app.read_input(tmp_path / "dull.png")
     np.testing.assert_array_equal(np.asarray(loaded.image), arr)
+
+
+def test_translate_runs_under_inference_mode() -> None:
+    """The seed ran the generator with autograd on; app.py must not build a graph."""
+
+    class Probe(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            self.inference = torch.is_inference_mode_enabled()
+            y = x * 1.0  # a computed tensor: it would carry a graph outside inference mode
+            return y, y[:, :2, 0, 0], y[:, :1, ::4, ::4]
+
+    probe = Probe()
+    out, heat = app.translate(probe, torch.zeros(1, 3, 8, 8, requires_grad=True))
+    assert probe.inference
+    assert not out.requires_grad and heat.shape == (1, 1, 2, 2)
+
+
+def test_8bit_grayscale_replicated_unchanged(tmp_path: Path) -> None:
+    gray = np.random.default_rng(3).integers(0, 256, size=(20, 30), dtype=np.uint8)
+    Image.fromarray(gray, "L").save(tmp_path / "g.png")
+    loaded = app.read_input(tmp_path / "g.png")
+    np.testing.assert_array_equal(np.asarray(loaded.image), np.repeat(gray[..., None], 3, -1))
+    assert "replicated to 3 channels (no stretch)" in loaded.note
+
+
+def test_postprocess_resizes_before_rounding() -> None:
+    """The seed's order: resize the float image, then round once. A 2-column image of
+    levels 127.4 | 100.4 resized to 4 columns (PIL bilinear weights 1, .75/.25, .25/.75, 1)
+    gives 127, 120.65 -> 121, 107.15 -> 107, 100; rounding first (127 | 100) would give
+    120 in the second column."""
+    y = torch.empty(1, 3, 2, 2)
+    y[..., 0], y[..., 1] = (127.4 / 255.0 - 0.5) / 0.5, (100.4 / 255.0 - 0.5) / 0.5
+    got = np.asarray(app.postprocess(y, 4))
+    assert got.shape == (4, 4, 3) and got.dtype == np.uint8
+    assert (got == np.array([127, 121, 107, 100])[None, :, None]).all()
+    # No resize at the model's own size: just the 8-bit conversion.
+    np.testing.assert_array_equal(np.asarray(app.postprocess(y, 2))[0, :, 0], [127, 100])
 
 
 def test_rgba_composited_over_black(tmp_path: Path) -> None:
@@ -302,6 +346,9 @@ def test_heatmap_overlay_colours() -> None:
     flat = np.asarray(app.heatmap_overlay(img, hm, 8)).astype(int)
     # Zero attention everywhere: jet(0) = dark blue (0, 0, 0.5) blended 50/50.
     assert (flat == np.array([50, 50, 114])).all()
+    # Min-max normalised like the original's cam(): a uniform heatmap carries no
+    # location, whatever its level, so it is all jet(0) too (max-normalising would be red).
+    assert (np.asarray(app.heatmap_overlay(img, hm + 3.0, 8)).astype(int) == flat).all()
     hm[0, 0, 0, 0] = 5.0  # attention in the top-left corner only
     hot = np.asarray(app.heatmap_overlay(img, hm, 8)).astype(int)
     assert hot[0, 0, 0] > hot[0, 0, 2]  # red-ish where the model looked

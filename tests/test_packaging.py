@@ -16,13 +16,15 @@ import pytest
 import rasterio
 import torch
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from ugatit import ModelConfig, load_checkpoint
 
 try:
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    tomllib = pytest.importorskip("tomli")
+except ModuleNotFoundError:  # Python 3.10: the dev extra installs tomli there
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -31,15 +33,22 @@ DATA = ROOT / "tests" / "data"
 CONDA_TO_PIP = {"pytorch": "torch"}
 
 
-def _name(requirement: str) -> set[str]:
-    """'dask[distributed]>=1' -> {'dask', 'distributed'}; 'PyYAML' -> {'pyyaml'}."""
-    m = re.match(r"\s*([A-Za-z0-9_.-]+)\s*(\[([^\]]*)\])?", requirement)
-    assert m, requirement
-    base = re.sub(r"[-_.]+", "-", m.group(1)).lower()
-    names = {CONDA_TO_PIP.get(base, base)}
-    if base == "dask" and m.group(3):  # the distributed extra is the distributed package
-        names |= {e.strip().lower() for e in m.group(3).split(",")}
-    return names
+def _pins(requirements: list[str], python: str) -> dict[str, str]:
+    """name -> version specifier ("" when unpinned) of PEP 508 requirements or conda specs
+    such as 'pytorch>=2.1'. A requirement whose marker does not hold for `python` is left
+    out; 'dask[distributed]' stands for both dask and distributed (conda splits them)."""
+    pins = {}
+    for text in requirements:
+        req = Requirement(text)
+        if req.marker is not None and not req.marker.evaluate({"python_version": python}):
+            continue
+        name = canonicalize_name(req.name)
+        name = CONDA_TO_PIP.get(name, name)
+        spec = str(req.specifier)
+        pins[name] = spec
+        if name == "dask":
+            pins.update({canonicalize_name(e): spec for e in req.extras})
+    return pins
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +63,16 @@ def environment() -> dict:
 
 
 def test_conda_and_pip_dependencies_agree(pyproject: dict, environment: dict) -> None:
-    runtime = set().union(*(_name(r) for r in pyproject["project"]["dependencies"]))
-    dev = set().union(*(_name(r) for r in pyproject["project"]["optional-dependencies"]["dev"]))
+    """Same packages AND same version bounds, for the Python that environment.yml pins."""
     conda = [d for d in environment["dependencies"] if isinstance(d, str)]
-    conda_names = set().union(*(_name(d.split("=")[0].split(">")[0]) for d in conda))
-    assert {"pytest", "ruff"} <= dev
-    assert {"torch", "rasterio", "dask", "distributed", "numpy"} <= runtime
-    assert conda_names - {"python", "pip"} == runtime | dev
+    python = next(d.split("=")[1] for d in conda if d.startswith("python="))
+    project = pyproject["project"]
+    runtime = _pins(project["dependencies"], python)
+    dev = _pins(project["optional-dependencies"]["dev"], python)
+    conda_pins = _pins([d for d in conda if d.split("=")[0] not in ("python", "pip")], python)
+    assert {"pytest", "ruff"} <= dev.keys()
+    assert {"torch", "rasterio", "dask", "distributed", "numpy"} <= runtime.keys()
+    assert conda_pins == {**runtime, **dev}
     assert environment["name"] == "eo2sar" and "conda-forge" in environment["channels"]
 
 
@@ -148,7 +160,11 @@ def test_demo_checkpoint_and_image() -> None:
     with torch.inference_mode():
         out = ckpt.genA2B(torch.zeros(1, 3, 64, 64))[0]
     assert out.shape == (1, 3, 64, 64) and bool(torch.isfinite(out).all())
-    assert (ROOT / "checkpoints" / "README.md").is_file()
+    # Labelled honestly, in the file itself and beside it.
+    meta = torch.load(ROOT / settings["DEMO_MODEL"], weights_only=True)["meta"]
+    assert "random weights" in meta["note"] and "not trained" in meta["note"]
+    readme = (ROOT / "checkpoints" / "README.md").read_text()
+    assert f"{Path(settings['DEMO_MODEL']).name}: RANDOM weights, not a trained model" in readme
 
 
 def test_makefile_targets_and_ci() -> None:

@@ -10,11 +10,10 @@ from ugatit.checkpoint import (
     file_sha256,
     init_checkpoint,
     load_checkpoint,
-    resolve_device,
     save_checkpoint,
 )
 from ugatit.config import ModelConfig
-from ugatit.device import set_tf32
+from ugatit.device import resolve_device, set_tf32
 from ugatit.errors import CheckpointError, UgatitError
 from ugatit.networks import Discriminator, ResnetGenerator
 

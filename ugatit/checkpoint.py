@@ -116,6 +116,16 @@ def _unpickler_detail(exc: Exception) -> str:
                 lines[0] if lines else type(exc).__name__)
 
 
+def _networks_of(obj: Mapping[str, Any], path: Path) -> dict[str, Mapping[str, Any]]:
+    """The {network: state_dict} entries of a file, each checked to be a mapping."""
+    nets = {k: v for k, v in obj.items() if k in NETWORK_NAMES}
+    for name, sd in nets.items():
+        if not isinstance(sd, Mapping):
+            raise CheckpointError(f"{path}: {name} is a {type(sd).__name__}, expected a "
+                                  f"state dict (a mapping of tensor names to tensors)")
+    return nets
+
+
 def read_state_dicts(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any], ModelConfig]:
     """Open a checkpoint and return (format, {network: state_dict}, config).
 
@@ -125,17 +135,27 @@ def read_state_dicts(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any],
     obj = _torch_load(path)
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT_NAME:
         version = obj.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise CheckpointError(f"{path}: eo2sar format version {version!r} is newer than "
+        if not isinstance(version, int):
+            raise CheckpointError(f"{path}: eo2sar file without an integer format_version "
+                                  f"(found {version!r}): the file is damaged")
+        if version > FORMAT_VERSION:
+            raise CheckpointError(f"{path}: eo2sar format version {version} is newer than "
                                   f"this code reads ({FORMAT_VERSION}); upgrade eo2sar")
-        nets = dict(obj.get("networks", {}))
+        stored = obj.get("networks")
+        if not isinstance(stored, Mapping):
+            raise CheckpointError(f"{path}: eo2sar file without a 'networks' mapping")
+        unknown = sorted(map(str, set(stored) - set(NETWORK_NAMES)))
+        if unknown:
+            raise CheckpointError(f"{path}: unknown networks {unknown}; expected some of "
+                                  f"{', '.join(NETWORK_NAMES)}")
+        nets = _networks_of(stored, path)
         try:
             config = ModelConfig.from_dict(dict(obj["config"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{path}: bad or missing config: {exc}") from exc
         fmt = FORMAT_NAME
     elif is_seed_checkpoint(obj):
-        nets = {k: v for k, v in obj.items() if k in NETWORK_NAMES}
+        nets = _networks_of(obj, path)
         config = infer_config(nets, where=str(path))
         fmt = "seed"
     elif is_bare_generator(obj):

@@ -38,7 +38,7 @@ def is_bare_generator(obj: Any) -> bool:
 
 def _shape(sd: StateDict, key: str, where: str) -> tuple[int, ...]:
     if key not in sd:
-        raise CheckpointError(f"{where}: missing key {key!r}: not a U-GAT-IT generator")
+        raise CheckpointError(f"{where}: missing key {key!r}: not a U-GAT-IT network")
     return tuple(sd[key].shape)
 
 
@@ -78,14 +78,16 @@ def infer_config(networks: Mapping[str, StateDict], where: str = "checkpoint") -
             light, img_size = False, side * 4
         kwargs.update(ngf=ngf, n_res=n_res, light=light, img_size=img_size, in_ch=in_ch,
                       out_ch=out_ch)
-    for name, field in (("disGA", "n_dis_global"), ("disLA", "n_dis_local")):
-        if name in networks:
+    for names, field in ((("disGA", "disGB"), "n_dis_global"), (("disLA", "disLB"), "n_dis_local")):
+        name = next((n for n in names if n in networks), None)
+        if name is not None:
             sd = networks[name]
             convs = [k for k in sd if re.fullmatch(r"model\.\d+\.weight_orig", k)]
-            if not convs:
-                raise CheckpointError(f"{where}: {name}: no 'model.<i>.weight_orig' keys")
             kwargs[field] = len(convs) + 1  # n_layers - 1 strided/stride-1 convs in `model`
-            kwargs["ndf"] = int(sd["model.1.weight_orig"].shape[0])
+            kwargs["ndf"] = _shape(sd, "model.1.weight_orig", f"{where}: {name}")[0]
     if gen_name is None and not kwargs:
         raise CheckpointError(f"{where}: holds no U-GAT-IT network ({', '.join(NETWORK_NAMES)})")
-    return ModelConfig(**kwargs)
+    try:
+        return ModelConfig(**kwargs)
+    except ValueError as exc:  # e.g. a generator with no UpBlock1_<i> block: n_res = 0
+        raise CheckpointError(f"{where}: shapes give no valid architecture: {exc}") from exc

@@ -187,9 +187,11 @@ class ResnetGenerator(nn.Module):
         if x.ndim != 4 or x.shape[1] != cfg.in_ch:
             raise ValueError(f"expected input [B, {cfg.in_ch}, H, W], got {list(x.shape)}")
         h, w = x.shape[-2:]
-        if cfg.light and (h % 4 or w % 4 or h < 16 or w < 16):
+        # Two stride-2 convs: the bottleneck is H/4 x W/4, and its reflection padding and
+        # instance norms need at least 2 x 2 of it, hence >= 8 px.
+        if cfg.light and (h % 4 or w % 4 or h < 8 or w < 8):
             raise ValueError(
-                f"the light generator needs H, W divisible by 4 and >= 16, got {h}x{w}"
+                f"the light generator needs H, W divisible by 4 and >= 8, got {h}x{w}"
             )
         if not cfg.light and (h, w) != (cfg.img_size, cfg.img_size):
             raise ValueError(
@@ -303,10 +305,8 @@ def build_network(name: str, config: ModelConfig) -> nn.Module:
         return ResnetGenerator(config)
     if name == "genB2A":  # B -> A: the channel counts swap
         return ResnetGenerator(replace(config, in_ch=config.out_ch, out_ch=config.in_ch))
-    if name in ("disGA", "disGB"):
-        return Discriminator(config.out_ch if name == "disGB" else config.in_ch, config.ndf,
-                             config.n_dis_global)
-    if name in ("disLA", "disLB"):
-        return Discriminator(config.out_ch if name == "disLB" else config.in_ch, config.ndf,
-                             config.n_dis_local)
+    if name in DISCRIMINATORS:  # dis{G,L}{A,B}: global or local, judging domain A or B
+        in_ch = config.in_ch if name.endswith("A") else config.out_ch
+        n_layers = config.n_dis_global if name[3] == "G" else config.n_dis_local
+        return Discriminator(in_ch, config.ndf, n_layers)
     raise KeyError(f"unknown network {name!r}; expected one of {NETWORK_NAMES}")

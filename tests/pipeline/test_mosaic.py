@@ -102,3 +102,27 @@ def test_stale_temps_of_dead_writers_are_removed(tmp_path):
     assert sorted(remove_stale_temps(final)) == sorted([dead, dead_ovr])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         p.name for p in (live, other_host, other_output))
+
+
+def test_gpu_forwards_have_one_fixed_shape() -> None:
+    """On CUDA every forward gets CUDA_MICRO_BATCH tiles whatever --batch-size is, so cuDNN
+    runs the same algorithm and a tile's bytes do not depend on the batch (see
+    pipeline/inference.py); checked here with a recording stand-in for the generator."""
+    import torch
+
+    from pipeline.inference import CUDA_MICRO_BATCH, forward_fixed_shape
+
+    shapes: list[int] = []
+
+    def fake_gen(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        shapes.append(t.shape[0])
+        return t * 2, t[:, :2, 0, 0], t[:, :1, ::4, ::4]
+
+    for n in (1, 3, CUDA_MICRO_BATCH, CUDA_MICRO_BATCH + 5):
+        shapes.clear()
+        x = torch.arange(n * 3 * 8 * 8, dtype=torch.float32).reshape(n, 3, 8, 8)
+        out, heat = forward_fixed_shape(fake_gen, x, torch.device("cpu"), CUDA_MICRO_BATCH,
+                                        heatmap=True)
+        assert set(shapes) == {CUDA_MICRO_BATCH}
+        assert torch.equal(out, x * 2)  # real rows only, in order
+        assert heat is not None and torch.equal(heat, x[:, :1, ::4, ::4])

@@ -45,6 +45,9 @@ class RefOptions:
     flatten_nhwc: bool = False  # mistake (full variant): flatten in H,W,C order
     light_pool: str = "mean"  # mistake: "max" pooling before the light FC
     cam_order_swapped: bool = False  # mistake: cam_logit = [gmp, gap]
+    cam_features_swapped: bool = False  # mistake: conv1x1 input cat[x*w_gmp, x*w_gap]
+    relu_after_residual: bool = False  # mistake: encoder block ReLU(x + F(x))
+    dis_slope: float = LEAKY_SLOPE  # mistake: another LeakyReLU slope in the discriminator
     heatmap_pre_relu: bool = False  # mistake: heatmap from the pre-activation conv1x1 output
     no_tanh: bool = False  # mistake: output left un-squashed
     dis_reweight_normalised: bool = False  # mistake: CAM re-weighting with the SN weight
@@ -154,9 +157,10 @@ def _cam(x: Tensor, gap_w: Tensor, gmp_w: Tensor, gap_rw: Tensor, gmp_rw: Tensor
     gmp_logit = x.amax(dim=(2, 3)) @ gmp_w.t()
     logits = [gmp_logit, gap_logit] if opts.cam_order_swapped else [gap_logit, gmp_logit]
     cam_logit = torch.cat(logits, dim=1)
-    feats = torch.cat([x * gap_rw.reshape(1, -1, 1, 1), x * gmp_rw.reshape(1, -1, 1, 1)], dim=1)
+    parts = [x * gap_rw.reshape(1, -1, 1, 1), x * gmp_rw.reshape(1, -1, 1, 1)]
+    feats = torch.cat(parts[::-1] if opts.cam_features_swapped else parts, dim=1)
     pre = F.conv2d(feats, conv_w, conv_b)
-    post = F.leaky_relu(pre, LEAKY_SLOPE) if leaky else F.relu(pre)
+    post = F.leaky_relu(pre, opts.dis_slope) if leaky else F.relu(pre)
     heatmap = (pre if opts.heatmap_pre_relu else post).sum(dim=1, keepdim=True)
     return post, cam_logit, heatmap
 
@@ -181,6 +185,8 @@ def ref_generator(sd: StateDict, x: Tensor, *, n_res: int, light: bool,
         r = F.relu(enc_in(_conv(h, sd[f"{p}.1.weight"], pad=1, mode=pm)))
         r = enc_in(_conv(r, sd[f"{p}.5.weight"], pad=1, mode=pm))
         h = h + r  # no activation after the residual add
+        if opts.relu_after_residual:
+            h = F.relu(h)
 
     gap_w, gmp_w = sd["gap_fc.weight"], sd["gmp_fc.weight"]
     h, cam_logit, heatmap = _cam(h, gap_w, gmp_w, gap_w, gmp_w, sd["conv1x1.weight"],
@@ -239,7 +245,7 @@ def ref_discriminator(sd: StateDict, x: Tensor, *, n_layers: int,
         stride = 1 if k == len(idx) - 1 else 2
         h = _conv(h, _sn(sd, f"model.{i}"), pad=1, mode=pm, stride=stride,
                   bias=sd[f"model.{i}.bias"])
-        h = F.leaky_relu(h, LEAKY_SLOPE)
+        h = F.leaky_relu(h, opts.dis_slope)
 
     gap_w, gmp_w = _sn(sd, "gap_fc"), _sn(sd, "gmp_fc")
     if opts.dis_reweight_normalised:

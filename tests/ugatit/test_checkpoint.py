@@ -92,6 +92,45 @@ def test_config_inferred_from_seed_shapes(tmp_path: Path, cfg: ModelConfig) -> N
     assert inferred == cfg
 
 
+def test_full_variant_seed_file_loads_and_computes(tmp_path: Path) -> None:
+    """A full-variant seed file (img_size from the FC shape) loads and gives the same outputs."""
+    cfg = ModelConfig(ngf=4, n_res=1, light=False, img_size=32, ndf=4)
+    nets = _networks(cfg)
+    path = save_checkpoint(tmp_path / "full.pt", nets, cfg, fmt="seed")
+    ck = load_checkpoint(path)
+    assert ck.format == "seed" and ck.config == cfg
+    _same_outputs(nets["genA2B"], ck.genA2B, torch.rand(2, 3, 32, 32) * 2 - 1)
+    _same_outputs(nets["genB2A"], ck.genB2A, torch.rand(1, 3, 32, 32) * 2 - 1)
+
+
+@pytest.mark.parametrize("case", ["no_residual_blocks", "network_not_a_dict",
+                                  "unknown_network_in_eo2sar", "discriminator_without_model_1"])
+def test_malformed_files_are_checkpoint_errors(tmp_path: Path, case: str) -> None:
+    """Files that unpickle but are not usable must fail as CheckpointError (one line, naming
+    the file), never as a KeyError/ValueError traceback from deep inside the loader."""
+    nets = {n: net.state_dict() for n, net in _networks(SMALL).items()}
+    obj: object
+    if case == "no_residual_blocks":
+        obj = {"genA2B": {k: v for k, v in nets["genA2B"].items()
+                          if not k.startswith("UpBlock1_")}}
+        match = "no valid architecture"
+    elif case == "network_not_a_dict":
+        obj = {**nets, "genB2A": torch.zeros(3)}
+        match = "genB2A is a Tensor"
+    elif case == "unknown_network_in_eo2sar":
+        path = init_checkpoint(tmp_path / "ck.pt", SMALL)
+        obj = torch.load(path, weights_only=True)
+        obj["networks"]["genC2D"] = obj["networks"]["genA2B"]
+        match = "unknown networks"
+    else:
+        obj = {"disGA": {k: v for k, v in nets["disGA"].items() if not k.startswith("model.1.")}}
+        match = "missing key 'model.1.weight_orig'"
+    torch.save(obj, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=match) as err:
+        load_checkpoint(tmp_path / "bad.pt")
+    assert "bad.pt" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_full_variant_img_size_from_fc_shape() -> None:
     dim = 4 * 4
     sd = {"DownBlock.1.weight": torch.zeros(4, 3, 7, 7),

@@ -120,3 +120,35 @@ def test_infer_config_from_manifest_shapes(variant: str) -> None:
         for name in NETWORKS
     }
     assert infer_config(networks, where=f"manifest_{variant}") == config_of(variant)
+
+
+def _params(variant: str, names: tuple[str, ...]) -> int:
+    return sum(p.numel() for n in names for p in build_direct(variant, n).parameters())
+
+
+def test_format_doc_sizes() -> None:
+    """The sizes UGATIT_FORMAT.md quotes, counted on our modules (not read from the
+    manifests): 512 MiB / 134 M parameters, 106 M in the two global discriminators, a
+    10.59 M-parameter (42 MB) generator, and a 2.5 GiB full variant."""
+    def state_bytes(variant: str) -> int:
+        return sum(t.numel() * t.element_size() for n in NETWORKS
+                   for t in build_direct(variant, n).state_dict().values())
+
+    assert round(_params("light", NETWORKS) / 1e6) == 134
+    assert round(state_bytes("light") / 2**20) == 512
+    assert round(_params("light", ("disGA", "disGB")) / 1e6) == 106
+    assert round(_params("light", ("genA2B",)) / 1e6, 2) == 10.59
+    gen_bytes = sum(t.numel() * 4 for t in build_direct("light", "genA2B").state_dict().values())
+    assert round(gen_bytes / 1e6) == 42
+    assert round(state_bytes("full") / 2**30, 1) == 2.5
+
+
+def test_light_generator_costs_105_gflop_per_tile() -> None:
+    """UGATIT_FORMAT.md, Cost: 105 GFLOP per 256 x 256 tile (multiply-adds counted as 2),
+    counted by torch's FLOP counter on the meta device (no memory, no time)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    gen = build_direct("light", "genA2B")
+    with FlopCounterMode(display=False) as counter, torch.device("meta"):
+        gen(torch.empty(1, 3, 256, 256))
+    assert round(counter.get_total_flops() / 1e9) == 105

@@ -303,6 +303,8 @@ GENERATOR_MISTAKES = [
     ("light_gamma_beta_from_max_pool", RefOptions(light_pool="max"), True),
     ("full_gamma_beta_nhwc_flatten", RefOptions(flatten_nhwc=True), False),
     ("cam_logit_order_gmp_gap", RefOptions(cam_order_swapped=True), True),
+    ("cam_features_order_gmp_gap", RefOptions(cam_features_swapped=True), True),
+    ("encoder_relu_after_residual_add", RefOptions(relu_after_residual=True), True),
     ("heatmap_before_relu", RefOptions(heatmap_pre_relu=True), True),
     ("output_without_tanh", RefOptions(no_tanh=True), True),
 ]
@@ -349,8 +351,11 @@ def test_dis_cam_reweighting_uses_weight_orig() -> None:
 
 
 @pytest.mark.parametrize("mistake", [RefOptions(pad_mode="constant"),
-                                     RefOptions(cam_order_swapped=True)],
-                         ids=["zero_padding", "cam_logit_order_gmp_gap"])
+                                     RefOptions(cam_order_swapped=True),
+                                     RefOptions(cam_features_swapped=True),
+                                     RefOptions(dis_slope=0.01)],
+                         ids=["zero_padding", "cam_logit_order_gmp_gap",
+                              "cam_features_order_gmp_gap", "leaky_slope_torch_default"])
 def test_discriminator_fact_is_pinned(mistake: RefOptions) -> None:
     dis = make_discriminator(7)
     x = gen_input(h=DIS_SIZE[7], w=DIS_SIZE[7])
@@ -383,6 +388,74 @@ def test_module_norms_match_formulas(light_gen: ResnetGenerator) -> None:
     r, g, b = (iln.get_parameter(n).detach() for n in ("rho", "gamma", "beta"))
     with torch.no_grad():
         assert rel_err(iln(x2), (r * x_in + (1 - r) * x_ln) * g + b) < 1e-12
+
+
+def test_norm_epsilon_is_1e5(light_gen: ResnetGenerator) -> None:
+    """eps 1e-5 in ILN, adaILN and the encoder's InstanceNorm. On an input whose variance
+    is ~1e-5, eps 1e-6 or 1e-4 would move the normalised values by tens of percent."""
+    c = 4 * NGF
+    with seeded(7):
+        x = torch.randn(2, c, 4, 4, dtype=torch.float64) * 3e-3
+        gamma, beta = torch.ones(2, c, dtype=torch.float64), torch.zeros(2, c, dtype=torch.float64)
+    ada = light_gen.get_submodule("UpBlock1_1.norm1")
+    rho = ada.rho.detach()
+
+    def formula(eps: float) -> Tensor:
+        m_in, m_ln = x.mean((2, 3), keepdim=True), x.mean((1, 2, 3), keepdim=True)
+        v_in, v_ln = x.var((2, 3), keepdim=True), x.var((1, 2, 3), keepdim=True)  # N-1
+        return (rho * (x - m_in) / torch.sqrt(v_in + eps)
+                + (1 - rho) * (x - m_ln) / torch.sqrt(v_ln + eps))
+
+    with torch.no_grad():
+        got = ada(x, gamma, beta)
+    assert rel_err(got, formula(1e-5)) < 1e-12
+    assert rel_err(got, formula(1e-6)) > 0.1 and rel_err(got, formula(1e-4)) > 0.1
+    norms = [m for m in light_gen.DownBlock.modules() if isinstance(m, nn.InstanceNorm2d)]
+    assert len(norms) == 3 + 2 * N_RES
+    for m in norms:  # affine-free, no running statistics, eps 1e-5
+        assert (m.eps, m.affine, m.track_running_stats) == (1e-5, False, False)
+    x_enc = x[:, : norms[0].num_features]
+    with torch.no_grad():
+        assert rel_err(norms[0](x_enc), ref_instance_norm(x_enc, eps=1e-5)) < 1e-12
+    assert rel_err(ref_instance_norm(x, eps=1e-5), ref_instance_norm(x, eps=1e-6)) > 0.1
+
+
+@pytest.mark.parametrize("light", [True, False], ids=["light", "full"])
+def test_float32_invariant_to_batch_and_channels_last(light: bool) -> None:
+    """UGATIT_FORMAT.md: batch size, thread count or channels_last move float32 outputs by
+    ~2e-5 relative at most (per-sample norms; the full variant's NCHW flatten must use
+    reshape, which a channels_last tensor needs). Held to F32_TOL."""
+    gen = make_generator(light=light, dtype=torch.float32)
+    x = gen_input(torch.float32)
+    base = run(gen, x)
+    singles = [run(gen, x[i : i + 1]) for i in range(x.shape[0])]
+    for k in range(3):
+        assert rel_err(torch.cat([s[k] for s in singles]), base[k]) <= F32_TOL
+    gen_cl = make_generator(light=light, dtype=torch.float32).to(memory_format=torch.channels_last)
+    outs = run(gen_cl, x.contiguous(memory_format=torch.channels_last))
+    assert max_rel_err(outs, base) <= F32_TOL
+
+
+def test_light_generator_smallest_input_is_8px(light_gen: ResnetGenerator) -> None:
+    """The light variant runs on any size divisible by 4, down to 8 px (a 2 x 2
+    bottleneck); 4 px is refused."""
+    x = gen_input(h=8, w=12)
+    outs = run(light_gen, x)
+    assert outs[0].shape == (2, 3, 8, 12) and outs[2].shape == (2, 1, 2, 3)
+    assert max_rel_err(outs, ref_generator(state(light_gen), x, n_res=N_RES, light=True)) <= F64_TOL
+    with pytest.raises(ValueError, match=">= 8"):
+        run(light_gen, gen_input(h=4, w=8))
+
+
+def test_global_discriminator_needs_96px() -> None:
+    """Five stride-2 convs leave 3 x 3 at 96 px, and the two stride-1 4x4 convs (pad 1)
+    each take one pixel: 96 px gives a 1 x 1 patch map, 95 px nothing."""
+    with seeded(0):
+        dis = Discriminator(in_ch=3, ndf=4, n_layers=7).eval()
+    out, cam, heat = run(dis, torch.rand(1, 3, 96, 96))
+    assert out.shape == (1, 1, 1, 1) and cam.shape == (1, 2) and heat.shape == (1, 1, 2, 2)
+    with pytest.raises(RuntimeError):
+        run(dis, torch.rand(1, 3, 95, 95))
 
 
 def test_heatmap_is_quarter_size_channel_sum_non_negative(light_gen: ResnetGenerator) -> None:
@@ -517,5 +590,6 @@ def test_default_options_are_the_published_behaviour() -> None:
     assert RefOptions(
         iln_unbiased=True, encoder_in_unbiased=False, rho_swapped=False, one_plus_gamma=False,
         pad_mode="reflect", upsample_mode="nearest", flatten_nhwc=False, light_pool="mean",
-        cam_order_swapped=False, heatmap_pre_relu=False, no_tanh=False,
+        cam_order_swapped=False, cam_features_swapped=False, relu_after_residual=False,
+        dis_slope=0.2, heatmap_pre_relu=False, no_tanh=False,
         dis_reweight_normalised=False) == DEFAULT
