@@ -87,7 +87,7 @@ def main() -> int:
     res["fixed_shape_permuted_bitwise_equal"] = bool(torch.equal(a, b))
     res["fixed_shape_padded_bitwise_equal"] = bool(torch.equal(a[:5], c))
     res["fixed_shape_permuted_max_abs"] = float((a - b).abs().max())
-    res["plain_batch16_vs_fixed8_max_abs"] = float((plain16 - a[:16]).abs().max())
+    res["plain_batch16_vs_fixed_max_abs"] = float((plain16 - a[:16]).abs().max())
 
     # 2. pipeline bytes across batch and block sizes
     scene = work / "scene.tif"
