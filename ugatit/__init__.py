@@ -10,6 +10,7 @@ from ugatit.checkpoint import (
     file_sha256,
     init_checkpoint,
     load_checkpoint,
+    read_meta,
     save_checkpoint,
 )
 from ugatit.config import ModelConfig
@@ -28,6 +29,7 @@ __all__ = [
     "file_sha256",
     "init_checkpoint",
     "load_checkpoint",
+    "read_meta",
     "resolve_device",
     "save_checkpoint",
     "set_tf32",

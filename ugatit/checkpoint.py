@@ -41,6 +41,11 @@ from ugatit.networks import GENERATORS, NETWORK_NAMES, build_network
 
 FORMAT_NAME = "eo2sar"
 FORMAT_VERSION = 1
+#: Key of our metadata block inside a seed-format (six-network) file. The original
+#: U-GAT-IT code reads only the network keys, so the extra key does not disturb it.
+SEED_META_KEY = "eo2sar"
+#: Key of the training state (optimisers, step, RNG) inside a training checkpoint.
+TRAIN_STATE_KEY = "train_state"
 
 
 @dataclass
@@ -57,6 +62,22 @@ class Checkpoint:
     networks: dict[str, nn.Module]
     available: tuple[str, ...]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    #: Plain metadata stored with the weights (our files only; {} for a published file):
+    #: "radiometry" (the contract of the training data), "train" (training options), ...
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def radiometry(self) -> dict[str, Any] | None:
+        """The radiometric contract the model was trained with, or None (seed files).
+
+        Schema (written by ``pipeline tiles`` into dataset.json, copied by the trainer)::
+
+            {"eo": {"method": "auto", "percentiles": [2.0, 98.0], "bands": null, ...},
+             "sar": {"units": "linear" | "db" | "mixed", "band": 1,
+                     "db_range": [-25.0, 0.0], ...}}
+        """
+        value = self.meta.get("radiometry")
+        return dict(value) if isinstance(value, Mapping) else None
 
     def __getattr__(self, name: str) -> nn.Module:
         # Only called when normal lookup fails, i.e. for network names.
@@ -131,7 +152,12 @@ def read_state_dicts(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any],
 
     Tensors are memory-mapped where possible: nothing is read until it is used.
     """
-    path = Path(path)
+    fmt, nets, config, _ = _read(Path(path))
+    return fmt, nets, config
+
+
+def _read(path: Path) -> tuple[str, dict[str, Any], ModelConfig, dict[str, Any]]:
+    """read_state_dicts plus the metadata block, from one load of the file."""
     obj = _torch_load(path)
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT_NAME:
         version = obj.get("format_version")
@@ -157,6 +183,12 @@ def read_state_dicts(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any],
     elif is_seed_checkpoint(obj):
         nets = _networks_of(obj, path)
         config = infer_config(nets, where=str(path))
+        stored_cfg = _meta_of(obj).get("config")
+        if isinstance(stored_cfg, Mapping):  # our trainer's file: the config is explicit
+            try:
+                config = ModelConfig.from_dict(dict(stored_cfg))
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(f"{path}: bad stored config: {exc}") from exc
         fmt = "seed"
     elif is_bare_generator(obj):
         nets = {"genA2B": obj}
@@ -169,7 +201,23 @@ def read_state_dicts(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any],
                               f"networks {', '.join(NETWORK_NAMES)}")
     if not nets:
         raise CheckpointError(f"{path}: holds no network")
-    return fmt, nets, config
+    return fmt, nets, config, _meta_of(obj)
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The plain metadata of a checkpoint: ``meta`` of an eo2sar file, the ``eo2sar`` block
+    of a seed-format file written by our trainer, ``{}`` for a published file.
+
+    Cheap: tensors are memory-mapped and never read.
+    """
+    return _meta_of(_torch_load(Path(path)))
+
+
+def _meta_of(obj: Any) -> dict[str, Any]:
+    if not isinstance(obj, Mapping):
+        return {}
+    block = obj.get("meta") if obj.get("format") == FORMAT_NAME else obj.get(SEED_META_KEY)
+    return dict(block) if isinstance(block, Mapping) else {}
 
 
 def check_state_dict(module: nn.Module, sd: Mapping[str, Tensor], where: str) -> None:
@@ -221,7 +269,7 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
     """
     path = Path(path)
     dev = resolve_device(device)
-    fmt, state_dicts, config = read_state_dicts(path)
+    fmt, state_dicts, config, meta = _read(path)
     wanted = tuple(state_dicts) if networks is None else tuple(networks)
     for name in wanted:
         if name not in NETWORK_NAMES:
@@ -230,7 +278,7 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
             raise CheckpointError(f"{path}: holds no {name} (it has {', '.join(state_dicts)})")
     built = {n: materialise(n, config, state_dicts[n], dev, str(path)) for n in wanted}
     return Checkpoint(path=path, format=fmt, config=config, networks=built,
-                      available=tuple(state_dicts), device=dev)
+                      available=tuple(state_dicts), device=dev, meta=meta)
 
 
 # ----------------------------------------------------------------------------------------
@@ -266,11 +314,16 @@ def _atomic_save(obj: Any, path: Path) -> None:
 def save_checkpoint(path: str | os.PathLike[str],
                     networks: Mapping[str, nn.Module | Mapping[str, Tensor]],
                     config: ModelConfig, fmt: str = FORMAT_NAME, half: bool = False,
-                    extra: Mapping[str, Any] | None = None) -> Path:
+                    extra: Mapping[str, Any] | None = None,
+                    train_state: Mapping[str, Any] | None = None) -> Path:
     """Write networks as an eo2sar file (config + version) or a seed-format six-network dict.
 
     ``half`` stores floating tensors as fp16 (eo2sar format only: the original tools expect
-    float32). ``extra`` adds plain metadata (str/int/float) to an eo2sar file.
+    float32). ``extra`` adds plain metadata (str/int/float and nested lists/dicts of them,
+    e.g. ``{"radiometry": {...}}``) to the file's ``meta``; a seed-format file gets it, with
+    the config, under the extra key ``"eo2sar"`` (ignored by the original code).
+    ``train_state`` (optimiser state dicts, step, RNG states: tensors and plain values
+    only, so that ``weights_only`` loading accepts it) is stored under ``"train_state"``.
     """
     path = Path(path)
     unknown = [n for n in networks if n not in NETWORK_NAMES]
@@ -280,6 +333,9 @@ def save_checkpoint(path: str | os.PathLike[str],
         if half:
             raise ValueError("the seed format is float32 only; use fmt='eo2sar' with half=True")
         obj: dict[str, Any] = {n: _to_state_dict(net, False) for n, net in networks.items()}
+        if extra or train_state is not None:
+            obj[SEED_META_KEY] = {"format_version": FORMAT_VERSION, "config": config.to_dict(),
+                                  "torch": str(torch.__version__), **dict(extra or {})}
     elif fmt == FORMAT_NAME:
         obj = {
             "format": FORMAT_NAME,
@@ -292,6 +348,8 @@ def save_checkpoint(path: str | os.PathLike[str],
         }
     else:
         raise ValueError(f"unknown checkpoint format {fmt!r}: use 'eo2sar' or 'seed'")
+    if train_state is not None:
+        obj[TRAIN_STATE_KEY] = dict(train_state)
     _atomic_save(obj, path)
     return path
 
@@ -314,15 +372,19 @@ def init_checkpoint(path: str | os.PathLike[str], config: ModelConfig, seed: int
 def export_generator(src: str | os.PathLike[str], dst: str | os.PathLike[str],
                      half: bool = False, networks: Sequence[str] = ("genA2B",)) -> Path:
     """Write a generator-only eo2sar file (42 MB instead of 512 MiB for the published model)."""
-    fmt, state_dicts, config = read_state_dicts(src)
+    fmt, state_dicts, config, meta = _read(Path(src))
     missing = [n for n in networks if n not in state_dicts]
     if missing:
         raise CheckpointError(f"{src}: holds no {', '.join(missing)}")
     # Build and check each network so an export never writes a file that would not load.
     nets = {n: materialise(n, config, state_dicts[n], torch.device("cpu"), str(src))
             for n in networks}
+    # Keep what the model needs at run time (its radiometric contract, how it was
+    # trained); drop what only the source file's own bookkeeping needs.
+    kept = {k: v for k, v in meta.items()
+            if k not in ("format_version", "config", "torch", "created", "dtype")}
     return save_checkpoint(dst, nets, config, half=half,
-                           extra={"exported_from": Path(src).name, "source_format": fmt})
+                           extra={**kept, "exported_from": Path(src).name, "source_format": fmt})
 
 
 def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
