@@ -300,3 +300,79 @@ def quicklook_cmd(input_path: Path, output_path: Path, png_path: Path, bands: st
     except PipelineError as err:
         _fail(err)
     click.echo(f"wrote {png_path}", err=True)
+
+
+@main.command("tiles")
+@click.option("--eo", multiple=True, type=click.Path(path_type=Path),
+              help="Optical scene (GeoTIFF/VRT) or directory of them -> domain A; repeatable.")
+@click.option("--sar", multiple=True, type=click.Path(path_type=Path),
+              help="SAR scene or directory of them -> domain B; repeatable.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Dataset directory (trainA/trainB/testA/testB, index.geojson, "
+              "dataset.json); a rerun or another invocation adds to it. Required.")
+@click.option("--eo-bands", default=None,
+              help="Three 1-based EO bands fed as R,G,B, e.g. 3,2,1. [default: 3-band as is, "
+              "1-band 1,1,1, else required]")
+@click.option("--eo-nodata", default=None,
+              help="Declare the EO nodata value (as `run --nodata`). [default: the file's "
+              "nodata, masks, NaN and zero fill]")
+@click.option("--sar-band", type=int, default=1, show_default=True,
+              help="1-based SAR band (polarisation) used.")
+@click.option("--sar-units", type=click.Choice(["linear", "db"]), default="linear",
+              show_default=True, help="SAR values: linear intensity (-> 10 log10) or dB.")
+@click.option("--sar-db-range", default="-25,0", show_default=True,
+              help="LOW,HIGH dB mapped to 0..255 (write --sar-db-range=-32.5,0), or auto: "
+              "per-scene 2-98 % percentiles (uncalibrated data).")
+@click.option("--tile-size", type=int, default=256, show_default=True, help="Tile side in px.")
+@click.option("--stride", type=int, default=None,
+              help="Pixels between tile origins. [default: the tile size]")
+@click.option("--min-valid", type=float, default=0.9, show_default=True,
+              help="Least fraction of valid pixels a tile needs.")
+@click.option("--aoi", type=click.Path(path_type=Path), default=None,
+              help="GeoJSON polygon(s) in lon/lat: keep only tiles that intersect them. "
+              "[default: no AOI]")
+@click.option("--test-fraction", type=float, default=0.1, show_default=True,
+              help="Share of each scene's spatial blocks that goes to test.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the block split (deterministic).")
+@click.option("--split-block", type=int, default=None,
+              help="Side of the split's spatial blocks in px. [default: 2 x tile size]")
+@click.option("--paired", is_flag=True, default=False,
+              help="One EO and one SAR scene on the same grid: same windows from both, "
+              "all to testA/testB with identical names. [default: off]")
+@click.option("--dry-run", is_flag=True, default=False,
+              help="Print the counts; write nothing. [default: off]")
+@click.option("-q", "--quiet", is_flag=True, default=False,
+              help="No progress bar. [default: off]")
+def tiles_cmd(eo: tuple[Path, ...], sar: tuple[Path, ...], out: Path, eo_bands: str | None,
+              eo_nodata: str | None, sar_db_range: str, quiet: bool, **options: Any) -> None:
+    """Cut training tiles (8-bit RGB PNG) from EO scenes (A) and SAR scenes (B) into OUT.
+
+    \b
+    Examples:
+      python -m pipeline tiles --eo l8.tif --eo-bands 3,2,1 --sar s1/ \\
+          --sar-db-range auto --out data/ds --tile-size 128 --stride 64
+      python -m pipeline tiles --paired --eo eo.tif --sar sar_db.tif --sar-units db \\
+          --out data/paired
+    """
+    from pipeline.tiles import TilesConfig, build_tiles, parse_bands, parse_db_range
+
+    try:
+        try:
+            nodata = _nodata_value(eo_nodata)
+        except ConfigError:
+            raise ConfigError(f"bad value for --eo-nodata: {eo_nodata!r}", path="--eo-nodata",
+                              hint="a number, or nan") from None
+        config = TilesConfig(out=out, eo=eo, sar=sar, eo_bands=parse_bands(eo_bands),
+                             eo_nodata=nodata,
+                             sar_db_range=parse_db_range(sar_db_range),
+                             progress=not quiet, **options)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PipelineWarning)  # printed below, once
+            report = build_tiles(config)
+    except PipelineError as err:
+        _fail(err)
+    for w in report.warnings:
+        click.echo(f"Warning: {w}", err=True)
+    for line in report.lines():
+        click.echo(line)

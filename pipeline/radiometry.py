@@ -289,3 +289,92 @@ def to_model_input(data: np.ndarray, valid: np.ndarray, scaling: Scaling) -> np.
     x = unit_to_model(scale_to_unit(data, scaling))
     x[:, ~valid] = 0.0
     return x
+
+
+# ---------------------------------------------------------------------------------------
+# SAR targets
+#
+# The B domain of the training tiles: one polarisation band of a SAR scene, as backscatter
+# in dB, clipped to a dB range and scaled linearly to 0..255 (replicated to 3 channels by
+# the tile writer). Linear intensity (power) becomes dB by 10 log10; a value <= 0 or NaN
+# has no dB and is invalid. The default range [-25, 0] dB is the SEN12MS convention for
+# calibrated sigma0; VH users pass [-32.5, 0]. "auto" ranges are per-scene 2-98 %
+# percentiles of the valid dB values: needed for UNCALIBRATED data (e.g. Sentinel-1 DN^2,
+# 30-50 dB), which a fixed [-25, 0] would turn all white. The range used is recorded per
+# scene, so that `--output-scale db` can map model outputs back to dB.
+
+SAR_UNITS = ("linear", "db")
+DEFAULT_SAR_DB_RANGE = (-25.0, 0.0)
+SAR_AUTO_PERCENTILES = (2.0, 98.0)
+
+
+def sar_to_db(values: np.ndarray, units: str) -> tuple[np.ndarray, np.ndarray]:
+    """SAR values -> (dB as float64, valid mask). `units` is "linear" or "db".
+
+    Linear intensity: 10 log10(x), valid where x > 0 and finite (log of 0 or a negative
+    power is not a backscatter). dB: passed through unchanged, valid where finite.
+    """
+    if units not in SAR_UNITS:
+        raise ConfigError(
+            f"unknown SAR units {units!r}", path="--sar-units", hint="use linear or db"
+        )
+    x = np.asarray(values, dtype=np.float64)
+    valid = np.isfinite(x)
+    if units == "db":
+        return np.where(valid, x, 0.0), valid
+    valid &= x > 0
+    db = np.zeros_like(x)
+    db[valid] = 10.0 * np.log10(x[valid])
+    return db, valid
+
+
+def sar_db_range_auto(
+    db: np.ndarray, valid: np.ndarray, percentiles: tuple[float, float] = SAR_AUTO_PERCENTILES
+) -> tuple[float, float] | None:
+    """Per-scene (low, high) dB percentiles of the valid values; None if none is valid.
+
+    A flat scene gets a 1 dB wide range (low, low + 1) so that scaling never divides by 0.
+    """
+    samples = db[valid]
+    if samples.size == 0:
+        return None
+    lo, hi = (float(v) for v in np.percentile(samples, percentiles))
+    if not hi > lo:
+        hi = lo + 1.0
+    return lo, hi
+
+
+def sar_db_to_unit(db: np.ndarray, db_range: tuple[float, float]) -> np.ndarray:
+    """dB -> [0, 1]: (db - low) / (high - low), clipped (float64)."""
+    lo, hi = db_range
+    return np.clip((np.asarray(db, dtype=np.float64) - lo) / (hi - lo), 0.0, 1.0)
+
+
+def sar_to_uint8(
+    values: np.ndarray, units: str, db_range: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """SAR values -> (uint8 0..255 = round(unit * 255), valid mask); invalid pixels 0.
+
+    E.g. linear 0.01 -> -20 dB -> (-20 + 25) / 25 = 0.2 -> 51 with the default range.
+    """
+    db, valid = sar_to_db(values, units)
+    out = np.rint(sar_db_to_unit(db, db_range) * 255.0).astype(np.uint8)
+    out[~valid] = 0
+    return out, valid
+
+
+def compute_sar_db_range(
+    ds: rasterio.io.DatasetReader,
+    band: int,
+    units: str,
+    *,
+    percentiles: tuple[float, float] = SAR_AUTO_PERCENTILES,
+    stats_size: int = 1024,
+) -> tuple[float, float] | None:
+    """The "auto" dB range of a SAR scene: global, from a decimated read of the WHOLE
+    scene (like the EO stretch, never per tile: every tile of a scene gets the same
+    mapping). Masks and the nodata tag apply (read_masked). None: no valid pixel."""
+    rows, cols = decimated_shape(ds.width, ds.height, stats_size)
+    data, valid = read_masked(ds, (band,), out_shape=(rows, cols), zero_fill=False)
+    db, db_valid = sar_to_db(data[0], units)
+    return sar_db_range_auto(db, valid & db_valid, percentiles)

@@ -1,0 +1,768 @@
+"""Training tiles: EO and SAR scenes -> an unpaired (or paired) U-GAT-IT dataset.
+
+Layout (pytorch-CycleGAN / original U-GAT-IT, what `ugatit train` reads)::
+
+    DATASET/trainA/*.png  trainB/*.png  testA/*.png  testB/*.png   A = EO, B = SAR
+    DATASET/index.geojson  one feature per tile: lon/lat footprint + provenance
+    DATASET/dataset.json   radiometry (the contract checkpoints copy), options, scenes, counts
+
+Tiles are 8-bit, 3-channel PNGs named ``{scene_stem}_r{row:05d}_c{col:05d}.png`` after the
+window's pixel offset, so a rerun finds what it already wrote and skips it.
+
+Radiometry is GLOBAL per scene (DESIGN.md invariants 2 and 8): EO tiles go through the very
+functions `pipeline run` uses (`compute_scaling` on a decimated read of the whole scene,
+`read_masked`, `scale_to_unit`), so a tile is `round(unit * 255)` of what the model is fed
+at inference; SAR tiles through the "SAR targets" section of pipeline/radiometry.py.
+
+Split (invariant 9, no leakage): the scene is cut into square blocks of `split_block` px;
+a seeded hash of (seed, scene, block) ranks the blocks and the first
+``floor(test_fraction * n_blocks + u)`` go to test (u: a seeded per-scene uniform, so the
+expected share is exact and small scenes still get test blocks sometimes). The choice
+depends only on the seed, the scene name and the block, never on the other inputs of a
+run, so adding scenes to a dataset never moves a tile across the split. A tile whose window
+touches blocks of both splits is dropped: overlapping tiles (stride < tile) never land on
+both sides.
+
+Work order (invariant 7): every check on flags, inputs, the AOI and an existing dataset
+runs before any file is written; PNGs and the two JSON files are written atomically, so a
+killed run leaves complete files only, and a rerun completes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import statistics
+import sys
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.errors
+import rasterio.warp
+import rasterio.windows
+import shapely
+from PIL import Image
+from rasterio.windows import Window
+from shapely.geometry import Polygon, mapping, shape
+
+from pipeline.config import PipelineConfig, _float_pair, _int_tuple
+from pipeline.errors import ConfigError, InputError, OutputError, PipelineWarning
+from pipeline.manifest import atomic_write_bytes, atomic_write_text
+from pipeline.radiometry import (
+    DEFAULT_PERCENTILES,
+    DEFAULT_SAR_DB_RANGE,
+    SAR_UNITS,
+    Scaling,
+    compute_sar_db_range,
+    compute_scaling,
+    eo_contract,
+    has_valid_pixel,
+    read_masked,
+    sar_to_uint8,
+    select_bands,
+    to_unit,
+)
+from pipeline.scene import check_readable, open_input, read_error
+
+log = logging.getLogger("pipeline")
+
+FORMAT = "eo2sar-tiles/1"
+SPLITS = ("train", "test")
+DIRS = ("trainA", "trainB", "testA", "testB")
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt")
+# Below this standard deviation (8-bit levels, all pixels and channels of the tile as
+# written) a tile is "near-constant" and ALWAYS skipped: U-GAT-IT's instance / layer norms
+# divide by a tile's own spread, and a nearly flat crop (a nodata collar, open water) drove
+# its weights to NaN within ~150 training steps.
+MIN_TILE_STD = 2.0
+# Points per footprint edge (corners included): the lon/lat footprint of a projected square
+# is slightly curved; 5 points keep the polygon's bounds within ~1e-9 deg of GDAL's
+# transform_bounds (21 points per edge) for tiles of a few km, at 16 vertices a tile.
+FOOTPRINT_POINTS = 5
+COORD_DECIMALS = 9  # 1e-9 deg ~ 0.1 mm: more digits only grow index.geojson
+# Paired scenes must sit on the same grid; the SpaceNet 6 pair differs by 0.012 px at the
+# far corner (rounded pixel sizes), so "same" means within this fraction of a pixel.
+GRID_TOLERANCE_PX = 0.05
+
+
+@dataclass(frozen=True)
+class TilesConfig:
+    """Options of one `pipeline tiles` invocation (validated by `validate`)."""
+
+    out: Path
+    eo: tuple[Path, ...] = ()
+    sar: tuple[Path, ...] = ()
+    eo_bands: tuple[int, ...] | None = None  # None: 3-band as is, 1-band -> 1,1,1
+    eo_nodata: float | None = None  # declared EO nodata (as `pipeline run --nodata`)
+    sar_band: int = 1
+    sar_units: str = "linear"
+    sar_db_range: tuple[float, float] | None = DEFAULT_SAR_DB_RANGE  # None: per-scene auto
+    tile_size: int = 256
+    stride: int | None = None  # None: tile_size
+    min_valid: float = 0.9
+    aoi: Path | None = None
+    test_fraction: float = 0.1
+    seed: int = 0
+    split_block: int | None = None  # None: 2 * tile_size
+    paired: bool = False
+    dry_run: bool = False
+    progress: bool = True
+
+    @property
+    def step(self) -> int:
+        return self.stride or self.tile_size
+
+    @property
+    def block(self) -> int:
+        return self.split_block or 2 * self.tile_size
+
+    def validate(self) -> None:
+        """Raise ConfigError for a bad value, before any raster is opened."""
+        checks = [
+            (self.tile_size >= 8, "--tile-size", "at least 8 px, e.g. 256"),
+            (self.step >= 1, "--stride", "a positive number of pixels"),
+            (self.block >= 1, "--split-block", "a positive number of pixels"),
+            (0.0 < self.min_valid <= 1.0, "--min-valid", "a fraction in (0, 1], e.g. 0.9"),
+            (0.0 <= self.test_fraction <= 1.0, "--test-fraction", "a fraction in [0, 1]"),
+            (self.sar_band >= 1, "--sar-band", "a 1-based band number"),
+            (self.sar_units in SAR_UNITS, "--sar-units", "linear or db"),
+            (self.eo_bands is None or len(self.eo_bands) == 3, "--eo-bands",
+             "three 1-based band numbers in R,G,B order, e.g. 3,2,1"),
+            (bool(self.eo or self.sar), "--eo/--sar", "give at least one --eo or --sar scene"),
+        ]
+        for ok, flag, hint in checks:
+            if not ok:
+                raise ConfigError(f"bad value for {flag}", path=flag, hint=hint)
+        lo_hi = self.sar_db_range
+        if lo_hi is not None and not lo_hi[1] > lo_hi[0]:
+            raise ConfigError("bad value for --sar-db-range", path="--sar-db-range",
+                              hint="LOW,HIGH in dB with LOW < HIGH, e.g. -25,0, or auto")
+        if self.paired and (len(self.eo) != 1 or len(self.sar) != 1):
+            raise ConfigError("--paired needs exactly one --eo and one --sar scene",
+                              path="--paired", hint="give one EO file and one SAR file")
+
+    def options(self) -> dict[str, Any]:
+        """JSON-ready options as recorded in dataset.json (run flags left out)."""
+        out = asdict(self)
+        for key in ("dry_run", "progress", "out"):
+            out.pop(key)
+        out["eo"] = [str(p) for p in self.eo]
+        out["sar"] = [str(p) for p in self.sar]
+        out["aoi"] = None if self.aoi is None else str(self.aoi)
+        out["stride"], out["split_block"] = self.step, self.block
+        out["sar_db_range"] = "auto" if self.sar_db_range is None else list(self.sar_db_range)
+        out["eo_bands"] = None if self.eo_bands is None else list(self.eo_bands)
+        return out
+
+
+def parse_db_range(text: str) -> tuple[float, float] | None:
+    """`--sar-db-range`: "LOW,HIGH" in dB, or "auto" (None: per-scene percentiles)."""
+    if text.strip().lower() == "auto":
+        return None
+    return _float_pair(text, "sar_db_range", "--sar-db-range")
+
+
+def parse_bands(text: str | None) -> tuple[int, ...] | None:
+    """`--eo-bands 3,2,1` -> (3, 2, 1); None stays None."""
+    return _int_tuple(text, "eo_bands", "--eo-bands", minimum=1)
+
+
+# ---------------------------------------------------------------------------------------
+# scenes
+
+
+@dataclass
+class Scene:
+    """One input scene, checked, with its global radiometry decided."""
+
+    path: Path
+    domain: str  # "A" (EO) | "B" (SAR)
+    stem: str
+    width: int
+    height: int
+    crs: str | None  # None: not georeferenced
+    transform: tuple[float, ...] | None
+    bands: tuple[int, ...]
+    scaling: Scaling | None = None  # EO
+    db_range: tuple[float, float] | None = None  # SAR, the range used
+    empty: bool = False  # no valid pixel: skipped with a warning
+
+    @property
+    def key(self) -> str:
+        return f"{self.domain}:{self.stem}"
+
+    def grid(self) -> dict[str, Any]:
+        return {"width": self.width, "height": self.height, "crs": self.crs,
+                "transform": None if self.transform is None else list(self.transform)}
+
+
+def expand_inputs(paths: tuple[Path, ...], flag: str) -> list[Path]:
+    """Files as given; directories -> their GeoTIFF/VRT files (sorted, hidden ones left
+    out, not recursive)."""
+    found: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
+                           and f.suffix.lower() in RASTER_SUFFIXES)
+            if not files:
+                raise InputError("directory holds no GeoTIFF/VRT (.tif, .tiff, .vrt)", path=p,
+                                 hint=f"give {flag} raster files or a directory of them")
+            found.extend(files)
+        elif not p.exists():
+            raise InputError("does not exist", path=p, hint=f"check the path given to {flag}")
+        else:
+            found.append(p)
+    return found
+
+
+def is_georeferenced(ds: rasterio.io.DatasetReader) -> bool:
+    """A CRS and a real geotransform (GDAL's default identity grid is not one)."""
+    t = ds.transform
+    return ds.crs is not None and not t.is_identity and t != rasterio.Affine(1, 0, 0, 0, -1, 0)
+
+
+def eo_bands_for(ds: rasterio.io.DatasetReader, path: Path, bands: tuple[int, ...] | None
+                 ) -> tuple[int, ...]:
+    """The three bands fed as R,G,B: 3-band files as is, 1-band files 1,1,1, else asked."""
+    if bands is None:
+        if ds.count not in (1, 3):
+            raise InputError(
+                f"has {ds.count} bands; which three are R,G,B is not known",
+                path=path,
+                hint="choose them with --eo-bands, e.g. --eo-bands 3,2,1 (bands stored B,G,R)",
+            )
+        bands = (1, 2, 3) if ds.count == 3 else (1, 1, 1)
+    return select_bands(ds.count, bands, str(path), tuple(ds.dtypes))
+
+
+def sar_band_for(ds: rasterio.io.DatasetReader, path: Path, band: int) -> tuple[int, ...]:
+    if band > ds.count:
+        raise InputError(f"has {ds.count} band(s), --sar-band {band} asked", path=path,
+                         hint=f"give --sar-band between 1 and {ds.count} (the polarisation)")
+    if np.dtype(ds.dtypes[band - 1]).kind == "c":
+        raise InputError(f"band {band} is complex (SLC)", path=path,
+                         hint="convert it to intensity |z|^2 first (e.g. gdal_calc.py)")
+    return (band,)
+
+
+def open_scene(path: Path, domain: str, config: TilesConfig, warn: list[str]) -> Scene:
+    """Open, check and measure one scene (bands, readability, global radiometry)."""
+    with open_input(path) as ds:
+        if domain == "A":
+            bands = eo_bands_for(ds, path, config.eo_bands)
+        else:
+            bands = sar_band_for(ds, path, config.sar_band)
+        check_readable(ds, bands, path)
+        georef = is_georeferenced(ds)
+        if not georef:
+            _warn(warn, f"{path}: not georeferenced; its tiles get no footprint "
+                        "(geometry null in index.geojson)")
+        scene = Scene(path=path, domain=domain, stem=path.stem, width=ds.width,
+                      height=ds.height, crs=ds.crs.to_string() if georef else None,
+                      transform=tuple(ds.transform)[:6] if georef else None, bands=bands)
+        try:
+            _measure(ds, scene, config)
+        except rasterio.errors.RasterioIOError as exc:
+            raise read_error(exc, path) from None
+    if scene.empty:
+        _warn(warn, f"{path}: no valid pixel; skipped")
+    return scene
+
+
+def _measure(ds: rasterio.io.DatasetReader, scene: Scene, config: TilesConfig) -> None:
+    """The scene's global radiometry: what `pipeline run` computes for EO (same function,
+    same defaults), the fixed or per-scene auto dB range for SAR."""
+    if scene.domain == "A":
+        stats_size = PipelineConfig().stats_size
+        scene.scaling = compute_scaling(ds, scene.bands, scale="auto",
+                                        percentiles=DEFAULT_PERCENTILES,
+                                        nodata=config.eo_nodata, stats_size=stats_size)
+        scene.empty = scene.scaling.method == "empty" or not has_valid_pixel(
+            ds, scene.bands, nodata=config.eo_nodata, stats_size=stats_size)
+        return
+    if config.sar_db_range is not None:
+        scene.db_range = config.sar_db_range
+        scene.empty = compute_sar_db_range(ds, scene.bands[0], config.sar_units) is None
+        return
+    scene.db_range = compute_sar_db_range(ds, scene.bands[0], config.sar_units)
+    scene.empty = scene.db_range is None
+
+
+def check_same_grid(eo: Scene, sar: Scene) -> None:
+    """--paired: the same CRS, size and transform (within GRID_TOLERANCE_PX)."""
+    same = (eo.width, eo.height, eo.crs) == (sar.width, sar.height, sar.crs)
+    if same and eo.transform is not None and sar.transform is not None:
+        a, b = rasterio.Affine(*eo.transform), rasterio.Affine(*sar.transform)
+        pixel = min(abs(a.a), abs(a.e))
+        corners = [(0, 0), (eo.width, 0), (0, eo.height), (eo.width, eo.height)]
+        shift = max(math.dist(a * c, b * c) for c in corners)
+        same = shift <= GRID_TOLERANCE_PX * pixel
+    elif same:
+        same = eo.transform == sar.transform
+    if not same:
+        raise InputError(
+            f"is not on the grid of the EO scene {eo.path} (CRS, size, transform: "
+            f"{sar.crs} {sar.width}x{sar.height} vs {eo.crs} {eo.width}x{eo.height})",
+            path=sar.path,
+            hint="--paired needs co-registered scenes: resample one onto the other first "
+            "(gdalwarp -te ... -tr ... -t_srs ...), or drop --paired",
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# geometry: windows, split, footprints, AOI
+
+
+def windows(width: int, height: int, tile: int, stride: int) -> Iterator[Window]:
+    """Full tiles only, row-major, from the top-left corner every `stride` px."""
+    for row in range(0, height - tile + 1, stride):
+        for col in range(0, width - tile + 1, stride):
+            yield Window(col, row, tile, tile)
+
+
+def _unit_hash(*parts: object) -> float:
+    """A deterministic uniform in [0, 1) from the parts (not Python's salted hash())."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def choose_test_blocks(stem: str, width: int, height: int, block: int, fraction: float,
+                seed: int) -> frozenset[tuple[int, int]]:
+    """The (bx, by) blocks of a scene that go to test (see the module docstring)."""
+    nbx, nby = math.ceil(width / block), math.ceil(height / block)
+    ranked = sorted((_unit_hash(seed, stem, bx, by), bx, by)
+                    for by in range(nby) for bx in range(nbx))
+    n = min(len(ranked), math.floor(fraction * len(ranked) + _unit_hash(seed, stem, "n")))
+    return frozenset((bx, by) for _, bx, by in ranked[:n])
+
+
+def window_split(window: Window, block: int, tests: frozenset[tuple[int, int]]) -> str | None:
+    """"train" or "test", or None when the window touches blocks of both splits."""
+    bx = range(window.col_off // block, (window.col_off + window.width - 1) // block + 1)
+    by = range(window.row_off // block, (window.row_off + window.height - 1) // block + 1)
+    sides = {(x, y) in tests for x in bx for y in by}
+    if len(sides) > 1:
+        return None
+    return "test" if sides.pop() else "train"
+
+
+def footprint(crs: str, transform: tuple[float, ...], window: Window) -> Polygon:
+    """The window's outline in lon/lat: its bounds (rasterio.windows.bounds), edges
+    densified (FOOTPRINT_POINTS per edge) and reprojected with rasterio.warp."""
+    left, bottom, right, top = rasterio.windows.bounds(window, rasterio.Affine(*transform))
+    t = np.linspace(0.0, 1.0, FOOTPRINT_POINTS)[:-1]
+    xs = np.concatenate([left + (right - left) * t, np.full_like(t, right),
+                         right - (right - left) * t, np.full_like(t, left)])
+    ys = np.concatenate([np.full_like(t, top), top - (top - bottom) * t,
+                         np.full_like(t, bottom), bottom + (top - bottom) * t])
+    lon, lat = rasterio.warp.transform(crs, "EPSG:4326", xs.tolist(), ys.tolist())
+    ring = [(round(x, COORD_DECIMALS), round(y, COORD_DECIMALS))
+            for x, y in zip(lon, lat, strict=True)]
+    return Polygon(ring)
+
+
+def load_aoi(path: Path | None) -> Any:
+    """--aoi: the union of the (multi)polygons of a GeoJSON file in lon/lat (prepared)."""
+    if path is None:
+        return None
+    try:
+        doc = json.loads(Path(path).read_text())
+        items = doc.get("features", [doc]) if doc.get("type") == "FeatureCollection" else [doc]
+        geoms = [shape(i["geometry"] if i.get("type") == "Feature" else i) for i in items]
+    except FileNotFoundError:
+        raise ConfigError("AOI file not found", path=path, hint="check the --aoi path") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError,
+            shapely.errors.GeometryTypeError) as exc:
+        raise ConfigError(f"not a GeoJSON polygon file ({type(exc).__name__}: {exc})",
+                          path=path, hint="give a GeoJSON Polygon/MultiPolygon (lon/lat), "
+                          "Feature or FeatureCollection") from None
+    if not geoms or any(g.geom_type not in ("Polygon", "MultiPolygon") for g in geoms):
+        raise ConfigError("the AOI must be Polygon/MultiPolygon geometries", path=path,
+                          hint="draw the area as polygons in lon/lat (EPSG:4326)")
+    aoi = shapely.union_all(geoms)
+    shapely.prepare(aoi)
+    return aoi
+
+
+# ---------------------------------------------------------------------------------------
+# rendering one tile
+
+
+def render(ds: rasterio.io.DatasetReader, scene: Scene, window: Window, config: TilesConfig
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 [H, W, 3], valid [H, W]) of one window, invalid pixels 0.
+
+    EO: `read_masked` + `to_unit` with the scene's global Scaling (the functions
+    `pipeline run` uses), then round(unit * 255). SAR: dB, clipped to the scene's range,
+    0..255, replicated to 3 channels (a SAR 0 is a value, not EO fill: zero_fill off).
+    """
+    if scene.domain == "A":
+        data, valid = read_masked(ds, scene.bands, window, nodata=config.eo_nodata)
+        assert scene.scaling is not None
+        tile = np.rint(to_unit(data, valid, scene.scaling) * 255.0).astype(np.uint8)
+        return np.ascontiguousarray(tile.transpose(1, 2, 0)), valid
+    data, valid = read_masked(ds, scene.bands, window, zero_fill=False)
+    assert scene.db_range is not None
+    sar, sar_valid = sar_to_uint8(data[0], config.sar_units, scene.db_range)
+    valid &= sar_valid
+    sar[~valid] = 0
+    return np.repeat(sar[:, :, None], 3, axis=2), valid
+
+
+def png_bytes(tile: np.ndarray) -> bytes:
+    buf = BytesIO()
+    Image.fromarray(tile, mode="RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------
+# the dataset on disk
+
+
+@dataclass
+class Dataset:
+    """dataset.json and index.geojson of DATASET as loaded (empty for a new dataset)."""
+
+    root: Path
+    doc: dict[str, Any]
+    features: dict[str, dict[str, Any]]  # relative file -> feature
+
+    @property
+    def scenes(self) -> dict[str, dict[str, Any]]:
+        return self.doc.setdefault("scenes", {})
+
+
+def load_dataset(root: Path, tile_size: int) -> Dataset:
+    """Read an existing DATASET (to merge into) or start a new one; refuse a conflict."""
+    if root.exists() and not root.is_dir():
+        raise OutputError("--out is a file", path=root, hint="give a dataset directory")
+    doc: dict[str, Any] = {}
+    features: dict[str, dict[str, Any]] = {}
+    meta, index = root / "dataset.json", root / "index.geojson"
+    try:
+        if meta.exists():
+            doc = json.loads(meta.read_text())
+        if index.exists():
+            features = {f["properties"]["file"]: f
+                        for f in json.loads(index.read_text())["features"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise OutputError(f"existing dataset files are unreadable ({exc})", path=root,
+                          hint="fix or remove dataset.json/index.geojson, or use another --out"
+                          ) from None
+    old = doc.get("tile_size")
+    if old is not None and old != tile_size:
+        raise ConfigError(
+            f"the dataset holds {old} px tiles, --tile-size {tile_size} asked", path=root,
+            hint=f"use --tile-size {old} to add to it, or another --out",
+        )
+    return Dataset(root, doc, features)
+
+
+def scene_settings(scene: Scene, config: TilesConfig) -> dict[str, Any]:
+    """What must not change when a scene is cut again into the same dataset (the tiles'
+    names stay the same, so a change would mix two radiometries or two splits)."""
+    out: dict[str, Any] = {**scene.grid(), "bands": list(scene.bands),
+                           "paired": config.paired}
+    if not config.paired:
+        out.update(seed=config.seed, test_fraction=config.test_fraction, split_block=config.block)
+    if scene.domain == "A":
+        out["nodata"] = config.eo_nodata
+    else:
+        out["units"] = config.sar_units
+        out["db_range_mode"] = "auto" if config.sar_db_range is None else "fixed"
+        out["db_range"] = None if scene.db_range is None else list(scene.db_range)
+    return out
+
+
+def check_conflicts(scenes: list[Scene], dataset: Dataset, config: TilesConfig) -> None:
+    """Refuse two scenes with one name in a run, or a scene cut before with other settings."""
+    keys = Counter(s.key for s in scenes)
+    for s in scenes:
+        if keys[s.key] > 1:
+            raise InputError(f"two {'EO' if s.domain == 'A' else 'SAR'} scenes named "
+                             f"{s.stem!r} in one run", path=s.path,
+                             hint="tile names start with the file name: rename one")
+        old = dataset.scenes.get(s.key)
+        if old is None:
+            continue
+        new = scene_settings(s, config)
+        diff = sorted(k for k in new if old.get("settings", {}).get(k) != new[k])
+        if diff:
+            raise ConfigError(
+                f"scene {s.stem!r} is already in the dataset with other settings "
+                f"({', '.join(diff)})", path=s.path,
+                hint="repeat the first run's options for it, or use another --out "
+                "(one dataset, one radiometry and split per scene)",
+            )
+
+
+# ---------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class SceneStats:
+    """Tiles of one scene (or one EO/SAR pair) in one run."""
+
+    name: str
+    domain: str  # "A", "B" or "AB" (paired)
+    written: int = 0
+    existing: int = 0
+    validity: int = 0
+    constant: int = 0
+    aoi: int = 0
+    split: int = 0
+    kept: Counter = field(default_factory=Counter)  # split -> tiles (written + existing)
+    skipped: str | None = None  # why the whole scene was skipped
+
+    def line(self, dry_run: bool = False) -> str:
+        if self.skipped:
+            return f"{self.name} ({self.domain}): skipped, {self.skipped}"
+        verb = "to write" if dry_run else "written"
+        return (f"{self.name} ({self.domain}): {self.written} {verb}, {self.existing} "
+                f"existing; dropped {self.validity} validity, {self.constant} constant, "
+                f"{self.aoi} AOI, {self.split} split; train {self.kept['train']}, "
+                f"test {self.kept['test']}")
+
+
+@dataclass
+class TilesReport:
+    """What a run did (or, with dry_run, would do)."""
+
+    dataset: Path
+    dry_run: bool
+    scenes: list[SceneStats] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # trainA.. testB, whole dataset
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def written(self) -> int:
+        return sum(s.written for s in self.scenes)
+
+    def lines(self) -> list[str]:
+        out = [s.line(self.dry_run) for s in self.scenes]
+        counts = ", ".join(f"{d} {self.counts.get(d, 0)}" for d in DIRS)
+        what = "would hold" if self.dry_run else "holds"
+        out.append(f"{self.dataset} {what}: {counts}")
+        if self.dry_run:
+            out.append("dry run: nothing written")
+        return out
+
+
+def _warn(sink: list[str], message: str) -> None:
+    sink.append(message)
+    warnings.warn(message, PipelineWarning, stacklevel=3)
+
+
+def build_tiles(config: TilesConfig) -> TilesReport:
+    """Cut the training tiles of `config` into config.out (see the module docstring)."""
+    config.validate()
+    report = TilesReport(config.out, config.dry_run)
+    eo_paths = expand_inputs(config.eo, "--eo")
+    sar_paths = expand_inputs(config.sar, "--sar")
+    aoi = load_aoi(config.aoi)
+    dataset = load_dataset(config.out, config.tile_size)
+    scenes = [open_scene(p, "A", config, report.warnings) for p in eo_paths]
+    scenes += [open_scene(p, "B", config, report.warnings) for p in sar_paths]
+    if config.paired:
+        check_same_grid(scenes[0], scenes[1])
+    check_conflicts(scenes, dataset, config)
+    # every check done: from here on files are written
+    groups = [scenes] if config.paired else [[s] for s in scenes]
+    for group in groups:
+        report.scenes.append(_cut(group, config, dataset, aoi, report.warnings))
+    _record(groups, report.scenes, config, dataset)
+    report.counts = count_tiles(dataset.features)
+    if not config.dry_run:
+        write_metadata(dataset)
+    return report
+
+
+def _cut(scenes: list[Scene], config: TilesConfig, dataset: Dataset, aoi: Any,
+         warn: list[str]) -> SceneStats:
+    """Cut one scene (or an EO/SAR pair: the same windows from both) into tiles."""
+    first = scenes[0]
+    stats = SceneStats(" + ".join(s.stem for s in scenes), "".join(s.domain for s in scenes))
+    if any(s.empty for s in scenes):
+        stats.skipped = "no valid pixel"
+        return stats
+    if aoi is not None and first.crs is None:
+        stats.skipped = "not georeferenced, --aoi cannot apply"
+        _warn(warn, f"{first.path}: not georeferenced; skipped (--aoi needs footprints)")
+        return stats
+    tests = frozenset() if config.paired else choose_test_blocks(
+        first.stem, first.width, first.height, config.block, config.test_fraction, config.seed)
+    wins = list(windows(first.width, first.height, config.tile_size, config.step))
+    if not wins:
+        _warn(warn, f"{first.path}: smaller than one {config.tile_size} px tile; no tiles")
+    readers = [open_input(s.path) for s in scenes]
+    try:
+        bar = _progress_bar(len(wins), config.progress, stats.name)
+        for window in wins:
+            _one_window(window, scenes, readers, tests, config, dataset, aoi, stats)
+            bar.update()
+        bar.close()
+    except rasterio.errors.RasterioIOError as exc:
+        raise read_error(exc, first.path) from None
+    finally:
+        for ds in readers:
+            ds.close()
+    return stats
+
+
+def _one_window(window: Window, scenes: list[Scene], readers: list[Any],
+                tests: frozenset[tuple[int, int]], config: TilesConfig, dataset: Dataset,
+                aoi: Any, stats: SceneStats) -> None:
+    first = scenes[0]
+    split = "test" if config.paired else window_split(window, config.block, tests)
+    if split is None:
+        stats.split += 1
+        return
+    shape_ = None if first.crs is None else footprint(first.crs, first.transform, window)
+    if aoi is not None and not aoi.intersects(shape_):
+        stats.aoi += 1
+        return
+    name = f"{first.stem}_r{window.row_off:05d}_c{window.col_off:05d}.png"
+    files = [f"{split}{s.domain}/{name}" for s in scenes]
+    exist = [(dataset.root / f).exists() for f in files]
+    if all(exist) and all(f in dataset.features for f in files):
+        stats.existing += 1
+        stats.kept[split] += 1
+        return
+    rendered = [render(ds, s, window, config) for ds, s in zip(readers, scenes, strict=True)]
+    valid = np.logical_and.reduce([v for _, v in rendered])
+    fraction = float(valid.mean())
+    if fraction < config.min_valid:
+        stats.validity += 1
+        return
+    if any(float(t.std()) < MIN_TILE_STD for t, _ in rendered):
+        stats.constant += 1
+        return
+    for s, f, ok, (tile, _) in zip(scenes, files, exist, rendered, strict=True):
+        if not ok and not config.dry_run:
+            (dataset.root / f).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(dataset.root / f, png_bytes(tile))
+        dataset.features[f] = tile_feature(s, f, window, split, fraction, shape_, config)
+    stats.kept[split] += 1
+    if all(exist):
+        stats.existing += 1
+    else:
+        stats.written += 1
+
+
+def tile_feature(scene: Scene, file: str, window: Window, split: str, fraction: float,
+                 outline: Polygon | None, config: TilesConfig) -> dict[str, Any]:
+    """The GeoJSON feature of one tile (geometry null for a scene without georeferencing)."""
+    props: dict[str, Any] = {
+        "file": file,
+        "domain": scene.domain,
+        "scene": scene.stem,
+        "source": str(scene.path),
+        "window": {"col_off": int(window.col_off), "row_off": int(window.row_off),
+                   "width": int(window.width), "height": int(window.height)},
+        "crs": scene.crs,
+        "split": split,
+        "valid_fraction": round(fraction, 6),
+    }
+    if config.paired:
+        props["paired"] = True
+    geometry = None if outline is None else mapping(outline)
+    return {"type": "Feature", "geometry": geometry, "properties": props}
+
+
+def _progress_bar(total: int, enabled: bool, name: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="tile", desc=name, disable=not enabled, file=sys.stderr,
+                dynamic_ncols=True, leave=False)
+
+
+# ---------------------------------------------------------------------------------------
+# dataset.json and index.geojson
+
+
+def _record(groups: list[list[Scene]], stats: list[SceneStats], config: TilesConfig,
+            dataset: Dataset) -> None:
+    """Merge this run's scenes, options and radiometry into dataset.doc."""
+    for s, st in ((s, st) for group, st in zip(groups, stats, strict=True) for s in group):
+        record: dict[str, Any] = {
+            "domain": s.domain,
+            "source": str(s.path),
+            "settings": scene_settings(s, config),
+            "tiles": {k: st.kept[k] for k in SPLITS},
+            "dropped": {"validity": st.validity, "constant": st.constant, "aoi": st.aoi,
+                        "split": st.split},
+            "skipped": st.skipped,
+            "options": config.options(),
+        }
+        if s.scaling is not None:
+            record["eo_scaling"] = s.scaling.to_dict()
+        dataset.scenes[s.key] = record
+    invocations = dataset.doc.get("options", [])
+    if config.options() not in invocations:
+        invocations.append(config.options())
+    dataset.doc = {
+        "format": FORMAT,
+        "layout": "trainA/trainB/testA/testB: 8-bit RGB PNG; A = EO (optical), B = SAR",
+        "tile_size": config.tile_size,
+        "radiometry": radiometry_summary(dataset.scenes),
+        "counts": count_tiles(dataset.features),
+        "options": invocations,  # one entry per distinct invocation
+        "scenes": dict(sorted(dataset.scenes.items())),
+    }
+
+
+def radiometry_summary(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The "radiometry" contract of dataset.json (copied into checkpoints by the trainer)."""
+    eo = [r["settings"] for r in records.values() if r["domain"] == "A"]
+    sar = {k.split(":", 1)[1]: r["settings"] for k, r in records.items() if r["domain"] == "B"}
+    eo_bands = {tuple(s["bands"]) for s in eo}
+    out: dict[str, Any] = {
+        "eo": eo_contract(eo_bands.pop() if len(eo_bands) == 1 else None, DEFAULT_PERCENTILES),
+    }
+    units = {s["units"] for s in sar.values()}
+    bands = {s["bands"][0] for s in sar.values()}
+    ranges = {stem: s["db_range"] for stem, s in sar.items() if s["db_range"] is not None}
+    sar_out: dict[str, Any] = {
+        "units": (units.pop() if len(units) == 1 else "mixed") if units else None,
+        "band": bands.pop() if len(bands) == 1 else None,
+        "db_range": None,
+    }
+    distinct = {tuple(r) for r in ranges.values()}
+    auto = any(s["db_range_mode"] == "auto" for s in sar.values())
+    if len(distinct) == 1 and not auto:
+        sar_out["db_range"] = list(distinct.pop())
+    elif ranges:
+        sar_out["db_range"] = [statistics.median(r[0] for r in ranges.values()),
+                               statistics.median(r[1] for r in ranges.values())]
+        sar_out["db_range_per_scene"] = dict(sorted(ranges.items()))
+    out["sar"] = sar_out
+    return out
+
+
+def count_tiles(features: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Tiles per directory (trainA, trainB, testA, testB) of the whole dataset."""
+    counts = Counter(f.split("/", 1)[0] for f in features)
+    return {d: counts.get(d, 0) for d in DIRS}
+
+
+def write_metadata(dataset: Dataset) -> None:
+    """Write index.geojson and dataset.json atomically, only when their content changed
+    (a rerun that adds nothing leaves both files, mtimes included, as they were)."""
+    dataset.root.mkdir(parents=True, exist_ok=True)
+    index = {"type": "FeatureCollection",
+             "features": [dataset.features[k] for k in sorted(dataset.features)]}
+    for name, doc in (("index.geojson", index), ("dataset.json", dataset.doc)):
+        text = json.dumps(doc, indent=1) + "\n"
+        path = dataset.root / name
+        if not path.exists() or path.read_text() != text:
+            atomic_write_text(path, text)

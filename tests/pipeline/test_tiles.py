@@ -1,0 +1,297 @@
+"""`pipeline tiles`: the training-tile builder, on small crops of the bundled real rasters
+(written in tmp_path with their georeferencing) and the bundled SAR patches.
+
+What is asserted, and why the tolerances:
+  * an EO tile is what `pipeline run` feeds the model for the same pixels, to within half
+    an 8-bit step (the PNG rounds unit * 255): one of the "four entry points, one input"
+    checks;
+  * SAR tiles hold exactly round(255 * unit) of the dB value (same float64 formula);
+  * footprints: bounds equal rasterio.warp.transform_bounds within 1e-6 deg (our polygon
+    samples each edge at 5 points, GDAL at 21; the difference is ~1e-10 deg for km tiles);
+  * the split never puts overlapping tiles on both sides (stride < tile size);
+  * a rerun writes nothing and leaves the metadata byte-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import rasterio.warp
+import rasterio.windows
+from click.testing import CliRunner
+from PIL import Image
+from rasterio.windows import Window
+
+from pipeline import load_config
+from pipeline.cli import main
+from pipeline.errors import ConfigError, InputError, PipelineWarning
+from pipeline.radiometry import sar_to_uint8, to_model_input
+from pipeline.scene import plan_scene
+from pipeline.tiles import (
+    MIN_TILE_STD,
+    TilesConfig,
+    build_tiles,
+    choose_test_blocks,
+    window_split,
+)
+from pipeline.tiling import read_tile
+from tests.conftest import DATA
+from tests.pipeline.test_scene import crop
+
+L8 = DATA / "l8_224078_parana_bgr_uint16.tif"
+HAITI = DATA / "haiti_rgbn_uint8.tif"
+PAN = DATA / "sn6_rotterdam_wv2_pan_uint16.tif"
+SN6_EO = DATA / "sn6_rotterdam_eo_rgb.tif"
+SN6_SAR = DATA / "sn6_rotterdam_sar_quadpol_db.tif"
+S1 = DATA / "s1_labrador_dualpol_intensity.tif"
+AIRSAR = DATA / "airsar_sanfrancisco_fullpol_intensity.tif"
+
+
+@pytest.fixture(scope="module")
+def l8_crop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """320 x 256 px of the Landsat 8 scene's top-left corner: its zero collar (fill,
+    no nodata tag) and real land, bands stored B,G,R."""
+    return crop(L8, tmp_path_factory.mktemp("l8") / "l8_corner.tif", Window(0, 0, 320, 256))
+
+
+def build(out: Path, **kw) -> object:
+    kw.setdefault("progress", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PipelineWarning)
+        return build_tiles(TilesConfig(out=out, **kw))
+
+
+def png(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        assert im.mode == "RGB"
+        return np.asarray(im)
+
+
+def features(out: Path) -> list[dict]:
+    doc = json.loads((out / "index.geojson").read_text())
+    assert doc["type"] == "FeatureCollection"
+    return doc["features"]
+
+
+# ---------------------------------------------------------------------------------------
+# EO
+
+
+def test_eo_tiles_are_what_pipeline_run_feeds_the_model(
+    l8_crop: Path, tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    out = tmp_path / "ds"
+    report = build(out, eo=(l8_crop,), eo_bands=(3, 2, 1), tile_size=64, test_fraction=0.5)
+    written = sorted(out.glob("*A/*.png"))
+    assert report.written == len(written) > 5
+    # The scaling exactly as a `pipeline run` of this scene computes it (plan_scene), and
+    # its tile reader + model-input function.
+    cfg = load_config(None, {"bands": (3, 2, 1), "tile_size": 64, "overlap": 16})
+    _, job = plan_scene(l8_crop, tmp_path / "run.tif", model_path=tiny_checkpoint, config=cfg)
+    by_file = {f["properties"]["file"]: f["properties"] for f in features(out)}
+    with rasterio.open(l8_crop) as ds:
+        for path in written:
+            w = by_file[f"{path.parent.name}/{path.name}"]["window"]
+            data, valid, _ = read_tile(ds, job.bands, w["row_off"], w["col_off"], 64)
+            expected = to_model_input(data, valid, job.scaling).transpose(1, 2, 0)
+            got = png(path).astype(np.float64) / 255 * 2 - 1
+            # half an 8-bit step is 1/255 in model units; float32 rounding on top
+            assert np.abs(got - expected).max() <= 1 / 255 + 1e-6
+            assert (png(path)[~valid] == 0).all()
+
+
+def test_collar_tiles_dropped_and_valid_fraction_recorded(l8_crop: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    report = build(out, eo=(l8_crop,), eo_bands=(3, 2, 1), tile_size=64, min_valid=0.9)
+    (stats,) = report.scenes
+    assert stats.validity > 0  # the corner tiles are mostly zero collar
+    for f in features(out):
+        assert f["properties"]["valid_fraction"] >= 0.9
+
+
+def test_eo_band_defaults_and_errors(tmp_path: Path) -> None:
+    pan = crop(PAN, tmp_path / "pan.tif", Window(0, 0, 128, 128))
+    report = build(tmp_path / "ds", eo=(pan,), tile_size=64, test_fraction=0.0)
+    assert report.written == 4
+    tile = png(next((tmp_path / "ds" / "trainA").glob("*.png")))
+    assert (tile[..., 0] == tile[..., 1]).all() and (tile[..., 1] == tile[..., 2]).all()
+    with pytest.raises(InputError, match="has 4 bands") as err:
+        build(tmp_path / "ds2", eo=(HAITI,), tile_size=64)
+    assert err.value.path == str(HAITI) and "--eo-bands" in err.value.format()
+    assert not (tmp_path / "ds2").exists()  # refused before anything was written
+
+
+def test_near_constant_tiles_are_skipped(tmp_path: Path) -> None:
+    """A flat tile (std < MIN_TILE_STD levels) is skipped even though it is valid."""
+    path = tmp_path / "flat.tif"
+    data = np.full((3, 64, 128), 100, np.uint8)
+    rng = np.random.default_rng(0)
+    data[:, :, 64:] = rng.integers(0, 255, (3, 64, 64), dtype=np.uint8)
+    data[:, :, :64] += rng.integers(0, 2, (3, 64, 64), dtype=np.uint8)  # std 0.5 < 2
+    with rasterio.open(path, "w", driver="GTiff", width=128, height=64, count=3, dtype="uint8",
+                       crs="EPSG:32631", transform=rasterio.Affine(1, 0, 5e5, 0, -1, 5e6)) as ds:
+        ds.write(data)
+    report = build(tmp_path / "ds", eo=(path,), tile_size=64, test_fraction=0.0)
+    assert (report.scenes[0].constant, report.written) == (1, 1)
+    assert MIN_TILE_STD == 2.0
+
+
+# ---------------------------------------------------------------------------------------
+# SAR
+
+
+def test_sar_tiles_values_and_no_georeferencing(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    report = build(out, sar=(AIRSAR,), sar_units="linear", tile_size=128, test_fraction=0.0)
+    assert any("not georeferenced" in w for w in report.warnings)
+    assert report.written == 4
+    with rasterio.open(AIRSAR) as ds:
+        raw = ds.read(1)
+    expected, _ = sar_to_uint8(raw, "linear", (-25.0, 0.0))
+    for f in features(out):
+        assert f["geometry"] is None and f["properties"]["crs"] is None
+        w = f["properties"]["window"]
+        tile = png(out / f["properties"]["file"])
+        win = expected[w["row_off"]:w["row_off"] + 128, w["col_off"]:w["col_off"] + 128]
+        for c in range(3):
+            assert np.array_equal(tile[..., c], win)
+    doc = json.loads((out / "dataset.json").read_text())
+    assert doc["radiometry"]["sar"] == {"units": "linear", "band": 1, "db_range": [-25.0, 0.0]}
+
+
+def test_sar_auto_range_recorded_per_scene(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    build(out, sar=(S1, AIRSAR), sar_db_range=None, tile_size=128, test_fraction=0.0)
+    sar = json.loads((out / "dataset.json").read_text())["radiometry"]["sar"]
+    per = sar["db_range_per_scene"]
+    assert set(per) == {S1.stem, AIRSAR.stem}
+    assert 10 < per[S1.stem][0] < per[S1.stem][1] < 50  # uncalibrated DN^2
+    lows, highs = zip(*per.values(), strict=True)
+    assert sar["db_range"] == pytest.approx([np.median(lows), np.median(highs)])
+
+
+# ---------------------------------------------------------------------------------------
+# index, split, rerun
+
+
+def test_index_footprints_match_transform_bounds(l8_crop: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    build(out, eo=(l8_crop,), eo_bands=(3, 2, 1), tile_size=64, stride=32, test_fraction=0.3)
+    feats = features(out)
+    assert feats
+    with rasterio.open(l8_crop) as ds:
+        crs, transform = ds.crs, ds.transform
+    for f in feats:
+        p = f["properties"]
+        assert (out / p["file"]).is_file() and p["domain"] == "A" and p["crs"] == "EPSG:32621"
+        assert p["split"] == p["file"].split("/")[0][:-1].rstrip("AB")
+        w = p["window"]
+        win = Window(w["col_off"], w["row_off"], w["width"], w["height"])
+        expected = rasterio.warp.transform_bounds(
+            crs, "EPSG:4326", *rasterio.windows.bounds(win, transform))
+        ring = f["geometry"]["coordinates"][0]
+        assert f["geometry"]["type"] == "Polygon" and ring[0] == ring[-1]  # closed
+        xs, ys = zip(*ring, strict=True)
+        assert np.allclose((min(xs), min(ys), max(xs), max(ys)), expected, rtol=0, atol=1e-6)
+
+
+def test_split_blocks_never_leak_overlapping_tiles(l8_crop: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    report = build(out, eo=(l8_crop,), eo_bands=(3, 2, 1), tile_size=64, stride=16,
+                   split_block=64, test_fraction=0.4, min_valid=0.5, seed=3)
+    assert report.scenes[0].split > 0  # tiles straddling both sides were dropped
+    boxes = {"train": [], "test": []}
+    for f in features(out):
+        w = f["properties"]["window"]
+        boxes[f["properties"]["split"]].append((w["col_off"], w["row_off"]))
+    assert boxes["train"] and boxes["test"]
+    for cx, cy in boxes["train"]:
+        for tx, ty in boxes["test"]:
+            assert abs(cx - tx) >= 64 or abs(cy - ty) >= 64  # no shared pixel
+
+
+def test_block_choice_is_deterministic_and_local() -> None:
+    a = choose_test_blocks("scene", 1000, 800, 128, 0.25, seed=1)
+    assert a == choose_test_blocks("scene", 1000, 800, 128, 0.25, seed=1)
+    assert a != choose_test_blocks("scene", 1000, 800, 128, 0.25, seed=2)
+    assert len(a) in (14, 15)  # floor(0.25 * 56 + u)
+    assert choose_test_blocks("scene", 1000, 800, 128, 0.0, seed=1) == frozenset()
+    assert window_split(Window(0, 0, 128, 128), 128, frozenset({(0, 0)})) == "test"
+    assert window_split(Window(64, 0, 128, 128), 128, frozenset({(0, 0)})) is None
+    assert window_split(Window(128, 0, 128, 128), 128, frozenset({(0, 0)})) == "train"
+
+
+def test_rerun_writes_nothing(l8_crop: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    kw = dict(eo=(l8_crop,), eo_bands=(3, 2, 1), sar=(S1,), sar_db_range=None, tile_size=64,
+              stride=32, test_fraction=0.3)
+    first = build(out, **kw)
+    files = sorted(out.rglob("*"))
+    before = {p: p.stat().st_mtime_ns for p in files}
+    meta = {n: (out / n).read_bytes() for n in ("dataset.json", "index.geojson")}
+    second = build(out, **kw)
+    assert second.written == 0 and first.written > 0
+    assert sum(s.existing for s in second.scenes) == first.written
+    assert sorted(out.rglob("*")) == files
+    assert {p: p.stat().st_mtime_ns for p in files} == before
+    assert {n: (out / n).read_bytes() for n in meta} == meta
+    assert second.counts == first.counts
+
+
+def test_dataset_json_contract(l8_crop: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    report = build(out, eo=(l8_crop,), eo_bands=(3, 2, 1), sar=(S1,), tile_size=64,
+                   test_fraction=0.3)
+    doc = json.loads((out / "dataset.json").read_text())
+    eo = doc["radiometry"]["eo"]
+    assert eo["method"] == "auto" and eo["percentiles"] == [2.0, 98.0]
+    assert eo["bands"] == [3, 2, 1] and isinstance(eo["rule"], str)
+    assert doc["tile_size"] == 64 and doc["counts"] == report.counts
+    assert sum(doc["counts"].values()) == len(features(out))
+    for d, n in doc["counts"].items():
+        assert len(list((out / d).glob("*.png"))) == n
+    assert set(doc["scenes"]) == {f"A:{l8_crop.stem}", f"B:{S1.stem}"}
+
+
+# ---------------------------------------------------------------------------------------
+# CLI and bad input
+
+
+def test_cli_runs_and_reports(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    res = CliRunner().invoke(main, ["tiles", "--sar", str(AIRSAR), "--out", str(out),
+                                    "--tile-size", "128", "--sar-db-range=-32.5,0", "-q",
+                                    "--test-fraction", "0"])
+    assert res.exit_code == 0, res.output
+    assert "airsar_sanfrancisco_fullpol_intensity (B): 4 written" in res.output
+    doc = json.loads((out / "dataset.json").read_text())
+    assert doc["radiometry"]["sar"]["db_range"] == [-32.5, 0.0]
+
+
+@pytest.mark.parametrize("args, code, text", [
+    (["--sar-db-range", "0,-25"], 2, "--sar-db-range"),
+    (["--sar-band", "4"], 1, "--sar-band"),
+    (["--min-valid", "1.5"], 2, "--min-valid"),
+    (["--eo-bands", "3,2"], 2, "--eo-bands"),
+])
+def test_cli_errors_are_one_line_and_write_nothing(tmp_path: Path, args: list[str], code: int,
+                                                   text: str) -> None:
+    out = tmp_path / "ds"
+    res = CliRunner().invoke(main, ["tiles", "--sar", str(AIRSAR), "--out", str(out), *args])
+    assert res.exit_code == code, res.output
+    assert res.output.startswith("Error: ") and text in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_missing_input_is_refused_before_work(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        build(tmp_path / "ds", sar=(AIRSAR, tmp_path / "nope.tif"))
+    with pytest.raises(ConfigError, match="--eo/--sar"):
+        build(tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
