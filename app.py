@@ -11,13 +11,19 @@ bilinear, on the float image), rounded and clipped to 8 bits and written as
 ``gen_sar_<input stem>.png`` in the current directory. For an 8-bit RGB input the result is
 the seed's up to float32 summation order (+-1 level on rare pixels).
 
+Radiometry is the pipeline's (``pipeline.radiometry``, one rule for every entry point): for
+the same pixels app.py feeds the model what ``python -m pipeline run`` feeds it.
+
 What the seed got wrong, and this fixes (each conversion is printed in one line):
 - RGBA / LA / transparent palette: alpha is dropped by compositing over black, because
   transparent pixels carry no scene and black is what the network saw around scenes.
 - Grayscale (L, I;16, I, F, one-band rasters): replicated to 3 channels.
-- 16-bit, 32-bit and float data: one global 2nd-98th percentile stretch to [0, 1] over all
-  used bands (one pair of limits, so colour balance is kept). 8-bit data is never
-  stretched: the network was trained on 8-bit images as they are.
+- 16-bit, 32-bit and float data: the pipeline's per-band percentile stretch (2-98 %, or
+  the model's radiometric contract, or ``--percentiles``; the line "radiometry:" says which),
+  computed once over the image's valid pixels; pixels 0 in every band are fill (invalid,
+  black) and left out of the statistics. The stretched image stays float: it is resized in
+  float (PIL mode "F" per band, bilinear) and never quantised to 8 bits. 8-bit data is
+  never stretched: the network was trained on 8-bit images as they are.
 - Multiband rasters (e.g. RGB+NIR, Landsat): the first three bands, or ``--bands 3,2,1``
   (1-based, rasterio order). TIFFs are read with rasterio when PIL cannot read them or
   would hide bands; rasterio's nodata / mask becomes black like alpha.
@@ -44,12 +50,22 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from pipeline.errors import PipelineError
+from pipeline.radiometry import (
+    DEFAULT_PERCENTILES,
+    Scaling,
+    compute_scaling,
+    image_scaling,
+    read_masked,
+    resolve_radiometry,
+    to_unit,
+    unit_to_model,
+    valid_from_values,
+)
 from ugatit import UgatitError, load_checkpoint, resolve_device, set_tf32
 
 #: The seed's network input size (the published model's img_size).
 SEED_SIZE = 256
-#: Percentiles of the global stretch applied to non-8-bit data.
-STRETCH_PERCENTILES = (2.0, 98.0)
 #: Flags the seed needed to build the network; the checkpoint now says all of it.
 IGNORED_FLAGS = ("ch", "n_res", "n_dis", "img_size", "img_ch")
 
@@ -62,8 +78,22 @@ class AppError(Exception):
 class Loaded:
     """An input image as the network will see it, and what was done to get it."""
 
-    image: Image.Image  # mode RGB, 8 bits per channel
+    #: mode RGB, 8 bits per channel: what the network sees for 8-bit input (the seed's
+    #: path); for other input only the picture under the heatmap (round(255 * unit))
+    image: Image.Image
     note: str  # one line: the conversion that was applied
+    #: non-8-bit input: float32 [3, H, W] in [0, 1] from the shared stretch (the network's
+    #: input before resizing); None for 8-bit input
+    unit: np.ndarray | None = None
+
+    @classmethod
+    def from_unit(cls, unit: np.ndarray, note: str) -> Loaded:
+        """Float [C, H, W] in [0, 1] (C = 1 is replicated to 3 channels)."""
+        if unit.shape[0] == 1:
+            unit = np.repeat(unit, 3, axis=0)
+            note += ", replicated to 3 channels"
+        display = np.round(unit * 255.0).astype(np.uint8).transpose(1, 2, 0)
+        return cls(Image.fromarray(np.ascontiguousarray(display), "RGB"), note, unit)
 
 
 # ----------------------------------------------------------------------------------------
@@ -74,38 +104,6 @@ def composite_over_black(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Drop alpha by compositing 8-bit RGB [H,W,3] over black: round(rgb * alpha / 255)."""
     out = (rgb.astype(np.uint32) * alpha[..., None].astype(np.uint32) + 127) // 255
     return out.astype(np.uint8)
-
-
-def percentile_stretch(data: np.ndarray, valid: np.ndarray | None = None,
-                       percentiles: tuple[float, float] = STRETCH_PERCENTILES,
-                       ) -> tuple[np.ndarray, float, float]:
-    """Scale [H,W,C] data to float32 [0, 1] with ONE pair of percentile limits for all bands.
-
-    Why global and shared by bands: per-band limits would recolour the scene, and limits
-    are taken over the whole image (not per tile) so the same radiance maps to the same
-    grey everywhere. Statistics skip invalid pixels (nodata, NaN) and pixels that are 0 in
-    every band (the fill collar of Landsat and similar products, which has no nodata tag);
-    those pixels come out black. Returns (scaled, lo, hi).
-    """
-    data = data.astype(np.float64, copy=False)
-    finite = np.isfinite(data).all(axis=-1)
-    stat_mask = finite & ~(data == 0).all(axis=-1)
-    if valid is not None:
-        stat_mask &= valid
-    sample = data[stat_mask]
-    if sample.size == 0:  # nothing valid: everything is fill
-        return np.zeros(data.shape, np.float32), 0.0, 0.0
-    lo, hi = (float(v) for v in np.percentile(sample, percentiles))
-    scale = hi - lo if hi > lo else 1.0  # a flat image maps to black rather than dividing by 0
-    out = np.clip((np.nan_to_num(data, nan=lo) - lo) / scale, 0.0, 1.0)
-    if valid is not None:
-        out[~valid] = 0.0
-    out[~finite] = 0.0
-    return out.astype(np.float32), lo, hi
-
-
-def _to_uint8(x01: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(x01 * 255.0), 0, 255).astype(np.uint8)
 
 
 def _select(arr: np.ndarray, bands: tuple[int, ...] | None, what: str) -> np.ndarray:
@@ -121,19 +119,34 @@ def _select(arr: np.ndarray, bands: tuple[int, ...] | None, what: str) -> np.nda
     return np.repeat(out, 3, axis=-1) if out.shape[-1] == 1 else out
 
 
-def _from_pil(img: Image.Image, bands: tuple[int, ...] | None) -> Loaded:
-    """Convert whatever PIL opened to 8-bit RGB, saying how."""
+def _stretch_note(scaling: Scaling) -> str:
+    pct = scaling.percentiles or (0.0, 100.0)
+    return (f"per-band {pct[0]:g}-{pct[1]:g}% stretch low {_fmt(scaling.low)} "
+            f"high {_fmt(scaling.high)} -> [0, 1]")
+
+
+def _fmt(values: tuple[float, ...]) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in values) + "]"
+
+
+def _from_pil(img: Image.Image, bands: tuple[int, ...] | None,
+              percentiles: tuple[float, float]) -> Loaded:
+    """Convert whatever PIL opened to 8-bit RGB (or, for 16/32-bit and float grayscale, the
+    shared stretch in float), saying how."""
     mode = img.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         gray = np.asarray(img)
         if gray.ndim != 2:
             raise AppError(f"unexpected {mode} image of shape {gray.shape}")
-        x01, lo, hi = percentile_stretch(gray[..., None])
-        rgb = np.repeat(_to_uint8(x01), 3, axis=-1)
-        note = (f"grayscale {mode} ({gray.dtype}): global {STRETCH_PERCENTILES[0]:g}-"
-                f"{STRETCH_PERCENTILES[1]:g}% stretch [{lo:g}, {hi:g}] -> [0, 1], "
-                f"replicated to 3 channels")
-    elif mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        data = gray[None]
+        valid = valid_from_values(data, None)  # NaN and zero fill, as the pipeline
+        scaling = image_scaling(data, valid, percentiles)
+        loaded = Loaded.from_unit(to_unit(data, valid, scaling),
+                                  f"grayscale {mode} ({gray.dtype}): {_stretch_note(scaling)}")
+        if bands is not None:  # the bands of the image replicated to RGB: all the same
+            _select(np.zeros((1, 1, 3)), bands, f"the {mode} image converted to RGB")
+        return loaded
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
             mode == "P" and "transparency" in img.info):
         rgba = np.asarray(img.convert("RGBA"))
         rgb = composite_over_black(rgba[..., :3], rgba[..., 3])
@@ -179,8 +192,10 @@ def _rasterio_preferred(path: Path, pil_img: Image.Image | None,
     return not palette and (bands is not None or not plain_rgb)
 
 
-def _from_rasterio(path: Path, bands: tuple[int, ...] | None) -> Loaded:
-    """Read bands of a raster with rasterio and convert them to 8-bit RGB, saying how."""
+def _from_rasterio(path: Path, bands: tuple[int, ...] | None,
+                   percentiles: tuple[float, float]) -> Loaded:
+    """Read bands of a raster with rasterio: 8-bit as RGB, anything else through the
+    pipeline's own scaling (the same statistics and validity), saying how."""
     import rasterio
     from rasterio.enums import ColorInterp
 
@@ -202,28 +217,29 @@ def _from_rasterio(path: Path, bands: tuple[int, ...] | None) -> Loaded:
             chosen = data_idx[:1]
             how = (f"{len(data_idx)} bands: using band {chosen[0]} as grayscale"
                    if len(data_idx) > 1 else "1 band (grayscale)")
-        data = np.moveaxis(ds.read(chosen), 0, -1)  # [H, W, C]
-        valid = ds.dataset_mask() > 0  # nodata, alpha and internal masks, as GDAL defines
-        dtype = np.dtype(ds.dtypes[chosen[0] - 1])
-    if dtype == np.uint8:
-        rgb = data
-        note = f"GeoTIFF uint8, {how}: no stretch"
-        if not valid.all():
-            rgb = composite_over_black(rgb, np.where(valid, 255, 0).astype(np.uint8))
-            note += "; masked (nodata/alpha) pixels set to black"
-    else:
-        x01, lo, hi = percentile_stretch(data, valid)
-        rgb = _to_uint8(x01)
-        note = (f"GeoTIFF {dtype}, {how}: global {STRETCH_PERCENTILES[0]:g}-"
-                f"{STRETCH_PERCENTILES[1]:g}% stretch [{lo:g}, {hi:g}] -> [0, 1]")
+        # the pipeline's validity (nodata, masks, alpha, NaN, zero fill) and statistics
+        data, valid = read_masked(ds, tuple(chosen))
+        if data.dtype != np.uint8:
+            scaling = compute_scaling(ds, tuple(chosen), percentiles=percentiles)
+            note = f"GeoTIFF {data.dtype}, {how}: {_stretch_note(scaling)}"
+            if not valid.all():
+                note += "; fill/nodata pixels black"
+            return Loaded.from_unit(to_unit(data, valid, scaling), note)
+    rgb = np.moveaxis(data, 0, -1)  # [H, W, C] uint8
+    note = f"GeoTIFF uint8, {how}: no stretch"
+    if not valid.all():
+        rgb = composite_over_black(rgb, np.where(valid, 255, 0).astype(np.uint8))
+        note += "; masked (nodata/alpha) pixels set to black"
     if rgb.shape[-1] == 1:
         rgb = np.repeat(rgb, 3, axis=-1)
         note += ", replicated to 3 channels"
     return Loaded(Image.fromarray(np.ascontiguousarray(rgb), "RGB"), note)
 
 
-def read_input(path: str | os.PathLike[str], bands: tuple[int, ...] | None = None) -> Loaded:
-    """Open any image PIL or rasterio can read and convert it to 8-bit RGB (see module doc).
+def read_input(path: str | os.PathLike[str], bands: tuple[int, ...] | None = None,
+               percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> Loaded:
+    """Open any image PIL or rasterio can read and convert it for the network (module doc):
+    8-bit RGB as is, anything else by the shared stretch with `percentiles`.
 
     Raises:
         AppError: missing or unreadable file, or bands that the file does not have.
@@ -238,21 +254,32 @@ def read_input(path: str | os.PathLike[str], bands: tuple[int, ...] | None = Non
     except (UnidentifiedImageError, OSError, ValueError):
         pil_img = None  # e.g. multiband 16-bit TIFF: rasterio below
     if _rasterio_preferred(path, pil_img, bands):
-        return _from_rasterio(path, bands)
+        return _from_rasterio(path, bands, percentiles)
     if pil_img is None:
         raise AppError(f"{path}: neither PIL nor rasterio can read this image")
-    return _from_pil(pil_img, bands)
+    return _from_pil(pil_img, bands, percentiles)
 
 
 # ----------------------------------------------------------------------------------------
 # The seed's processing
 
 
-def preprocess(img: Image.Image, size: int = SEED_SIZE) -> torch.Tensor:
-    """RGB image -> [1, 3, size, size] float32 in [-1, 1], as the seed's transforms did.
+def preprocess(img: Image.Image | Loaded, size: int = SEED_SIZE) -> torch.Tensor:
+    """Input -> [1, 3, size, size] float32 in [-1, 1].
 
-    Resize((size, size)) with PIL bilinear, ToTensor (/255, HWC -> CHW), Normalize(0.5, 0.5).
+    8-bit (an RGB image, or a Loaded without `unit`), as the seed's transforms did:
+    Resize((size, size)) with PIL bilinear, ToTensor (/255, HWC -> CHW), Normalize(0.5,
+    0.5). Stretched non-8-bit input (`Loaded.unit`): each band resized with PIL bilinear in
+    float (mode "F"; no 8-bit rounding), then mapped to [-1, 1] like the pipeline's tiles.
     """
+    if isinstance(img, Loaded):
+        if img.unit is not None:
+            unit = img.unit
+            if unit.shape[1:] != (size, size):
+                unit = np.stack([np.asarray(Image.fromarray(c, "F").resize(
+                    (size, size), Image.BILINEAR)) for c in unit])
+            return torch.from_numpy(unit_to_model(unit)).unsqueeze(0)
+        img = img.image
     resized = img.convert("RGB").resize((size, size), Image.BILINEAR)
     x = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy())
     x = x.permute(2, 0, 1).float().div(255.0)
@@ -332,6 +359,31 @@ def parse_bands(text: str) -> tuple[int, ...]:
     return bands
 
 
+def parse_percentiles(text: str) -> tuple[float, float]:
+    """'2,98' -> (2.0, 98.0), with 0 <= low < high <= 100."""
+    try:
+        lo, hi = (float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LOW,HIGH, e.g. 2,98") from None
+    if not 0.0 <= lo < hi <= 100.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= LOW < HIGH <= 100")
+    return lo, hi
+
+
+def input_percentiles(args: argparse.Namespace, contract: dict | None) -> tuple[float, float]:
+    """The stretch percentiles (flag > model's contract > default), printed with their origin.
+    The pipeline's resolution function, so both commands pick the same value."""
+    try:
+        resolved = resolve_radiometry({"percentiles": (args.percentiles, "flag")}, contract,
+                                      str(args.model_path))
+    except PipelineError as exc:
+        raise AppError(exc.format()) from exc
+    pct, origin = resolved["percentiles"]
+    print(f"radiometry: percentiles {pct[0]:g},{pct[1]:g} ({origin}; used for non-8-bit "
+          f"input only: 8-bit input is never stretched)")
+    return pct[0], pct[1]
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -355,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bands", type=parse_bands, default=None,
                    help="1-based bands to use as RGB for multiband rasters, e.g. 3,2,1 "
                         "(default: the first three)")
+    p.add_argument("--percentiles", type=parse_percentiles, default=None,
+                   help="LOW,HIGH percentiles of the stretch of non-8-bit input (default: the "
+                        "model's radiometric contract, else 2,98)")
     p.add_argument("--heatmap", action="store_true",
                    help="also write the CAM heatmap over the input as <output stem>_heatmap.png")
     for name in IGNORED_FLAGS:
@@ -393,14 +448,14 @@ def run(args: argparse.Namespace) -> None:
         ckpt = load_checkpoint(args.model_path, device=device, networks=("genA2B",))
     except UgatitError as exc:
         raise AppError(f"cannot load checkpoint: {exc}") from exc
-    loaded = read_input(args.img, args.bands)
+    loaded = read_input(args.img, args.bands, input_percentiles(args, ckpt.radiometry))
     print(f"input: {args.img} {loaded.image.size[0]}x{loaded.image.size[1]}: {loaded.note}")
     cfg = ckpt.config
     size = cfg.img_size if not cfg.light else SEED_SIZE
     print(f"model: {args.model_path} ({ckpt.format} format, ngf={cfg.ngf}, n_res={cfg.n_res}, "
           f"{'light' if cfg.light else 'full'}) on {device}")
     t0 = time.perf_counter()
-    out, heatmap = translate(ckpt.genA2B, preprocess(loaded.image, size), device)
+    out, heatmap = translate(ckpt.genA2B, preprocess(loaded, size), device)
     seconds = time.perf_counter() - t0
     save_png(postprocess(out, args.out_img_size), out_path)
     print(f"wrote {out_path} ({args.out_img_size}x{args.out_img_size}, {seconds:.2f} s)")

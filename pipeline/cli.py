@@ -76,12 +76,14 @@ def main() -> None:
 )
 @click.option(
     "--percentiles", default=None,
-    help="LOW,HIGH percentiles of the auto stretch. [default: 2,98]",
+    help="LOW,HIGH percentiles of the auto stretch of non-uint8 input. "
+    "[default: the model's radiometric contract, else 2,98]",
 )
 @click.option(
     "--nodata", default=None,
-    help="Declare the input nodata value (replaces the file's tag; e.g. 0 for a dark "
-    "collar without a tag). [default: the file's nodata, masks and NaN]",
+    help="Declare the input nodata value (replaces the file's tag). Not needed for the "
+    "zero collar of 16-bit products: pixels 0 in every band of non-uint8 input are fill. "
+    "[default: the file's nodata, masks, NaN and that fill rule]",
 )
 @click.option("--tile-size", type=int, default=None, help="Tile size in px (multiple of 4; "
               "a full model needs its own size). [default: 256]")
@@ -96,7 +98,10 @@ def main() -> None:
               help="1 = mean of the generator's 3 channels, 3 = all. [default: 1]")
 @click.option("--output-scale", type=click.Choice(["unit", "uint8", "db"]), default=None,
               help="unit = float32 0..1 (nodata NaN); uint8 = 1..255 (nodata 0); "
-              "db = float32 mapped linearly onto db_range (nodata NaN). [default: unit]")
+              "db = float32 mapped linearly onto --db-range (nodata NaN). [default: unit]")
+@click.option("--db-range", default=None,
+              help="LOW,HIGH dB that output 0..1 maps to with --output-scale db, e.g. "
+              "--db-range=-25,0. [default: the model's radiometric contract, else -25,0]")
 @click.option("--heatmap", "heatmap_path", type=click.Path(path_type=Path), default=None,
               help="Also write the CAM attention heatmap mosaic here (file input) or "
               "beside each output (directory input: any value turns it on). [default: off]")
@@ -142,7 +147,7 @@ def run(
     \b
     Examples:
       python -m pipeline run scene.tif out.tif --model eo2sar_params_latest.pt
-      python -m pipeline run l8.tif out.tif --model m.pt --bands 3,2,1 --nodata 0
+      python -m pipeline run l8.tif out.tif --model m.pt --bands 3,2,1
       python -m pipeline run scenes/ out/ --model m.pt --device cuda:0
     """
     level = logging.WARNING if quiet else (logging.INFO if verbose == 1 else logging.WARNING)
@@ -216,7 +221,13 @@ def _run_directory(
     from pipeline.batch import run_directory
     from pipeline.errors import OutputError
     from pipeline.inference import check_device
-    from pipeline.scene import is_remote, load_model_info, run_scene, scheduler_client
+    from pipeline.scene import (
+        is_remote,
+        load_model_info,
+        resolve_model_config,
+        run_scene,
+        scheduler_client,
+    )
 
     if output_dir.exists() and not output_dir.is_dir():
         raise OutputError(
@@ -229,6 +240,9 @@ def _run_directory(
     if not is_remote(config, None):
         check_device(config.device)
     load_model_info(model_path, config)
+    # the model's radiometric contract resolved once, so the config hash that decides
+    # which outputs are up to date sees the values the scenes are run with
+    config = resolve_model_config(model_path, config)
     if dry_run:
         _dry_run_directory(input_dir, output_dir, model_path, config, pattern, overwrite,
                            heatmap_path is not None)
@@ -285,12 +299,14 @@ def _dry_run_directory(
 @click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
 @click.argument("png_path", metavar="PNG", type=click.Path(path_type=Path))
 @click.option("--bands", default=None,
-              help="Three 1-based input bands shown as R,G,B. [default: 1,2,3]")
+              help="Three 1-based input bands shown as R,G,B. [default: the run's bands "
+              "(OUTPUT's tags), else 1,2,3]")
 @click.option("--max-size", type=int, default=1024, show_default=True,
               help="Longest side of each panel in px (decimated reads).")
 def quicklook_cmd(input_path: Path, output_path: Path, png_path: Path, bands: str | None,
                   max_size: int) -> None:
-    """Write PNG: the optical INPUT (2-98% stretch) beside the SAR-like OUTPUT of a run."""
+    """Write PNG: the optical INPUT, scaled exactly as the run fed it to the model (the
+    scaling recorded in OUTPUT's tags), beside the SAR-like OUTPUT (2-98% stretch)."""
     from pipeline.config import _int_tuple
     from pipeline.quicklook import quicklook
 

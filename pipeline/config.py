@@ -5,6 +5,13 @@ file (`--config`, see configs/pipeline.yaml), and command-line flags. `load_conf
 merges them and validates every value once, up front, so that a bad value fails before
 any raster is read (invariant 7 of DESIGN.md).
 
+Two settings depend on the model: the EO `percentiles` and the SAR `db_range`. A trained
+checkpoint carries the values of its training data (its radiometric contract), so they
+default to None ("not set") here, and `resolve_for_model` fills them in ONCE, when the plan
+is made (flag > config file > model > built-in default), remembering where each came from
+(`origins`, recorded in the output tags). Seed checkpoints carry no contract: 2-98 and
+[-25, 0], as before.
+
 `PipelineConfig.config_hash()` fingerprints only the fields that change the output
 pixels or file: the directory runner uses it (with the model hash) to decide whether an
 existing output is up to date. Scheduling fields (device, threads, workers, scheduler)
@@ -29,6 +36,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import ConfigError, DeviceError
+from pipeline.radiometry import CONTRACT_KEYS, resolve_radiometry
 
 SCALE_MODES = ("auto", "fixed", "none")
 OUTPUT_SCALES = ("unit", "uint8", "db")
@@ -48,7 +56,7 @@ class PipelineConfig:
     # --- input radiometry -------------------------------------------------------------
     bands: tuple[int, ...] | None = None  # 1-based band indexes fed as R,G,B; None: 3-band as is
     scale: str = "auto"  # auto | fixed | none (see pipeline/radiometry.py)
-    percentiles: tuple[float, float] = (2.0, 98.0)  # global stretch for non-uint8 "auto"
+    percentiles: tuple[float, float] | None = None  # non-uint8 "auto"; None: model's, 2,98
     fixed_min: tuple[float, ...] | None = None  # per band (or one for all), scale=fixed
     fixed_max: tuple[float, ...] | None = None
     nodata: float | None = None  # declare the input nodata when the file has no tag
@@ -61,7 +69,7 @@ class PipelineConfig:
     # --- output -----------------------------------------------------------------------
     output_bands: int = 1  # 1: mean of the generator's 3 channels; 3: all of them
     output_scale: str = "unit"  # unit (float32 0..1) | uint8 (1..255, 0 = nodata) | db
-    db_range: tuple[float, float] = (-25.0, 0.0)  # dB mapped from unit 0..1 (output_scale=db)
+    db_range: tuple[float, float] | None = None  # dB of unit 0..1; None: model's, -25,0
     compress: str = "DEFLATE"
     tf32: bool = False  # CUDA only: TF32 convolutions, ~3.7x faster, outputs move ~2e-3
     # --- runtime (not in config_hash) -------------------------------------------------
@@ -69,11 +77,15 @@ class PipelineConfig:
     threads: int | None = None  # local Dask threads; None: number of CPU cores
     workers: int | None = None  # start a LocalCluster with this many worker processes
     scheduler: str | None = None  # address of an existing dask.distributed scheduler
+    # --- bookkeeping (not a setting): who set what, ("percentiles", "flag"), ... -------
+    origins: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of every setting (tuples as lists, NaN nodata as "nan")."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
+            if f.name == "origins":
+                continue
             value = getattr(self, f.name)
             if isinstance(value, tuple):
                 value = list(value)
@@ -92,18 +104,49 @@ class PipelineConfig:
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def replace(self, **changes: Any) -> PipelineConfig:
-        """Copy with some fields changed, validated like `load_config`."""
+        """Copy with some fields changed (set like flags), validated like `load_config`."""
         merged = self.to_dict()
         merged.update(changes)
-        return _build(merged, source="replace()")
+        origins = {**dict(self.origins), **{k: "flag" for k in changes}}
+        return _build(merged, source="replace()", origins=origins)
+
+    def origin(self, name: str) -> str:
+        """Where a setting came from: "flag", "config" (file or code), "model" or "default"."""
+        given = dict(self.origins).get(name)
+        if given:
+            return given
+        return "default" if getattr(self, name) == getattr(PipelineConfig(), name) else "config"
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the model-dependent settings are set (see `resolve_for_model`)."""
+        return all(getattr(self, name) is not None for name in CONTRACT_KEYS)
+
+
+def resolve_for_model(config: PipelineConfig, contract: dict[str, Any] | None,
+                      source: str = "checkpoint") -> PipelineConfig:
+    """The config with the model-dependent settings resolved (flag > config > model >
+    default) and their origins recorded. The one place this is decided; call it where the
+    plan is made, before hashing the config. Idempotent. Raises ModelError for a contract
+    whose values are unusable."""
+    given = {name: (getattr(config, name), config.origin(name)) for name in CONTRACT_KEYS}
+    resolved = resolve_radiometry(given, contract, source)
+    origins = {**dict(config.origins), **{k: origin for k, (_, origin) in resolved.items()}}
+    return dataclasses.replace(
+        config,
+        **{k: value for k, (value, _) in resolved.items()},
+        origins=tuple(sorted(origins.items())),
+    )
 
 
 def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
     """Defaults, then the YAML file at `path`, then `overrides` (None values ignored).
 
+    Keys set by the file get origin "config", overrides (the command-line flags) "flag".
     Raises ConfigError naming the file and key for an unknown key or a bad value.
     """
     values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     source = "config"
     if path is not None:
         path = Path(path)
@@ -132,10 +175,12 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> P
                 hint="write `key: value` lines as in configs/pipeline.yaml",
             )
         values.update(loaded)
+        origins.update({k: "config" for k, v in loaded.items() if v is not None})
     for key, value in (overrides or {}).items():
         if value is not None:
             values[key] = value
-    return _build(values, source=source)
+            origins[key] = "flag"
+    return _build(values, source=source, origins=origins)
 
 
 def validate_device_string(device: str) -> str:
@@ -154,8 +199,10 @@ def validate_device_string(device: str) -> str:
 # validation helpers
 
 
-def _build(values: dict[str, Any], *, source: str) -> PipelineConfig:
-    known = {f.name for f in dataclasses.fields(PipelineConfig)}
+def _build(
+    values: dict[str, Any], *, source: str, origins: dict[str, str] | None = None
+) -> PipelineConfig:
+    known = {f.name for f in dataclasses.fields(PipelineConfig)} - {"origins"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(
@@ -167,14 +214,7 @@ def _build(values: dict[str, Any], *, source: str) -> PipelineConfig:
     kw: dict[str, Any] = {}
     kw["bands"] = _int_tuple(d.get("bands"), "bands", source, minimum=1)
     kw["scale"] = _choice(d.get("scale", "auto"), SCALE_MODES, "scale", source)
-    kw["percentiles"] = _float_pair(d.get("percentiles", (2.0, 98.0)), "percentiles", source)
-    lo, hi = kw["percentiles"]
-    if not (0.0 <= lo < hi <= 100.0):
-        raise ConfigError(
-            f"percentiles must satisfy 0 <= low < high <= 100, got {lo}, {hi}",
-            path=source,
-            hint="e.g. percentiles: [2, 98]",
-        )
+    kw["percentiles"], kw["db_range"] = _model_pairs(d, source)
     kw["fixed_min"] = _float_tuple(d.get("fixed_min"), "fixed_min", source)
     kw["fixed_max"] = _float_tuple(d.get("fixed_max"), "fixed_max", source)
     if kw["scale"] == "fixed":
@@ -230,13 +270,6 @@ def _build(values: dict[str, Any], *, source: str) -> PipelineConfig:
     kw["output_scale"] = _choice(
         d.get("output_scale", "unit"), OUTPUT_SCALES, "output_scale", source
     )
-    kw["db_range"] = _float_pair(d.get("db_range", (-25.0, 0.0)), "db_range", source)
-    if not kw["db_range"][0] < kw["db_range"][1]:
-        raise ConfigError(
-            f"db_range must be [low, high] with low < high, got {list(kw['db_range'])}",
-            path=source,
-            hint="e.g. db_range: [-25, 0]",
-        )
     kw["compress"] = _choice(
         str(d.get("compress", "DEFLATE")).upper(), COMPRESSIONS, "compress", source
     )
@@ -252,6 +285,7 @@ def _build(values: dict[str, Any], *, source: str) -> PipelineConfig:
             path=source,
             hint="--scheduler uses an existing cluster; --workers starts a local one",
         )
+    kw["origins"] = tuple(sorted((k, v) for k, v in (origins or {}).items() if k in known))
     return PipelineConfig(**kw)
 
 
@@ -333,6 +367,26 @@ def _float_pair(value: Any, key: str, source: str) -> tuple[float, float]:
     if len(parts) != 2:
         raise _bad(key, value, source, "two numbers, e.g. [2, 98]")
     return (_float(parts[0], key, source), _float(parts[1], key, source))
+
+
+def _model_pairs(d: dict[str, Any], source: str) -> tuple[tuple[float, float] | None, ...]:
+    """`percentiles` and `db_range`, checked; None = not set (the model's, else default)."""
+    pct = None if d.get("percentiles") is None else _float_pair(
+        d["percentiles"], "percentiles", source)
+    if pct is not None and not (0.0 <= pct[0] < pct[1] <= 100.0):
+        raise ConfigError(
+            f"percentiles must satisfy 0 <= low < high <= 100, got {pct[0]}, {pct[1]}",
+            path=source,
+            hint="e.g. percentiles: [2, 98]",
+        )
+    db = None if d.get("db_range") is None else _float_pair(d["db_range"], "db_range", source)
+    if db is not None and not db[0] < db[1]:
+        raise ConfigError(
+            f"db_range must be [low, high] with low < high, got {list(db)}",
+            path=source,
+            hint="e.g. db_range: [-25, 0]",
+        )
+    return pct, db
 
 
 def _choice(value: Any, choices: tuple[str, ...], key: str, source: str) -> str:

@@ -2,17 +2,24 @@
 
 For eyeballing a run (seams, nodata, radiometry) without a GIS. Both rasters are read
 decimated (``out_shape``; GDAL uses the output's COG overviews when present), so the cost
-and memory are those of a ``max_size`` image whatever the scene size. Each panel gets its
-own 2-98 % percentile stretch over its valid pixels: the PNG is for looking, not
-measuring, and the input's stretch is computed from the same decimated read (which is
-the whole scene, so it is global, like the pipeline's own scaling, never per tile).
-Nodata pixels are black.
+and memory are those of a ``max_size`` image whatever the scene size.
+
+The optical panel shows EXACTLY what the run fed the model: the scaling recorded in the
+output's ``EO2SAR_SCALING`` tag (per-band limits, or uint8 /255) applied by the shared
+code (``pipeline.radiometry.to_unit``), the run's bands (``EO2SAR_BANDS``) unless asked
+otherwise, invalid pixels black like the model's fill; only quantised to 8 bits for
+display. For a raster that is not a pipeline output (no tag), the scaling is computed with
+the same rule the run would use (``compute_scaling``, default percentiles). The SAR-like
+panel gets its own 2-98 % stretch over its valid pixels (it is for looking, not
+measuring); its nodata pixels are black.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import rasterio
@@ -21,40 +28,65 @@ from rasterio.errors import RasterioError
 
 from pipeline.errors import InputError, OutputError
 from pipeline.manifest import atomic_write_bytes
-from pipeline.radiometry import Scaling, decimated_shape, read_masked, scale_to_unit
+from pipeline.radiometry import (
+    DEFAULT_PERCENTILES,
+    Scaling,
+    compute_scaling,
+    decimated_shape,
+    read_masked,
+    scaling_from_samples,
+    to_unit,
+)
 
-__all__ = ["quicklook", "stretch"]
+__all__ = ["quicklook", "run_scaling", "stretch"]
 
 GAP_COLOUR = (255, 255, 255)
+TAG_PREFIX = "EO2SAR_"
 
 
-def stretch(data: np.ndarray, valid: np.ndarray, percentiles: tuple[float, float] = (2, 98)
-            ) -> np.ndarray:
+def to_display(unit: np.ndarray) -> np.ndarray:
+    """[C, H, W] in [0, 1] -> uint8 [H, W, C]: round(255 * unit), the tile builder's rule."""
+    return np.moveaxis(np.round(unit * 255.0).astype(np.uint8), 0, -1)
+
+
+def stretch(data: np.ndarray, valid: np.ndarray,
+            percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> np.ndarray:
     """[C, H, W] -> uint8 [H, W, C], per-band percentile stretch over valid pixels.
 
-    Invalid pixels are 0 (black). A flat band (or no valid pixel) maps to mid-grey so
-    the panel is visibly "flat" rather than black like nodata.
+    For the SAR-like panel. Invalid pixels are 0 (black). A flat band (or no valid pixel)
+    maps to mid-grey so the panel is visibly "flat" rather than black like nodata.
     """
-    n = data.shape[0]
-    samples = data[:, valid].astype(np.float64)
-    if samples.shape[1] == 0:
-        low, high = (0.0,) * n, (1.0,) * n
-    else:
-        lo_q, hi_q = np.percentile(samples, percentiles, axis=1)
-        low = tuple(float(v) for v in lo_q)
-        high = tuple(float(h) if h > lo else float(lo) + 1.0 for lo, h in zip(lo_q, hi_q,
-                                                                           strict=True))
-    unit = scale_to_unit(data, Scaling("percentile", low, high, percentiles=percentiles))
-    if samples.shape[1]:
-        flat = [i for i in range(n) if not np.ptp(samples[i]) > 0]
-        unit[flat] = 0.5
-    img = np.round(unit * 255.0).astype(np.uint8)
-    img[:, ~valid] = 0
-    return np.moveaxis(img, 0, -1)
+    samples = data[:, valid]
+    scaling = scaling_from_samples(samples, percentiles)
+    unit = to_unit(data, valid, scaling)
+    flat = [i for i in range(data.shape[0]) if not samples.shape[1] or not np.ptp(samples[i]) > 0]
+    unit[flat] = np.where(valid, np.float32(0.5), np.float32(0.0))
+    return to_display(unit)
 
 
-def _read_panel(path: Path, bands: tuple[int, ...] | None, max_size: int,
-                what: str) -> tuple[np.ndarray, np.ndarray]:
+def run_scaling(output_path: Path) -> tuple[Scaling | None, tuple[int, ...] | None]:
+    """(scaling, bands) that the pipeline run recorded in its output's tags, or Nones."""
+    try:
+        with rasterio.open(output_path) as ds:
+            tags = ds.tags()
+    except RasterioError:
+        return None, None  # reported by the panel read, with the path
+    try:
+        s = json.loads(tags[f"{TAG_PREFIX}SCALING"])
+        pct = s.get("percentiles")
+        scaling = Scaling(s["method"], tuple(s["low"]), tuple(s["high"]),
+                          percentiles=None if pct is None else tuple(pct))
+    except (KeyError, TypeError, ValueError):
+        scaling = None
+    text = tags.get(f"{TAG_PREFIX}BANDS", "")
+    bands = tuple(int(b) for b in text.split(",")) if text.replace(",", "").isdigit() else None
+    return scaling, bands
+
+
+def _read_panel(path: Path, bands: tuple[int, ...] | None, max_size: int, what: str,
+                scaling: Scaling | None = None) -> tuple[np.ndarray, np.ndarray, Scaling | None]:
+    """Decimated read of a panel: (data, valid, scaling). For the input, `scaling` is the
+    run's; without one it is computed by the shared rule (the SAR-like panel: None)."""
     try:
         with rasterio.open(path) as ds:
             if bands is None:
@@ -66,16 +98,18 @@ def _read_panel(path: Path, bands: tuple[int, ...] | None, max_size: int,
                     hint="band numbers are 1-based, e.g. --bands 3,2,1 for B,G,R files",
                 )
             shape = decimated_shape(ds.width, ds.height, max_size)
-            data, valid = read_masked(ds, tuple(bands), out_shape=shape)
+            eo = what == "input"
+            data, valid = read_masked(ds, tuple(bands), out_shape=shape, zero_fill=eo)
+            if eo and (scaling is None or len(scaling.low) != len(bands)):
+                scaling = compute_scaling(ds, tuple(bands))
     except RasterioError as e:
         raise InputError(f"cannot read the {what} raster ({e})", path=path,
                          hint="check that the path is a readable raster") from None
-    return data, valid
+    return data, valid, scaling
 
 
-def _to_rgb(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    rgb = stretch(data, valid)
-    return np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb
+def _rgb(img: np.ndarray) -> np.ndarray:
+    return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
 
 
 def _fit_height(img: np.ndarray, height: int) -> np.ndarray:
@@ -93,26 +127,30 @@ def quicklook(
     bands: tuple[int, ...] | None = None,
     max_size: int = 1024,
 ) -> Path:
-    """Write ``png_path``: input (RGB of ``bands``, default 1,2,3) | gap | output band 1.
+    """Write ``png_path``: input (RGB of ``bands``) | gap | output band 1.
 
-    Each panel's longer side is at most ``max_size`` px. The output panel is resized to
-    the input panel's height if the grids differ (they do not for pipeline outputs).
-    The PNG appears atomically (temporary file in the same directory, then rename).
-    Raises InputError for an unreadable raster or bad band numbers, OutputError if the PNG
+    ``bands`` default: the run's (the output's ``EO2SAR_BANDS`` tag), else 1,2,3. Each
+    panel's longer side is at most ``max_size`` px. The output panel is resized to the
+    input panel's height if the grids differ (they do not for pipeline outputs). The PNG
+    appears atomically (temporary file in the same directory, then rename). Raises
+    InputError for an unreadable raster or bad band numbers, OutputError if the PNG
     cannot be written.
     """
     if max_size < 16:
         raise ValueError(f"max_size must be >= 16, got {max_size}")
     png_path = Path(png_path)
-    in_data, in_valid = _read_panel(Path(input_path), bands, max_size, "input")
-    out_data, out_valid = _read_panel(Path(output_path), None, max_size, "output")
+    scaling, run_bands = run_scaling(Path(output_path))
+    if bands is not None and bands != run_bands:
+        scaling = None  # other bands than the run's: their own scaling, by the same rule
+    in_data, in_valid, scaling = _read_panel(Path(input_path), bands or run_bands, max_size,
+                                             "input", scaling)
+    out_data, out_valid, _ = _read_panel(Path(output_path), None, max_size, "output")
     if out_valid.shape == in_valid.shape:
-        # A pipeline output is nodata exactly where the run found the input invalid,
-        # including a --nodata the input file does not carry (the Landsat zero collar):
-        # use that mask for the input panel too, so its stretch ignores the collar.
+        # A pipeline output is nodata exactly where the run found the input invalid
+        # (including a --nodata the input file does not carry): show the same mask.
         in_valid = in_valid & out_valid
-    left = _to_rgb(in_data, in_valid)
-    right = _fit_height(_to_rgb(out_data, out_valid), left.shape[0])
+    left = _rgb(to_display(to_unit(in_data, in_valid, cast(Scaling, scaling))))
+    right = _fit_height(_rgb(stretch(out_data, out_valid)), left.shape[0])
     gap = max(4, left.shape[1] // 64)
     height = left.shape[0]
     canvas = np.empty((height, left.shape[1] + gap + right.shape[1], 3), dtype=np.uint8)

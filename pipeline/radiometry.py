@@ -1,20 +1,33 @@
-"""Radiometry: band selection, validity masks and the GLOBAL scaling to the model range.
+"""Radiometry: THE place where EO input scaling is decided, for every entry point.
 
-These are plain functions over numpy arrays and open rasterio datasets, because the same
-code must serve inference (pipeline/scene.py) and the training-tile builder: a model
-trained on tiles scaled one way and run on scenes scaled another way sees a different
-world (DESIGN.md, invariant 2).
+`python -m pipeline run` (pipeline/scene.py, pipeline/inference.py), `python -m pipeline
+tiles` (training tiles), `python -m pipeline quicklook` and `app.py` all call the functions
+below, so one model is fed the same numbers whichever command runs it, and a model is fed
+at run time what it saw in training (DESIGN.md, invariants 2 and 8).
 
-Scaling modes (`PipelineConfig.scale`):
-  auto     uint8 input: x / 255. Any other dtype: a per-band percentile stretch
-           (default 2-98) computed ONCE per scene over the valid pixels of a decimated
-           read of the whole scene (at most `stats_size` px on the longer side). Never
-           per tile: a per-tile stretch gives every tile its own brightness and the
-           mosaic a checkerboard.
-  fixed    per-band (or one for all bands) min/max from the config (e.g. the values a
-           model was trained with).
-  none     the data are already reflectances in [0, 1].
-In every mode the result is clipped to [0, 1] and mapped to [-1, 1] for the generator.
+THE RULE (scale "auto", the default; also recorded as `EO_RULE` in checkpoints):
+  * uint8 input: x / 255, never stretched. The network was trained on 8-bit images as
+    they are; stretching them would feed it a contrast it never saw.
+  * any other dtype: a PER-BAND 2-98 % percentile stretch (percentiles from the model's
+    radiometric contract when it has one), computed ONCE per image/scene over its valid
+    pixels (a decimated read of the whole scene, at most `stats_size` px on the longer
+    side). Never per tile: a per-tile stretch gives every tile its own brightness and
+    the mosaic a checkerboard. Per band rather than one pair of limits for all bands:
+    16-bit sensors have very different ranges per band (Landsat 8 blue sits far above
+    red over land), so one pair would tint every scene blue; per band is also what the
+    pipeline always did, so its outputs stay as they were.
+  * fill: a pixel that is 0 in EVERY selected band of non-uint8 data is fill, i.e.
+    INVALID (the collar of Landsat, Sentinel-2 and most 16-bit products, which rarely
+    carry a nodata tag). It is left out of the statistics and its output is nodata, so
+    `--nodata 0` is no longer needed for such scenes. uint8 black (0, 0, 0) stays valid:
+    8-bit images keep the seed's behaviour, and dark 8-bit pixels are real.
+  * invalid pixels (fill, nodata, masks, alpha, NaN) enter the network as unit 0 (black,
+    -1 in the model range): what a training tile holds there (an 8-bit PNG has no mask;
+    its invalid pixels are 0), what 8-bit products show around scenes, and what app.py
+    always did with alpha. Their outputs are nodata anyway.
+Other modes (`PipelineConfig.scale`): fixed - per-band (or one for all bands) min/max from
+the config (e.g. values a model was trained with); none - data already reflectance in
+[0, 1]. In every mode the result is clipped to [0, 1] and mapped to [-1, 1].
 
 Validity: a pixel is valid when
   * rasterio's mask says so for AT LEAST ONE selected band (nodata value, internal mask
@@ -23,15 +36,19 @@ Validity: a pixel is valid when
   * no selected band is NaN (NaN cannot go through the network), and
   * when a nodata value is declared by the user (`nodata`), not every selected band
     equals it. The declared value REPLACES the file's nodata tag (the user knows
-    better), while internal masks and alpha bands still apply.
-Invalid pixels are filled with 0 (the middle of the model range) before inference;
-their output is nodata anyway.
+    better), while internal masks and alpha bands still apply, and
+  * for non-uint8 data, not every selected band is 0 (fill, above).
+
+The model's contract: a trained checkpoint carries the radiometry of its training data
+(`ugatit.load_checkpoint(p).radiometry`, schema in `eo_contract` below); `resolve_radiometry`
+decides, once, whether each model-dependent setting (EO percentiles, SAR dB range) comes
+from a flag, the config file, the model or the built-in default.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,11 +57,18 @@ import rasterio
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.windows import Window
 
-from pipeline.errors import ConfigError, InputError
+from pipeline.errors import ConfigError, InputError, ModelError
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32", "float64")
 MIN_STATS_SAMPLES = 256  # below this, the decimated read is too sparse: re-read full res
 MAX_FULLRES_SAMPLES = 4_000_000  # cap of the full-resolution fallback (memory bound)
+#: Percentiles of the non-uint8 stretch when neither flag, config nor model sets them.
+DEFAULT_PERCENTILES = (2.0, 98.0)
+#: One line that says the rule above; written into dataset.json and checkpoints.
+EO_RULE = (
+    "uint8: x/255, never stretched; other dtypes: per-band percentile stretch computed once "
+    "per scene over valid pixels (pixels 0 in every band are fill: invalid); invalid -> 0"
+)
 
 
 @dataclass(frozen=True)
@@ -121,11 +145,14 @@ def read_masked(
     *,
     nodata: float | None = None,
     out_shape: tuple[int, int] | None = None,
+    zero_fill: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read `bands` in `window` (optionally decimated to `out_shape`) with validity.
 
     Returns (data [C, H, W] in the file dtype, valid [H, W] bool). Reads are nearest
-    neighbour so decimated values are real pixel values (for statistics).
+    neighbour so decimated values are real pixel values (for statistics). `zero_fill`:
+    the EO fill rule of the module docstring (pass False for rasters that are not EO
+    input, e.g. a SAR-like output whose 0 dB is a real value).
     """
     kwargs: dict[str, Any] = {"window": window}
     if out_shape is not None:
@@ -149,17 +176,22 @@ def read_masked(
             if out_shape is not None:
                 kwargs["out_shape"] = (1, *out_shape)
             valid &= ds.read_masks([per_dataset[0]], **kwargs)[0] != 0
-    valid &= valid_from_values(data, nodata)
+    valid &= valid_from_values(data, nodata, zero_fill=zero_fill)
     return data, valid
 
 
-def valid_from_values(data: np.ndarray, nodata: float | None) -> np.ndarray:
-    """Validity implied by the values alone: no NaN, not all bands == declared nodata."""
+def valid_from_values(
+    data: np.ndarray, nodata: float | None, *, zero_fill: bool = True
+) -> np.ndarray:
+    """Validity implied by the values of [C, H, W] alone: no NaN, not all bands == the
+    declared nodata, and (`zero_fill`, non-uint8 data only) not all bands == 0."""
     valid = np.ones(data.shape[1:], dtype=bool)
     if data.dtype.kind == "f":
         valid &= ~np.isnan(data).any(axis=0)
     if nodata is not None and not math.isnan(nodata):
         valid &= ~(data == nodata).all(axis=0)
+    if zero_fill and data.dtype != np.uint8:
+        valid &= (data != 0).any(axis=0)
     return valid
 
 
@@ -174,7 +206,7 @@ def compute_scaling(
     bands: tuple[int, ...],
     *,
     scale: str = "auto",
-    percentiles: tuple[float, float] = (2.0, 98.0),
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     fixed_min: tuple[float, ...] | None = None,
     fixed_max: tuple[float, ...] | None = None,
     nodata: float | None = None,
@@ -211,6 +243,16 @@ def compute_scaling(
     samples = data[:, valid]
     if samples.shape[1] < MIN_STATS_SAMPLES and (rows, cols) != (ds.height, ds.width):
         samples = _fullres_samples(ds, bands, nodata)
+    return scaling_from_samples(samples, percentiles)
+
+
+def scaling_from_samples(samples: np.ndarray, percentiles: tuple[float, float]) -> Scaling:
+    """The percentile stretch of valid values `samples` [C, N] (method "empty" if N == 0).
+
+    The statistics step of `compute_scaling`, for callers that hold an image in memory
+    (app.py, quicklook): the same numbers from the same pixels.
+    """
+    n = samples.shape[0]
     if samples.shape[1] == 0:
         return Scaling("empty", (0.0,) * n, (1.0,) * n, percentiles=percentiles)
     lo_q, hi_q = np.percentile(samples.astype(np.float64), percentiles, axis=1)
@@ -224,6 +266,17 @@ def compute_scaling(
     return Scaling(
         "percentile", tuple(low), tuple(high), percentiles=percentiles, samples=samples.shape[1]
     )
+
+
+def image_scaling(
+    data: np.ndarray, valid: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES
+) -> Scaling:
+    """Scale "auto" of an image held in memory ([C, H, W], validity from `read_masked` or
+    `valid_from_values`): uint8 -> /255, else the percentile stretch over valid pixels."""
+    n = data.shape[0]
+    if data.dtype == np.uint8:
+        return Scaling("uint8", (0.0,) * n, (255.0,) * n)
+    return scaling_from_samples(data[:, valid], percentiles)
 
 
 def _fullres_samples(
@@ -284,11 +337,107 @@ def unit_to_model(x: np.ndarray) -> np.ndarray:
     return (x * np.float32(2.0) - np.float32(1.0)).astype(np.float32)
 
 
-def to_model_input(data: np.ndarray, valid: np.ndarray, scaling: Scaling) -> np.ndarray:
-    """Raw [C, H, W] + validity -> float32 [C, H, W] in [-1, 1], invalid pixels 0."""
-    x = unit_to_model(scale_to_unit(data, scaling))
+def to_unit(data: np.ndarray, valid: np.ndarray, scaling: Scaling) -> np.ndarray:
+    """Raw [C, H, W] + validity -> float32 [C, H, W] in [0, 1], invalid pixels 0 (black).
+
+    What every entry point feeds the model, before the [-1, 1] mapping: a training tile is
+    `round(255 * to_unit(...))`, a quicklook panel the same, app.py resizes it in float.
+    """
+    x = scale_to_unit(data, scaling)
     x[:, ~valid] = 0.0
     return x
+
+
+def to_model_input(data: np.ndarray, valid: np.ndarray, scaling: Scaling) -> np.ndarray:
+    """Raw [C, H, W] + validity -> float32 [C, H, W] in [-1, 1], invalid pixels -1."""
+    return unit_to_model(to_unit(data, valid, scaling))
+
+
+# ---------------------------------------------------------------------------------------
+# The model's radiometric contract
+
+#: Settings a model's contract may fix: name -> (contract section, key).
+CONTRACT_KEYS = {"percentiles": ("eo", "percentiles"), "db_range": ("sar", "db_range")}
+
+
+def eo_contract(bands: tuple[int, ...] | None, percentiles: tuple[float, float]) -> dict[str, Any]:
+    """The "eo" part of a radiometric contract (dataset.json -> checkpoint), e.g.
+    ``{"method": "auto", "percentiles": [2.0, 98.0], "bands": [3, 2, 1], "rule": EO_RULE}``.
+    """
+    return {
+        "method": "auto",
+        "percentiles": [float(p) for p in percentiles],
+        "bands": None if bands is None else [int(b) for b in bands],
+        "rule": EO_RULE,
+    }
+
+
+def _contract_pair(value: Any, what: str, source: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ModelError(
+            f"radiometric contract: {what} is {value!r}, not two numbers",
+            path=source,
+            hint="re-save the checkpoint with a valid radiometry, or set the value with a flag",
+        ) from None
+    ok = 0.0 <= lo < hi <= 100.0 if what == "eo.percentiles" else lo < hi
+    if not ok:
+        raise ModelError(
+            f"radiometric contract: {what} [{lo:g}, {hi:g}] is not a valid range",
+            path=source,
+            hint="re-save the checkpoint with a valid radiometry, or set the value with a flag",
+        )
+    return lo, hi
+
+
+def model_values(contract: Mapping[str, Any] | None, source: str) -> dict[str, tuple[float, float]]:
+    """What a model's contract fixes, validated: {"percentiles": .., "db_range": ..}.
+
+    A seed checkpoint has no contract ({}), and a contract may leave a value out. An EO
+    method other than "auto" is refused: it would feed the model input it never saw.
+    """
+    if not contract:
+        return {}
+    eo = contract.get("eo") or {}
+    method = eo.get("method", "auto") if isinstance(eo, Mapping) else "auto"
+    if method not in (None, "auto"):
+        raise ModelError(
+            f"radiometric contract: EO method {method!r} is unknown to this eo2sar",
+            path=source,
+            hint="only method 'auto' (uint8 /255, else a percentile stretch) is supported",
+        )
+    out: dict[str, tuple[float, float]] = {}
+    for name, (section, key) in CONTRACT_KEYS.items():
+        part = contract.get(section)
+        if isinstance(part, Mapping) and part.get(key) is not None:
+            out[name] = _contract_pair(part[key], f"{section}.{key}", source)
+    return out
+
+
+def resolve_radiometry(
+    given: Mapping[str, tuple[Any, str]],
+    contract: Mapping[str, Any] | None,
+    source: str = "checkpoint",
+) -> dict[str, tuple[tuple[float, float], str]]:
+    """Decide each model-dependent setting ONCE: {name: (value, origin)}.
+
+    `given` maps a name of CONTRACT_KEYS to (value or None, "flag" | "config"). A value
+    set by the user wins; else the model's contract; else the built-in default. Origins:
+    "flag", "config", "model", "default" (recorded in outputs, printed by app.py).
+    """
+    defaults = {"percentiles": DEFAULT_PERCENTILES, "db_range": DEFAULT_SAR_DB_RANGE}
+    model = model_values(contract, source)
+    out: dict[str, tuple[tuple[float, float], str]] = {}
+    for name in CONTRACT_KEYS:
+        value, origin = given.get(name, (None, ""))
+        if value is not None:
+            out[name] = (tuple(value), origin or "config")
+        elif name in model:
+            out[name] = (model[name], "model")
+        else:
+            out[name] = (tuple(defaults[name]), "default")
+    return out
 
 
 # ---------------------------------------------------------------------------------------

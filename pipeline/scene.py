@@ -33,7 +33,7 @@ import rasterio
 import rasterio.errors
 from rasterio.windows import Window
 
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, resolve_for_model
 from pipeline.errors import (
     InputError,
     ModelError,
@@ -74,6 +74,7 @@ from pipeline.radiometry import (
     select_bands,
 )
 from pipeline.tiling import TileGrid, batches, blocks, weight_window
+from ugatit import UgatitError, read_meta
 
 log = logging.getLogger("pipeline")
 
@@ -123,6 +124,10 @@ class ScenePlan:
     model_desc: str
     scheduler: str
     compress: str = "DEFLATE"
+    #: the run's settings with the model-dependent ones resolved (resolve_for_model)
+    config: PipelineConfig = field(default_factory=PipelineConfig)
+    #: the model's radiometric contract (None: a seed checkpoint without one)
+    contract: dict[str, Any] | None = None
 
     def describe(self) -> str:
         """Human-readable plan (the --dry-run output)."""
@@ -133,6 +138,10 @@ class ScenePlan:
             f"bands {','.join(map(str, self.bands))} ({'/'.join(self.dtypes)})",
             f"scaling  {self.scaling.method}: low {_fmt(self.scaling.low)} "
             f"high {_fmt(self.scaling.high)}",
+            "radiometry " + "; ".join(
+                f"{k} {_fmt(v['value'])} ({v['from']})"
+                for k, v in radiometry_sources(self.config).items()
+            ),
             f"tiles    {g.count} ({g.nx} x {g.ny}) of {g.tile} px, overlap {g.overlap}, "
             f"stride {g.stride}",
             f"batches  {self.batches}; blocks {self.blocks}",
@@ -151,6 +160,35 @@ class ScenePlan:
 
 def _fmt(values: tuple[float, ...]) -> str:
     return "[" + ", ".join(f"{v:.6g}" for v in values) + "]"
+
+
+def radiometry_sources(config: PipelineConfig) -> dict[str, dict[str, Any]]:
+    """{"percentiles": {"value": [2.0, 98.0], "from": "model"}, "db_range": {...}} of a
+    resolved config: where each model-dependent value came from (output tags, plan)."""
+    return {
+        name: {"value": list(getattr(config, name) or ()), "from": config.origin(name)}
+        for name in ("percentiles", "db_range")
+    }
+
+
+def model_contract(model_path: Path) -> dict[str, Any] | None:
+    """The radiometric contract a checkpoint carries (None for the published seed file)."""
+    try:
+        value = read_meta(model_path).get("radiometry")
+    except (UgatitError, OSError, RuntimeError) as exc:
+        raise ModelError(
+            f"cannot read the checkpoint's metadata ({str(exc).splitlines()[0]})",
+            path=model_path,
+            hint="pass an eo2sar/U-GAT-IT checkpoint with --model",
+        ) from None
+    return dict(value) if isinstance(value, dict) else None
+
+
+def resolve_model_config(model_path: Path, config: PipelineConfig) -> PipelineConfig:
+    """`config` with percentiles / db_range resolved against the model's contract."""
+    if config.resolved:
+        return config
+    return resolve_for_model(config, model_contract(model_path), str(model_path))
 
 
 # ---------------------------------------------------------------------------------------
@@ -336,6 +374,8 @@ def plan_scene(
         bands = select_bands(ds.count, config.bands, str(input_path), tuple(ds.dtypes))
         check_readable(ds, bands, input_path)
         sha, desc = load_model_info(model_path, config)
+        contract = model_contract(model_path)
+        config = resolve_for_model(config, contract, str(model_path))  # idempotent
         try:
             scaling = compute_scaling(
                 ds,
@@ -391,6 +431,8 @@ def plan_scene(
             model_desc=desc,
             scheduler=sched,
             compress=config.compress,
+            config=config,
+            contract=contract,
         )
     job = InferenceJob(
         input_path=str(input_path.resolve()),
@@ -438,6 +480,7 @@ def run_scene(
         client=client,
     )
     log.info("plan:\n%s", plan.describe())
+    config = plan.config  # model-dependent settings resolved
     result_warnings: list[str] = []
     if plan.scaling.method == "empty":
         msg = f"{input_path}: no valid pixel; writing an all-nodata output"
@@ -534,6 +577,11 @@ def _tags(plan: ScenePlan, config: PipelineConfig, kind: str) -> dict[str, str]:
         f"{TAG_PREFIX}CONFIG": json.dumps(config.output_dict(), sort_keys=True),
         f"{TAG_PREFIX}CONFIG_HASH": config.config_hash(),
         f"{TAG_PREFIX}SCALING": json.dumps(plan.scaling.to_dict(), sort_keys=True),
+        # where the model-dependent settings came from (flag/config/model/default), and
+        # the model's own contract
+        f"{TAG_PREFIX}RADIOMETRY": json.dumps(
+            {**radiometry_sources(config), "model": plan.contract}, sort_keys=True
+        ),
         # scheduling settings: recorded for provenance, they never change the pixels
         f"{TAG_PREFIX}RUNTIME": json.dumps(
             {k: v for k, v in config.to_dict().items() if k not in config.output_dict()},

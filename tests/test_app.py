@@ -141,8 +141,8 @@ def test_ignored_seed_flags_print_a_note(
 @pytest.mark.parametrize(("image", "extra", "expect"), [
     (HAITI, [], "4 bands: using bands 1,2,3"),
     (HAITI, ["--bands", "4,3,2"], "bands 4,3,2"),
-    (L8, ["--bands", "3,2,1"], "uint16, bands 3,2,1 (--bands): global 2-98% stretch"),
-    (PAN, [], "1 band (grayscale): global 2-98% stretch"),
+    (L8, ["--bands", "3,2,1"], "uint16, bands 3,2,1 (--bands): per-band 2-98% stretch"),
+    (PAN, [], "1 band (grayscale): per-band 2-98% stretch"),
 ])
 def test_multiband_and_16bit_rasters(
         tmp_path: Path, tiny_checkpoint: Path, call_app: CallApp, image: Path,
@@ -325,19 +325,25 @@ def test_multiband_takes_first_three_or_chosen_bands() -> None:
     np.testing.assert_array_equal(chosen, np.moveaxis(bands[[3, 2, 1]], 0, -1))
 
 
-def test_landsat_uint16_global_stretch_ignores_zero_collar() -> None:
+def test_landsat_uint16_per_band_stretch_is_the_pipelines() -> None:
+    """The pipeline's scaling (per band, from its decimated read, the zero collar left out
+    as fill), applied in float: no 8-bit rounding before the network."""
+    from pipeline.radiometry import compute_scaling
+
     with rasterio.open(L8) as ds:
-        bgr = ds.read().astype(np.float64)
-    rgb = np.moveaxis(bgr[[2, 1, 0]], 0, -1)
-    fill = (rgb == 0).all(axis=-1)
+        rgb = ds.read((3, 2, 1)).astype(np.float64)
+        scaling = compute_scaling(ds, (3, 2, 1))
+    fill = (rgb == 0).all(axis=0)
     assert 0.05 < fill.mean() < 0.5  # the sample does have its collar
-    lo, hi = np.percentile(rgb[~fill], [2, 98])
-    want = np.round(np.clip((rgb - lo) / (hi - lo), 0, 1) * 255)
+    assert len(set(scaling.low)) == 3 and min(scaling.low) > 0  # per band; collar left out
+    low = np.array(scaling.low)[:, None, None]
+    high = np.array(scaling.high)[:, None, None]
+    want = np.clip((rgb - low) / (high - low), 0, 1)
+    want[:, fill] = 0.0
     loaded = app.read_input(L8, (3, 2, 1))
-    got = np.asarray(loaded.image).astype(int)
-    assert np.abs(got - want).max() <= 1
-    assert (got[fill] == 0).all()
-    assert f"[{lo:g}, {hi:g}]" in loaded.note
+    assert loaded.unit is not None and loaded.unit.dtype == np.float32
+    np.testing.assert_allclose(loaded.unit, want, atol=1e-6)  # float32 rounding
+    assert f"low [{scaling.low[0]:g}, " in loaded.note
 
 
 def test_heatmap_overlay_colours() -> None:

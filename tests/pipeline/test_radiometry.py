@@ -36,8 +36,13 @@ def test_select_bands():
 
 def test_valid_from_values():
     d = np.array([[[0.0, 1.0, np.nan]], [[0.0, 0.0, 1.0]]])
-    assert valid_from_values(d, None).tolist() == [[True, True, False]]
+    assert valid_from_values(d, None, zero_fill=False).tolist() == [[True, True, False]]
     assert valid_from_values(d, 0).tolist() == [[False, True, False]]  # all bands == 0
+    # the fill rule: 0 in every band of non-uint8 data is fill, without a declared nodata
+    assert valid_from_values(d, None).tolist() == [[False, True, False]]
+    # ... but uint8 black is a real 8-bit pixel (seed behaviour)
+    u8 = np.array([[[0, 1, 0]], [[0, 0, 0]]], dtype=np.uint8)
+    assert valid_from_values(u8, None).tolist() == [[True, True, True]]
 
 
 def test_l8_percentiles_are_global_and_exclude_the_collar():
@@ -45,13 +50,17 @@ def test_l8_percentiles_are_global_and_exclude_the_collar():
         s = compute_scaling(ds, (3, 2, 1), nodata=0, stats_size=512)
         full, valid = read_masked(ds, (3, 2, 1), nodata=0)
         no_mask = compute_scaling(ds, (3, 2, 1), stats_size=512)
+        _, valid_no_tag = read_masked(ds, (3, 2, 1))
     assert s.method == "percentile" and s.samples > 50_000
     # the decimated estimate is close to the full-resolution percentiles (0.5 % of range)
     ref = np.percentile(full[:, valid].astype(np.float64), (2, 98), axis=1)
     span = ref[1] - ref[0]
     assert np.all(np.abs(np.array(s.low) - ref[0]) < 0.005 * span)
     assert np.all(np.abs(np.array(s.high) - ref[1]) < 0.005 * span)
-    assert no_mask.low[0] == 0.0  # without the declared nodata the collar drags it to 0
+    # the zero collar is fill without --nodata 0 too (it used to drag the low limit to 0)
+    assert no_mask == s
+    np.testing.assert_array_equal(valid_no_tag, valid)
+    assert 0.1 < 1 - valid.mean() < 0.25  # the collar is ~16 % of this scene
 
 
 def test_modes_uint8_fixed_none_and_flat_band(tmp_path):
@@ -90,4 +99,5 @@ def test_model_input_range_and_invalid_fill():
     valid = np.array([[True, True, True, True, False]])
     x = to_model_input(d, valid, s)
     assert x.dtype == np.float32
-    np.testing.assert_array_equal(x[0, 0], [-1, -1, 0, 1, 0])  # invalid -> 0
+    # invalid -> -1 (unit 0, black): what a training tile holds there
+    np.testing.assert_array_equal(x[0, 0], [-1, -1, 0, 1, -1])

@@ -22,6 +22,7 @@ import rasterio
 from rasterio.windows import Window
 
 from pipeline import PipelineWarning, load_config, run_scene
+from pipeline.config import resolve_for_model
 from pipeline.scene import model_sha256
 from tests.pipeline.cog import assert_cog, overview_matches_average
 
@@ -83,16 +84,26 @@ def test_sn6_chip(tiny_checkpoint, tmp_path):
     assert np.isfinite(y).all()  # the chip has no nodata
     assert 0.0 <= y.min() and y.max() <= 1.0 and y.std() > 0
     assert tags["EO2SAR_MODEL_SHA256"] == model_sha256(tiny_checkpoint) == res.model_sha256
-    assert json.loads(tags["EO2SAR_CONFIG"]) == load_config(None, {}).output_dict()
+    # the recorded settings are the resolved ones: a seed-like checkpoint without a
+    # radiometric contract gets the built-in percentiles and dB range
+    defaults = resolve_for_model(load_config(None, {}), None)
+    assert json.loads(tags["EO2SAR_CONFIG"]) == defaults.output_dict()
+    assert defaults.percentiles == (2.0, 98.0) and defaults.db_range == (-25.0, 0.0)
+    assert json.loads(tags["EO2SAR_RADIOMETRY"]) == {
+        "percentiles": {"value": [2.0, 98.0], "from": "default"},
+        "db_range": {"value": [-25.0, 0.0], "from": "default"},
+        "model": None,
+    }
     assert json.loads(tags["EO2SAR_SCALING"])["method"] == "uint8"
     assert res.tiles_total == res.tiles_run == 1
     assert not list(tmp_path.glob(".*"))  # no temporary file left
 
 
-def test_l8_full_scene_nodata_zero(tiny_checkpoint, tmp_path):
-    """The real Landsat 8 scene: B,G,R order, zero collar declared with nodata=0."""
+def test_l8_full_scene_zero_collar(tiny_checkpoint, tmp_path):
+    """The real Landsat 8 scene: B,G,R order, a zero collar without a nodata tag: fill by
+    the radiometry rule, no --nodata 0 needed (it used to be)."""
     out, heat = tmp_path / "l8_sar.tif", tmp_path / "l8_heat.tif"
-    res = run(L8, out, tiny_checkpoint, heatmap=heat, bands=(3, 2, 1), nodata=0)
+    res = run(L8, out, tiny_checkpoint, heatmap=heat, bands=(3, 2, 1))
     for path in (out, heat):
         assert_same_grid(L8, path)
         assert_cog(path)
@@ -126,6 +137,20 @@ def test_same_bytes_any_block_or_batch(tiny_checkpoint, tmp_path, l8_crop, chang
         with rasterio.open(x) as da, rasterio.open(y) as db:
             assert da.read().tobytes() == db.read().tobytes()
             assert repr(da.profile) == repr(db.profile)  # repr: nodata NaN != NaN
+
+
+def test_zero_collar_is_fill_with_or_without_nodata_zero(tiny_checkpoint, tmp_path, l8_crop):
+    """--nodata 0 on a uint16 scene changes nothing any more: same bytes, same scaling."""
+    a, b = tmp_path / "a.tif", tmp_path / "b.tif"
+    run(l8_crop, a, tiny_checkpoint, bands=(3, 2, 1), nodata=0)
+    run(l8_crop, b, tiny_checkpoint, bands=(3, 2, 1))
+    with rasterio.open(a) as da, rasterio.open(b) as db, rasterio.open(l8_crop) as src:
+        ya = da.read()
+        assert ya.tobytes() == db.read().tobytes()
+        assert da.tags()["EO2SAR_SCALING"] == db.tags()["EO2SAR_SCALING"]
+        collar = (src.read() == 0).all(axis=0)
+    assert collar.any() and not collar.all()  # the crop has both
+    np.testing.assert_array_equal(np.isnan(ya[0]), collar)
 
 
 def test_same_bytes_on_local_cluster(tiny_checkpoint, tmp_path, l8_crop):
