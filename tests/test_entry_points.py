@@ -202,6 +202,9 @@ def test_model_contract_sets_percentiles_and_a_flag_overrides_it(
     assert torch.abs(x_model - x_seed).max().item() > 0.1
     assert (x_model.abs() == 1).sum() > (x_seed.abs() == 1).sum()
     assert torch.equal(x_flag, x_seed)  # same weights, same percentiles: same input
+    # quicklook shows the run's 10-90 stretch (from the output's tags), not its own 2-98
+    panel = quicklook_panel(l8_256, tmp_path / "m.tif", tmp_path)
+    assert np.abs(panel - (x_model[0].numpy() + 1.0) / 2.0).max() <= HALF_8BIT_STEP
 
     # a config file beats the model, a flag beats the config file
     cfg = tmp_path / "c.yaml"
