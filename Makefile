@@ -50,6 +50,23 @@ demo: $(STAMP)
 	$(VPY) app.py --device cpu --model_path $(DEMO_MODEL) --img $(DEMO_IMG) \
 		--out demo_out/gen_sar_demo.png --heatmap
 
+# Training: `make train DATASET=data/mine OUT=runs/mine ITERS=20000 DEVICE=cuda`. DATASET
+# defaults to the demo tiles of `make tiles`; other empty variables fall back to
+# configs/train.yaml (TRAIN_CONFIG); TRAIN_ARGS passes any other flag, e.g.
+# TRAIN_ARGS="--ngf 16 --resume".
+TRAIN_CONFIG ?= configs/train.yaml
+DATASET ?=
+OUT ?=
+ITERS ?=
+DEVICE ?=
+TRAIN_ARGS ?=
+
+.PHONY: train
+train: $(STAMP)
+	$(VPY) -m ugatit train --config $(TRAIN_CONFIG) --dataset $(or $(DATASET),data/demo/dataset) \
+		$(if $(OUT),--out $(OUT)) $(if $(ITERS),--iterations $(ITERS)) \
+		$(if $(DEVICE),--device $(DEVICE)) $(TRAIN_ARGS)
+
 bench: $(STAMP)
 	$(VPY) benchmarks/run.py
 

@@ -15,8 +15,11 @@ from ugatit.checkpoint import (
 )
 from ugatit.config import ModelConfig
 from ugatit.device import resolve_device, set_tf32
-from ugatit.errors import CheckpointError, UgatitError
+from ugatit.errors import CheckpointError, TrainingError, UgatitError
 from ugatit.networks import Discriminator, ResnetGenerator
+
+# TrainConfig only: `ugatit.train` must stay the module (ugatit.train.train(cfg)).
+from ugatit.train import TrainConfig
 
 __all__ = [
     "Checkpoint",
@@ -33,4 +36,6 @@ __all__ = [
     "resolve_device",
     "save_checkpoint",
     "set_tf32",
+    "TrainConfig",
+    "TrainingError",
 ]

@@ -6,6 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -78,3 +79,66 @@ def info(src: Path) -> None:
                      for n, sd in nets.items()},
         "read_seconds": round(time.perf_counter() - t0, 3),
     }, indent=1))
+
+
+# Flags of `train`: name -> (click type, help). Defaults live in TrainConfig alone: every
+# flag defaults to None ("not given"), so YAML values survive unless a flag overrides them.
+_TRAIN_FLAGS: dict[str, tuple[Any, str]] = {
+    "dataset": (click.Path(file_okay=False), "Folder with trainA (EO), trainB (SAR), testA/B."),
+    "out": (click.Path(file_okay=False), "Output folder (checkpoints/, samples/, CSV)."),
+    "iterations": (click.IntRange(min=1), "Training steps [1000000]."),
+    "batch-size": (click.IntRange(min=1), "Images per domain per step per process [1]."),
+    "ngf": (click.IntRange(min=1), "Generator width; also the discriminators' unless --ndf."),
+    "ndf": (click.IntRange(min=1), "Discriminator width [= ngf]."),
+    "n-res": (click.IntRange(min=1), "Residual blocks [4]."),
+    "img-size": (int, "Training crop size, a multiple of 4 [256]."),
+    "device": (str, "auto, cpu, cuda or cuda:N [auto]."),
+    "precision": (click.Choice(["fp32", "bf16"]), "fp32 (reference) or bf16 autocast."),
+    "seed": (int, "Seed of weights, sample order and augmentation [0]."),
+    "save-every": (click.IntRange(min=1), "Checkpoint period in steps [100000]."),
+    "sample-every": (click.IntRange(min=1), "Sample sheet + loss curve period [1000]."),
+    "log-every": (click.IntRange(min=1), "losses.csv row period [10]."),
+    "keep": (click.IntRange(min=0), "Checkpoints kept, 0 = all [3]."),
+    "lr": (float, "Adam learning rate [1e-4]."),
+    "workers": (click.IntRange(min=0), "DataLoader workers per process [4]."),
+    "n-dis-global": (click.IntRange(min=3), "Global discriminator layers [7]."),
+    "n-dis-local": (click.IntRange(min=3), "Local discriminator layers [5]."),
+}
+
+
+def _train_options(fn: Any) -> Any:
+    for flag, (kind, text) in reversed(_TRAIN_FLAGS.items()):
+        fn = click.option(f"--{flag}", type=kind, default=None, help=text)(fn)
+    return fn
+
+
+@main.command(help="Train U-GAT-IT (the original recipe) on a tile dataset; see "
+                   "docs/training.md. Options: TrainConfig defaults < --config YAML < flags.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True,
+                                                         path_type=Path),
+              help="YAML of TrainConfig keys (configs/train.yaml).")
+@_train_options
+@click.option("--light/--full", default=None, help="Light (default) or full U-GAT-IT.")
+@click.option("--resume", is_flag=True, default=None,
+              help="Continue from the latest OUT/checkpoints/params_*.pt.")
+def train(config_path: Path | None, **flags: Any) -> None:
+    import logging
+
+    import yaml
+
+    from ugatit.train import TrainConfig
+    from ugatit.train import train as run_training
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        merged: dict[str, Any] = {}
+        if config_path is not None:
+            loaded = yaml.safe_load(config_path.read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise UgatitError(f"{config_path}: expected a mapping of options")
+            merged.update(loaded)
+        merged.update({k: v for k, v in flags.items() if v is not None})
+        final = run_training(TrainConfig.from_dict(merged))
+    except UgatitError as exc:
+        _fail(exc)
+    click.echo(f"final checkpoint: {final}")

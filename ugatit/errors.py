@@ -14,3 +14,7 @@ class UgatitError(Exception):
 
 class CheckpointError(UgatitError):
     """A file is not a usable U-GAT-IT checkpoint (missing, unsafe, wrong keys or shapes)."""
+
+
+class TrainingError(UgatitError):
+    """Training cannot start or go on: bad dataset or options, or a non-finite loss."""

@@ -1,0 +1,266 @@
+"""The trainer: options, the step's math, checkpoints, exact resume, the NaN guard, the CLI.
+
+Models are tiny (ngf 4, n_res 1, 32 px crops, a 5-layer global discriminator: the
+original 7 layers need >= 96 px) and run in one thread: on the shared 2-core machine, two
+OpenMP threads under load are ~10x slower than one, and results must not depend on it.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+import ugatit.train as tr
+from tests.ugatit.test_data import RADIOMETRY, make_dataset
+from ugatit import load_checkpoint
+from ugatit.cli import main
+from ugatit.errors import TrainingError
+from ugatit.losses import discriminator_term
+from ugatit.networks import DISCRIMINATORS, GENERATORS, NETWORK_NAMES
+from ugatit.train import TrainConfig, lr_at, train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("train") / "ds")
+
+
+def tiny(dataset: Path, out: Path, **kw: object) -> TrainConfig:
+    base = dict(dataset=str(dataset), out=str(out), ngf=4, ndf=4, n_res=1, img_size=32,
+                n_dis_global=5, iterations=4, save_every=2, sample_every=2, log_every=1,
+                workers=0, device="cpu", n_samples=2, keep=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def params(path: Path) -> dict[str, torch.Tensor]:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    return {f"{n}.{k}": v for n in NETWORK_NAMES for k, v in obj[n].items()}
+
+
+# ----------------------------------------------------------------------------------------
+# Options
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"img_size": 30}, "not a multiple of 4"),
+    ({"img_size": 64}, "too small for the global discriminator"),  # 7 layers need 96 px
+    ({"light": False, "img_size": 512}, "use --light"),
+    ({"precision": "fp16"}, "use fp32 or bf16"),
+    ({"iterations": 0}, "iterations=0"),
+])
+def test_bad_options_are_refused(kw: dict, message: str) -> None:
+    with pytest.raises(TrainingError, match=message):
+        TrainConfig(**kw)
+
+
+def test_defaults_are_the_original_recipe_and_yaml_repeats_them() -> None:
+    cfg = TrainConfig()
+    assert (cfg.iterations, cfg.batch_size, cfg.lr, cfg.beta1, cfg.beta2, cfg.weight_decay) \
+        == (1_000_000, 1, 1e-4, 0.5, 0.999, 1e-4)
+    assert (cfg.adv_weight, cfg.cycle_weight, cfg.identity_weight, cfg.cam_weight) \
+        == (1, 10, 10, 1000)
+    assert cfg.model.ndf == cfg.ngf == 64 and replace(cfg, ngf=16).model.ndf == 16
+    assert TrainConfig.from_dict(yaml.safe_load((ROOT / "configs/train.yaml").read_text())) \
+        == cfg
+    with pytest.raises(TrainingError, match="unknown training options"):
+        TrainConfig.from_dict({"iteration": 5})
+
+
+def test_lr_schedule_matches_the_original_running_subtraction() -> None:
+    cfg = TrainConfig(iterations=10, lr=1e-4)
+    lr, expected = cfg.lr, []
+    for step in range(1, 11):  # the original: at each step > iteration // 2, lr -= lr0 / 5
+        if step > 5:
+            lr -= cfg.lr / 5
+        expected.append(lr)
+    assert [lr_at(s, cfg) for s in range(1, 11)] == pytest.approx(expected, abs=1e-15)
+    assert lr_at(10, cfg) == 0.0 and lr_at(7, replace(cfg, decay=False)) == cfg.lr
+
+
+# ----------------------------------------------------------------------------------------
+# The step
+
+
+def test_detached_d_step_gives_the_original_d_gradients(dataset: Path, tmp_path: Path) -> None:
+    """Our D step translates under no_grad; the original kept the graph. Same D gradients."""
+    cfg = tiny(dataset, tmp_path)
+    torch.manual_seed(0)
+    a, b = torch.rand(2, 1, 3, 32, 32) * 2 - 1
+    grads = []
+    for detach in (True, False):
+        nets = tr.build_networks(cfg.model, 0, torch.device("cpu"))
+        ctx = torch.no_grad() if detach else torch.enable_grad()
+        with ctx:
+            fa2b, fb2a = nets["genA2B"](a)[0], nets["genB2A"](b)[0]
+        loss = sum(discriminator_term(nets[f"dis{n}"], real, fake) for n, real, fake in
+                   (("GA", a, fb2a), ("LA", a, fb2a), ("GB", b, fa2b), ("LB", b, fa2b)))
+        loss.backward()
+        grads.append([p.grad.clone() for d in DISCRIMINATORS for p in nets[d].parameters()])
+    assert all(torch.equal(x, y) for x, y in zip(*grads, strict=True))
+
+
+def test_step_updates_every_network_and_clips_rho(dataset: Path, tmp_path: Path) -> None:
+    cfg = tiny(dataset, tmp_path, lr=0.5)  # a huge lr pushes some rho outside [0, 1]
+    nets = tr.build_networks(cfg.model, 0, torch.device("cpu"))
+    before = {n: [p.clone() for p in m.parameters()] for n, m in nets.items()}
+    opt_g, opt_d = tr.make_optimizers(nets, cfg)
+    a, b = torch.rand(2, 1, 3, 32, 32) * 2 - 1
+    losses = tr.train_step(nets, opt_g, opt_d, a, b, cfg)
+    assert set(losses) == set(tr.LOSS_TERMS)
+    expected_g = sum(w * losses[f"{term}_{s}"] for s in "AB" for term, w in
+                     (("G_adv", 1), ("G_cycle", 10), ("G_identity", 10), ("G_cam", 1000)))
+    assert float(losses["G_loss"]) == pytest.approx(float(expected_g), rel=1e-5)
+    for name, m in nets.items():
+        assert any(not torch.equal(p, q) for p, q in zip(m.parameters(), before[name],
+                                                         strict=True)), name
+        assert all(p.requires_grad for p in m.parameters())  # D unfrozen after the G step
+    rhos = [p.detach() for g in GENERATORS for n, p in nets[g].named_parameters()
+            if n.endswith("rho")]
+    assert rhos and all(0.0 <= float(r.min()) <= float(r.max()) <= 1.0 for r in rhos)
+
+
+# ----------------------------------------------------------------------------------------
+# Runs
+
+
+def test_run_writes_loadable_checkpoints_csv_and_options(dataset: Path, tmp_path: Path) -> None:
+    cfg = tiny(dataset, tmp_path / "run", keep=1)
+    final = train(cfg)
+    out = tmp_path / "run"
+    assert final == out / "checkpoints" / "params_0000004.pt"
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["params_0000004.pt"]  # keep 1
+    ck = load_checkpoint(final)
+    assert ck.format == "seed" and set(ck.available) == set(NETWORK_NAMES)
+    assert ck.radiometry == RADIOMETRY
+    assert ck.meta["step"] == 4 and ck.meta["dataset"] == "ds"
+    assert ck.meta["train"]["ngf"] == 4 and ck.config == cfg.model
+    state = torch.load(final, map_location="cpu", weights_only=True)["train_state"]
+    assert state["step"] == 4 and set(state["rng"]) == {"torch", "cuda", "python", "numpy"}
+    assert state["optim_G"]["param_groups"][0]["lr"] == pytest.approx(lr_at(4, cfg))
+    rows = (out / "losses.csv").read_text().splitlines()
+    assert rows[0].split(",")[:3] == ["step", "D_loss", "G_loss"] and len(rows) == 5
+    assert yaml.safe_load((out / "options.yaml").read_text()) == cfg.to_dict()
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["A2B_0000002.png",
+                                                                     "A2B_0000004.png"]
+    assert (out / "loss_curve.png").stat().st_size > 0
+    with pytest.raises(TrainingError, match="--resume"):
+        train(cfg)
+
+
+def test_resume_is_exact(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """4 steps in one go == a run killed during step 3 (last checkpoint: step 2), resumed
+    to 4 with a DataLoader worker.
+
+    Bit-identical on CPU: the same ops run in the same order on the same inputs (the
+    sample at step k is a function of (seed, rank, k); weights, Adam state, lr schedule and
+    RNG restored), so torch.equal, no tolerance.
+    """
+    whole = train(tiny(dataset, tmp_path / "whole"))
+    real_step = tr.train_step
+
+    def killed_at_3(*args: object, **kw: object) -> dict[str, torch.Tensor]:
+        if len(list((tmp_path / "split" / "checkpoints").iterdir())) == 1:  # after step 2
+            raise KeyboardInterrupt
+        return real_step(*args, **kw)
+
+    monkeypatch.setattr(tr, "train_step", killed_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(dataset, tmp_path / "split"))
+    monkeypatch.setattr(tr, "train_step", real_step)
+    resumed = train(tiny(dataset, tmp_path / "split", resume=True, workers=1))
+    a, b = params(whole), params(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sa = torch.load(whole, weights_only=True)["train_state"]["optim_G"]["state"]
+    sb = torch.load(resumed, weights_only=True)["train_state"]["optim_G"]["state"]
+    assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+    # losses.csv of the split run is one history, the same losses as the whole run's.
+    rows = [[{k: v for k, v in r.items() if k != "seconds"}
+             for r in csv.DictReader((tmp_path / run / "losses.csv").open())]
+            for run in ("whole", "split")]
+    assert [r["step"] for r in rows[1]] == ["1", "2", "3", "4"] and rows[0] == rows[1]
+
+
+def test_non_finite_loss_stops_with_the_last_good_checkpoint(
+        dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_step = tr.train_step
+    calls = []
+
+    def poisoned(*args: object, **kw: object) -> dict[str, torch.Tensor]:
+        losses = real_step(*args, **kw)
+        calls.append(1)
+        if len(calls) == 3:
+            losses["G_cam_A"] = losses["G_loss"] = torch.tensor(float("nan"))
+        return losses
+
+    monkeypatch.setattr(tr, "train_step", poisoned)
+    with pytest.raises(TrainingError, match=r"step 3: non-finite loss \(G_cam_A, G_loss\)"
+                       r".*params_0000002\.pt"):
+        train(tiny(dataset, tmp_path / "nan"))
+    assert [p.name for p in (tmp_path / "nan" / "checkpoints").iterdir()] == \
+        ["params_0000002.pt"]
+
+
+def test_bf16_autocast_runs_on_cpu(dataset: Path, tmp_path: Path) -> None:
+    final = train(tiny(dataset, tmp_path / "bf16", iterations=1, precision="bf16"))
+    assert all(torch.isfinite(v).all() for v in params(final).values())
+    assert all(v.dtype == torch.float32 for v in params(final).values())  # weights stay fp32
+
+
+def test_data_and_device_errors(dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="trainA: missing"):
+        train(tiny(tmp_path / "nowhere", tmp_path / "o1"))
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="CUDA is not available"):
+            train(tiny(dataset, tmp_path / "o2", device="cuda"))
+
+
+# ----------------------------------------------------------------------------------------
+# CLI
+
+
+def test_cli_merges_yaml_and_flags(dataset: Path, tmp_path: Path) -> None:
+    conf = tmp_path / "t.yaml"
+    conf.write_text(yaml.safe_dump({"ngf": 8, "n_res": 1, "img_size": 32, "n_dis_global": 5,
+                                    "iterations": 50, "workers": 0, "device": "cpu",
+                                    "n_samples": 1}))
+    out = tmp_path / "cli"
+    args = ["train", "--config", str(conf), "--dataset", str(dataset), "--out", str(out),
+            "--ngf", "4", "--iterations", "2", "--save-every", "1", "--keep", "1"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    opts = yaml.safe_load((out / "options.yaml").read_text())
+    assert (opts["ngf"], opts["n_res"], opts["iterations"], opts["ndf"]) == (4, 1, 2, None)
+    assert load_checkpoint(out / "checkpoints" / "params_0000002.pt").config.ndf == 4
+    res = CliRunner().invoke(main, args)  # same OUT again: refused, one line, a hint
+    assert res.exit_code == 1 and "--resume" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(main, args + ["--img-size", "30"])
+    assert res.exit_code == 1 and "multiple of 4" in res.output
+
+
+def test_python_m_ugatit_train_help() -> None:
+    res = subprocess.run([sys.executable, "-m", "ugatit", "train", "--help"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert res.returncode == 0
+    for flag in ("--dataset", "--out", "--iterations", "--batch-size", "--ngf", "--n-res",
+                 "--img-size", "--light / --full", "--device", "--precision", "--seed",
+                 "--save-every", "--sample-every", "--keep", "--resume"):
+        assert flag in res.stdout, flag

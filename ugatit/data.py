@@ -1,0 +1,187 @@
+"""The unpaired image dataset of U-GAT-IT training: DATASET/{trainA,trainB,testA,testB}/*.png.
+
+Why it looks like this:
+- The original draws images with two shuffling DataLoaders and ``iter.next()``, so which
+  image (and which crop) step k sees depends on loader state that is never saved. Here the
+  sample at stream position ``p`` (``p = (step - 1) * batch + i``) is a PURE function of
+  ``(seed, rank, p)``: its index comes from a per-epoch permutation seeded by
+  ``(seed, rank, domain, epoch)`` and its flip/crop from a generator seeded by
+  ``(seed, rank, domain, p)``. Resuming at step k just starts the sampler at position
+  ``k * batch``; DataLoader workers, their number and prefetching cannot change results.
+- A (nearly) constant crop -- a nodata collar of a scene -- makes every instance norm of
+  the generator divide by sqrt(eps) and turns the weights to NaN within ~150 steps. Images
+  that are constant as a whole are dropped when the folder is indexed (with a warning and
+  the count); constant crops of the others are re-drawn (deterministically).
+- Transforms are the original's, written with PIL (torchvision is not a dependency):
+  train = RandomHorizontalFlip, Resize((s+30, s+30)), RandomCrop(s), ToTensor,
+  Normalize(0.5, 0.5); test = Resize((s, s)), ToTensor, Normalize(0.5, 0.5).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+
+from ugatit.errors import TrainingError
+
+log = logging.getLogger(__name__)
+
+#: Extensions read from the domain folders (the tile builder writes PNG; the original's
+#: ImageFolder also took JPEG).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: The original's Resize((img_size + 30, img_size + 30)) before RandomCrop(img_size).
+RESIZE_MARGIN = 30
+#: Crops re-drawn from one image before moving on to the next image of the permutation.
+CROP_TRIES = 5
+#: Draws in all before giving up (the dataset is then essentially nodata).
+MAX_DRAWS = 200
+DOMAINS = {"A": 0, "B": 1}
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Sorted image files of one domain folder (sorted: the index must not depend on the
+    file system's listing order)."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """An 8-bit RGB PIL image (grey PNGs are repeated to 3 channels, as the original did)."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"{path}: not a readable image ({exc})") from exc
+
+
+def to_tensor(img: Image.Image) -> Tensor:
+    """ToTensor + Normalize(0.5, 0.5) with the original's float32 arithmetic: [3, H, W]."""
+    x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+    return (x.float().div(255) - 0.5) / 0.5
+
+
+def image_std(img: Image.Image) -> float:
+    """Standard deviation of all pixel values, in [-1, 1] units (2/255 per 8-bit level)."""
+    return float(np.asarray(img, dtype=np.float32).std() / 127.5)
+
+
+def index_domain(folder: Path, min_std: float) -> list[Path]:
+    """The usable images of a domain folder: near-constant images are skipped (warned)."""
+    if not folder.is_dir():
+        raise TrainingError(f"{folder}: missing; a dataset needs trainA/ (EO) and trainB/ "
+                            f"(SAR) folders of PNG images (make them with `pipeline tiles`)")
+    files = list_images(folder)
+    if not files:
+        raise TrainingError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}); "
+                            f"nothing to train on")
+    kept = [f for f in files if image_std(load_rgb(f)) >= min_std]
+    if len(kept) < len(files):
+        log.warning("%s: skipped %d of %d near-constant images (pixel std < %g in [-1, 1] "
+                    "units: nodata collars would turn the weights to NaN)",
+                    folder, len(files) - len(kept), len(files), min_std)
+    if not kept:
+        raise TrainingError(f"{folder}: all {len(files)} images are near-constant (std < "
+                            f"{min_std}); check the tiles (nodata?) or lower --min-std")
+    return kept
+
+
+def seeded_generator(*key: int) -> torch.Generator:
+    """A torch.Generator seeded from a tuple of ints (hashed by numpy's SeedSequence, so
+    nearby keys give unrelated streams)."""
+    state = np.random.SeedSequence([int(k) for k in key]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+@lru_cache(maxsize=8)
+def epoch_permutation(n: int, seed: int, rank: int, domain: int, epoch: int) -> Tensor:
+    """Visiting order of the n images of a domain in one epoch of this rank's stream."""
+    return torch.randperm(n, generator=seeded_generator(seed, rank, domain, 0, epoch))
+
+
+def random_crop(img: Image.Image, size: int, g: torch.Generator) -> Image.Image:
+    """RandomHorizontalFlip, Resize((size+30, size+30)), RandomCrop(size), drawn from g."""
+    if torch.rand(1, generator=g).item() < 0.5:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    big = size + RESIZE_MARGIN
+    img = img.resize((big, big), Image.Resampling.BILINEAR)
+    top = int(torch.randint(0, RESIZE_MARGIN + 1, (1,), generator=g))
+    left = int(torch.randint(0, RESIZE_MARGIN + 1, (1,), generator=g))
+    return img.crop((left, top, left + size, top + size))
+
+
+def eval_transform(img: Image.Image, size: int) -> Tensor:
+    """The original's test transform: Resize((size, size)), ToTensor, Normalize."""
+    return to_tensor(img.resize((size, size), Image.Resampling.BILINEAR))
+
+
+class UnpairedDataset(Dataset):
+    """Item ``p`` (a position in this rank's sample stream) -> (EO tensor, SAR tensor).
+
+    A and B are drawn independently (the data is unpaired): each domain has its own
+    per-epoch permutation and its own augmentation stream.
+    """
+
+    def __init__(self, files_a: Sequence[Path], files_b: Sequence[Path], img_size: int,
+                 seed: int = 0, rank: int = 0, min_std: float = 0.02) -> None:
+        self.files = {"A": list(files_a), "B": list(files_b)}
+        self.img_size = img_size
+        self.seed = seed
+        self.rank = rank
+        self.min_std = min_std
+
+    def __len__(self) -> int:
+        """Positions in one epoch of the larger domain (the stream itself is infinite)."""
+        return max(len(f) for f in self.files.values())
+
+    def __getitem__(self, p: int) -> tuple[Tensor, Tensor]:
+        return self.sample("A", p), self.sample("B", p)
+
+    def sample(self, domain: str, p: int) -> Tensor:
+        """The augmented crop of ``domain`` at stream position ``p`` (pure function)."""
+        files = self.files[domain]
+        n, d = len(files), DOMAINS[domain]
+        g = seeded_generator(self.seed, self.rank, d, 1, p)
+        idx, img = -1, None
+        for t in range(MAX_DRAWS):  # near-constant crop: re-draw, moving on to other images
+            q = p + t // CROP_TRIES
+            i = int(epoch_permutation(n, self.seed, self.rank, d, q // n)[q % n])
+            if i != idx:
+                idx, img = i, load_rgb(files[i])
+            crop = random_crop(img, self.img_size, g)
+            if image_std(crop) >= self.min_std:
+                return to_tensor(crop)
+        raise TrainingError(f"{MAX_DRAWS} crops of {domain} images in a row have pixel std < "
+                            f"{self.min_std}: the tiles are (almost) all nodata")
+
+
+class StreamSampler(Sampler[int]):
+    """Infinite positions start, start+1, ... (replaces the original's re-created iterators)."""
+
+    def __init__(self, start: int = 0) -> None:
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.count(self.start)
+
+
+def fixed_samples(files: Sequence[Path], n: int, img_size: int, min_std: float) -> Tensor:
+    """n images spread evenly over ``files``, test-transformed: [n, 3, s, s] (the sample
+    sheet's rows; the same images at every sample step)."""
+    if n <= 0 or not files:
+        return torch.empty(0, 3, img_size, img_size)
+    picks = sorted({round(i * (len(files) - 1) / max(n - 1, 1)) for i in range(n)})
+    out = []
+    for i in picks:
+        img = load_rgb(files[i])
+        if image_std(img) >= min_std:
+            out.append(eval_transform(img, img_size))
+    return torch.stack(out) if out else torch.empty(0, 3, img_size, img_size)

@@ -1,0 +1,636 @@
+"""U-GAT-IT training, the original recipe (Kim et al. 2020) with the fixes users asked for.
+
+Read :func:`train` top to bottom: options -> data -> six networks and two Adam optimisers
+-> (resume) -> the loop (lr schedule, :func:`train_step`, NaN guard, CSV, sample sheet,
+checkpoint). Everything else here is a small helper of it.
+
+The recipe (defaults of :class:`TrainConfig`, documented in configs/train.yaml):
+- LSGAN discriminators (global 7 layers, local 5) on both domains with CAM logits;
+  generator loss = adv 1 * LSGAN + cycle 10 * L1 + identity 10 * L1 + cam 1000 * BCE;
+  Adam(lr 1e-4, betas (0.5, 0.999), weight_decay 1e-4), one optimiser for both
+  generators, one for the four discriminators; 1,000,000 iterations of batch 1; the lr is
+  constant for the first half, then falls linearly to 0; after each G update every
+  AdaILN/ILN ``rho`` is clipped to [0, 1].
+Fixes (same math, less waste, no crashes):
+- The D step translates under ``torch.no_grad()`` (the original backpropagated D's loss
+  through both generators and threw the gradients away: same D gradients, one backward
+  less); discriminator parameters are frozen during the G step for the same reason.
+- Sample sheets run under ``no_grad`` and ``eval()`` (the original ran out of memory).
+- A DataLoader with workers and an infinite sampler; the sample at step k is a function
+  of (seed, rank, k) (see :mod:`ugatit.data`), so resume is exact.
+- A non-finite loss stops training with :class:`TrainingError` naming the step and the
+  last good checkpoint; weights with NaN are never saved.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from ugatit.checkpoint import SEED_META_KEY, TRAIN_STATE_KEY, save_checkpoint
+from ugatit.config import ModelConfig
+from ugatit.data import (
+    StreamSampler,
+    UnpairedDataset,
+    fixed_samples,
+    index_domain,
+    list_images,
+)
+from ugatit.device import resolve_device, set_tf32
+from ugatit.errors import CheckpointError, TrainingError
+from ugatit.losses import adversarial_term, cam_term, discriminator_term, l1
+from ugatit.networks import DISCRIMINATORS, GENERATORS, NETWORK_NAMES, build_network
+from ugatit.sheets import LossLog, loss_curve, sample_sheet
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_RE = re.compile(r"^params_(\d{7,})\.pt$")
+#: Loss terms logged to losses.csv, in order (D_* / G_* are unweighted sums; see losses.py).
+LOSS_TERMS = ("D_loss", "G_loss", "D_GA", "D_LA", "D_GB", "D_LB", "G_adv_A", "G_adv_B",
+              "G_cycle_A", "G_cycle_B", "G_identity_A", "G_identity_B", "G_cam_A", "G_cam_B")
+#: EO->SAR outputs of the fixed samples with a std below this are "blank" (collapse).
+COLLAPSE_STD = 1e-3
+#: Largest full-variant gamma/beta input layer we build (parameters): the original full
+#: model at 256 px / ngf 64, 268 M (1 GiB per generator, 4 GiB with Adam's state). The
+#: layer grows with img_size^2 * ngf^2: 512 px would need 16 GiB per generator.
+MAX_FULL_FC_PARAMS = 256 * (256 // 4) ** 2 * 256
+
+
+# ----------------------------------------------------------------------------------------
+# Options
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training option and its default: the one home of defaults.
+
+    configs/train.yaml documents each key; the CLI merges YAML and flags through
+    :meth:`from_dict` (flags win), and the instance validates itself.
+    """
+
+    dataset: str = "dataset"  # folder with trainA (EO), trainB (SAR), testA, testB
+    out: str = "runs/train"  # output folder: checkpoints/, samples/, losses.csv, ...
+    # --- model (ugatit.ModelConfig) ---
+    light: bool = True  # light U-GAT-IT (fully convolutional); False = full variant
+    ngf: int = 64  # generator base width (the original's --ch)
+    ndf: int | None = None  # discriminator width; None = ngf (the original used one --ch)
+    n_res: int = 4  # residual blocks (the original's --n_res)
+    n_dis_global: int = 7  # layers of disGA/disGB (original: 7)
+    n_dis_local: int = 5  # layers of disLA/disLB (original: 5)
+    img_size: int = 256  # training crop size (original: 256)
+    # --- recipe ---
+    iterations: int = 1_000_000  # training steps (original: 1,000,000)
+    batch_size: int = 1  # images per domain per step and per process (original: 1)
+    lr: float = 1e-4  # Adam learning rate (original: 0.0001)
+    beta1: float = 0.5  # Adam betas (original: (0.5, 0.999))
+    beta2: float = 0.999
+    weight_decay: float = 1e-4  # Adam weight decay (original: 0.0001)
+    decay: bool = True  # linear lr decay to 0 over the second half (original: decay_flag)
+    adv_weight: float = 1.0  # GAN loss weight (original: 1)
+    cycle_weight: float = 10.0  # cycle-consistency L1 weight (original: 10)
+    identity_weight: float = 10.0  # identity L1 weight (original: 10)
+    cam_weight: float = 1000.0  # generator CAM BCE weight (original: 1000)
+    # --- run ---
+    device: str = "auto"  # auto (cuda if available, else cpu), cpu, cuda, cuda:N
+    precision: str = "fp32"  # fp32 (reference) or bf16 (torch.autocast)
+    tf32: bool = False  # allow TF32 on CUDA (faster, not float32-exact)
+    seed: int = 0  # weights, sample order and augmentation
+    workers: int = 4  # DataLoader worker processes (0: load in the main process)
+    save_every: int = 100_000  # checkpoint period in steps (original save_freq: 100,000)
+    sample_every: int = 1_000  # sample sheet + loss curve period (original print_freq: 1,000)
+    log_every: int = 10  # losses.csv row and progress-bar period
+    keep: int = 3  # checkpoints kept (older ones are deleted); 0 keeps all
+    n_samples: int = 4  # fixed train rows and test rows of the sample sheet
+    min_std: float = 0.02  # images/crops with pixel std below this ([-1, 1] units) are skipped
+    resume: bool = False  # continue from the latest OUT/checkpoints/params_*.pt
+
+    def __post_init__(self) -> None:
+        positive = ("ngf", "n_res", "iterations", "batch_size", "save_every", "sample_every",
+                    "log_every")
+        bad = [f"{n}={getattr(self, n)}" for n in positive if getattr(self, n) < 1]
+        bad += [f"{n}={getattr(self, n)}" for n in ("workers", "keep", "n_samples", "lr",
+                                                      "weight_decay", "min_std")
+                if getattr(self, n) < 0]
+        if self.ndf is not None and self.ndf < 1:
+            bad.append(f"ndf={self.ndf}")
+        if bad:
+            raise TrainingError(f"invalid options: {', '.join(bad)} (must be positive)")
+        if self.precision not in ("fp32", "bf16"):
+            raise TrainingError(f"precision {self.precision!r}: use fp32 or bf16")
+        if self.img_size % 4:
+            raise TrainingError(f"img_size {self.img_size} is not a multiple of 4 (the "
+                                f"generator downsamples twice by 2); try "
+                                f"{self.img_size // 4 * 4 or 4}")
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        """Discriminators need enough pixels; the full variant's MLP grows with size^2."""
+        for layers, name in ((self.n_dis_global, "global"), (self.n_dis_local, "local")):
+            if dis_output_size(self.img_size, layers) < 1:
+                need = next(s for s in range(4, 4096, 4) if dis_output_size(s, layers) >= 1)
+                raise TrainingError(
+                    f"img_size {self.img_size} is too small for the {name} discriminator "
+                    f"({layers} layers): it needs >= {need} px; raise --img-size or lower "
+                    f"--n-dis-{name}")
+        if not self.light:
+            dim = 4 * self.ngf
+            fc = dim * (self.img_size // 4) ** 2 * dim
+            if fc > MAX_FULL_FC_PARAMS:
+                raise TrainingError(
+                    f"--full with img_size {self.img_size} and ngf {self.ngf} needs a "
+                    f"{fc / 1e9:.1f} G-parameter gamma/beta layer per generator (the full "
+                    f"variant flattens the {self.img_size // 4}^2 bottleneck; the original "
+                    f"full model at 256 px / ngf 64 has 0.27 G); use --light, or a smaller "
+                    f"--img-size or --ngf")
+
+    @property
+    def model(self) -> ModelConfig:
+        return ModelConfig(ngf=self.ngf, n_res=self.n_res, light=self.light,
+                           img_size=self.img_size, ndf=self.ndf or self.ngf,
+                           n_dis_global=self.n_dis_global, n_dis_local=self.n_dis_local)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """Build from YAML/flags; unknown keys are an error (a typo must not be ignored)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise TrainingError(f"unknown training options {unknown}; known: {sorted(names)}")
+        try:
+            return cls(**dict(d))
+        except TypeError as exc:
+            raise TrainingError(f"bad training options: {exc}") from exc
+
+
+def dis_output_size(size: int, n_layers: int) -> int:
+    """Side of a Discriminator's patch logits for a size x size input (0: too small).
+
+    n_layers - 2 stride-2 convs, one stride-1 conv and the output conv, all 4x4 with
+    reflection padding 1 (which needs an input of at least 2 px).
+    """
+    for _ in range(n_layers - 2):
+        if size < 2:
+            return 0
+        size = (size + 2 - 4) // 2 + 1
+    for _ in range(2):
+        if size < 2:
+            return 0
+        size -= 1
+    return size
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of step ``step`` (1-based): constant, then linear to 0 over the second
+    half. The original subtracted lr / (iterations // 2) at every step after the half; this
+    closed form gives the same values without state to restore on resume."""
+    half = cfg.iterations // 2
+    if not cfg.decay or step <= half or half == 0:
+        return cfg.lr
+    return max(cfg.lr - (step - half) * cfg.lr / half, 0.0)
+
+
+def set_lr(optimizers: tuple[torch.optim.Optimizer, ...], lr: float) -> float:
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = lr
+    return lr
+
+
+# ----------------------------------------------------------------------------------------
+# Processes and devices
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a data-parallel run (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(cfg: TrainConfig) -> tuple[Dist, torch.device]:
+    """Join the torchrun process group if there is one; pick this process's device.
+
+    gloo on CPU, NCCL on CUDA; under torchrun each process takes cuda:LOCAL_RANK.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    name = cfg.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = resolve_device(name)
+    except CheckpointError as exc:  # resolve_device speaks for checkpoint loading
+        raise TrainingError(str(exc)) from exc
+    if world <= 1:
+        return Dist(), device
+    d = Dist(rank=int(os.environ["RANK"]), world=world,
+             local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        device = torch.device("cuda", d.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return d, device
+
+
+def autocast(cfg: TrainConfig, device: torch.device) -> Any:
+    """bf16 autocast on the device (CUDA or CPU) for --precision bf16, else nothing."""
+    if cfg.precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+# ----------------------------------------------------------------------------------------
+# Networks, optimisers, one step
+
+
+def build_networks(model: ModelConfig, seed: int, device: torch.device) -> dict[str, nn.Module]:
+    """The six networks, in train mode, initialised (PyTorch defaults) from ``seed``."""
+    torch.manual_seed(seed)
+    return {n: build_network(n, model).to(device).train() for n in NETWORK_NAMES}
+
+
+def make_optimizers(nets: Mapping[str, nn.Module], cfg: TrainConfig
+                    ) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """(G_optim over both generators, D_optim over the four discriminators)."""
+    def adam(names: tuple[str, ...]) -> torch.optim.Adam:
+        params = [p for n in names for p in nets[n].parameters()]
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                weight_decay=cfg.weight_decay)
+    return adam(GENERATORS), adam(DISCRIMINATORS)
+
+
+def average_gradients(params: list[nn.Parameter], world: int) -> None:
+    """All-reduce (mean) the gradients of ``params`` across processes, in one flat buffer.
+
+    Why not DistributedDataParallel: U-GAT-IT calls each generator three times per step
+    (translation, cycle, identity) and each discriminator on real and fake batches. DDP's
+    reducer expects one forward per backward; it needs find_unused_parameters or
+    static_graph tricks for that, re-broadcasts buffers at every forward (the spectral-norm
+    u/v vectors, which change at each call) and cannot wrap the no_grad translation of the
+    D step cleanly. Averaging gradients once after each backward is the same math, explicit,
+    and keeps the networks plain modules whose state_dict keys match the seed format.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if world <= 1 or not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def clip_rho(generators: list[nn.Module]) -> None:
+    """The original's RhoClipper(0, 1) on every AdaILN/ILN ``rho`` of the generators."""
+    with torch.no_grad():
+        for g in generators:
+            for name, p in g.named_parameters():
+                if name.endswith("rho"):
+                    p.clamp_(0.0, 1.0)
+
+
+def train_step(nets: Mapping[str, nn.Module], opt_g: torch.optim.Optimizer,
+               opt_d: torch.optim.Optimizer, real_a: Tensor, real_b: Tensor,
+               cfg: TrainConfig, world: int = 1) -> dict[str, Tensor]:
+    """One U-GAT-IT iteration: a discriminator update, then a generator update.
+
+    Returns the loss terms (0-d float32 tensors, not synchronised: callers ``.item()``
+    them only when logging).
+    """
+    g_a2b, g_b2a = nets["genA2B"], nets["genB2A"]
+    dis = {n: nets[n] for n in DISCRIMINATORS}
+    amp = autocast(cfg, real_a.device)
+    out: dict[str, Tensor] = {}
+
+    # --- D step: fakes translated without a graph (identical D gradients, see module doc)
+    opt_d.zero_grad(set_to_none=True)
+    with amp:
+        with torch.no_grad():
+            fake_a2b = g_a2b(real_a)[0]
+            fake_b2a = g_b2a(real_b)[0]
+        for name, real, fake in (("GA", real_a, fake_b2a), ("LA", real_a, fake_b2a),
+                                 ("GB", real_b, fake_a2b), ("LB", real_b, fake_a2b)):
+            out[f"D_{name}"] = discriminator_term(dis[f"dis{name}"], real, fake)
+    d_loss = cfg.adv_weight * (out["D_GA"] + out["D_LA"] + out["D_GB"] + out["D_LB"])
+    d_loss.backward()
+    average_gradients([p for d in dis.values() for p in d.parameters()], world)
+    opt_d.step()
+
+    # --- G step (discriminators frozen: their gradients would be zeroed unused anyway)
+    opt_g.zero_grad(set_to_none=True)
+    for d in dis.values():
+        d.requires_grad_(False)
+    try:
+        with amp:
+            g_loss = _generator_losses(g_a2b, g_b2a, dis, real_a, real_b, cfg, out)
+        g_loss.backward()
+    finally:
+        for d in dis.values():
+            d.requires_grad_(True)
+    average_gradients([p for g in (g_a2b, g_b2a) for p in g.parameters()], world)
+    opt_g.step()
+    clip_rho([g_a2b, g_b2a])
+
+    out["D_loss"] = d_loss.detach()
+    out["G_loss"] = g_loss.detach()
+    return {k: v.detach().float() for k, v in out.items()}
+
+
+def _generator_losses(g_a2b: nn.Module, g_b2a: nn.Module, dis: Mapping[str, nn.Module],
+                      real_a: Tensor, real_b: Tensor, cfg: TrainConfig,
+                      out: dict[str, Tensor]) -> Tensor:
+    """The original's G_loss_A + G_loss_B; fills the unweighted terms into ``out``."""
+    fake_a2b, a2b_cam, _ = g_a2b(real_a)
+    fake_b2a, b2a_cam, _ = g_b2a(real_b)
+    fake_a2b2a = g_b2a(fake_a2b)[0]
+    fake_b2a2b = g_a2b(fake_b2a)[0]
+    fake_a2a, a2a_cam, _ = g_b2a(real_a)
+    fake_b2b, b2b_cam, _ = g_a2b(real_b)
+
+    out["G_adv_A"] = adversarial_term(dis["disGA"], fake_b2a) \
+        + adversarial_term(dis["disLA"], fake_b2a)
+    out["G_adv_B"] = adversarial_term(dis["disGB"], fake_a2b) \
+        + adversarial_term(dis["disLB"], fake_a2b)
+    out["G_cycle_A"] = l1(fake_a2b2a, real_a)
+    out["G_cycle_B"] = l1(fake_b2a2b, real_b)
+    out["G_identity_A"] = l1(fake_a2a, real_a)
+    out["G_identity_B"] = l1(fake_b2b, real_b)
+    out["G_cam_A"] = cam_term(b2a_cam, a2a_cam)
+    out["G_cam_B"] = cam_term(a2b_cam, b2b_cam)
+    total = 0.0
+    for side in ("A", "B"):
+        total = total + cfg.adv_weight * out[f"G_adv_{side}"] \
+            + cfg.cycle_weight * out[f"G_cycle_{side}"] \
+            + cfg.identity_weight * out[f"G_identity_{side}"] \
+            + cfg.cam_weight * out[f"G_cam_{side}"]
+    return total  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------------------
+# Checkpoints and RNG state
+
+
+def list_checkpoints(out: Path) -> list[tuple[int, Path]]:
+    """(step, path) of OUT/checkpoints/params_*.pt, oldest first."""
+    folder = out / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_RE.match(p.name))]
+    return sorted(found)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG's state as tensors, numbers and lists (torch.load weights_only-safe)."""
+    version, mt, gauss = random.getstate()
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": [version, list(mt), gauss],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                  int(np_state[2]), int(np_state[3]), float(np_state[4])],
+    }
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"])[:torch.cuda.device_count()])
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+def all_finite(nets: Mapping[str, nn.Module]) -> bool:
+    return all(bool(torch.isfinite(p).all()) for m in nets.values() for p in m.parameters())
+
+
+def save_training_checkpoint(out: Path, step: int, nets: Mapping[str, nn.Module],
+                             opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+                             cfg: TrainConfig, radiometry: Any) -> Path:
+    """OUT/checkpoints/params_{step:07d}.pt, seed format + metadata + training state,
+    written atomically; then prune to the last ``keep``."""
+    if not all_finite(nets):
+        raise TrainingError(f"step {step}: non-finite weights; not saving them. "
+                            f"{_last_good(out)}")
+    path = out / "checkpoints" / f"params_{step:07d}.pt"
+    extra = {"train": cfg.to_dict(), "step": step, "dataset": Path(cfg.dataset).name}
+    if radiometry is not None:
+        extra["radiometry"] = radiometry
+    state = {"step": step, "optim_G": opt_g.state_dict(), "optim_D": opt_d.state_dict(),
+             "rng": rng_state()}
+    save_checkpoint(path, nets, cfg.model, fmt="seed", extra=extra, train_state=state)
+    if cfg.keep:
+        for _, old in list_checkpoints(out)[:-cfg.keep]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def _last_good(out: Path) -> str:
+    found = list_checkpoints(out)
+    if not found:
+        return "No checkpoint was written yet."
+    return f"Last good checkpoint: {found[-1][1]} (rerun with --resume to continue from it)."
+
+
+def resume_from(path: Path, nets: Mapping[str, nn.Module], opt_g: torch.optim.Optimizer,
+                opt_d: torch.optim.Optimizer, model: ModelConfig) -> int:
+    """Restore weights, optimisers and RNG from a training checkpoint; return its step."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    state = obj.get(TRAIN_STATE_KEY)
+    if not isinstance(state, Mapping):
+        raise TrainingError(f"{path}: no training state (not written by `ugatit train`); "
+                            f"cannot resume from it")
+    stored = obj.get(SEED_META_KEY, {}).get("config", {})
+    if ModelConfig.from_dict(stored) != model:
+        raise TrainingError(f"{path}: trained with {ModelConfig.from_dict(stored)}, but the "
+                            f"options ask for {model}; resume with the same model options")
+    for name, net in nets.items():
+        net.load_state_dict(obj[name])
+    opt_g.load_state_dict(state["optim_G"])
+    opt_d.load_state_dict(state["optim_D"])
+    set_rng_state(state["rng"])
+    return int(state["step"])
+
+
+# ----------------------------------------------------------------------------------------
+# The run
+
+
+def prepare_out(cfg: TrainConfig, d: Dist) -> tuple[Path, Path | None]:
+    """Check OUT; return (OUT, checkpoint to resume from or None)."""
+    out = Path(cfg.out)
+    found = list_checkpoints(out)
+    if found and not cfg.resume:
+        raise TrainingError(f"{out} already holds checkpoints (latest {found[-1][1].name}); "
+                            f"pass --resume to continue that run, or choose another --out")
+    if cfg.resume and not found and d.main:
+        log.warning("--resume: no checkpoint in %s/checkpoints, starting at step 0", out)
+    if d.main:
+        for sub in ("checkpoints", "samples"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+    return out, (found[-1][1] if found and cfg.resume else None)
+
+
+def read_radiometry(dataset: Path) -> Any:
+    """The "radiometry" object of DATASET/dataset.json (copied into checkpoints), or None."""
+    meta = dataset / "dataset.json"
+    if not meta.is_file():
+        return None
+    try:
+        return json.loads(meta.read_text()).get("radiometry")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise TrainingError(f"{meta}: unreadable ({exc}); fix or remove it") from exc
+
+
+def write_options(cfg: TrainConfig, out: Path, d: Dist) -> None:
+    """Print the options (defaults marked) and save them as OUT/options.yaml."""
+    import yaml
+
+    if not d.main:
+        return
+    default = TrainConfig()
+    lines = ["----------------- Options ---------------"]
+    for k, v in cfg.to_dict().items():
+        note = "" if v == getattr(default, k) else f"\t[default: {getattr(default, k)}]"
+        lines.append(f"{k:>16}: {v}{note}")
+    lines.append("----------------- End -------------------")
+    print("\n".join(lines), flush=True)
+    tmp = out / ".options.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    os.replace(tmp, out / "options.yaml")
+
+
+def batches(data: UnpairedDataset, cfg: TrainConfig, start_step: int, device: torch.device
+            ) -> Iterator[tuple[Tensor, Tensor]]:
+    """Endless (real_A, real_B) batches from step ``start_step + 1`` on, on ``device``."""
+    loader = DataLoader(data, batch_size=cfg.batch_size,
+                        sampler=StreamSampler(start_step * cfg.batch_size),
+                        num_workers=cfg.workers, pin_memory=device.type == "cuda",
+                        persistent_workers=cfg.workers > 0,
+                        prefetch_factor=4 if cfg.workers > 0 else None)
+    for a, b in loader:
+        yield a.to(device, non_blocking=True), b.to(device, non_blocking=True)
+
+
+def _check_finite(step: int, losses: Mapping[str, Tensor], out: Path, world: int) -> None:
+    """Stop on a NaN/inf loss of ANY process (summed across processes, so that all of them
+    stop at the same step instead of some waiting forever in the next all-reduce)."""
+    total = losses["D_loss"] + losses["G_loss"]
+    if world > 1:
+        dist.all_reduce(total)
+    if not bool(torch.isfinite(total)):
+        bad = [k for k, v in losses.items() if not bool(torch.isfinite(v))]
+        raise TrainingError(f"step {step}: non-finite loss ({', '.join(bad)}); training "
+                            f"stopped, weights not saved. {_last_good(out)} Check the data "
+                            f"for constant tiles or lower --lr.")
+
+
+def write_samples(nets: Mapping[str, nn.Module], samples: Tensor, out: Path, step: int,
+                  loss_log: LossLog) -> None:
+    """Sample sheet + loss curve; warn when the EO->SAR output has collapsed to blank."""
+    stds = sample_sheet(nets["genA2B"], nets["genB2A"], samples,
+                        out / "samples" / f"A2B_{step:07d}.png")
+    loss_curve(loss_log, out / "loss_curve.png")
+    if stds and max(stds) < COLLAPSE_STD:
+        log.warning("step %d: EO->SAR output is blank on every fixed sample (std %.2g < "
+                    "%g): the generator has collapsed; restart from an earlier checkpoint, "
+                    "or use a wider model (--ngf) or another --seed", step, max(stds),
+                    COLLAPSE_STD)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train U-GAT-IT as configured; return the final checkpoint's path.
+
+    Raises TrainingError for bad options or data, an existing run without --resume, and a
+    non-finite loss.
+    """
+    d, device = init_distributed(cfg)
+    if device.type == "cuda":
+        set_tf32(cfg.tf32)
+    out, resume_path = prepare_out(cfg, d)
+    dataset = Path(cfg.dataset)
+    files_a = index_domain(dataset / "trainA", cfg.min_std)
+    files_b = index_domain(dataset / "trainB", cfg.min_std)
+    radiometry = read_radiometry(dataset)
+    write_options(cfg, out, d)
+
+    nets = build_networks(cfg.model, cfg.seed, device)
+    opt_g, opt_d = make_optimizers(nets, cfg)
+    start = resume_from(resume_path, nets, opt_g, opt_d, cfg.model) if resume_path else 0
+    if d.world > 1:  # same seed gives the same init; broadcasting makes sure of it
+        for p in (t for m in nets.values() for t in m.state_dict().values()):
+            dist.broadcast(p, src=0)
+    if resume_path and d.main:
+        log.info("resumed from %s at step %d", resume_path, start)
+
+    samples = torch.cat([fixed_samples(files_a, cfg.n_samples, cfg.img_size, cfg.min_std),
+                         fixed_samples(_test_files(dataset), cfg.n_samples, cfg.img_size,
+                                       cfg.min_std)])
+    loss_log = LossLog(out / "losses.csv", [*LOSS_TERMS, "lr", "seconds"])
+    if d.main:
+        loss_log.start(start)
+    data = UnpairedDataset(files_a, files_b, cfg.img_size, cfg.seed, d.rank, cfg.min_std)
+    stream = batches(data, cfg, start, device)
+    last = resume_path or out / "checkpoints" / f"params_{start:07d}.pt"
+    t0 = time.perf_counter()
+    with _progress(d, start, cfg.iterations) as bar:  # closed on errors too
+        for step in range(start + 1, cfg.iterations + 1):
+            lr = set_lr((opt_g, opt_d), lr_at(step, cfg))
+            real_a, real_b = next(stream)
+            losses = train_step(nets, opt_g, opt_d, real_a, real_b, cfg, d.world)
+            _check_finite(step, losses, out, d.world)
+            if d.main and (step % cfg.log_every == 0 or step == cfg.iterations):
+                values = {k: float(v) for k, v in losses.items()}
+                loss_log.append(step, {**values, "lr": lr, "seconds": time.perf_counter() - t0})
+                bar.set_postfix(D=f"{values['D_loss']:.3f}", G=f"{values['G_loss']:.3f}")
+            if d.main and step % cfg.sample_every == 0:
+                write_samples(nets, samples, out, step, loss_log)
+            if d.main and (step % cfg.save_every == 0 or step == cfg.iterations):
+                last = save_training_checkpoint(out, step, nets, opt_g, opt_d, cfg, radiometry)
+            bar.update(1)
+    if d.world > 1:
+        dist.barrier()  # rank 0 has written the last checkpoint before anyone returns
+    return last
+
+
+def _test_files(dataset: Path) -> list[Path]:
+    folder = dataset / "testA"
+    return list_images(folder) if folder.is_dir() else []
+
+
+def _progress(d: Dist, start: int, total: int) -> Any:
+    """A tqdm bar on rank 0 (it/s and D/G losses); a no-op object elsewhere."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, disable=not d.main, dynamic_ncols=True,
+                unit="it", smoothing=0.05)
+
+
