@@ -67,6 +67,52 @@ train: $(STAMP)
 		$(if $(OUT),--out $(OUT)) $(if $(ITERS),--iterations $(ITERS)) \
 		$(if $(DEVICE),--device $(DEVICE)) $(TRAIN_ARGS)
 
+# Training tiles (docs/tiles.md). `make tiles` with no EO/SAR builds the DEMO dataset from
+# the bundled rasters: data/demo/dataset (A = the optical scenes, B = the SAR patches) and
+# the SpaceNet 6 EO/SAR pair held out as a paired test set in data/demo/paired. Your own:
+#   make tiles EO="l8.tif s2_dir/" SAR="s1_dir/" DATASET=data/mine TILE=256 STRIDE=128 \
+#        TILES_ARGS="--eo-bands 3,2,1 --sar-db-range auto"
+# (one invocation per band layout; later ones add to the same DATASET).
+EO ?=
+SAR ?=
+TILE ?=
+STRIDE ?=
+TILES_ARGS ?=
+DEMO_PAIRED ?= data/demo/paired
+TILES_DATA := tests/data
+# 128 px tiles every 64 px (the SAR patches are only 256 px); the SAR patches get 128 px
+# split blocks (default: 2 x tile) so that each can give test tiles as well as training ones.
+DEMO_TILES = $(VPY) -m pipeline tiles -q --out $(or $(DATASET),data/demo/dataset) \
+	--tile-size $(or $(TILE),128) --stride $(or $(STRIDE),64)
+
+.PHONY: tiles
+tiles: $(STAMP)
+ifneq ($(strip $(EO)$(SAR)),)
+	$(VPY) -m pipeline tiles $(foreach f,$(EO),--eo $(f)) $(foreach f,$(SAR),--sar $(f)) \
+		--out $(or $(DATASET),data/tiles) $(if $(TILE),--tile-size $(TILE)) \
+		$(if $(STRIDE),--stride $(STRIDE)) $(TILES_ARGS)
+else
+	@echo "A: Landsat 8 (stored B,G,R; zero collar), Landsat 7, Haiti, WorldView-2 MS and pan"
+	$(DEMO_TILES) --eo $(TILES_DATA)/l8_224078_parana_bgr_uint16.tif --eo-bands 3,2,1 \
+		--eo-nodata 0
+	$(DEMO_TILES) --eo $(TILES_DATA)/l7_olinda_6band_uint8.tif --eo-bands 3,2,1
+	$(DEMO_TILES) --eo $(TILES_DATA)/haiti_rgbn_uint8.tif --eo-bands 1,2,3
+	$(DEMO_TILES) --eo $(TILES_DATA)/sn6_rotterdam_wv2_ms_float64.tif --eo-bands 3,2,1
+	$(DEMO_TILES) --eo $(TILES_DATA)/sn6_rotterdam_wv2_pan_uint16.tif --eo-bands 1,1,1
+	@echo "B: Sentinel-1 (uncalibrated DN^2: auto dB range), AIRSAR and Pi-SAR (HH, linear)"
+	$(DEMO_TILES) --sar $(TILES_DATA)/s1_labrador_dualpol_intensity.tif \
+		--sar $(TILES_DATA)/s1_shanghai_dualpol_intensity.tif --sar-band 1 \
+		--sar-units linear --sar-db-range auto --split-block 128
+	$(DEMO_TILES) --sar $(TILES_DATA)/airsar_sanfrancisco_fullpol_intensity.tif \
+		--sar $(TILES_DATA)/pisar_tsukuba_fullpol_intensity.tif --sar-band 1 \
+		--sar-units linear --sar-db-range=-25,0 --split-block 128
+	@echo "Paired test set: SpaceNet 6 optical + SAR (HH, dB), same grid"
+	$(VPY) -m pipeline tiles -q --paired --out $(DEMO_PAIRED) \
+		--eo $(TILES_DATA)/sn6_rotterdam_eo_rgb.tif \
+		--sar $(TILES_DATA)/sn6_rotterdam_sar_quadpol_db.tif --sar-band 1 --sar-units db \
+		--tile-size $(or $(TILE),128) --stride $(or $(STRIDE),64)
+endif
+
 bench: $(STAMP)
 	$(VPY) benchmarks/run.py
 

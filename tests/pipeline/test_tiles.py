@@ -295,3 +295,111 @@ def test_missing_input_is_refused_before_work(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--eo/--sar"):
         build(tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# paired, AOI, merging, dry run
+
+
+def test_paired_same_windows_same_names(tmp_path: Path) -> None:
+    """The SpaceNet 6 pair (same grid to 0.012 px): identical names in testA/testB, windows
+    valid in BOTH (the SAR's top 39 % is NaN), footprints from the same window."""
+    out = tmp_path / "paired"
+    report = build(out, eo=(SN6_EO,), sar=(SN6_SAR,), sar_units="db", tile_size=128,
+                   stride=64, paired=True)
+    names_a = sorted(p.name for p in (out / "testA").glob("*.png"))
+    names_b = sorted(p.name for p in (out / "testB").glob("*.png"))
+    assert names_a == names_b and len(names_a) == report.written
+    assert not (out / "trainA").exists() and not (out / "trainB").exists()
+    with rasterio.open(SN6_SAR) as ds:
+        raw = ds.read(1)
+    # expected windows, independently: origins 0, 64 and 72 (flush with the edge); the EO
+    # chip is valid everywhere, so the joint validity is the SAR's (not NaN)
+    keep = {f"sn6_rotterdam_eo_rgb_r{r:05d}_c{c:05d}.png" for r in (0, 64, 72)
+            for c in (0, 64, 72) if np.isfinite(raw[r:r + 128, c:c + 128]).mean() >= 0.9}
+    assert set(names_a) == keep and len(keep) >= 3
+    assert report.scenes[0].validity == 9 - len(keep)
+    for f in features(out):
+        p = f["properties"]
+        assert p["split"] == "test" and p["paired"] is True
+        w = p["window"]
+        if p["domain"] == "B":
+            r, c = w["row_off"], w["col_off"]
+            expected, _ = sar_to_uint8(raw[r:r + 128, c:c + 128], "db", (-25.0, 0.0))
+            assert np.array_equal(png(out / p["file"])[..., 0], expected)
+
+
+def test_paired_refuses_other_grids(tmp_path: Path) -> None:
+    shifted = crop(SN6_SAR, tmp_path / "sar_crop.tif", Window(8, 0, 192, 200))
+    with pytest.raises(InputError, match="not on the grid") as err:
+        build(tmp_path / "p", eo=(SN6_EO,), sar=(shifted,), sar_units="db", tile_size=64,
+              paired=True)
+    assert err.value.path == str(shifted) and "gdalwarp" in err.value.format()
+    with pytest.raises(ConfigError, match="exactly one"):
+        build(tmp_path / "p", eo=(SN6_EO,), sar=(SN6_SAR, AIRSAR), paired=True)
+    assert not (tmp_path / "p").exists()
+
+
+def test_aoi_keeps_intersecting_tiles_and_skips_ungeoreferenced(
+    l8_crop: Path, tmp_path: Path
+) -> None:
+    # the lon/lat box of the crop's right half (cols 160..320), shrunk by 1 px inwards
+    with rasterio.open(l8_crop) as ds:
+        right_half = rasterio.windows.bounds(Window(161, 1, 158, 254), ds.transform)
+        lo_x, lo_y, hi_x, hi_y = rasterio.warp.transform_bounds(ds.crs, "EPSG:4326",
+                                                                *right_half)
+    aoi = tmp_path / "aoi.geojson"
+    ring = [[lo_x, lo_y], [hi_x, lo_y], [hi_x, hi_y], [lo_x, hi_y], [lo_x, lo_y]]
+    aoi.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon",
+                                                           "coordinates": [ring]}}]}))
+    out = tmp_path / "ds"
+    report = build(out, eo=(l8_crop,), eo_bands=(3, 2, 1), sar=(AIRSAR,), tile_size=64,
+                   test_fraction=0.0, min_valid=0.5, aoi=aoi)
+    eo, sar = report.scenes
+    assert eo.aoi > 0 and sar.skipped and "not georeferenced" in sar.skipped
+    assert any("--aoi" in w for w in report.warnings)
+    cols = {f["properties"]["window"]["col_off"] for f in features(out)}
+    # tiles from col 128 reach into the AOI (the lon/lat box is a little larger than the
+    # UTM half it encloses, never smaller); tiles ending before col 128 do not
+    assert cols and min(cols) >= 64 and 256 in cols
+    bad = tmp_path / "bad.geojson"
+    bad.write_text('{"type": "Point", "coordinates": [0, 0]}')
+    with pytest.raises(ConfigError, match="Polygon"):
+        build(tmp_path / "ds3", eo=(l8_crop,), eo_bands=(3, 2, 1), aoi=bad)
+
+
+def test_invocations_accumulate_and_conflicts_are_refused(l8_crop: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    pan = crop(PAN, tmp_path / "pan.tif", Window(0, 0, 128, 128))
+    a = build(out, eo=(l8_crop,), eo_bands=(3, 2, 1), tile_size=64, test_fraction=0.3)
+    b = build(out, eo=(pan,), sar=(S1,), sar_db_range=None, tile_size=64, test_fraction=0.3)
+    doc = json.loads((out / "dataset.json").read_text())
+    assert set(doc["scenes"]) == {f"A:{l8_crop.stem}", "A:pan", f"B:{S1.stem}"}
+    assert doc["radiometry"]["eo"]["bands"] is None  # two band layouts: mixed
+    assert doc["radiometry"]["sar"]["units"] == "linear"
+    assert len(doc["options"]) == 2
+    total = a.written + b.written
+    assert sum(doc["counts"].values()) == len(features(out)) == total
+    with pytest.raises(ConfigError, match="128 px tiles|64 px tiles"):
+        build(out, eo=(pan,), tile_size=128)
+    with pytest.raises(ConfigError, match="other settings"):
+        build(out, eo=(l8_crop,), eo_bands=(1, 2, 3), tile_size=64, test_fraction=0.3)
+    with pytest.raises(ConfigError, match="other settings"):
+        build(out, eo=(l8_crop,), eo_bands=(3, 2, 1), tile_size=64, test_fraction=0.5)
+    assert json.loads((out / "dataset.json").read_text()) == doc  # refused: untouched
+
+
+def test_dry_run_counts_and_writes_nothing(l8_crop: Path, tmp_path: Path) -> None:
+    kw = dict(eo=(l8_crop,), eo_bands=(3, 2, 1), sar=(AIRSAR,), tile_size=64, stride=32,
+              test_fraction=0.3)
+    dry = build(tmp_path / "dry", dry_run=True, **kw)
+    assert not (tmp_path / "dry").exists()
+    real = build(tmp_path / "real", **kw)
+    assert dry.counts == real.counts and sum(real.counts.values()) > 0
+    assert [s.line(True).replace("to write", "written") for s in dry.scenes] == [
+        s.line() for s in real.scenes]
+    res = CliRunner().invoke(main, ["tiles", "--sar", str(AIRSAR), "--out",
+                                    str(tmp_path / "d2"), "--dry-run", "-q"])
+    assert res.exit_code == 0 and "dry run: nothing written" in res.output
+    assert not (tmp_path / "d2").exists()
