@@ -67,6 +67,19 @@ train: $(STAMP)
 		$(if $(OUT),--out $(OUT)) $(if $(ITERS),--iterations $(ITERS)) \
 		$(if $(DEVICE),--device $(DEVICE)) $(TRAIN_ARGS)
 
+# Evaluation (docs/evaluation.md): every checkpoint of a training run (OUT, or CKPT = a file
+# or folder) on a test set with testA/testB (EVAL_DATASET; the demo's paired SpaceNet 6
+# tiles by default), ranked; table on screen, JSON beside the checkpoints. EVAL_ARGS passes
+# any other flag, e.g. EVAL_ARGS="--features inception.ts --limit 50".
+EVAL_DATASET ?= data/demo/paired
+CKPT ?=
+EVAL_ARGS ?=
+
+.PHONY: evaluate
+evaluate: $(STAMP)
+	$(VPY) -m ugatit evaluate --checkpoint $(or $(CKPT),$(OUT),runs/train) \
+		--dataset $(EVAL_DATASET) $(if $(DEVICE),--device $(DEVICE)) $(EVAL_ARGS)
+
 # Training tiles (docs/tiles.md). `make tiles` with no EO/SAR builds the DEMO dataset from
 # the bundled rasters: data/demo/dataset (A = the optical scenes, B = the SAR patches) and
 # the SpaceNet 6 EO/SAR pair held out as a paired test set in data/demo/paired. Your own:

@@ -142,3 +142,46 @@ def train(config_path: Path | None, **flags: Any) -> None:
     except UgatitError as exc:
         _fail(exc)
     click.echo(f"final checkpoint: {final}")
+
+
+@main.command(help="Evaluate checkpoints on test tiles: paired SSIM/PSNR on the dB grid, "
+                   "identity collapse, dB-histogram distance and speckle vs real SAR, the same "
+                   "for two baselines; ranks checkpoints and names the best "
+                   "(docs/evaluation.md).")
+@click.option("--checkpoint", "checkpoints", multiple=True, required=True,
+              type=click.Path(path_type=Path),
+              help="A checkpoint file or a folder of *.pt files; repeat for several.")
+@click.option("--dataset", type=click.Path(file_okay=False, path_type=Path),
+              help="Tile-builder dataset: testA (EO) is translated, testB is the real SAR.")
+@click.option("--pairs", nargs=2, type=click.Path(file_okay=False, path_type=Path),
+              metavar="EO_DIR SAR_DIR", help="Co-registered EO and SAR tiles of the same names.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Report path. Default: beside the checkpoint (or inside its folder), "
+                   "else ./evaluation.json.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--features", type=click.Path(dir_okay=False, path_type=Path),
+              help="TorchScript feature extractor ([N,3,H,W] in [0,1] -> [N,D]) for KID/FID.")
+@click.option("--limit", type=click.IntRange(min=1), help="Use only the first N test tiles.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random-weight baseline.")
+def evaluate(checkpoints: tuple[Path, ...], dataset: Path | None,
+             pairs: tuple[Path, Path] | None, json_path: Path | None, device: str,
+             batch_size: int, features: Path | None, limit: int | None, seed: int) -> None:
+    from ugatit import evaluate as ev  # metrics libraries load only for this command
+    from ugatit.device import resolve_device
+
+    if (dataset is None) == (not pairs):
+        raise click.UsageError("give exactly one of --dataset DIR or --pairs EO_DIR SAR_DIR")
+    try:
+        opts = ev.Options(device=resolve_device(device), batch_size=batch_size, seed=seed,
+                          features=features)
+        if features is not None and not features.is_file():
+            raise ev.EvaluationError(f"{features}: feature extractor not found")
+        paths = ev.find_checkpoints(checkpoints)
+        data = ev.load_data(dataset=dataset, pairs=tuple(pairs) if pairs else None, limit=limit)
+        report = ev.evaluate(paths, data, opts, log=lambda s: click.echo(s, err=True))
+    except UgatitError as exc:
+        _fail(exc)
+    click.echo(ev.format_table(report))
+    out = ev.write_json(report, json_path or ev.default_json_path(checkpoints))
+    click.echo(f"wrote {out}")

@@ -18,3 +18,8 @@ class CheckpointError(UgatitError):
 
 class TrainingError(UgatitError):
     """Training cannot start or go on: bad dataset or options, or a non-finite loss."""
+
+
+class EvaluationError(UgatitError):
+    """Evaluation cannot run: missing or empty tile folders, names that do not pair, tiles of
+    mixed sizes, a bad dataset.json or feature extractor."""
