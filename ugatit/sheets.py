@@ -26,6 +26,7 @@ from torch import Tensor, nn
 #: Columns of the sample sheet (the original figure's rows, transposed).
 SHEET_COLUMNS = ("EO", "EO->EO CAM", "EO->EO", "EO->SAR CAM", "EO->SAR", "EO->SAR->EO CAM",
                  "EO->SAR->EO")
+SHORT_COLUMNS = ("EO", "CAM", "A2A", "CAM", "A2B", "CAM", "A2B2A")
 
 
 def jet(x: np.ndarray) -> np.ndarray:
@@ -71,12 +72,14 @@ def translate_row(gen_a2b: nn.Module, gen_b2a: nn.Module, real_a: Tensor
     return panels, float(a2b.float().std())
 
 
-def sample_sheet(gen_a2b: nn.Module, gen_b2a: nn.Module, images: Tensor, path: Path
-                 ) -> list[float]:
+def sample_sheet(gen_a2b: nn.Module, gen_b2a: nn.Module, images: Tensor, path: Path,
+                 n_train: int | None = None) -> list[float]:
     """Write the sample sheet PNG of ``images`` ([N, 3, H, W], train rows then test rows).
 
-    Runs in eval mode under no_grad and restores the generators' train/eval mode after.
-    Returns the per-row std of EO->SAR (about 0 for a generator collapsed to blank output).
+    A header names the columns; a white line separates the first ``n_train`` (train) rows
+    from the test rows. Runs in eval mode under no_grad and restores the generators'
+    train/eval mode after. Returns the per-row std of EO->SAR (about 0 for a generator
+    collapsed to blank output).
     """
     modes = (gen_a2b.training, gen_b2a.training)
     gen_a2b.eval()
@@ -92,8 +95,25 @@ def sample_sheet(gen_a2b: nn.Module, gen_b2a: nn.Module, images: Tensor, path: P
         gen_a2b.train(modes[0])
         gen_b2a.train(modes[1])
     if rows:
-        _save_png(Image.fromarray(np.concatenate(rows, axis=0)), path)
+        if n_train is not None and 0 < n_train < len(rows):
+            line = np.full((2, *rows[0].shape[1:]), 255, np.uint8)
+            rows.insert(n_train, line)
+        body = np.concatenate(rows, axis=0)
+        _save_png(_with_header(body, images.shape[-1]), path)
     return stds
+
+
+def _with_header(body: np.ndarray, size: int) -> Image.Image:
+    """The sheet with a 14 px strip naming each column (short names for narrow tiles)."""
+    from PIL import ImageDraw
+
+    sheet = Image.new("RGB", (body.shape[1], body.shape[0] + 14), (255, 255, 255))
+    sheet.paste(Image.fromarray(body), (0, 14))
+    draw = ImageDraw.Draw(sheet)
+    names = SHEET_COLUMNS if size >= 96 else SHORT_COLUMNS
+    for i, name in enumerate(names):
+        draw.text((i * size + 2, 1), name, fill=(0, 0, 0))
+    return sheet
 
 
 def _save_png(img: Image.Image, path: Path) -> None:
@@ -138,6 +158,14 @@ class LossLog:
                 for c in self.columns}
 
 
+def smooth(y: np.ndarray, window: int) -> np.ndarray:
+    """Moving mean over ``window`` samples ("same" length; edges use fewer samples)."""
+    if window <= 1:
+        return y
+    kernel = np.ones(window)
+    return np.convolve(y, kernel, "same") / np.convolve(np.ones_like(y), kernel, "same")
+
+
 def loss_curve(log: LossLog, path: Path, terms: Sequence[str] = ("D_loss", "G_loss")) -> None:
     """Plot D/G losses and every weighted-in term against step, log-scaled, to a PNG."""
     import matplotlib
@@ -150,16 +178,20 @@ def loss_curve(log: LossLog, path: Path, terms: Sequence[str] = ("D_loss", "G_lo
     if step.size == 0:
         return
     parts = [c for c in log.columns if c not in ("step", "lr", "seconds", *terms)]
+    colours = plt.get_cmap("tab20").colors
+    window = max(1, step.size // 200)  # GAN losses are noisy: a moving mean per 0.5 %
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, names, title in ((axes[0], terms, "total losses"), (axes[1], parts, "terms")):
-        for name in names:
+        for i, name in enumerate(names):
             y = data.get(name)
             if y is not None and y.size == step.size:
-                ax.plot(step, np.maximum(y, 1e-8), label=name, lw=1)
+                ax.plot(step, np.maximum(smooth(y, window), 1e-8), label=name, lw=1,
+                        color=colours[i % len(colours)])
         ax.set_yscale("log")
         ax.set_xlabel("step")
-        ax.set_title(title)
-        ax.legend(fontsize=7, ncol=2)
+        ax.set_title(title if window == 1 else f"{title} (mean of {window} rows)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=2)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")

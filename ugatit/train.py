@@ -553,11 +553,11 @@ def _check_finite(step: int, losses: Mapping[str, Tensor], out: Path, world: int
                             f"for constant tiles or lower --lr.")
 
 
-def write_samples(nets: Mapping[str, nn.Module], samples: Tensor, out: Path, step: int,
-                  loss_log: LossLog) -> None:
+def write_samples(nets: Mapping[str, nn.Module], samples: Tensor, n_train: int, out: Path,
+                  step: int, loss_log: LossLog) -> None:
     """Sample sheet + loss curve; warn when the EO->SAR output has collapsed to blank."""
     stds = sample_sheet(nets["genA2B"], nets["genB2A"], samples,
-                        out / "samples" / f"A2B_{step:07d}.png")
+                        out / "samples" / f"A2B_{step:07d}.png", n_train)
     loss_curve(loss_log, out / "loss_curve.png")
     if stds and max(stds) < COLLAPSE_STD:
         log.warning("step %d: EO->SAR output is blank on every fixed sample (std %.2g < "
@@ -591,9 +591,9 @@ def train(cfg: TrainConfig) -> Path:
     if resume_path and d.main:
         log.info("resumed from %s at step %d", resume_path, start)
 
-    samples = torch.cat([fixed_samples(files_a, cfg.n_samples, cfg.img_size, cfg.min_std),
-                         fixed_samples(_test_files(dataset), cfg.n_samples, cfg.img_size,
-                                       cfg.min_std)])
+    train_rows = fixed_samples(files_a, cfg.n_samples, cfg.img_size, cfg.min_std)
+    samples = torch.cat([train_rows, fixed_samples(_test_files(dataset), cfg.n_samples,
+                                                   cfg.img_size, cfg.min_std)])
     loss_log = LossLog(out / "losses.csv", [*LOSS_TERMS, "lr", "seconds"])
     if d.main:
         loss_log.start(start)
@@ -612,7 +612,7 @@ def train(cfg: TrainConfig) -> Path:
                 loss_log.append(step, {**values, "lr": lr, "seconds": time.perf_counter() - t0})
                 bar.set_postfix(D=f"{values['D_loss']:.3f}", G=f"{values['G_loss']:.3f}")
             if d.main and step % cfg.sample_every == 0:
-                write_samples(nets, samples, out, step, loss_log)
+                write_samples(nets, samples, len(train_rows), out, step, loss_log)
             if d.main and (step % cfg.save_every == 0 or step == cfg.iterations):
                 last = save_training_checkpoint(out, step, nets, opt_g, opt_d, cfg, radiometry)
             bar.update(1)
