@@ -34,7 +34,7 @@ from ugatit import metrics
 from ugatit.checkpoint import load_checkpoint
 from ugatit.config import ModelConfig
 from ugatit.errors import EvaluationError
-from ugatit.networks import build_network
+from ugatit.networks import ResnetGenerator, build_network
 
 #: Used when neither the checkpoint nor dataset.json gives the SAR dB range.
 DEFAULT_DB_RANGE = (-25.0, 0.0)
@@ -42,6 +42,8 @@ DEFAULT_DB_RANGE = (-25.0, 0.0)
 HIST_BINS = 4096
 #: Pixels at the ends of the 8-bit grid are clipped or nodata: their speckle is not speckle.
 CLIP_MARGIN = 0.5 / 255
+#: Smallest tile side: SSIM's 11 px window, and a few 8 px speckle windows.
+MIN_TILE_PX = 16
 _EIGHT_BIT_MODES = ("L", "LA", "RGB", "RGBA", "P")
 
 
@@ -159,13 +161,17 @@ def load_data(dataset: Path | None = None, pairs: tuple[Path, Path] | None = Non
         strict, meta = True, eo_dir.parent
     eo_p, sar_p, paired = _pair(list_pngs(eo_dir, "EO (A)"), list_pngs(sar_dir, "SAR (B)"),
                                 strict)
-    notes = [] if paired else [f"{eo_dir.name}/{sar_dir.name} names do not pair: paired "
-                               f"metrics (SSIM, PSNR) skipped"]
+    notes = [] if paired else [f"{eo_dir.name}/{sar_dir.name} tiles do not pair by name "
+                               f"(an unpaired test split): paired metrics (SSIM, PSNR) skipped"]
     if limit is not None and limit > 0:
         eo_p = eo_p[:limit]
         sar_p = sar_p[:limit]
     eo = read_tiles(eo_p)
     sar = read_tiles(sar_p)[..., 0].astype(np.float64) / 255.0
+    if min(*eo.shape[1:3], *sar.shape[1:]) < MIN_TILE_PX:
+        raise EvaluationError(f"tiles of {eo.shape[2]}x{eo.shape[1]} (EO) and "
+                              f"{sar.shape[2]}x{sar.shape[1]} (SAR) px: evaluation needs at "
+                              f"least {MIN_TILE_PX} px (SSIM window, speckle windows)")
     if paired and eo.shape[1:3] != sar.shape[1:]:
         raise EvaluationError(f"EO tiles are {eo.shape[2]}x{eo.shape[1]} px but SAR tiles "
                               f"{sar.shape[2]}x{sar.shape[1]}: pairs must be co-registered")
@@ -192,12 +198,17 @@ def resolve_db_range(radiometry: dict[str, Any] | None,
 
 
 def generate(net: nn.Module, eo: np.ndarray, device: torch.device,
-             batch_size: int = 16) -> np.ndarray:
+             batch_size: int = 16, what: str = "genA2B") -> np.ndarray:
     """Run genA2B on uint8 tiles; the SAR guess on the unit grid, [N, H, W] float64.
 
     The output's three channels are averaged (the trainer's SAR tiles are gray stored as
     RGB) and mapped from [-1, 1] to [0, 1].
     """
+    if isinstance(net, ResnetGenerator):
+        try:  # tile size vs architecture (full variant: one size; light: multiple of 4)
+            net.check_input(torch.empty(1, 3, *eo.shape[1:3], device="meta"))
+        except ValueError as exc:
+            raise EvaluationError(f"{what}: {exc}") from exc
     out = np.empty(eo.shape[:3], dtype=np.float64)
     with torch.inference_mode():
         for i in range(0, len(eo), batch_size):
@@ -400,8 +411,8 @@ def evaluate(checkpoints: Sequence[Path], data: EvalData, opts: Options,
             refs[rng] = make_reference(data, rng, feats)
         config = config or ck.config
         t1 = time.perf_counter()
-        m = row_metrics(generate(ck.genA2B, data.eo, opts.device, opts.batch_size), data,
-                        refs[rng], feats)
+        m = row_metrics(generate(ck.genA2B, data.eo, opts.device, opts.batch_size, str(path)),
+                        data, refs[rng], feats)
         rows.append({"path": str(path), "step": _step_of(path), "db_range": list(rng),
                      "db_range_source": src, "config": ck.config.to_dict(),
                      "seconds": round(time.perf_counter() - t1, 3), **m})

@@ -242,6 +242,13 @@ def test_library_errors_are_typed(tmp_path: Path) -> None:
     Image.new("RGB", (16, 16)).save(root / "testA" / "t99.png")
     with pytest.raises(EvaluationError, match="must match"):
         ev.read_tiles(ev.list_pngs(root / "testA", "EO"))
+    full = init_checkpoint(tmp_path / "full.pt", ModelConfig(ngf=4, n_res=1, light=False,
+                                                             img_size=64))
+    with pytest.raises(EvaluationError, match="full.pt: the full generator accepts exactly 64"):
+        ev.evaluate([full], ev.load_data(dataset=tmp_path / "d"), ev.Options())
+    tiny = _write_tiles(tmp_path / "tiny", n=1, px=12)
+    with pytest.raises(EvaluationError, match="at least 16 px"):
+        ev.load_data(dataset=tiny)
     (tmp_path / "dataset.json").write_text('{"radiometry": {"sar": {"db_range": [0, -5]}}}')
     with pytest.raises(EvaluationError, match="lo < hi"):
         ev.read_dataset_db_range(tmp_path / "dataset.json")
