@@ -405,6 +405,10 @@ def list_checkpoints(out: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def checkpoint_path(out: Path, step: int) -> Path:
+    return out / "checkpoints" / f"params_{step:07d}.pt"
+
+
 def rng_state() -> dict[str, Any]:
     """Every RNG's state as tensors, numbers and lists (torch.load weights_only-safe)."""
     version, mt, gauss = random.getstate()
@@ -440,7 +444,7 @@ def save_training_checkpoint(out: Path, step: int, nets: Mapping[str, nn.Module]
     if not all_finite(nets):
         raise TrainingError(f"step {step}: non-finite weights; not saving them. "
                             f"{_last_good(out)}")
-    path = out / "checkpoints" / f"params_{step:07d}.pt"
+    path = checkpoint_path(out, step)
     extra = {"train": cfg.to_dict(), "step": step, "dataset": Path(cfg.dataset).name}
     if radiometry is not None:
         extra["radiometry"] = radiometry
@@ -599,7 +603,7 @@ def train(cfg: TrainConfig) -> Path:
         loss_log.start(start)
     data = UnpairedDataset(files_a, files_b, cfg.img_size, cfg.seed, d.rank, cfg.min_std)
     stream = batches(data, cfg, start, device)
-    last = resume_path or out / "checkpoints" / f"params_{start:07d}.pt"
+    last = resume_path or checkpoint_path(out, start)
     t0 = time.perf_counter()
     with _progress(d, start, cfg.iterations) as bar:  # closed on errors too
         for step in range(start + 1, cfg.iterations + 1):
@@ -613,8 +617,10 @@ def train(cfg: TrainConfig) -> Path:
                 bar.set_postfix(D=f"{values['D_loss']:.3f}", G=f"{values['G_loss']:.3f}")
             if d.main and step % cfg.sample_every == 0:
                 write_samples(nets, samples, len(train_rows), out, step, loss_log)
-            if d.main and (step % cfg.save_every == 0 or step == cfg.iterations):
-                last = save_training_checkpoint(out, step, nets, opt_g, opt_d, cfg, radiometry)
+            if step % cfg.save_every == 0 or step == cfg.iterations:  # rank 0 writes
+                last = checkpoint_path(out, step)
+                if d.main:
+                    save_training_checkpoint(out, step, nets, opt_g, opt_d, cfg, radiometry)
             bar.update(1)
     if d.world > 1:
         dist.barrier()  # rank 0 has written the last checkpoint before anyone returns

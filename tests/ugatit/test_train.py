@@ -8,6 +8,7 @@ OpenMP threads under load are ~10x slower than one, and results must not depend 
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -264,3 +265,54 @@ def test_python_m_ugatit_train_help() -> None:
                  "--img-size", "--light / --full", "--device", "--precision", "--seed",
                  "--save-every", "--sample-every", "--keep", "--resume"):
         assert flag in res.stdout, flag
+
+
+# ----------------------------------------------------------------------------------------
+# Data parallel
+
+DDP_SCRIPT = '''
+import sys
+
+import torch
+import torch.distributed as dist
+
+import ugatit.train as tr
+
+seen = {}
+real_step = tr.train_step
+
+
+def spy(nets, *args, **kw):  # keeps this rank's networks to dump them after training
+    seen.update(nets)
+    return real_step(nets, *args, **kw)
+
+
+tr.train_step = spy
+cfg = tr.TrainConfig(dataset=sys.argv[1], out=sys.argv[2], ngf=4, ndf=4, n_res=1,
+                     img_size=32, n_dis_global=5, iterations=3, save_every=3, sample_every=3,
+                     workers=0, device="cpu", n_samples=1)
+final = tr.train(cfg)
+params = {f"{n}.{k}": v for n, m in seen.items() for k, v in m.state_dict().items()}
+torch.save({"final": str(final), "world": dist.get_world_size(), "params": params},
+           f"{sys.argv[2]}/rank{dist.get_rank()}.pt")
+'''
+
+
+def test_torchrun_two_processes_keep_identical_weights(dataset: Path, tmp_path: Path) -> None:
+    """2 CPU processes (gloo): gradients averaged each step, so weights stay identical."""
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    out = tmp_path / "ddp"
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc-per-node", "2", str(script), str(dataset), str(out)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["world"] == r1["world"] == 2 and r0["final"] == r1["final"]
+    assert r0["params"].keys() == r1["params"].keys()
+    assert all(torch.equal(r0["params"][k], r1["params"][k]) for k in r0["params"])
+    ck = load_checkpoint(r0["final"])
+    saved = {f"{n}.{k}": v for n, m in ck.networks.items() for k, v in m.state_dict().items()}
+    assert all(torch.equal(saved[k], r0["params"][k]) for k in saved)
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["params_0000003.pt"]
