@@ -291,7 +291,8 @@ def row_metrics(pred: np.ndarray, data: EvalData, ref: Reference,
         m["per_tile"].update(ssim=s.round(6).tolist(), psnr=p.round(4).tolist())
     if features is not None and ref.features is not None:
         f = features(pred)
-        m.update(kid=metrics.kid(f, ref.features), fid=metrics.fid(f, ref.features))
+        if min(len(f), len(ref.features)) >= 2:  # both need a covariance / an off-diagonal
+            m.update(kid=metrics.kid(f, ref.features), fid=metrics.fid(f, ref.features))
     m["score"] = score(m, ref)
     return m
 

@@ -194,6 +194,10 @@ def test_kid_fid_with_a_torchscript_extractor(dataset: Path, ckpt_dir: Path,
     assert metrics.fid(f_real, fn(np.clip(real + 0.3, 0, 1))) > 0.1
     assert metrics.kid(f_real, fn(np.clip(real + 0.3, 0, 1))) > 10 * abs(
         metrics.kid(f_real, f_real))
+    # One tile has no covariance: KID/FID are left out, the rest still runs.
+    rep = ev.evaluate([ckpt_dir / "params_0001000.pt"], ev.load_data(dataset=dataset, limit=1),
+                      ev.Options(features=feats))
+    assert "kid" not in rep["checkpoints"][0] and "ssim" in rep["checkpoints"][0]
 
 
 @pytest.mark.parametrize("case", ["missing_dir", "no_pngs", "unpaired_names", "no_gen",
