@@ -58,13 +58,16 @@ def main() -> None:
     ap.add_argument("--checkpoints", type=int, default=8, help="per run")
     ap.add_argument("--parallel-slowdown", type=float, default=1.3,
                     help="assumed step-time factor when runs share the GPU")
+    ap.add_argument("--assume-step-ms", type=float, default=None,
+                    help="skip the timing runs and size the run with this step time")
     ap.add_argument("extra", nargs="*", help="more `ugatit train` flags (after --)")
     args = ap.parse_args()
     extra = args.extra or ["--ngf", "16", "--n-res", "4", "--img-size", "128", "--device", "cuda"]
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    sec = step_time(args.dataset, args.work, extra)
+    sec = (args.assume_step_ms / 1000 if args.assume_step_ms
+           else step_time(args.dataset, args.work, extra))
     factor = args.parallel_slowdown if args.runs > 1 else 1.0
     iters = int(args.budget / (sec * factor))
     save_every = max(1, iters // args.checkpoints)
