@@ -25,7 +25,7 @@ from typing import Any
 from _common import DEFAULT_OUT, REPO, format_table, machine
 
 HERE = Path(__file__).resolve().parent
-ALL = ("seams", "throughput", "memory")
+ALL = ("seams", "throughput", "memory", "train")
 
 
 def _commands(args: argparse.Namespace) -> dict[str, tuple[list[str], str]]:
@@ -39,6 +39,8 @@ def _commands(args: argparse.Namespace) -> dict[str, tuple[list[str], str]]:
         "throughput": ([str(HERE / "bench_throughput.py"), *thr, *out], "throughput.json"),
         "memory": ([str(HERE / "bench_memory.py"), "--size", str(size), *out],
                    f"memory_{size}.json"),
+        "train": ([str(HERE / "bench_train.py"), *(["--models", "small", "--steps-small", "2"]
+                                                    if args.quick else []), *out], "train.json"),
     }
 
 
@@ -57,6 +59,12 @@ def _summary(name: str, doc: dict[str, Any]) -> list[dict[str, Any]]:
         for (data, overlap), vals in by.items():
             rows.append({"benchmark": name, "what": f"{data} overlap {overlap} local ratio",
                          "value": sum(vals) / len(vals)})
+    elif name == "train":
+        for r in doc["rows"]:
+            rows.append({"benchmark": name, "what": f"ngf {r['ngf']} {r['img_size']} px s/step",
+                         "value": r["ours_s_per_step"]})
+            rows.append({"benchmark": name, "what": f"ngf {r['ngf']} original/ours step time",
+                         "value": r["speedup"]})
     elif name == "throughput":
         for s in doc["settings"]:
             last = s["rows"][-1]

@@ -1,0 +1,151 @@
+"""Training speed on CPU: our U-GAT-IT step against a step that mirrors the original code.
+
+What differs (same losses, same updates; tests/ugatit/test_train.py checks the D gradients
+are identical):
+
+  ours      the D step translates under no_grad (no graph through both generators, no
+            backward into them); discriminators are frozen during the G step (their
+            gradients were computed and then zeroed unused); the sample sheet runs under
+            no_grad + eval().
+  original  fakes of the D step keep their graph; D gradients are computed in the G step;
+            the sample-sheet forwards keep autograd graphs (the original's OOM at step 1000).
+
+Two models: the seed-size light model (ngf 64, n_res 4, 256 px; a few steps, it is slow on
+2 cores) and a small one (ngf 16, n_res 4, 128 px: the demo model). Steps of the two
+variants alternate, so machine load drifts hit both alike. Prints a table, writes
+bench_out/train.json.
+
+    python benchmarks/bench_train.py [--steps-seed 3] [--steps-small 8] [--threads N]
+                                     [--models small seed]
+    python benchmarks/bench_train.py --device cuda --steps-seed 20 --steps-small 30  # + bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import DEFAULT_OUT, format_table, write_json
+
+
+def original_step(nets: dict[str, Any], opt_g: Any, opt_d: Any, real_a: Any, real_b: Any,
+                  cfg: Any) -> None:
+    """The original UGATIT-pytorch iteration: no detach, discriminators never frozen."""
+    from ugatit.losses import discriminator_term
+    from ugatit.train import _generator_losses, clip_rho
+
+    g_a2b, g_b2a = nets["genA2B"], nets["genB2A"]
+    opt_d.zero_grad()
+    fake_a2b, fake_b2a = g_a2b(real_a)[0], g_b2a(real_b)[0]  # graph kept
+    d_loss = cfg.adv_weight * sum(
+        discriminator_term(nets[f"dis{n}"], real, fake) for n, real, fake in
+        (("GA", real_a, fake_b2a), ("LA", real_a, fake_b2a), ("GB", real_b, fake_a2b),
+         ("LB", real_b, fake_a2b)))
+    d_loss.backward()
+    opt_d.step()
+    opt_g.zero_grad()
+    dis = {n: nets[n] for n in ("disGA", "disGB", "disLA", "disLB")}
+    _generator_losses(g_a2b, g_b2a, dis, real_a, real_b, cfg, {}).backward()
+    opt_g.step()
+    clip_rho([g_a2b, g_b2a])
+
+
+def sheet_forwards(nets: dict[str, Any], images: Any, grad: bool) -> None:
+    """The sample sheet's three translations per image, with or without autograd."""
+    import torch
+
+    g_a2b, g_b2a = nets["genA2B"], nets["genB2A"]
+    with torch.set_grad_enabled(grad):
+        for img in images:
+            x = img[None]
+            g_b2a(x)
+            g_b2a(g_a2b(x)[0])
+
+
+def bench_setting(ngf: int, size: int, steps: int, n_sheet: int, device: str = "cpu",
+                  bf16: bool = False) -> dict[str, Any]:
+    import torch
+
+    from ugatit.train import TrainConfig, build_networks, make_optimizers, train_step
+
+    dev = torch.device(device)
+    cfg = TrainConfig(ngf=ngf, n_res=4, img_size=size)
+    nets = build_networks(cfg.model, 0, dev)
+    opt_g, opt_d = make_optimizers(nets, cfg)
+    g = torch.Generator().manual_seed(0)
+    a, b = ((torch.rand(1, 3, size, size, generator=g) * 2 - 1).to(dev) for _ in range(2))
+    images = (torch.rand(n_sheet, 3, size, size, generator=g) * 2 - 1).to(dev)
+    variants = {
+        "ours": lambda: train_step(nets, opt_g, opt_d, a, b, cfg),
+        "original": lambda: original_step(nets, opt_g, opt_d, a, b, cfg),
+    }
+    if bf16:
+        bf = TrainConfig(ngf=ngf, n_res=4, img_size=size, precision="bf16")
+        variants["ours_bf16"] = lambda: train_step(nets, opt_g, opt_d, a, b, bf)
+
+    def timed(fn: Any) -> float:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    for fn in variants.values():  # warm-up: kernels/primitives, allocator, Adam state
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(steps):
+        for name, fn in variants.items():
+            times[name].append(timed(fn))
+    sheet = {name: timed(lambda grad=grad: sheet_forwards(nets, images, grad))
+             for name, grad in (("ours", False), ("original", True))}
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    row = {"device": device, "ngf": ngf, "img_size": size, "steps": steps,
+           "ours_s_per_step": med["ours"], "original_s_per_step": med["original"],
+           "ours_it_per_s": 1 / med["ours"], "original_it_per_s": 1 / med["original"],
+           "speedup": med["original"] / med["ours"], "sheet_images": n_sheet,
+           "sheet_ours_s": sheet["ours"], "sheet_original_s": sheet["original"],
+           "all_steps_s": times}
+    if bf16:
+        row["ours_bf16_s_per_step"] = med["ours_bf16"]
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps-seed", type=int, default=3, help="timed steps, ngf 64 / 256 px")
+    p.add_argument("--steps-small", type=int, default=8, help="timed steps, ngf 16 / 128 px")
+    p.add_argument("--models", nargs="+", choices=("small", "seed"), default=["small", "seed"],
+                   help="small = ngf 16 / 128 px, seed = ngf 64 / 256 px (~1 min a step on "
+                        "2 CPU cores)")
+    p.add_argument("--sheet-images", type=int, default=4)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda also times bf16)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = p.parse_args(argv)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        from ugatit import set_tf32
+
+        set_tf32(False)  # the trainer's default
+    settings = {"small": (16, 128, args.steps_small), "seed": (64, 256, args.steps_seed)}
+    rows = [bench_setting(*settings[m], args.sheet_images, args.device, cuda)
+            for m in args.models]
+    print(format_table(rows, ["device", "ngf", "img_size", "steps", "ours_s_per_step",
+                              "original_s_per_step", "speedup", "sheet_ours_s",
+                              "sheet_original_s", *(["ours_bf16_s_per_step"] if cuda else [])]))
+    name = "train" if not cuda else "train_cuda"
+    path = write_json(args.out, name, {"threads": torch.get_num_threads(), "rows": rows})
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
