@@ -174,10 +174,25 @@ class TrainConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise TrainingError(f"unknown training options {unknown}; known: {sorted(names)}")
+        return cls(**{k: _coerce(k, v) for k, v in d.items()})
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """YAML 1.1 reads ``1e-4`` as a string and ``1`` as an int: give each option the type
+    of its default, or say which option is wrong."""
+    default = getattr(TrainConfig, name)
+    kind = int if name == "ndf" else type(default)  # ndf: int or None (= ngf)
+    if value is None or (isinstance(value, kind) and not isinstance(value, bool)) \
+            or kind is bool and isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, (int, str)) and not isinstance(value, bool):
         try:
-            return cls(**dict(d))
-        except TypeError as exc:
-            raise TrainingError(f"bad training options: {exc}") from exc
+            return float(value)
+        except ValueError:
+            pass
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise TrainingError(f"option {name}: {value!r} is not a {kind.__name__}")
 
 
 def dis_output_size(size: int, n_layers: int) -> int:

@@ -84,6 +84,14 @@ def test_defaults_are_the_original_recipe_and_yaml_repeats_them() -> None:
         == cfg
     with pytest.raises(TrainingError, match="unknown training options"):
         TrainConfig.from_dict({"iteration": 5})
+    # YAML 1.1 reads 1e-4 as a string: options take the type of their default.
+    got = TrainConfig.from_dict({"lr": "1e-4", "iterations": 10.0, "ndf": 8, "light": False})
+    assert (got.lr, got.iterations, got.ndf, got.light) == (1e-4, 10, 8, False)
+    for bad, message in (({"ngf": "a"}, "ngf: 'a' is not a int"),
+                         ({"light": "yes"}, "light: 'yes' is not a bool"),
+                         ({"ndf": True}, "ndf: True is not a int")):
+        with pytest.raises(TrainingError, match=message):
+            TrainConfig.from_dict(bad)
 
 
 def test_lr_schedule_matches_the_original_running_subtraction() -> None:
