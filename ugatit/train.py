@@ -12,9 +12,11 @@ The recipe (defaults of :class:`TrainConfig`, documented in configs/train.yaml):
   constant for the first half, then falls linearly to 0; after each G update every
   AdaILN/ILN ``rho`` is clipped to [0, 1].
 Fixes (same math, less waste, no crashes):
-- The D step translates under ``torch.no_grad()`` (the original backpropagated D's loss
-  through both generators and threw the gradients away: same D gradients, one backward
-  less); discriminator parameters are frozen during the G step for the same reason.
+- The D step judges DETACHED fakes (the original backpropagated D's loss through both
+  generators and threw the gradients away: same D gradients, one backward less), and the
+  G step reuses those translations (the original recomputed them with unchanged
+  generator weights: same values, two forwards less); discriminator parameters are frozen
+  during the G step (their gradients were computed and then zeroed unused).
 - Sample sheets run under ``no_grad`` and ``eval()`` (the original ran out of memory).
 - A DataLoader with workers and an infinite sampler; the sample at step k is a function
   of (seed, rank, k) (see :mod:`ugatit.data`), so resume is exact.
@@ -343,15 +345,20 @@ def train_step(nets: Mapping[str, nn.Module], opt_g: torch.optim.Optimizer,
     amp = autocast(cfg, real_a.device)
     out: dict[str, Tensor] = {}
 
-    # --- D step: fakes translated without a graph (identical D gradients, see module doc)
+    # The translations A->B and B->A, WITH their graph: the D step judges them detached,
+    # then the G step reuses them. The original translated twice (once for D, once for G)
+    # with the same generator weights (only D is updated in between): the same values,
+    # two generator forwards and a useless backward through them less.
+    with amp:
+        fake_a2b, a2b_cam, _ = g_a2b(real_a)
+        fake_b2a, b2a_cam, _ = g_b2a(real_b)
+
+    # --- D step (on detached fakes: identical D gradients, see module doc)
     opt_d.zero_grad(set_to_none=True)
     with amp:
-        with torch.no_grad():
-            fake_a2b = g_a2b(real_a)[0]
-            fake_b2a = g_b2a(real_b)[0]
         for name, real, fake in (("GA", real_a, fake_b2a), ("LA", real_a, fake_b2a),
                                  ("GB", real_b, fake_a2b), ("LB", real_b, fake_a2b)):
-            out[f"D_{name}"] = discriminator_term(dis[f"dis{name}"], real, fake)
+            out[f"D_{name}"] = discriminator_term(dis[f"dis{name}"], real, fake.detach())
     d_loss = cfg.adv_weight * (out["D_GA"] + out["D_LA"] + out["D_GB"] + out["D_LB"])
     d_loss.backward()
     average_gradients([p for d in dis.values() for p in d.parameters()], world)
@@ -363,7 +370,8 @@ def train_step(nets: Mapping[str, nn.Module], opt_g: torch.optim.Optimizer,
         d.requires_grad_(False)
     try:
         with amp:
-            g_loss = _generator_losses(g_a2b, g_b2a, dis, real_a, real_b, cfg, out)
+            g_loss = _generator_losses(g_a2b, g_b2a, dis, real_a, real_b, cfg, out,
+                                       (fake_a2b, a2b_cam, fake_b2a, b2a_cam))
         g_loss.backward()
     finally:
         for d in dis.values():
@@ -379,10 +387,19 @@ def train_step(nets: Mapping[str, nn.Module], opt_g: torch.optim.Optimizer,
 
 def _generator_losses(g_a2b: nn.Module, g_b2a: nn.Module, dis: Mapping[str, nn.Module],
                       real_a: Tensor, real_b: Tensor, cfg: TrainConfig,
-                      out: dict[str, Tensor]) -> Tensor:
-    """The original's G_loss_A + G_loss_B; fills the unweighted terms into ``out``."""
-    fake_a2b, a2b_cam, _ = g_a2b(real_a)
-    fake_b2a, b2a_cam, _ = g_b2a(real_b)
+                      out: dict[str, Tensor],
+                      translated: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+                      ) -> Tensor:
+    """The original's G_loss_A + G_loss_B; fills the unweighted terms into ``out``.
+
+    ``translated``: (fake_A2B, its CAM logit, fake_B2A, its CAM logit) already computed
+    with their graph by the caller, or None to translate here (as the original did).
+    """
+    if translated is None:
+        fake_a2b, a2b_cam, _ = g_a2b(real_a)
+        fake_b2a, b2a_cam, _ = g_b2a(real_b)
+    else:
+        fake_a2b, a2b_cam, fake_b2a, b2a_cam = translated
     fake_a2b2a = g_b2a(fake_a2b)[0]
     fake_b2a2b = g_a2b(fake_b2a)[0]
     fake_a2a, a2a_cam, _ = g_b2a(real_a)
