@@ -1,12 +1,12 @@
 """Training speed on CPU: our U-GAT-IT step against a step that mirrors the original code.
 
-What differs (same losses, same updates; tests/ugatit/test_train.py checks the D gradients
-are identical):
+What differs (same losses, same updates: tests/ugatit/test_train.py checks that our step
+and a transcription of the original give bit-identical weights on CPU):
 
-  ours      the D step translates under no_grad (no graph through both generators, no
-            backward into them); discriminators are frozen during the G step (their
-            gradients were computed and then zeroed unused); the sample sheet runs under
-            no_grad + eval().
+  ours      the D step judges detached fakes (no backward through both generators) and
+            the G step reuses those translations (two generator forwards less);
+            discriminators are frozen during the G step (their gradients were computed
+            and then zeroed unused); the sample sheet runs under no_grad + eval().
   original  fakes of the D step keep their graph; D gradients are computed in the G step;
             the sample-sheet forwards keep autograd graphs (the original's OOM at step 1000).
 

@@ -307,9 +307,10 @@ def average_gradients(params: list[nn.Parameter], world: int) -> None:
     (translation, cycle, identity) and each discriminator on real and fake batches. DDP's
     reducer expects one forward per backward; it needs find_unused_parameters or
     static_graph tricks for that, re-broadcasts buffers at every forward (the spectral-norm
-    u/v vectors, which change at each call) and cannot wrap the no_grad translation of the
-    D step cleanly. Averaging gradients once after each backward is the same math, explicit,
-    and keeps the networks plain modules whose state_dict keys match the seed format.
+    u/v vectors, which change at each call), and the translations shared by the D and G
+    steps would be reduced at the wrong backward. Averaging gradients once after each
+    backward is the same math, explicit, and keeps the networks plain modules whose
+    state_dict keys match the seed format.
     """
     grads = [p.grad for p in params if p.grad is not None]
     if world <= 1 or not grads:
