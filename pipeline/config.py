@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import ConfigError, DeviceError
-from pipeline.radiometry import CONTRACT_KEYS, resolve_radiometry
+from pipeline.radiometry import CONTRACT_KEYS, check_absolute_db, resolve_radiometry
 
 SCALE_MODES = ("auto", "fixed", "none")
 OUTPUT_SCALES = ("unit", "uint8", "db")
@@ -131,6 +131,8 @@ def resolve_for_model(config: PipelineConfig, contract: dict[str, Any] | None,
     whose values are unusable."""
     given = {name: (getattr(config, name), config.origin(name)) for name in CONTRACT_KEYS}
     resolved = resolve_radiometry(given, contract, source)
+    if config.output_scale == "db" and resolved["db_range"][1] == "default":
+        check_absolute_db(contract, source)
     origins = {**dict(config.origins), **{k: origin for k, (_, origin) in resolved.items()}}
     return dataclasses.replace(
         config,

@@ -415,6 +415,25 @@ def model_values(contract: Mapping[str, Any] | None, source: str) -> dict[str, t
     return out
 
 
+def check_absolute_db(contract: Mapping[str, Any] | None, source: str) -> None:
+    """Refuse to invent a dB scale for a model that learned RELATIVE backscatter.
+
+    A model trained on SAR tiles stretched per scene ("auto" ranges, e.g. uncalibrated
+    Sentinel-1 DN^2) or on scenes of differing ranges has no one dB range its outputs map
+    back to (dataset.json records `sar.db_scale: relative` and no `db_range`); the default
+    [-25, 0] would label its output with numbers it never meant.
+    """
+    sar = (contract or {}).get("sar")
+    if isinstance(sar, Mapping) and sar.get("db_scale") == "relative":
+        raise ModelError(
+            "--output-scale db: this model was trained on SAR with per-scene dB ranges "
+            "(relative backscatter), so its output has no absolute dB scale",
+            path=source,
+            hint="pass --db-range LO,HI to choose the dB range yourself, or use "
+            "--output-scale unit",
+        )
+
+
 def resolve_radiometry(
     given: Mapping[str, tuple[Any, str]],
     contract: Mapping[str, Any] | None,

@@ -753,9 +753,15 @@ def radiometry_summary(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     auto = any(s["db_range_mode"] == "auto" for s in sar.values())
     if len(distinct) == 1 and not auto:
         sar_out["db_range"] = list(distinct.pop())
+        sar_out["db_scale"] = "absolute"
     elif ranges:
-        sar_out["db_range"] = [statistics.median(r[0] for r in ranges.values()),
-                               statistics.median(r[1] for r in ranges.values())]
+        # Per-scene ("auto") or differing ranges: a tile level means a different dB value
+        # in each scene, so the model learns RELATIVE backscatter and its output has no one
+        # dB scale. db_range stays null (`pipeline run --output-scale db` then asks for
+        # --db-range instead of inventing one); the median is kept for information only.
+        sar_out["db_scale"] = "relative"
+        sar_out["db_range_nominal"] = [statistics.median(r[0] for r in ranges.values()),
+                                       statistics.median(r[1] for r in ranges.values())]
         sar_out["db_range_per_scene"] = dict(sorted(ranges.items()))
     out["sar"] = sar_out
     return out

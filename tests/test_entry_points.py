@@ -287,3 +287,26 @@ def test_unusable_contract_is_a_model_error(tmp_path: Path, tiny_checkpoint: Pat
                                             "--model", str(bad), "--bands", "3,2,1",
                                             "--percentiles", "2,98", "-q"])
     assert res.exit_code == 1 and not (tmp_path / "o.tif").exists()
+
+
+def test_relative_db_model_needs_a_db_range_for_db_output(
+        tmp_path: Path, tiny_checkpoint: Path, l8_256: Path) -> None:
+    """A model trained on per-scene ("auto") SAR ranges learned relative backscatter: no dB
+    scale is invented for it; --db-range gives one, and unit output needs none."""
+    ckpt = load_checkpoint(tiny_checkpoint, networks=GENERATORS)
+    rel = tmp_path / "relative.pt"
+    contract = {"eo": CONTRACT["eo"], "sar": {"units": "linear", "band": 1, "db_range": None,
+                                              "db_scale": "relative"}}
+    save_checkpoint(rel, ckpt.networks, ckpt.config, extra={"radiometry": contract})
+    args = ["run", str(l8_256), str(tmp_path / "o.tif"), "--model", str(rel), "--bands",
+            "3,2,1", "-q"]
+    res = CliRunner().invoke(pipeline_cli, [*args, "--output-scale", "db"])
+    assert res.exit_code == 1 and "no absolute dB scale" in res.output
+    assert "--db-range" in res.output and not (tmp_path / "o.tif").exists()
+    res = CliRunner().invoke(pipeline_cli, [*args, "--output-scale", "db", "--db-range=-20,0"])
+    assert res.exit_code == 0, res.output
+    with rasterio.open(tmp_path / "o.tif") as ds:
+        values = ds.read(1)
+    assert np.nanmin(values) >= -20.0 and np.nanmax(values) <= 0.0
+    (tmp_path / "o.tif").unlink()
+    assert CliRunner().invoke(pipeline_cli, args).exit_code == 0  # unit output: fine

@@ -161,7 +161,8 @@ def test_sar_tiles_values_and_no_georeferencing(tmp_path: Path) -> None:
         for c in range(3):
             assert np.array_equal(tile[..., c], win)
     doc = json.loads((out / "dataset.json").read_text())
-    assert doc["radiometry"]["sar"] == {"units": "linear", "band": 1, "db_range": [-25.0, 0.0]}
+    assert doc["radiometry"]["sar"] == {"units": "linear", "band": 1, "db_range": [-25.0, 0.0],
+                                        "db_scale": "absolute"}
 
 
 def test_sar_auto_range_recorded_per_scene(tmp_path: Path) -> None:
@@ -172,7 +173,9 @@ def test_sar_auto_range_recorded_per_scene(tmp_path: Path) -> None:
     assert set(per) == {S1.stem, AIRSAR.stem}
     assert 10 < per[S1.stem][0] < per[S1.stem][1] < 50  # uncalibrated DN^2
     lows, highs = zip(*per.values(), strict=True)
-    assert sar["db_range"] == pytest.approx([np.median(lows), np.median(highs)])
+    # per-scene ranges: relative backscatter, no one dB scale to map outputs back to
+    assert sar["db_range"] is None and sar["db_scale"] == "relative"
+    assert sar["db_range_nominal"] == pytest.approx([np.median(lows), np.median(highs)])
 
 
 # ---------------------------------------------------------------------------------------
