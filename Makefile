@@ -127,7 +127,7 @@ else
 endif
 
 bench: $(STAMP)
-	$(VPY) benchmarks/run.py
+	$(VPY) -m benchmarks.run
 
 clean:
 	rm -rf demo_out bench_out build dist .pytest_cache .ruff_cache *.egg-info

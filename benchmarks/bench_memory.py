@@ -14,10 +14,10 @@ Before pipeline.mosaic.gdal_env bounded GDAL's block cache (its default is 5 % o
 RAM: 1.2 GiB here, 6.4 GiB on a 128 GiB server), the 16384^2 run peaked at 2.07 GiB;
 the COG copy of a 16384^2 float32 output alone takes 1.36 GiB with the default cache and
 0.39 GiB with 256 MiB. ``--env GDAL_CACHEMAX=...`` reproduces such variants. Writing the
-scene takes ~1 minute at 16384^2. ``benchmarks/run.py`` runs 16384 by default (~5
+scene takes ~1 minute at 16384^2. ``python -m benchmarks.run`` runs 16384 by default (~5
 minutes here); ``--memory-size`` picks another size.
 
-    python benchmarks/bench_memory.py --size 16384 [--keep DIR] [--env GDAL_CACHEMAX=256]
+    python -m benchmarks.bench_memory --size 16384 [--keep DIR] [--env GDAL_CACHEMAX=256]
         [-- extra CLI flags]
 """
 
@@ -34,14 +34,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import (
+from benchmarks._common import (
     DEFAULT_OUT,
     REPO,
     format_table,
     make_checkpoint,
     write_json,
-    write_synthetic_scene,
 )
+from pipeline.synthetic import write_synthetic_scene
 
 GNU_TIME = "/usr/bin/time"
 TARGET_GIB = 2.0

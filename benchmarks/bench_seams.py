@@ -20,7 +20,7 @@ Data (copies in tests/data, see tests/data/README.md for provenance):
         64 with the overlaps scaled by the same fraction (0, 8, 16, 24 = 0, 1/8, 1/4, 3/8
         of the tile).
 
-    python benchmarks/bench_seams.py [--ngf 4] [--seeds 0 1 2] [--cases l8 pan sn6]
+    python -m benchmarks.bench_seams [--ngf 4] [--seeds 0 1 2] [--cases l8 pan sn6]
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import DEFAULT_OUT, REPO, format_table, make_checkpoint, write_json
+from rasterio.windows import Window
+
+from benchmarks._common import DEFAULT_OUT, REPO, format_table, make_checkpoint, write_json
+from pipeline.synthetic import crop_raster
 
 DATA = REPO / "tests" / "data"
 OVERLAP_FRACTIONS = (0.0, 0.125, 0.25, 0.375)  # 0, 32, 64, 96 of 256
@@ -56,22 +59,6 @@ CASES = [
     Case("pan", DATA / "sn6_rotterdam_wv2_pan_uint16.tif", 256, (1, 1, 1), None, None),
     Case("sn6", DATA / "sn6_rotterdam_eo_rgb.tif", 64, None, None, None),
 ]
-
-
-def _crop(src_path: Path, dst: Path, crop: tuple[int, int, int, int]) -> Path:
-    import rasterio
-    from rasterio.windows import Window
-
-    col, row, w, h = crop
-    with rasterio.open(src_path) as src:
-        win = Window(col, row, w, h)
-        profile = src.profile.copy()
-        profile.update(width=w, height=h, transform=src.window_transform(win), tiled=True,
-                       blockxsize=256, blockysize=256, compress="deflate")
-        data = src.read(window=win)
-    with rasterio.open(dst, "w", **profile) as out:
-        out.write(data)
-    return dst
 
 
 def _read_band1(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +85,8 @@ def run_case(case: Case, ckpt: Path, work: Path) -> list[dict[str, Any]]:
 
     scene = case.path
     if case.crop is not None:
-        scene = _crop(case.path, work / f"{case.name}_crop.tif", case.crop)
+        scene = crop_raster(case.path, work / f"{case.name}_crop.tif", Window(*case.crop),
+                                tiled=True, blockxsize=256, blockysize=256, compress="deflate")
     grey, valid = _input_grey(scene, case.bands)
     rows: list[dict[str, Any]] = []
     base_tiles = base_s = None

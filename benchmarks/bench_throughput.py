@@ -13,7 +13,7 @@ thread each). This measures what that costs against batching, in two settings:
 Every figure is a ratio against batch 1 of the same setting, measured in the same run on
 the same machine: absolute tiles/s depend on the CPU, ratios much less.
 
-    python benchmarks/bench_throughput.py [--ngf 4 16] [--batches 1 4 8] [--seconds 3]
+    python -m benchmarks.bench_throughput [--ngf 4 16] [--batches 1 4 8] [--seconds 3]
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import DEFAULT_OUT, format_table, make_checkpoint, write_json, write_synthetic_scene
+from benchmarks._common import DEFAULT_OUT, format_table, make_checkpoint, write_json
+from pipeline.synthetic import write_synthetic_scene
 
 
 def _time_forward(gen: Any, batch: int, tile: int, seconds: float) -> tuple[float, int]:

@@ -15,9 +15,9 @@ Two models: the seed-size light model (ngf 64, n_res 4, 256 px; a few steps, it 
 variants alternate, so machine load drifts hit both alike. Prints a table, writes
 bench_out/train.json.
 
-    python benchmarks/bench_train.py [--steps-seed 3] [--steps-small 8] [--threads N]
+    python -m benchmarks.bench_train [--steps-seed 3] [--steps-small 8] [--threads N]
                                      [--models small seed]
-    python benchmarks/bench_train.py --device cuda --steps-seed 20 --steps-small 30  # + bf16
+    python -m benchmarks.bench_train --device cuda --steps-seed 20 --steps-small 30  # + bf16
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import DEFAULT_OUT, format_table, write_json
+from benchmarks._common import DEFAULT_OUT, format_table, write_json
 
 
 def original_step(nets: dict[str, Any], opt_g: Any, opt_d: Any, real_a: Any, real_b: Any,

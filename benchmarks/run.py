@@ -9,7 +9,7 @@ The default run takes ~10 minutes on 2 cores, most of it the memory benchmark at
 acceptance size, 16384 x 16384 (7225 tiles); ``--memory-size 8192`` (1849 tiles) takes a
 quarter of that, ``--quick`` is a ~1-2 minute smoke run of every script.
 
-    python benchmarks/run.py [--only memory seams throughput] [--memory-size 16384] [--quick]
+    python -m benchmarks.run [--only memory seams throughput] [--memory-size 16384] [--quick]
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import DEFAULT_OUT, REPO, format_table, machine
+from benchmarks._common import DEFAULT_OUT, REPO, format_table, machine
 
-HERE = Path(__file__).resolve().parent
 ALL = ("seams", "throughput", "memory", "train")
 
 
@@ -35,12 +34,13 @@ def _commands(args: argparse.Namespace) -> dict[str, tuple[list[str], str]]:
     seams = ["--cases", "sn6", "l8"] if args.quick else []
     thr = ["--ngf", "4", "--seconds", "1", "--scene-size", "512"] if args.quick else []
     return {
-        "seams": ([str(HERE / "bench_seams.py"), *seams, *out], "seams.json"),
-        "throughput": ([str(HERE / "bench_throughput.py"), *thr, *out], "throughput.json"),
-        "memory": ([str(HERE / "bench_memory.py"), "--size", str(size), *out],
+        "seams": (["-m", "benchmarks.bench_seams", *seams, *out], "seams.json"),
+        "throughput": (["-m", "benchmarks.bench_throughput", *thr, *out], "throughput.json"),
+        "memory": (["-m", "benchmarks.bench_memory", "--size", str(size), *out],
                    f"memory_{size}.json"),
-        "train": ([str(HERE / "bench_train.py"), *(["--models", "small", "--steps-small", "2"]
-                                                    if args.quick else []), *out], "train.json"),
+        "train": (["-m", "benchmarks.bench_train",
+                   *(["--models", "small", "--steps-small", "2"] if args.quick else []), *out],
+                  "train.json"),
     }
 
 

@@ -33,7 +33,7 @@ with instance norms; anything above these is not rounding):
 Budget: ~3-4 minutes on an H100 with the defaults (ngf 64 light model). Smoke test on a
 machine without a GPU:
 
-    python scripts/gpu_check.py --device cpu --quick
+    python -m scripts.gpu_check --device cpu --quick
 """
 
 from __future__ import annotations
@@ -53,11 +53,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import torch
 
-import torch  # noqa: E402  (after the sys.path fix, like every script here)
+REPO = Path(__file__).resolve().parents[1]
 
 MODEL_ATOL = 1e-3
 SCENE_ATOL = 2e-3
@@ -255,57 +253,6 @@ def _ensure_pipeline_deps(wheels: Path | None) -> dict[str, Any]:
     return {"installed_from_wheels": True, "wheels": len(files)}
 
 
-def write_synthetic(path: Path, size: int, seed: int = 0) -> Path:
-    """size^2 3-band uint8 GeoTIFF, block by block: plane waves + fields + noise."""
-    import numpy as np
-    import rasterio
-    from rasterio.transform import from_origin
-    from rasterio.windows import Window
-
-    rng = np.random.default_rng(seed)
-    waves = [(rng.uniform(40, 3000), rng.uniform(0, math.pi), rng.uniform(0, 2 * math.pi))
-             for _ in range(3 * 12)]
-    profile = {"driver": "GTiff", "width": size, "height": size, "count": 3,
-               "dtype": "uint8", "crs": "EPSG:32631",
-               "transform": from_origin(500_000.0, 5_760_000.0, 1.0, 1.0), "tiled": True,
-               "blockxsize": 512, "blockysize": 512, "compress": "deflate"}
-    block = 1024
-    with rasterio.open(path, "w", **profile) as dst:
-        for r0 in range(0, size, block):
-            for c0 in range(0, size, block):
-                h, w = min(block, size - r0), min(block, size - c0)
-                rows = np.arange(r0, r0 + h, dtype=np.float64)[:, None]
-                cols = np.arange(c0, c0 + w, dtype=np.float64)[None, :]
-                noise = np.random.default_rng([seed, r0, c0]).normal(0, 6, (3, h, w))
-                fields = ((rows // 700) * 7919 + (cols // 700) * 104729) % 251 - 125
-                out = np.empty((3, h, w), dtype=np.uint8)
-                for b in range(3):
-                    v = np.zeros((h, w))
-                    for lam, ang, ph in waves[b * 12:(b + 1) * 12]:
-                        k = 2 * math.pi / lam
-                        v += (lam / 3000) ** 0.5 * np.cos(
-                            k * math.sin(ang) * rows + k * math.cos(ang) * cols + ph)
-                    v = 110 + 45 * v / math.sqrt(12) + 0.12 * fields + noise[b]
-                    out[b] = np.clip(v, 1, 255).astype(np.uint8)
-                dst.write(out, window=Window(c0, r0, w, h))
-    return path
-
-
-def crop_raster(src_path: Path, dst: Path, size: int) -> Path:
-    import rasterio
-    from rasterio.windows import Window
-
-    with rasterio.open(src_path) as src:
-        win = Window(0, 0, size, size)
-        profile = src.profile.copy()
-        profile.update(width=size, height=size, transform=src.window_transform(win))
-        with rasterio.open(dst, "w", **profile) as out:
-            for r0 in range(0, size, 1024):
-                w = Window(0, r0, size, min(1024, size - r0))
-                out.write(src.read(window=w), window=w)
-    return dst
-
-
 def run_cli(scene: Path, out: Path, ckpt: Path, device: str, extra_env: dict[str, str]
             | None = None) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "pipeline", "run", str(scene), str(out), "--model",
@@ -351,12 +298,17 @@ def _tiles(size: int) -> int:
 def stage_pipeline(ckpt: Path, device: str, work: Path, size: int, ref_size: int,
                    wheels: Path | None, rep: Report) -> dict[str, Any]:
     result: dict[str, Any] = {"deps": _ensure_pipeline_deps(wheels)}
+    from rasterio.windows import Window  # after _ensure_pipeline_deps: maybe just installed
+
+    from pipeline.synthetic import crop_raster, write_synthetic_scene
+
     t0 = time.perf_counter()
-    scene = write_synthetic(work / f"synthetic_{size}.tif", size)
+    scene = write_synthetic_scene(work / f"synthetic_{size}.tif", size)
     result["synthetic_write_s"] = time.perf_counter() - t0
     ref_size = min(ref_size, size)
-    ref_scene = scene if ref_size == size else crop_raster(scene, work / "ref_crop.tif",
-                                                           ref_size)
+    ref_scene = scene if ref_size == size else crop_raster(
+        scene, work / "ref_crop.tif", Window(0, 0, ref_size, ref_size),
+        tiled=True, blockxsize=512, blockysize=512)
     runs = []
     cases = [("sn6", SN6, SN6, None, _tiles(200)),
              (f"synthetic_{size}", scene, ref_scene,

@@ -8,7 +8,7 @@
 3. app.py on DEVICE vs cpu with TF32 off: 8-bit level differences.
 
 Writes $OUT/gpu_determinism.json (OUT defaults to ./bench_out). Smoke test without a GPU:
-``python scripts/gpu_determinism.py --device cpu --size 512``.
+``python -m scripts.gpu_determinism --device cpu --size 512``.
 """
 
 from __future__ import annotations
@@ -29,11 +29,10 @@ import torch
 from PIL import Image
 from rasterio.transform import from_origin
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from pipeline.inference import CUDA_MICRO_BATCH, _pin_threads, forward_fixed_shape
+from ugatit import ModelConfig, init_checkpoint, load_checkpoint
 
-from pipeline.inference import CUDA_MICRO_BATCH, _pin_threads, forward_fixed_shape  # noqa: E402
-from ugatit import ModelConfig, init_checkpoint, load_checkpoint  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def smooth(n: int, size: int, seed: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ scale. It then measures, each in a fresh subprocess so peak memory is that load'
 - ``load_checkpoint(path)``: all six networks;
 - ``app.py`` translating a real sample image with it on CPU (``/usr/bin/time -v``).
 
-Usage: python scripts/seed_size_check.py [--variant light] [--keep] [--json OUT.json]
+Usage: python -m scripts.seed_size_check [--variant light] [--keep] [--json OUT.json]
 """
 
 from __future__ import annotations

@@ -36,27 +36,12 @@ from pipeline.manifest import (
     manifest_path,
     read_manifest,
 )
+from tests.helpers import SN6, crop
 
-SN6 = Path(__file__).resolve().parents[1] / "data" / "sn6_rotterdam_eo_rgb.tif"
 CONFIG = PipelineConfig(tile_size=64, overlap=16)
 
 # (name, col_off, row_off, width, height) of good crops of the 200x200 chip
 CROPS = [("a.tif", 0, 0, 128, 128), ("b.tif", 72, 40, 128, 96), ("sub/c.tif", 30, 90, 96, 110)]
-
-
-def _crop(src_path: Path, dst: Path, col: int, row: int, w: int, h: int) -> None:
-    """A georeferenced crop: rasterio window + window_transform, nothing by hand."""
-    with rasterio.open(src_path) as src:
-        win = Window(col, row, w, h)
-        profile = src.profile.copy()
-        profile.update(width=w, height=h, transform=src.window_transform(win),
-                       tiled=False, compress="deflate")
-        profile.pop("blockxsize", None)
-        profile.pop("blockysize", None)
-        data = src.read(window=win)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(dst, "w", **profile) as out:
-        out.write(data)
 
 
 @pytest.fixture
@@ -64,7 +49,7 @@ def scenes(tmp_path: Path) -> Path:
     """Three good crops (one in a subdirectory), a truncated TIFF and a text file .tif."""
     d = tmp_path / "scenes"
     for name, col, row, w, h in CROPS:
-        _crop(SN6, d / name, col, row, w, h)
+        crop(SN6, d / name, Window(col, row, w, h), compress="deflate")
     blob = (d / "a.tif").read_bytes()
     (d / "truncated.tif").write_bytes(blob[: len(blob) // 3])
     (d / "notes.tif").write_text("this is not a raster\n")
@@ -75,7 +60,7 @@ def scenes(tmp_path: Path) -> Path:
 def good_scenes(tmp_path: Path) -> Path:
     d = tmp_path / "good"
     for name, col, row, w, h in CROPS[:2]:
-        _crop(SN6, d / name, col, row, w, h)
+        crop(SN6, d / name, Window(col, row, w, h), compress="deflate")
     return d
 
 

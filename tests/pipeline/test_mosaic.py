@@ -60,30 +60,6 @@ def test_overview_count_and_temp_tiles():
     assert tmp_block_size(1024) == 512 and tmp_block_size(96) == 32
 
 
-def test_cog_check_sees_the_layout_not_just_the_tag(tmp_path):
-    """A tiled, compressed GeoTIFF with overviews added afterwards is NOT a COG (its
-    overview IFDs and data come after the full-resolution data): the check must say so
-    for the layout itself, not only for the missing LAYOUT=COG tag."""
-    import rasterio
-    from rasterio.enums import Resampling
-
-    from tests.pipeline.cog import cog_problems
-    from tests.pipeline.test_scene import SN6
-
-    plain = tmp_path / "plain.tif"
-    with rasterio.open(SN6) as ds:
-        profile, data = ds.profile, ds.read()
-    profile.update(tiled=True, blockxsize=64, blockysize=64, compress="deflate")
-    with rasterio.open(plain, "w", **profile) as out:
-        out.write(data)
-    with rasterio.open(plain, "r+") as out:
-        out.build_overviews([2], Resampling.average)
-    problems = " | ".join(cog_problems(plain))
-    assert "ghost header" in problems, problems
-    assert "IFD lies after image data" in problems, problems
-    assert "smallest overview first" in problems, problems
-
-
 def test_stale_temps_of_dead_writers_are_removed(tmp_path):
     """A killed run leaves hidden temporaries; the next run writing the same output
     removes those of dead processes on this host and keeps the others."""
@@ -102,27 +78,3 @@ def test_stale_temps_of_dead_writers_are_removed(tmp_path):
     assert sorted(remove_stale_temps(final)) == sorted([dead, dead_ovr])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         p.name for p in (live, other_host, other_output))
-
-
-def test_gpu_forwards_have_one_fixed_shape() -> None:
-    """On CUDA every forward gets CUDA_MICRO_BATCH tiles whatever --batch-size is, so cuDNN
-    runs the same algorithm and a tile's bytes do not depend on the batch (see
-    pipeline/inference.py); checked here with a recording stand-in for the generator."""
-    import torch
-
-    from pipeline.inference import CUDA_MICRO_BATCH, forward_fixed_shape
-
-    shapes: list[int] = []
-
-    def fake_gen(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        shapes.append(t.shape[0])
-        return t * 2, t[:, :2, 0, 0], t[:, :1, ::4, ::4]
-
-    for n in (1, 3, CUDA_MICRO_BATCH, CUDA_MICRO_BATCH + 5):
-        shapes.clear()
-        x = torch.arange(n * 3 * 8 * 8, dtype=torch.float32).reshape(n, 3, 8, 8)
-        out, heat = forward_fixed_shape(fake_gen, x, torch.device("cpu"), CUDA_MICRO_BATCH,
-                                        heatmap=True)
-        assert set(shapes) == {CUDA_MICRO_BATCH}
-        assert torch.equal(out, x * 2)  # real rows only, in order
-        assert heat is not None and torch.equal(heat, x[:, :1, ::4, ::4])

@@ -11,10 +11,7 @@ from PIL import Image
 
 from pipeline.errors import InputError
 from pipeline.quicklook import quicklook, stretch
-
-DATA = Path(__file__).resolve().parents[1] / "data"
-SN6 = DATA / "sn6_rotterdam_eo_rgb.tif"
-L8 = DATA / "l8_224078_parana_bgr_uint16.tif"
+from tests.helpers import L8, SN6
 
 
 def _fake_output(inp: Path, out: Path, nodata_rows: int = 0) -> None:

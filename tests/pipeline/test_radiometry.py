@@ -19,7 +19,7 @@ from pipeline.radiometry import (
     to_model_input,
     valid_from_values,
 )
-from tests.pipeline.test_scene import L8, SN6, crop
+from tests.helpers import L8, SN6, crop
 
 
 def test_select_bands():

@@ -24,12 +24,15 @@ from rasterio.windows import Window
 from pipeline import PipelineWarning, load_config, run_scene
 from pipeline.config import resolve_for_model
 from pipeline.scene import model_sha256
-from tests.pipeline.cog import assert_cog, overview_matches_average
-
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "tests" / "data"
-SN6 = DATA / "sn6_rotterdam_eo_rgb.tif"
-L8 = DATA / "l8_224078_parana_bgr_uint16.tif"
+from tests.helpers import (
+    L8,
+    REPO,
+    SN6,
+    assert_cog,
+    assert_same_grid,
+    crop,
+    overview_matches_average,
+)
 
 
 def run(inp: Path, out: Path, ckpt: Path, heatmap: Path | None = None, **cfg):
@@ -37,30 +40,6 @@ def run(inp: Path, out: Path, ckpt: Path, heatmap: Path | None = None, **cfg):
         inp, out, model_path=ckpt, config=load_config(None, cfg), heatmap_path=heatmap,
         progress=False,
     )
-
-
-def assert_same_grid(inp: Path, out: Path) -> None:
-    with rasterio.open(inp) as a, rasterio.open(out) as b:
-        assert b.crs == a.crs
-        assert b.transform == a.transform  # exact: georeferencing is copied, not recomputed
-        assert (b.width, b.height) == (a.width, a.height)
-
-
-def crop(src: Path, dst: Path, window: Window, **profile_changes) -> Path:
-    """Copy a window of a real raster, keeping its georeferencing (window_transform)."""
-    with rasterio.open(src) as ds:
-        data = ds.read(window=window)
-        profile = ds.profile
-        profile.update(
-            width=int(window.width), height=int(window.height),
-            transform=ds.window_transform(window), **profile_changes,
-        )
-    profile.pop("blockxsize", None)
-    profile.pop("blockysize", None)
-    profile["tiled"] = False
-    with rasterio.open(dst, "w", **profile) as out:
-        out.write(data.astype(profile["dtype"]))
-    return dst
 
 
 @pytest.fixture(scope="module")

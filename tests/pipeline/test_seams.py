@@ -12,14 +12,11 @@ and 1.10 leaves a margin for noise, while pasted tiles are far above.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import rasterio
 
-from pipeline import load_config, run_scene
+from pipeline import load_config, metrics, run_scene
 from pipeline.config import PipelineConfig
-from tests.pipeline.test_scene import L8
-
-metrics = pytest.importorskip("pipeline.metrics")
+from tests.helpers import L8
 
 
 def seam_of(ckpt, tmp_path, overlap: int) -> float:

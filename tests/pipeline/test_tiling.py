@@ -8,7 +8,7 @@ import rasterio
 from rasterio.windows import Window
 
 from pipeline.tiling import TileGrid, batches, blocks, ramp_window, read_tile, weight_window
-from tests.pipeline.test_scene import SN6, crop
+from tests.helpers import SN6, crop
 
 
 @pytest.mark.parametrize("size", [1, 5, 255, 256, 257, 448, 449, 2041])

@@ -1,0 +1,69 @@
+"""Data paths and assertions shared by the test modules (imported, never collected).
+
+Test modules import from here, never from each other: a helper lives in one place, and
+a test module can be moved or renamed without breaking another.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+from rio_cogeo.cogeo import cog_validate
+
+from pipeline.synthetic import crop_raster
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "tests" / "data"
+SN6 = DATA / "sn6_rotterdam_eo_rgb.tif"  # 200 x 200 uint8 RGB, WorldView-2, Rotterdam
+L8 = DATA / "l8_224078_parana_bgr_uint16.tif"  # 2041 x 1860 uint16 B,G,R, zero collar
+
+
+def crop(src: Path, dst: Path, window: Window, **profile_changes: object) -> Path:
+    """Copy a window of a real raster, keeping its georeferencing (window_transform)."""
+    return crop_raster(src, dst, window, **profile_changes)
+
+
+def assert_same_grid(inp: Path, out: Path) -> None:
+    """Same CRS, transform (exactly: copied, never recomputed) and size."""
+    with rasterio.open(inp) as a, rasterio.open(out) as b:
+        assert b.crs == a.crs
+        assert b.transform == a.transform
+        assert (b.width, b.height) == (a.width, a.height)
+
+
+def cog_problems(path: Path) -> list[str]:
+    """rio-cogeo's validation errors of `path` (empty: a proper COG).
+
+    rio-cogeo re-implements GDAL's validate_cloud_optimized_geotiff (header, IFD order,
+    tile order, overviews), which the pip rasterio wheel does not ship.
+    """
+    valid, errors, _warnings = cog_validate(str(path), quiet=True)
+    return [] if valid else list(errors) or ["not a COG"]
+
+
+def assert_cog(path: Path) -> None:
+    """`path` is a Cloud Optimized GeoTIFF (rio-cogeo's checks, no error)."""
+    problems = cog_problems(path)
+    assert not problems, f"{path} is not a valid COG: " + "; ".join(problems)
+
+
+def overview_matches_average(path: Path, band: int = 1) -> float:
+    """Max |first overview - mean of each full 2x2 block of valid pixels| (float rasters).
+
+    AVERAGE is the right resampling for a continuous product (nearest would alias);
+    the file does not record which resampling made the overviews, so we recompute it.
+    """
+    with rasterio.open(path) as ds:
+        full = ds.read(band).astype(np.float64)
+        h, w = full.shape
+        with rasterio.open(path, OVERVIEW_LEVEL=0) as ov:
+            small = ov.read(band).astype(np.float64)
+    hh, ww = (h // 2) * 2, (w // 2) * 2
+    blocks = full[:hh, :ww].reshape(hh // 2, 2, ww // 2, 2)
+    means = blocks.mean(axis=(1, 3))
+    ok = np.isfinite(means)
+    sub = small[: hh // 2, : ww // 2]
+    return float(np.abs(sub[ok] - means[ok]).max())
