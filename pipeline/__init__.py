@@ -8,7 +8,12 @@ Library entry points (the CLI `python -m pipeline run` is a thin layer over them
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("eo2sar")  # one source: pyproject.toml
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 from pipeline.config import PipelineConfig, load_config  # noqa: E402
 from pipeline.errors import (  # noqa: E402
@@ -20,7 +25,13 @@ from pipeline.errors import (  # noqa: E402
     PipelineError,
     PipelineWarning,
 )
-from pipeline.scene import SceneResult, model_sha256, run_scene  # noqa: E402
+from pipeline.scene import (  # noqa: E402
+    SceneRequest,
+    SceneResult,
+    model_sha256,
+    run_request,
+    run_scene,
+)
 
 __all__ = [
     "ConfigError",
@@ -31,9 +42,11 @@ __all__ = [
     "PipelineConfig",
     "PipelineError",
     "PipelineWarning",
+    "SceneRequest",
     "SceneResult",
     "__version__",
     "load_config",
     "model_sha256",
+    "run_request",
     "run_scene",
 ]

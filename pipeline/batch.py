@@ -282,38 +282,8 @@ def run_directory(
     if run_scene is None:
         run_scene = _default_run_scene()
 
-    if not input_dir.is_dir():
-        raise InputError("input directory does not exist", path=input_dir,
-                         hint="pass an existing directory of scenes, or a single scene file")
-    scenes = find_scenes(input_dir, pattern, exclude=output_dir)
-    if not scenes:
-        raise InputError(
-            f"no file matches --pattern {pattern!r}",
-            path=input_dir,
-            hint="use --pattern '**/*.tif' to search subdirectories, '*.TIF' or '*.vrt' for"
-            " other names (patterns are case-sensitive)",
-        )
-    outputs: dict[Path, Path] = {}
-    for scene in scenes:
-        out = output_for(scene, input_dir, output_dir)
-        if out in outputs:
-            raise InputError(
-                f"{outputs[out].name} and {scene.name} would both be written to {out}",
-                path=scene,
-                hint="narrow --pattern so only one of them matches",
-            )
-        outputs[out] = scene
-    if not model_path.is_file():
-        raise ModelError("checkpoint not found", path=model_path,
-                         hint="pass --model with the path of a .pt checkpoint")
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create output directory: {e.strerror}", path=output_dir,
-                          hint="choose a writable output directory") from e
-    if not os.access(output_dir, os.W_OK):
-        raise OutputError("output directory is not writable", path=output_dir,
-                          hint="choose a writable output directory")
+    outputs = _scene_outputs(input_dir, output_dir, pattern)
+    _check_model_and_output_dir(model_path, output_dir)
 
     model_sha = cached_sha256(model_path)  # once per process; the file may be 512 MiB
     cfg_hash, cfg_settings = config_fingerprint(config)
@@ -321,7 +291,7 @@ def run_directory(
         input_dir=input_dir, output_dir=output_dir, pattern=pattern, model_path=model_path,
         model_sha256=model_sha, config_hash=cfg_hash, started_at=utc_now(),
     )
-    n = len(scenes)
+    n = len(outputs)
     try:
         for i, (out, scene) in enumerate(outputs.items(), 1):
             outcome = _run_one(
@@ -353,6 +323,48 @@ def run_directory(
         if not quiet or report.failed or report.interrupted:
             print(_summary_line(report), file=stream)
     return report
+
+
+def _scene_outputs(input_dir: Path, output_dir: Path, pattern: str) -> dict[Path, Path]:
+    """output -> scene for every scene of the run; InputError if there is none or two
+    scenes would share an output."""
+    if not input_dir.is_dir():
+        raise InputError("input directory does not exist", path=input_dir,
+                         hint="pass an existing directory of scenes, or a single scene file")
+    scenes = find_scenes(input_dir, pattern, exclude=output_dir)
+    if not scenes:
+        raise InputError(
+            f"no file matches --pattern {pattern!r}",
+            path=input_dir,
+            hint="use --pattern '**/*.tif' to search subdirectories, '*.TIF' or '*.vrt' for"
+            " other names (patterns are case-sensitive)",
+        )
+    outputs: dict[Path, Path] = {}
+    for scene in scenes:
+        out = output_for(scene, input_dir, output_dir)
+        if out in outputs:
+            raise InputError(
+                f"{outputs[out].name} and {scene.name} would both be written to {out}",
+                path=scene,
+                hint="narrow --pattern so only one of them matches",
+            )
+        outputs[out] = scene
+    return outputs
+
+
+def _check_model_and_output_dir(model_path: Path, output_dir: Path) -> None:
+    """The checkpoint exists and the output directory exists (made here) and is writable."""
+    if not model_path.is_file():
+        raise ModelError("checkpoint not found", path=model_path,
+                         hint="pass --model with the path of a .pt checkpoint")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create output directory: {e.strerror}", path=output_dir,
+                          hint="choose a writable output directory") from e
+    if not os.access(output_dir, os.W_OK):
+        raise OutputError("output directory is not writable", path=output_dir,
+                          hint="choose a writable output directory")
 
 
 def _run_one(

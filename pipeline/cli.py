@@ -11,6 +11,7 @@ scenes).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import sys
@@ -20,8 +21,9 @@ from typing import Any
 
 import click
 
-from pipeline.config import PipelineConfig, load_config
+from pipeline.config import load_config
 from pipeline.errors import ConfigError, PipelineError, PipelineWarning
+from pipeline.plan import SceneRequest
 
 log = logging.getLogger("pipeline")
 
@@ -159,42 +161,33 @@ def run(
         overrides["nodata"] = _nodata_value(options.get("nodata"))
         if overrides.get("output_bands") is not None:
             overrides["output_bands"] = int(overrides["output_bands"])
-        config = load_config(config_path, overrides)
+        request = SceneRequest(
+            input=input_path, output=output_path, model=model_path,
+            config=load_config(config_path, overrides), heatmap=heatmap_path,
+            overwrite=overwrite,
+        )
         if input_path.is_dir():
-            _run_directory(input_path, output_path, model_path, config, pattern,
-                           overwrite, heatmap_path, quiet, dry_run)
-            return
-        _run_file(input_path, output_path, model_path, config, heatmap_path,
-                  overwrite, quiet, dry_run)
+            _run_directory(request, pattern, quiet=quiet, dry_run=dry_run)
+        else:
+            _run_file(request, quiet=quiet, dry_run=dry_run)
     except PipelineError as err:
         _fail(err)
 
 
-def _run_file(
-    input_path: Path,
-    output_path: Path,
-    model_path: Path,
-    config: PipelineConfig,
-    heatmap_path: Path | None,
-    overwrite: bool,
-    quiet: bool,
-    dry_run: bool,
-) -> None:
-    from pipeline.scene import plan_scene, run_scene
+def _run_file(request: SceneRequest, *, quiet: bool, dry_run: bool) -> None:
+    from pipeline.scene import plan_scene, run_request
 
-    if output_path.is_dir():  # the name a directory run would give it (x.vrt -> x.tif)
-        output_path = output_path / (input_path.stem + ".tif")
+    if request.output.is_dir():  # the name a directory run would give it (x.vrt -> x.tif)
+        output = request.output / (request.input.stem + ".tif")
+        request = dataclasses.replace(request, output=output)
     if dry_run:
-        plan, _ = plan_scene(input_path, output_path, model_path=model_path, config=config,
-                             heatmap_path=heatmap_path, overwrite=overwrite)
+        plan, _ = plan_scene(request)
         click.echo(plan.describe())
         click.echo("dry run: nothing written")
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PipelineWarning)  # printed below, once
-        result = run_scene(input_path, output_path, model_path=model_path, config=config,
-                           heatmap_path=heatmap_path, overwrite=overwrite,
-                           progress=not quiet)
+        result = run_request(request, progress=not quiet)
     if not quiet:
         rate = result.tiles_run / result.seconds if result.seconds > 0 else math.nan
         click.echo(
@@ -207,86 +200,68 @@ def _run_file(
         click.echo(f"Warning: {w}", err=True)
 
 
-def _run_directory(
-    input_dir: Path,
-    output_dir: Path,
-    model_path: Path,
-    config: PipelineConfig,
-    pattern: str,
-    overwrite: bool,
-    heatmap_path: Path | None,
-    quiet: bool,
-    dry_run: bool,
-) -> None:
+def _run_directory(request: SceneRequest, pattern: str, *, quiet: bool, dry_run: bool) -> None:
     from pipeline.batch import run_directory
+    from pipeline.checks import load_model_info
     from pipeline.errors import OutputError
     from pipeline.inference import check_device
-    from pipeline.scene import (
-        is_remote,
-        load_model_info,
-        resolve_model_config,
-        run_scene,
-        scheduler_client,
-    )
+    from pipeline.plan import resolve_model_config
+    from pipeline.scene import run_scene
+    from pipeline.scheduling import is_remote, scheduler_client
 
-    if output_dir.exists() and not output_dir.is_dir():
+    config = request.config
+    if request.output.exists() and not request.output.is_dir():
         raise OutputError(
             "input is a directory but the output is a file",
-            path=output_dir,
+            path=request.output,
             hint="give an output directory",
         )
     # What would fail every scene the same way fails once, up front, before the output
     # directory is created: the device (exit 2) and the checkpoint (exit 1).
     if not is_remote(config, None):
         check_device(config.device)
-    load_model_info(model_path, config)
+    load_model_info(request.model, config)
     # the model's radiometric contract resolved once, so the config hash that decides
     # which outputs are up to date sees the values the scenes are run with
-    config = resolve_model_config(model_path, config)
+    config = resolve_model_config(request.model, config)
+    request = dataclasses.replace(request, config=config)
     if dry_run:
-        _dry_run_directory(input_dir, output_dir, model_path, config, pattern, overwrite,
-                           heatmap_path is not None)
+        _dry_run_directory(request, pattern)
         return
     with scheduler_client(config, None) as client:
         report = run_directory(
-            input_dir, output_dir, model_path=model_path, config=config, pattern=pattern,
-            overwrite=overwrite, run_scene=run_scene, heatmap=heatmap_path is not None,
-            quiet=quiet, client=client,
+            request.input, request.output, model_path=request.model, config=config,
+            pattern=pattern, overwrite=request.overwrite, run_scene=run_scene,
+            heatmap=request.heatmap is not None, quiet=quiet, client=client,
         )
     if report.exit_code:
         sys.exit(report.exit_code)
 
 
-def _dry_run_directory(
-    input_dir: Path,
-    output_dir: Path,
-    model_path: Path,
-    config: PipelineConfig,
-    pattern: str,
-    overwrite: bool,
-    heatmap: bool,
-) -> None:
+def _dry_run_directory(request: SceneRequest, pattern: str) -> None:
     """Print, per scene, what a real directory run would do and the scene's plan."""
     from pipeline.batch import find_scenes, heatmap_for, output_for, scene_status
     from pipeline.scene import model_sha256, plan_scene
 
+    input_dir, output_dir, heatmap = request.input, request.output, request.heatmap is not None
     scenes = find_scenes(input_dir, pattern, exclude=output_dir)  # as a real run
     click.echo(f"{len(scenes)} scene(s) in {input_dir} matching {pattern!r} -> {output_dir}")
-    model_sha, cfg_hash = model_sha256(model_path), config.config_hash()
+    model_sha, cfg_hash = model_sha256(request.model), request.config.config_hash()
     for scene in scenes:
         out = output_for(scene, input_dir, output_dir)
-        heat = heatmap_for(out) if heatmap else None
         try:
             status = scene_status(scene, out, model_sha=model_sha, cfg_hash=cfg_hash,
-                                  overwrite=overwrite, heatmap=heatmap)
+                                  overwrite=request.overwrite, heatmap=heatmap)
         except OSError as err:
             status = f"run (cannot check the manifest: {err.strerror})"
         click.echo(f"\n{scene.relative_to(input_dir).as_posix()}: {status}")
         if status.startswith("skip"):
             continue
+        scene_request = dataclasses.replace(
+            request, input=scene, output=out, heatmap=heatmap_for(out) if heatmap else None
+        )
         try:
-            plan, _ = plan_scene(scene, out, model_path=model_path, config=config,
-                                 heatmap_path=heat, check_output=False)
+            plan, _ = plan_scene(scene_request, check_output=False)
         except PipelineError as err:
             click.echo(f"  would fail: {err.format()}")
             continue

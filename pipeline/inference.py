@@ -1,4 +1,6 @@
-"""Dask tasks that run batches of tiles through the generator, and the schedulers.
+"""The Dask task: a batch of tiles read, scaled and run through the generator.
+
+Where the tasks run (local threads, a cluster) is pipeline/scheduling.py.
 
 The model never travels in the task graph (DESIGN.md invariant 5): a task carries the
 checkpoint PATH and its sha256, and `get_generator` loads it once per process (and per
@@ -28,12 +30,9 @@ scripts/gpu_determinism.py). --batch-size still sets how many tiles a task reads
 from __future__ import annotations
 
 import functools
-import os
 import threading
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import rasterio
@@ -117,7 +116,9 @@ def check_device(device: str) -> None:
         )
 
 
-def _pin_threads(device: str, tf32: bool = False) -> None:
+def pin_threads(device: str, tf32: bool = False) -> None:
+    """Per-process torch settings for the same bytes: 1 intra-op thread on CPU; on CUDA
+    deterministic cuDNN and TF32 only when asked (see the module docstring)."""
     if device.startswith("cuda"):
         # float32 parity: cuDNN convolutions default to TF32 on Ampere and newer. On an
         # H200 (ngf 64, Landsat 8 scene) TF32 moved outputs by up to 2e-3 (unit scale)
@@ -135,7 +136,7 @@ def run_batch(job: InferenceJob, tiles: Sequence[int]) -> list[TileOutput | None
 
     Runs in a Dask task: any thread of the local scheduler or any distributed worker.
     """
-    _pin_threads(job.device, job.tf32)
+    pin_threads(job.device, job.tf32)
     gen, _ = get_generator(job.model_path, job.model_sha256, job.device)
     size = job.grid.tile
     inputs: list[np.ndarray] = []
@@ -215,88 +216,3 @@ def _forward(
                 heat, size=(size, size), mode="bilinear", align_corners=False
             )
     return out, heat
-
-
-# ---------------------------------------------------------------------------------------
-# schedulers: yield batch results in the order the caller needs them, bounded look-ahead
-
-BatchResult = tuple[int, list[TileOutput | None]]
-
-
-def local_threads(threads: int | None, device: str) -> int:
-    """Dask threads of the in-process scheduler: one per core on CPU, 2 on a GPU."""
-    if threads:
-        return threads
-    if device.startswith("cuda"):
-        return 2  # one reads tiles while the other waits on the GPU
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
-
-
-def local_window(threads: int) -> int:
-    """Batches per graph of the in-process scheduler (see iter_local)."""
-    return min(64, max(4, 4 * threads))
-
-
-def iter_local(
-    job: InferenceJob,
-    order: Sequence[tuple[int, tuple[int, ...]]],
-    *,
-    threads: int,
-    on_done: Callable[[int], None] | None = None,
-) -> Iterator[BatchResult]:
-    """Dask's in-process threaded scheduler, a window of `4 * threads` batches per graph.
-
-    Each small graph is computed and its results handed over before the next is built,
-    so at most one window of batch outputs waits in memory whatever the scene size
-    (4 tiles x 256 KiB per batch for 1-band output). The window is a barrier: threads
-    idle while its last batch finishes, so it spans several batches per thread (at most
-    1/4 of a batch per thread lost per window) but is capped at 64 batches.
-    """
-    import dask
-    from dask.callbacks import Callback
-
-    window = local_window(threads)
-
-    class _Progress(Callback):
-        def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-            if on_done is not None and isinstance(result, list):
-                on_done(len(result))
-
-    _pin_threads(job.device, job.tf32)
-    for start in range(0, len(order), window):
-        chunk = order[start : start + window]
-        tasks = [
-            dask.delayed(run_batch, pure=True)(job, tiles, dask_key_name=f"eo2sar-batch-{bi}")
-            for bi, tiles in chunk
-        ]
-        scheduler = "synchronous" if threads == 1 else "threads"
-        with _Progress():
-            outs = dask.compute(*tasks, scheduler=scheduler, num_workers=threads)
-        yield from zip((bi for bi, _ in chunk), outs, strict=True)
-
-
-def iter_distributed(
-    job: InferenceJob,
-    order: Sequence[tuple[int, tuple[int, ...]]],
-    client: Any,
-    *,
-    on_done: Callable[[int], None] | None = None,
-) -> Iterator[BatchResult]:
-    """A dask.distributed client: keep ~2 batches per worker thread in flight."""
-    nthreads = sum(client.nthreads().values()) or 1
-    window = max(2, 2 * nthreads)
-    token = uuid.uuid4().hex[:12]  # unique per run: results are never shared across runs
-    pending: list[tuple[int, Any]] = []
-    position = 0
-    while position < len(order) or pending:
-        while position < len(order) and len(pending) < window:
-            bi, tiles = order[position]
-            fut = client.submit(run_batch, job, tiles, key=f"eo2sar-{token}-{bi}", pure=False)
-            pending.append((bi, fut))
-            position += 1
-        bi, fut = pending.pop(0)
-        result = fut.result()
-        fut.release()
-        if on_done is not None:
-            on_done(len(result))
-        yield bi, result

@@ -56,7 +56,6 @@ import rasterio.shutil
 from rasterio.windows import Window
 
 from pipeline.errors import OutputError
-from pipeline.tiling import TileGrid
 
 log = logging.getLogger("pipeline")
 
@@ -346,8 +345,3 @@ def output_profile(
         "bigtiff": "IF_SAFER",
         "interleave": "pixel" if count > 1 else "band",
     }
-
-
-def tiles_for_blocks(grid: TileGrid, windows: list[Window]) -> list[list[int]]:
-    """For each block, the tiles that overlap it, ascending (the accumulation order)."""
-    return [grid.tiles_in(w) for w in windows]

@@ -48,14 +48,14 @@ from a flag, the config file, the model or the built-in default.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import rasterio
 from rasterio.enums import MaskFlags, Resampling
-from rasterio.windows import Window
+from rasterio.windows import Window, subdivide
 
 from pipeline.errors import ConfigError, InputError, ModelError
 
@@ -313,13 +313,10 @@ def has_valid_pixel(
     return any(read_masked(ds, bands, win, nodata=nodata)[1].any() for win in _scan_windows(ds))
 
 
-def _scan_windows(ds: rasterio.io.DatasetReader, block: int = 1024) -> Iterator[Window]:
+def _scan_windows(ds: rasterio.io.DatasetReader, block: int = 1024) -> list[Window]:
     """Full-resolution windows of at most `block` px, row-major: the memory bound of the
-    rare full scans above (pipeline.tiling.blocks is the same idea, but tiling imports
-    this module)."""
-    for row in range(0, ds.height, block):
-        for col in range(0, ds.width, block):
-            yield Window(col, row, min(block, ds.width - col), min(block, ds.height - row))
+    rare full scans above."""
+    return subdivide(Window(0, 0, ds.width, ds.height), block, block)
 
 
 def scale_to_unit(data: np.ndarray, scaling: Scaling) -> np.ndarray:

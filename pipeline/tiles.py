@@ -71,7 +71,7 @@ from pipeline.radiometry import (
     select_bands,
     to_unit,
 )
-from pipeline.scene import check_readable, open_input, read_error
+from pipeline.checks import check_readable, open_input, read_error
 
 log = logging.getLogger("pipeline")
 

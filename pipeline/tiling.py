@@ -26,12 +26,11 @@ floor, 96/128 -> no further gain for 2.25x/4x the tiles.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import rasterio
-from rasterio.windows import Window
+from rasterio.windows import Window, subdivide
 
 from pipeline.radiometry import read_masked
 
@@ -85,11 +84,10 @@ def batches(count: int, batch_size: int) -> list[tuple[int, ...]]:
     return [tuple(range(i, min(i + batch_size, count))) for i in range(0, count, batch_size)]
 
 
-def blocks(width: int, height: int, block_size: int) -> Iterator[Window]:
-    """Output blocks, row-major, aligned on multiples of block_size."""
-    for row in range(0, height, block_size):
-        for col in range(0, width, block_size):
-            yield Window(col, row, min(block_size, width - col), min(block_size, height - row))
+def blocks(width: int, height: int, block_size: int) -> list[Window]:
+    """Output blocks, row-major, aligned on multiples of block_size (rasterio's
+    `subdivide` of the whole scene: the last row and column are cut to fit)."""
+    return subdivide(Window(0, 0, width, height), block_size, block_size)
 
 
 def read_tile(

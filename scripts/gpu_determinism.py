@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from rasterio.transform import from_origin
 
-from pipeline.inference import CUDA_MICRO_BATCH, _pin_threads, forward_fixed_shape
+from pipeline.inference import CUDA_MICRO_BATCH, pin_threads, forward_fixed_shape
 from ugatit import ModelConfig, init_checkpoint, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def main() -> int:
     # 1. model-level invariance
     ck_path = init_checkpoint(work / "m.pt", ModelConfig(ngf=args.ngf, n_res=2), seed=1)
     gen = load_checkpoint(ck_path, device=args.device, networks=("genA2B",)).genA2B
-    _pin_threads(args.device)
+    pin_threads(args.device)
     dev = torch.device(args.device)
     x = smooth(24, 256, 0)
     perm = torch.randperm(24, generator=torch.Generator().manual_seed(5))

@@ -363,10 +363,10 @@ def test_model_travels_as_a_path_and_loads_once(tiny_checkpoint, tmp_path):
     """DESIGN invariant 5: a task carries the checkpoint path and hash, never weights,
     and a process loads the model once however many tasks and scenes it runs."""
     from pipeline.inference import _cached_generator
-    from pipeline.scene import plan_scene
+    from pipeline.plan import SceneRequest, plan_scene
 
-    _, job = plan_scene(SN6, tmp_path / "o.tif", model_path=tiny_checkpoint,
-                        config=load_config(None, {}))
+    _, job = plan_scene(SceneRequest(SN6, tmp_path / "o.tif", tiny_checkpoint,
+                                     load_config(None, {})))
     blob = pickle.dumps(job)
     assert len(blob) < 4096 and b"torch" not in blob, len(blob)
     assert job.model_path == str(tiny_checkpoint.resolve())

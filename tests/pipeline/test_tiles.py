@@ -31,7 +31,7 @@ from pipeline import load_config
 from pipeline.cli import main
 from pipeline.errors import ConfigError, InputError, PipelineWarning
 from pipeline.radiometry import sar_to_uint8, to_model_input
-from pipeline.scene import plan_scene
+from pipeline.plan import SceneRequest, plan_scene
 from pipeline.tiles import (
     MIN_TILE_STD,
     TilesConfig,
@@ -92,7 +92,7 @@ def test_eo_tiles_are_what_pipeline_run_feeds_the_model(
     # The scaling exactly as a `pipeline run` of this scene computes it (plan_scene), and
     # its tile reader + model-input function.
     cfg = load_config(None, {"bands": (3, 2, 1), "tile_size": 64, "overlap": 16})
-    _, job = plan_scene(l8_crop, tmp_path / "run.tif", model_path=tiny_checkpoint, config=cfg)
+    _, job = plan_scene(SceneRequest(l8_crop, tmp_path / "run.tif", tiny_checkpoint, cfg))
     by_file = {f["properties"]["file"]: f["properties"] for f in features(out)}
     with rasterio.open(l8_crop) as ds:
         for path in written:

@@ -1,0 +1,150 @@
+"""Checks that run before any heavy work: input raster, output paths, checkpoint.
+
+DESIGN.md invariant 7: every check that can fail on the user's files or flags runs
+first, writes nothing, and raises a typed error naming the file and the fix. The plan
+(pipeline/plan.py) calls them in order; the directory CLI calls the checkpoint check
+once up front, since a bad model would fail every scene the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import deque
+from pathlib import Path
+
+import rasterio
+import rasterio.errors
+
+from pipeline.config import PipelineConfig
+from pipeline.errors import InputError, ModelError, OutputError
+from pipeline.inference import get_generator
+from pipeline.manifest import cached_sha256
+from pipeline.mosaic import check_output_path
+
+
+def model_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of the checkpoint file (hashed once per process: manifest.cached_sha256)."""
+    try:
+        return cached_sha256(Path(path))
+    except OSError:
+        raise ModelError(
+            "checkpoint not found", path=path, hint="check the --model path"
+        ) from None
+
+
+def open_input(path: Path) -> rasterio.io.DatasetReader:
+    """Open the input raster or raise an InputError saying why and what to do."""
+    if not path.exists():
+        raise InputError("input does not exist", path=path, hint="check the path")
+    if path.is_dir():
+        raise InputError(
+            "input is a directory but the output is not",
+            path=path,
+            hint="give an output directory to process every scene of a directory",
+        )
+    try:
+        with warnings.catch_warnings():
+            # a missing geotransform is reported by check_georeferencing, as an error
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except rasterio.errors.RasterioIOError:
+        raise InputError(
+            "not a raster GDAL can read",
+            path=path,
+            hint="give a GeoTIFF or VRT (check the file is complete: gdalinfo)",
+        ) from None
+
+
+def check_georeferencing(ds: rasterio.io.DatasetReader, path: Path) -> None:
+    """Require a CRS and an affine geotransform; GCP/RPC-only rasters need gdalwarp."""
+    has_transform = not ds.transform.is_identity and ds.transform != rasterio.Affine(
+        1, 0, 0, 0, -1, 0
+    )
+    if ds.crs is not None and has_transform:
+        return
+    gcps, _ = ds.gcps
+    if gcps or ds.rpcs is not None:
+        kind = "GCPs" if gcps else "RPCs"
+        raise InputError(
+            f"is georeferenced only by {kind}, not by a geotransform",
+            path=path,
+            hint=(
+                f"warp it onto a map grid first, e.g. gdalwarp {'-rpc ' if not gcps else ''}"
+                f"-t_srs EPSG:<code> {path.name} warped.tif"
+            ),
+        )
+    missing = "a CRS" if ds.crs is None and has_transform else "georeferencing"
+    if ds.crs is None and not has_transform:
+        missing = "georeferencing (no CRS, no geotransform)"
+    raise InputError(
+        f"has no {missing}",
+        path=path,
+        hint="the output must sit on a map grid; assign one, e.g. gdal_edit.py -a_srs "
+        "EPSG:<code> -a_ullr <ulx> <uly> <lrx> <lry> file.tif",
+    )
+
+
+def read_error(exc: Exception, path: Path, when: str = "cannot read pixel data") -> InputError:
+    """The InputError for a failed pixel read (a truncated or corrupt file), one line."""
+    first = str(exc).splitlines()[0] if str(exc) else "read error"
+    return InputError(
+        f"{when} ({first})",
+        path=path,
+        hint="the file looks truncated or corrupt; re-download or re-export it",
+    )
+
+
+def check_readable(ds: rasterio.io.DatasetReader, bands: tuple[int, ...], path: Path) -> None:
+    """Read the first and last block of each band: catches truncated files up front."""
+    try:
+        for b in sorted(set(bands)):
+            blocks = (win for _, win in ds.block_windows(b))
+            first = next(blocks)
+            last = deque(blocks, maxlen=1)  # a generator: no list of every block
+            for win in (first, *last):
+                ds.read(b, window=win)
+    except rasterio.errors.RasterioIOError as exc:
+        raise read_error(exc, path) from None
+
+
+def load_model_info(model_path: Path, config: PipelineConfig) -> tuple[str, str]:
+    """Check the checkpoint exists, loads and fits the tiling; (sha256, description)."""
+    sha = model_sha256(model_path)
+    # the main process validates on CPU (cheap: genA2B only, memory-mapped); workers
+    # load onto their own device
+    _, mcfg = get_generator(str(Path(model_path).resolve()), sha, "cpu")
+    if not mcfg.light and config.tile_size != mcfg.img_size:
+        raise ModelError(
+            f"is a full (non-light) U-GAT-IT model for {mcfg.img_size} px tiles, "
+            f"tile size {config.tile_size} asked",
+            path=model_path,
+            hint=f"use --tile-size {mcfg.img_size} with this model",
+        )
+    variant = "light" if mcfg.light else f"full {mcfg.img_size} px"
+    return sha, f"U-GAT-IT {variant} ngf {mcfg.ngf} n_res {mcfg.n_res}"
+
+
+def check_output_paths(
+    inp: Path, output: Path, heatmap: Path | None, *, overwrite: bool
+) -> None:
+    """The output (and heatmap) can be written and clobber neither the input nor each
+    other; an existing file only with `overwrite`."""
+    check_output_path(output, overwrite=overwrite)
+    if heatmap is None:
+        return
+    if Path(heatmap).resolve() in (Path(output).resolve(), Path(inp).resolve()):
+        raise OutputError(
+            "heatmap path is the output or the input",
+            path=heatmap,
+            hint="give the heatmap its own file name",
+        )
+    check_output_path(heatmap, overwrite=overwrite, what="heatmap")
+
+
+def check_not_input(inp: Path, output: Path) -> None:
+    """Refuse to write the output over the input (checked even for a dry run)."""
+    if inp.resolve() == output.resolve():
+        raise OutputError(
+            "output is the input", path=output, hint="write to another file name"
+        )

@@ -1,0 +1,216 @@
+"""Where the batch tasks run: the Dask client's lifetime and the batch iterators.
+
+The embedded default is Dask's threaded scheduler in this process; `--workers N`
+starts a LocalCluster, `--scheduler ADDRESS` connects to an existing dask.distributed
+cluster, and a library caller may pass its own client (DESIGN.md invariant 5). Both
+iterators yield batch results in the order the blend needs them with a bounded
+look-ahead, so at most a window of batch outputs waits in memory whatever the scene
+size. The task itself (`run_batch`) is pipeline/inference.py's; it is looked up on that
+module at call time so that tests can stand in for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from pipeline import inference
+from pipeline.config import PipelineConfig
+from pipeline.errors import PipelineError
+from pipeline.inference import InferenceJob, TileOutput
+
+log = logging.getLogger("pipeline")
+
+BatchResult = tuple[int, list[TileOutput | None]]
+BatchOrder = Sequence[tuple[int, tuple[int, ...]]]
+
+
+def local_threads(threads: int | None, device: str) -> int:
+    """Dask threads of the in-process scheduler: one per core on CPU, 2 on a GPU."""
+    if threads:
+        return threads
+    if device.startswith("cuda"):
+        return 2  # one reads tiles while the other waits on the GPU
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+def local_window(threads: int) -> int:
+    """Batches per graph of the in-process scheduler (see iter_local)."""
+    return min(64, max(4, 4 * threads))
+
+
+def is_remote(config: PipelineConfig, client: Any) -> bool:
+    """Whether the tiles run on machines other than this one, whose devices this process
+    cannot check: `--scheduler`, or a client passed in by a library caller. A client made
+    for `--workers` is a LocalCluster on this machine, so its device is checked here."""
+    return bool(config.scheduler) or (client is not None and not config.workers)
+
+
+def describe(config: PipelineConfig, client: Any) -> str:
+    """Where the tiles will run, for the plan (`--dry-run`)."""
+    if client is not None:
+        where = f"dask.distributed client {getattr(client, 'dashboard_link', '')}".strip()
+    elif config.scheduler:
+        where = f"dask.distributed scheduler {config.scheduler}"
+    elif config.workers:
+        where = f"dask LocalCluster, {config.workers} worker process(es) x 1 thread"
+    else:
+        where = f"dask local threads x {local_threads(config.threads, config.device)}"
+    return f"{where}, device {config.device}"
+
+
+class scheduler_client:
+    """Context manager yielding a distributed Client or None (in-process threads).
+
+    A client passed in is the caller's and stays open; one made here (for `--scheduler`
+    or `--workers`) is closed on exit, with its LocalCluster.
+    """
+
+    def __init__(self, config: PipelineConfig, client: Any) -> None:
+        self.config, self.client = config, client
+        self.owned: list[Any] = []
+
+    def __enter__(self) -> Any:
+        if self.client is not None:
+            return self.client
+        if not (self.config.scheduler or self.config.workers):
+            return None
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise PipelineError(
+                "dask.distributed is not installed",
+                path="--scheduler/--workers",
+                hint="pip install distributed, or run without --scheduler/--workers",
+            ) from None
+        try:
+            if self.config.scheduler:
+                client = Client(self.config.scheduler, timeout="10s")
+                self.owned.append(client)
+            else:
+                cluster = LocalCluster(
+                    n_workers=self.config.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                )
+                self.owned.append(cluster)
+                client = Client(cluster)
+                self.owned.insert(0, client)
+        except OSError as exc:
+            self.__exit__(None, None, None)
+            raise PipelineError(
+                f"cannot reach the Dask scheduler ({exc})",
+                path=self.config.scheduler or "LocalCluster",
+                hint="check the address (tcp://host:8786) and that the scheduler runs",
+            ) from None
+        return client
+
+    def __exit__(self, *exc: Any) -> None:
+        for obj in self.owned:
+            try:
+                obj.close()
+            except Exception:  # noqa: BLE001 - closing must not mask the real error
+                log.debug("closing %r failed", obj, exc_info=True)
+        self.owned.clear()
+
+
+@contextlib.contextmanager
+def torch_threads_kept() -> Iterator[None]:
+    """Restore torch's intra-op thread count on exit: CPU tasks pin it to 1 in this
+    process (pipeline/inference.py), which a library caller should not inherit."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def batch_results(
+    job: InferenceJob,
+    order: BatchOrder,
+    config: PipelineConfig,
+    client: Any,
+    on_done: Callable[[int], None] | None = None,
+) -> Iterator[BatchResult]:
+    """The batches of `order`, in that order, on `client` or on in-process threads."""
+    if client is not None:
+        return iter_distributed(job, order, client, on_done=on_done)
+    threads = local_threads(config.threads, config.device)
+    return iter_local(job, order, threads=threads, on_done=on_done)
+
+
+def iter_local(
+    job: InferenceJob,
+    order: BatchOrder,
+    *,
+    threads: int,
+    on_done: Callable[[int], None] | None = None,
+) -> Iterator[BatchResult]:
+    """Dask's in-process threaded scheduler, a window of `4 * threads` batches per graph.
+
+    Each small graph is computed and its results handed over before the next is built,
+    so at most one window of batch outputs waits in memory whatever the scene size
+    (4 tiles x 256 KiB per batch for 1-band output). The window is a barrier: threads
+    idle while its last batch finishes, so it spans several batches per thread (at most
+    1/4 of a batch per thread lost per window) but is capped at 64 batches.
+    """
+    import dask
+    from dask.callbacks import Callback
+
+    window = local_window(threads)
+
+    class _Progress(Callback):
+        def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+            if on_done is not None and isinstance(result, list):
+                on_done(len(result))
+
+    inference.pin_threads(job.device, job.tf32)
+    for start in range(0, len(order), window):
+        chunk = order[start : start + window]
+        tasks = [
+            dask.delayed(inference.run_batch, pure=True)(
+                job, tiles, dask_key_name=f"eo2sar-batch-{bi}"
+            )
+            for bi, tiles in chunk
+        ]
+        scheduler = "synchronous" if threads == 1 else "threads"
+        with _Progress():
+            outs = dask.compute(*tasks, scheduler=scheduler, num_workers=threads)
+        yield from zip((bi for bi, _ in chunk), outs, strict=True)
+
+
+def iter_distributed(
+    job: InferenceJob,
+    order: BatchOrder,
+    client: Any,
+    *,
+    on_done: Callable[[int], None] | None = None,
+) -> Iterator[BatchResult]:
+    """A dask.distributed client: keep ~2 batches per worker thread in flight."""
+    nthreads = sum(client.nthreads().values()) or 1
+    window = max(2, 2 * nthreads)
+    token = uuid.uuid4().hex[:12]  # unique per run: results are never shared across runs
+    pending: list[tuple[int, Any]] = []
+    position = 0
+    while position < len(order) or pending:
+        while position < len(order) and len(pending) < window:
+            bi, tiles = order[position]
+            fut = client.submit(
+                inference.run_batch, job, tiles, key=f"eo2sar-{token}-{bi}", pure=False
+            )
+            pending.append((bi, fut))
+            position += 1
+        bi, fut = pending.pop(0)
+        result = fut.result()
+        fut.release()
+        if on_done is not None:
+            on_done(len(result))
+        yield bi, result
