@@ -62,7 +62,7 @@ from pipeline.radiometry import (
     unit_to_model,
     valid_from_values,
 )
-from ugatit import UgatitError, load_checkpoint, resolve_device, set_tf32
+from ugatit import UgatitError, atomic_path, load_checkpoint, resolve_device, set_tf32
 
 #: The seed's network input size (the published model's img_size).
 SEED_SIZE = 256
@@ -335,12 +335,8 @@ def heatmap_overlay(img: Image.Image, heatmap: torch.Tensor, size: int) -> Image
 
 def save_png(img: Image.Image, path: Path) -> None:
     """Write a PNG atomically: a killed run never leaves a half-written file under `path`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------

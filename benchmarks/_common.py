@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ugatit.io import atomic_write_text
+
 REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_OUT = REPO / "bench_out"
@@ -47,10 +49,8 @@ def write_json(out_dir: Path, name: str, payload: dict[str, Any]) -> Path:
     """Write ``out_dir/name.json`` (atomically) with the machine description added."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2,
-                              default=str) + "\n")
-    os.replace(tmp, path)
+    doc = {"benchmark": name, "machine": machine(), **payload}
+    atomic_write_text(path, json.dumps(doc, indent=2, default=str) + "\n")
     return path
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import DEFAULT_OUT, REPO, format_table, machine
+from ugatit.io import atomic_write_text
 
 ALL = ("seams", "throughput", "memory", "train")
 
@@ -105,9 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n== summary")
     print(format_table(summary, ["benchmark", "what", "value"]))
     bench = args.out / "bench.json"
-    tmp = bench.with_name(".bench.json.tmp")
-    tmp.write_text(json.dumps({"machine": machine(), "benchmarks": collected}, indent=2) + "\n")
-    tmp.replace(bench)
+    doc = {"machine": machine(), "benchmarks": collected}
+    atomic_write_text(bench, json.dumps(doc, indent=2) + "\n")
     print(f"wrote {bench}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)

@@ -16,11 +16,21 @@ from pathlib import Path
 import rasterio
 import rasterio.errors
 
+import ugatit.device
+import ugatit.errors
 from pipeline.config import PipelineConfig
-from pipeline.errors import InputError, ModelError, OutputError
+from pipeline.errors import DeviceError, InputError, ModelError, OutputError
 from pipeline.inference import get_generator
 from pipeline.manifest import cached_sha256
 from pipeline.mosaic import check_output_path
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have (ugatit.device's policy), exit 2."""
+    try:
+        ugatit.device.check_device(device)
+    except ugatit.errors.DeviceError as exc:
+        raise DeviceError.from_ugatit(exc) from None
 
 
 def model_sha256(path: str | os.PathLike[str]) -> str:

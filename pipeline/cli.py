@@ -202,9 +202,8 @@ def _run_file(request: SceneRequest, *, quiet: bool, dry_run: bool) -> None:
 
 def _run_directory(request: SceneRequest, pattern: str, *, quiet: bool, dry_run: bool) -> None:
     from pipeline.batch import run_directory
-    from pipeline.checks import load_model_info
+    from pipeline.checks import check_device, load_model_info
     from pipeline.errors import OutputError
-    from pipeline.inference import check_device
     from pipeline.plan import resolve_model_config
     from pipeline.scene import run_scene
     from pipeline.scheduling import is_remote, scheduler_client

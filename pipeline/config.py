@@ -35,13 +35,14 @@ from typing import Any
 
 import yaml
 
+import ugatit.errors
 from pipeline.errors import ConfigError, DeviceError
 from pipeline.radiometry import CONTRACT_KEYS, check_absolute_db, resolve_radiometry
+from ugatit.device import parse_device
 
 SCALE_MODES = ("auto", "fixed", "none")
 OUTPUT_SCALES = ("unit", "uint8", "db")
 COMPRESSIONS = ("DEFLATE", "ZSTD", "LZW", "NONE")
-_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 # Fields that never change the output bytes (see module docstring).
 RUNTIME_FIELDS = frozenset(
@@ -186,15 +187,11 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> P
 
 
 def validate_device_string(device: str) -> str:
-    """Normalise and check the syntax of a device string (`cpu`, `cuda`, `cuda:N`)."""
-    text = str(device).strip().lower()
-    if not _DEVICE_RE.match(text):
-        raise DeviceError(
-            f"unknown device {device!r}",
-            path="--device",
-            hint="use cpu, cuda or cuda:N (N = GPU index, as torch counts them)",
-        )
-    return text
+    """Normalise and check the syntax of a device string (ugatit.device's policy)."""
+    try:
+        return parse_device(device)
+    except ugatit.errors.DeviceError as exc:
+        raise DeviceError.from_ugatit(exc) from None
 
 
 # ---------------------------------------------------------------------------------------

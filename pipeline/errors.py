@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from os import PathLike
 
+import ugatit.errors
+
 
 class PipelineError(Exception):
     """Root of every expected pipeline failure.
@@ -67,10 +69,17 @@ class ModelError(PipelineError):
     """The checkpoint is missing, broken, or incompatible with the asked tiling."""
 
 
-class DeviceError(PipelineError):
-    """The asked compute device is malformed or not present on this machine."""
+class DeviceError(PipelineError, ugatit.errors.DeviceError):
+    """The asked compute device is malformed or not present on this machine.
+
+    Also a `ugatit.errors.DeviceError`: the device policy is ugatit.device's, and
+    `from_ugatit` carries its message and hint over with the `--device` path."""
 
     exit_code = 2
+
+    @classmethod
+    def from_ugatit(cls, exc: ugatit.errors.DeviceError) -> DeviceError:
+        return cls(exc.message, path="--device", hint=exc.hint)
 
 
 class ConfigError(PipelineError):

@@ -38,7 +38,7 @@ import numpy as np
 import rasterio
 import torch
 
-from pipeline.errors import DeviceError, ModelError, PipelineError
+from pipeline.errors import ModelError, PipelineError
 from pipeline.mosaic import gdal_env  # bounds GDAL's block cache in workers too
 from pipeline.radiometry import Scaling, to_model_input
 from pipeline.tiling import TileGrid, read_tile
@@ -94,26 +94,6 @@ def get_generator(path: str, sha256: str, device: str) -> tuple[torch.nn.Module,
             raise ModelError(
                 str(exc), path=path, hint="pass an eo2sar/U-GAT-IT checkpoint with --model"
             ) from None
-
-
-def check_device(device: str) -> None:
-    """Refuse a CUDA device this machine does not have (before any heavy work)."""
-    if not device.startswith("cuda"):
-        return
-    if not torch.cuda.is_available():
-        raise DeviceError(
-            f"device {device} asked for, but CUDA is not available here "
-            f"(torch {torch.__version__})",
-            path="--device",
-            hint="use --device cpu, or install a CUDA build of torch on a GPU machine",
-        )
-    index = int(device.split(":")[1]) if ":" in device else 0
-    if index >= torch.cuda.device_count():
-        raise DeviceError(
-            f"device {device} asked for, but only {torch.cuda.device_count()} GPU(s) exist",
-            path="--device",
-            hint=f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}",
-        )
 
 
 def pin_threads(device: str, tf32: bool = False) -> None:

@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +26,9 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+# the one atomic writer and file hash (re-exported: the pipeline's small files use them)
+from ugatit.io import atomic_write_bytes, atomic_write_text, sha256_file
 
 __all__ = [
     "MANIFEST_SCHEMA",
@@ -59,7 +61,6 @@ MANIFEST_SUFFIX = ".manifest.json"
 # scene changes them.
 FULL_HASH_LIMIT = 16 * 1024 * 1024
 HEAD_TAIL_BYTES = 1024 * 1024
-_CHUNK = 4 * 1024 * 1024
 
 
 def utc_now() -> str:
@@ -71,15 +72,6 @@ def manifest_path(output_path: Path) -> Path:
     """``out/x.tif`` -> ``out/x.tif.manifest.json``."""
     output_path = Path(output_path)
     return output_path.with_name(output_path.name + MANIFEST_SUFFIX)
-
-
-def sha256_file(path: Path) -> str:
-    """Full sha256 of a file, read in 4 MiB chunks (constant memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _sha_cache: dict[tuple[str, int, int], str] = {}
@@ -177,37 +169,6 @@ def software_versions() -> dict[str, str]:
     if rasterio is not None:
         versions["gdal"] = str(getattr(rasterio, "__gdal_version__", "unknown"))
     return versions
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the new one, never half.
-
-    The one helper for the pipeline's small files (manifests, run report, quicklook PNG):
-    a hidden temporary file in the destination directory (same filesystem, so
-    ``os.replace`` is an atomic rename), flushed and fsynced, given the mode a plain
-    ``open`` would give (``mkstemp`` makes 0600; these files are for sharing), renamed.
-    Nothing is left behind on any error. Rasters have their own path (GDAL writes them):
-    ``pipeline.mosaic.RasterTarget``.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """`atomic_write_bytes` of UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_manifest(

@@ -18,6 +18,7 @@ import rasterio
 import rasterio.errors
 
 from pipeline.checks import (
+    check_device,
     check_georeferencing,
     check_not_input,
     check_output_paths,
@@ -28,7 +29,7 @@ from pipeline.checks import (
 )
 from pipeline.config import PipelineConfig, resolve_for_model
 from pipeline.errors import ModelError
-from pipeline.inference import InferenceJob, check_device
+from pipeline.inference import InferenceJob
 from pipeline.mosaic import COG_BLOCK, GDAL_CACHE_BYTES, output_dtype_nodata, overview_count
 from pipeline.radiometry import Scaling, compute_scaling, has_valid_pixel, select_bands
 from pipeline.scheduling import describe, is_remote, local_threads, local_window

@@ -27,6 +27,7 @@ log = logging.getLogger("pipeline")
 
 BatchResult = tuple[int, list[TileOutput | None]]
 BatchOrder = Sequence[tuple[int, tuple[int, ...]]]
+OnDone = Callable[[int], None] | None  # progress: called with the tiles of each batch
 
 
 def local_threads(threads: int | None, device: str) -> int:
@@ -138,7 +139,7 @@ def batch_results(
     order: BatchOrder,
     config: PipelineConfig,
     client: Any,
-    on_done: Callable[[int], None] | None = None,
+    on_done: OnDone = None,
 ) -> Iterator[BatchResult]:
     """The batches of `order`, in that order, on `client` or on in-process threads."""
     if client is not None:
@@ -147,13 +148,8 @@ def batch_results(
     return iter_local(job, order, threads=threads, on_done=on_done)
 
 
-def iter_local(
-    job: InferenceJob,
-    order: BatchOrder,
-    *,
-    threads: int,
-    on_done: Callable[[int], None] | None = None,
-) -> Iterator[BatchResult]:
+def iter_local(job: InferenceJob, order: BatchOrder, *, threads: int, on_done: OnDone = None
+               ) -> Iterator[BatchResult]:
     """Dask's in-process threaded scheduler, a window of `4 * threads` batches per graph.
 
     Each small graph is computed and its results handed over before the next is built,
@@ -187,13 +183,8 @@ def iter_local(
         yield from zip((bi for bi, _ in chunk), outs, strict=True)
 
 
-def iter_distributed(
-    job: InferenceJob,
-    order: BatchOrder,
-    client: Any,
-    *,
-    on_done: Callable[[int], None] | None = None,
-) -> Iterator[BatchResult]:
+def iter_distributed(job: InferenceJob, order: BatchOrder, client: Any, *, on_done: OnDone = None
+                     ) -> Iterator[BatchResult]:
     """A dask.distributed client: keep ~2 batches per worker thread in flight."""
     nthreads = sum(client.nthreads().values()) or 1
     window = max(2, 2 * nthreads)

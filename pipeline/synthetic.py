@@ -10,7 +10,6 @@ coordinates, so it is written block by block and never exists as a full array: a
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,8 @@ import numpy as np
 import rasterio
 from rasterio.transform import from_origin
 from rasterio.windows import Window, subdivide
+
+from ugatit.io import atomic_path
 
 __all__ = ["crop_raster", "synthetic_block", "write_synthetic_scene"]
 
@@ -87,12 +88,10 @@ def write_synthetic_scene(path: Path, size: int, *, seed: int = 0, block: int = 
         "predictor": 2, "BIGTIFF": "IF_SAFER",
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with rasterio.open(tmp, "w", **profile) as dst:
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         for win in subdivide(Window(0, 0, size, size), block, block):
             r, c, h, w = win.row_off, win.col_off, win.height, win.width
             dst.write(synthetic_block(r, c, h, w, seed), window=win)
-    os.replace(tmp, path)
     return path
 
 

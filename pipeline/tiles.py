@@ -54,6 +54,7 @@ from PIL import Image
 from rasterio.windows import Window
 from shapely.geometry import Polygon, mapping, shape
 
+from pipeline.checks import check_readable, open_input, read_error
 from pipeline.config import PipelineConfig, _float_pair, _int_tuple
 from pipeline.errors import ConfigError, InputError, OutputError, PipelineWarning
 from pipeline.manifest import atomic_write_bytes, atomic_write_text
@@ -71,7 +72,6 @@ from pipeline.radiometry import (
     select_bands,
     to_unit,
 )
-from pipeline.checks import check_readable, open_input, read_error
 
 log = logging.getLogger("pipeline")
 

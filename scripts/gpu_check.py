@@ -55,6 +55,8 @@ from typing import Any
 
 import torch
 
+from ugatit.io import atomic_write_text
+
 REPO = Path(__file__).resolve().parents[1]
 
 MODEL_ATOL = 1e-3
@@ -80,9 +82,7 @@ class Report:
     def save(self) -> None:
         self.doc["elapsed_s"] = time.perf_counter() - self.t0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(self.doc, indent=2, default=str) + "\n")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(self.doc, indent=2, default=str) + "\n")
 
     def stage(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
         print(f"== {name}", flush=True)

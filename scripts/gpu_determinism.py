@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from rasterio.transform import from_origin
 
-from pipeline.inference import CUDA_MICRO_BATCH, pin_threads, forward_fixed_shape
+from pipeline.inference import CUDA_MICRO_BATCH, forward_fixed_shape, pin_threads
 from ugatit import ModelConfig, init_checkpoint, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

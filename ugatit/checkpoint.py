@@ -19,10 +19,8 @@ state dicts; the seed format is the original six-network dict (see :mod:`ugatit.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +34,7 @@ from torch import Tensor, nn
 from ugatit.config import ModelConfig
 from ugatit.device import resolve_device
 from ugatit.errors import CheckpointError
+from ugatit.io import atomic_path
 from ugatit.legacy import infer_config, is_bare_generator, is_seed_checkpoint
 from ugatit.networks import GENERATORS, NETWORK_NAMES, build_network
 
@@ -265,7 +264,8 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
             that the file holds. Networks not asked for are never read from disk.
 
     Raises:
-        CheckpointError: missing, unsafe, unreadable or mismatched file, or bad device.
+        CheckpointError: missing, unsafe, unreadable or mismatched file.
+        DeviceError: a device string that is malformed or absent on this machine.
     """
     path = Path(path)
     dev = resolve_device(device)
@@ -295,20 +295,10 @@ def _to_state_dict(net: nn.Module | Mapping[str, Tensor], half: bool) -> dict[st
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary name beside ``path``, then rename: no half-written file."""
+    """torch.save through ugatit.io.atomic_path: no half-written file under ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        # mkstemp creates 0600; give the file the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: str | os.PathLike[str],
@@ -385,12 +375,3 @@ def export_generator(src: str | os.PathLike[str], dst: str | os.PathLike[str],
             if k not in ("format_version", "config", "torch", "created", "dtype")}
     return save_checkpoint(dst, nets, config, half=half,
                            extra={**kept, "exported_from": Path(src).name, "source_format": fmt})
-
-
-def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, streamed (checkpoints can be gigabytes)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()

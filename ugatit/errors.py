@@ -23,3 +23,16 @@ class TrainingError(UgatitError):
 class EvaluationError(UgatitError):
     """Evaluation cannot run: missing or empty tile folders, names that do not pair, tiles of
     mixed sizes, a bad dataset.json or feature extractor."""
+
+
+class DeviceError(UgatitError):
+    """The asked compute device is malformed or not present on this machine.
+
+    `message` says what is wrong, `hint` what to do; `str()` joins them for callers that
+    print one line (app.py). The pipeline's DeviceError subclasses this one.
+    """
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message if hint is None else f"{message}; {hint}")
+        self.message = message
+        self.hint = hint

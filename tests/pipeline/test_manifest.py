@@ -14,8 +14,6 @@ from pipeline.config import PipelineConfig
 from pipeline.manifest import (
     FULL_HASH_LIMIT,
     HEAD_TAIL_BYTES,
-    atomic_write_bytes,
-    atomic_write_text,
     check_manifest,
     config_fingerprint,
     fingerprint_input,
@@ -78,35 +76,6 @@ def test_config_fingerprint_of_plain_values() -> None:
     assert config_fingerprint(None)[1] is None
     with pytest.raises(TypeError):
         config_fingerprint(3.5)
-
-
-def test_atomic_write_leaves_no_temp_file(tmp_path: Path) -> None:
-    p = tmp_path / "r.json"
-    atomic_write_text(p, "one")
-    atomic_write_text(p, "two")
-    assert p.read_text() == "two"
-    assert sorted(x.name for x in tmp_path.iterdir()) == ["r.json"]
-
-
-def test_atomic_write_failure_keeps_the_old_file(tmp_path: Path) -> None:
-    p = tmp_path / "r.json"
-    p.write_text("old")
-    with pytest.raises(TypeError):
-        atomic_write_bytes(p, "text")  # type: ignore[arg-type]  # fails inside the write
-    assert p.read_text() == "old"
-    assert sorted(x.name for x in tmp_path.iterdir()) == ["r.json"]
-
-
-def test_atomic_write_gives_the_mode_of_a_plain_open(tmp_path: Path) -> None:
-    """mkstemp creates 0600; manifests, reports and quicklooks are for sharing."""
-    import os
-
-    old = os.umask(0o022)
-    try:
-        atomic_write_text(tmp_path / "r.json", "{}")
-    finally:
-        os.umask(old)
-    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
 
 
 def _write(tmp_path: Path) -> tuple[Path, Path]:

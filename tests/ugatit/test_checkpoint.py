@@ -19,7 +19,7 @@ from ugatit import (
     load_checkpoint,
     save_checkpoint,
 )
-from ugatit.checkpoint import read_state_dicts, resolve_device
+from ugatit.checkpoint import read_state_dicts
 from ugatit.legacy import infer_config
 from ugatit.networks import NETWORK_NAMES, build_network
 
@@ -266,15 +266,6 @@ def test_cuda_saved_checkpoint_loads_on_cpu(
             torch.load(path, weights_only=True)
     ck = load_checkpoint(path, device="cpu")
     _same_outputs(nets["genA2B"], ck.genA2B, torch.rand(1, 3, 32, 32))
-
-
-def test_device_strings() -> None:
-    assert resolve_device("cpu") == torch.device("cpu")
-    with pytest.raises(CheckpointError, match="bad device"):
-        resolve_device("gpu0")
-    if not torch.cuda.is_available():
-        with pytest.raises(CheckpointError, match="CUDA is not available"):
-            resolve_device("cuda:0")
 
 
 @pytest.mark.parametrize("half", [False, True])
