@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import DATA
 from ugatit import ModelConfig, init_checkpoint
 from ugatit.networks import GENERATORS, NETWORK_NAMES
-
-DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,12 @@ a test module can be moved or renamed without breaking another.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import rasterio
+from PIL import Image
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
@@ -67,3 +69,31 @@ def overview_matches_average(path: Path, band: int = 1) -> float:
     ok = np.isfinite(means)
     sub = small[: hh // 2, : ww // 2]
     return float(np.abs(sub[ok] - means[ok]).max())
+
+
+# ---------------------------------------------------------------- training tile sets
+
+RADIOMETRY = {"eo": {"method": "auto", "percentiles": [2.0, 98.0]},
+              "sar": {"units": "db", "band": 1, "db_range": [-25.0, 0.0]}}
+
+
+def make_dataset(root: Path, size: int = 40, n_a: int = 5, n_b: int = 4,
+                 n_const: int = 1) -> Path:
+    """A tiny tile-builder-like dataset: textured EO (A), speckled SAR-like (B), test
+    folders, ``n_const`` all-zero "nodata" tiles in trainA, and a dataset.json."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for sub, n in (("trainA", n_a), ("trainB", n_b), ("testA", 2), ("testB", 2)):
+        (root / sub).mkdir(parents=True)
+        for i in range(n):
+            if sub.endswith("A"):
+                base = 128 + 60 * np.sin(xx / (3 + i)) * np.cos(yy / 5)
+                rgb = np.stack([base, 0.8 * base, 0.6 * base], -1)
+            else:
+                rgb = np.repeat(rng.gamma(1.0, 60.0, (size, size))[..., None], 3, -1)
+            rgb = rgb + rng.normal(0, 4, (size, size, 3))
+            Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(root / sub / f"{i:03d}.png")
+    for i in range(n_const):
+        Image.fromarray(np.zeros((size, size, 3), np.uint8)).save(root / "trainA" / f"z{i}.png")
+    (root / "dataset.json").write_text(json.dumps({"radiometry": RADIOMETRY, "tiles": 9}))
+    return root

@@ -31,11 +31,10 @@ import pipeline.inference
 from pipeline.cli import main as pipeline_cli
 from pipeline.quicklook import quicklook
 from pipeline.radiometry import compute_scaling, read_masked, to_model_input
-from tests.pipeline.test_scene import crop
+from tests.helpers import DATA, crop
 from ugatit import load_checkpoint, read_meta, save_checkpoint
 from ugatit.networks import GENERATORS
 
-DATA = Path(__file__).parent / "data"
 L8 = DATA / "l8_224078_parana_bgr_uint16.tif"  # uint16, B,G,R, zero collar, no nodata tag
 HAITI = DATA / "haiti_rgbn_uint8.tif"  # uint8 R,G,B,NIR
 SIZE = 256  # one pipeline tile = app.py's network input: no resize anywhere

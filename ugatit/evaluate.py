@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -34,6 +32,7 @@ from ugatit import metrics
 from ugatit.checkpoint import load_checkpoint
 from ugatit.config import ModelConfig
 from ugatit.errors import EvaluationError
+from ugatit.io import atomic_write_text
 from ugatit.networks import ResnetGenerator, build_network
 
 #: Used when neither the checkpoint nor dataset.json gives the SAR dB range.
@@ -522,15 +521,7 @@ def _finite(obj: Any) -> Any:
 def write_json(report: dict[str, Any], path: Path) -> Path:
     """Write the report atomically (temporary name, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_finite(report), f, indent=1, allow_nan=False)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(_finite(report), indent=1, allow_nan=False))
     return path
 
 

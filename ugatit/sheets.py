@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
+
+from ugatit.io import atomic_path
 
 #: Columns of the sample sheet (the original figure's rows, transposed).
 SHEET_COLUMNS = ("EO", "EO->EO CAM", "EO->EO", "EO->SAR CAM", "EO->SAR", "EO->SAR->EO CAM",
@@ -119,9 +120,8 @@ def _with_header(body: np.ndarray, size: int) -> Image.Image:
 def _save_png(img: Image.Image, path: Path) -> None:
     """Write a PNG atomically (a viewer refreshing it never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
 
 
 class LossLog:
@@ -138,12 +138,10 @@ class LossLog:
         if self.path.exists() and step > 0:
             with self.path.open(newline="") as f:
                 kept = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with tmp.open("w", newline="") as f:
+        with atomic_path(self.path) as tmp, tmp.open("w", newline="") as f:
             w = csv.DictWriter(f, self.columns, extrasaction="ignore")
             w.writeheader()
             w.writerows(kept)
-        os.replace(tmp, self.path)
 
     def append(self, step: int, values: Mapping[str, float]) -> None:
         with self.path.open("a", newline="") as f:
@@ -194,7 +192,8 @@ def loss_curve(log: LossLog, path: Path, terms: Sequence[str] = ("D_loss", "G_lo
             ax.legend(fontsize=7, ncol=2)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=90, format="png")
+    finally:
+        plt.close(fig)

@@ -54,7 +54,8 @@ from ugatit.data import (
     list_images,
 )
 from ugatit.device import resolve_device, set_tf32
-from ugatit.errors import CheckpointError, TrainingError
+from ugatit.errors import DeviceError, TrainingError
+from ugatit.io import atomic_write_text
 from ugatit.losses import adversarial_term, cam_term, discriminator_term, l1
 from ugatit.networks import DISCRIMINATORS, GENERATORS, NETWORK_NAMES, build_network
 from ugatit.sheets import LossLog, loss_curve, sample_sheet
@@ -259,7 +260,7 @@ def init_distributed(cfg: TrainConfig) -> tuple[Dist, torch.device]:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = resolve_device(name)
-    except CheckpointError as exc:  # resolve_device speaks for checkpoint loading
+    except DeviceError as exc:
         raise TrainingError(str(exc)) from exc
     if world <= 1:
         return Dist(), device
@@ -560,9 +561,7 @@ def write_options(cfg: TrainConfig, out: Path, d: Dist) -> None:
         lines.append(f"{k:>16}: {v}{note}")
     lines.append("----------------- End -------------------")
     print("\n".join(lines), flush=True)
-    tmp = out / ".options.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    os.replace(tmp, out / "options.yaml")
+    atomic_write_text(out / "options.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def batches(data: UnpairedDataset, cfg: TrainConfig, start_step: int, device: torch.device

@@ -19,7 +19,7 @@ from pipeline.radiometry import (
     sar_to_db,
     sar_to_uint8,
 )
-from tests.conftest import DATA
+from tests.helpers import DATA
 
 S1 = DATA / "s1_labrador_dualpol_intensity.tif"
 

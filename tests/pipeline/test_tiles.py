@@ -40,8 +40,7 @@ from pipeline.tiles import (
     window_split,
 )
 from pipeline.tiling import read_tile
-from tests.conftest import DATA
-from tests.pipeline.test_scene import crop
+from tests.helpers import DATA, crop
 
 L8 = DATA / "l8_224078_parana_bgr_uint16.tif"
 HAITI = DATA / "haiti_rgbn_uint8.tif"

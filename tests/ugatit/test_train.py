@@ -21,7 +21,7 @@ import yaml
 from click.testing import CliRunner
 
 import ugatit.train as tr
-from tests.ugatit.test_data import RADIOMETRY, make_dataset
+from tests.helpers import RADIOMETRY, make_dataset
 from ugatit import load_checkpoint
 from ugatit.cli import main
 from ugatit.errors import TrainingError
