@@ -23,7 +23,19 @@ import click
 
 from pipeline.config import load_config
 from pipeline.errors import ConfigError, PipelineError, PipelineWarning
+from pipeline.options import (
+    config_file_option,
+    config_options,
+    dry_run_option,
+    field_option,
+    given,
+    model_option,
+    overwrite_option,
+    quiet_option,
+    verbose_option,
+)
 from pipeline.plan import SceneRequest
+from pipeline.tiles import TilesConfig
 
 log = logging.getLogger("pipeline")
 
@@ -52,83 +64,19 @@ def main() -> None:
 @main.command("run")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
-@click.option(
-    "--model", "model_path", required=True, type=click.Path(path_type=Path),
-    help="U-GAT-IT checkpoint (published eo2sar file or ours). Required.",
-)
-@click.option(
-    "--device", default=None,
-    help="cpu, cuda or cuda:N. [default: cpu]",
-)
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path), default=None,
-    help="YAML file of settings (see configs/pipeline.yaml); flags override it. "
-    "[default: none, built-in defaults]",
-)
-@click.option(
-    "--bands", default=None,
-    help="Three 1-based input bands fed as R,G,B, e.g. 3,2,1 for B,G,R files. "
-    "[default: a 3-band input as is; anything else needs --bands]",
-)
-@click.option(
-    "--scale", type=click.Choice(["auto", "fixed", "none"]), default=None,
-    help="Input scaling to [0,1]: auto = uint8/255, else a global per-band percentile "
-    "stretch; fixed = fixed_min/fixed_max from the config; none = already 0..1. "
-    "[default: auto]",
-)
-@click.option(
-    "--percentiles", default=None,
-    help="LOW,HIGH percentiles of the auto stretch of non-uint8 input. "
-    "[default: the model's radiometric contract, else 2,98]",
-)
-@click.option(
-    "--nodata", default=None,
-    help="Declare the input nodata value (replaces the file's tag). Not needed for the "
-    "zero collar of 16-bit products: pixels 0 in every band of non-uint8 input are fill. "
-    "[default: the file's nodata, masks, NaN and that fill rule]",
-)
-@click.option("--tile-size", type=int, default=None, help="Tile size in px (multiple of 4; "
-              "a full model needs its own size). [default: 256]")
-@click.option("--overlap", type=int, default=None,
-              help="Pixels shared by neighbouring tiles, blended away. [default: 64]")
-@click.option("--batch-size", type=int, default=None,
-              help="Tiles per Dask task (does not change the output). [default: 4]")
-@click.option("--block-size", type=int, default=None,
-              help="Output block side written at a time, multiple of 16 (bounds memory; "
-              "does not change the output). [default: 1024]")
-@click.option("--output-bands", type=click.Choice(["1", "3"]), default=None,
-              help="1 = mean of the generator's 3 channels, 3 = all. [default: 1]")
-@click.option("--output-scale", type=click.Choice(["unit", "uint8", "db"]), default=None,
-              help="unit = float32 0..1 (nodata NaN); uint8 = 1..255 (nodata 0); "
-              "db = float32 mapped linearly onto --db-range (nodata NaN). [default: unit]")
-@click.option("--db-range", default=None,
-              help="LOW,HIGH dB that output 0..1 maps to with --output-scale db, e.g. "
-              "--db-range=-25,0. [default: the model's radiometric contract, else -25,0]")
+@model_option
+@config_file_option
+@config_options()
 @click.option("--heatmap", "heatmap_path", type=click.Path(path_type=Path), default=None,
               help="Also write the CAM attention heatmap mosaic here (file input) or "
               "beside each output (directory input: any value turns it on). [default: off]")
-@click.option("--overwrite", is_flag=True, default=False,
-              help="Replace existing outputs. [default: refuse]")
+@overwrite_option
 @click.option("--pattern", default="*.tif", show_default=True,
               help="Glob of the scenes to process when INPUT is a directory.")
-@click.option("--scheduler", default=None,
-              help="Address of an existing dask.distributed scheduler (tcp://host:8786). "
-              "[default: in-process threads]")
-@click.option("--workers", type=int, default=None,
-              help="Start a local cluster of N worker processes (1 thread each). "
-              "[default: in-process threads]")
-@click.option("--tf32", is_flag=True, default=None,
-              help="CUDA: TF32 convolutions (about 3.7x faster on an H200; outputs move by "
-              "up to ~2e-3). [default: off, float32 parity with the CPU]")
-@click.option("--threads", type=int, default=None,
-              help="Threads of the in-process scheduler. [default: CPU cores; 2 on CUDA]")
-@click.option("--dry-run", is_flag=True, default=False,
-              help="Check everything and print the plan (tiles, batches, memory, output); "
-              "write nothing. [default: off]")
-@click.option("-v", "--verbose", count=True,
-              help="More log output (-v: info, -vv: debug). [default: warnings]")
-@click.option("-q", "--quiet", is_flag=True, default=False,
-              help="No progress bar, warnings and errors only. [default: off]")
+@dry_run_option("Check everything and print the plan (tiles, batches, memory, output); "
+                "write nothing.")
+@verbose_option
+@quiet_option("No progress bar, warnings and errors only.")
 def run(
     input_path: Path,
     output_path: Path,
@@ -157,13 +105,9 @@ def run(
         level = logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
     try:
-        overrides = dict(options)
-        overrides["nodata"] = _nodata_value(options.get("nodata"))
-        if overrides.get("output_bands") is not None:
-            overrides["output_bands"] = int(overrides["output_bands"])
         request = SceneRequest(
             input=input_path, output=output_path, model=model_path,
-            config=load_config(config_path, overrides), heatmap=heatmap_path,
+            config=load_config(config_path, options), heatmap=heatmap_path,
             overwrite=overwrite,
         )
         if input_path.is_dir():
@@ -281,11 +225,11 @@ def quicklook_cmd(input_path: Path, output_path: Path, png_path: Path, bands: st
                   max_size: int) -> None:
     """Write PNG: the optical INPUT, scaled exactly as the run fed it to the model (the
     scaling recorded in OUTPUT's tags), beside the SAR-like OUTPUT (2-98% stretch)."""
-    from pipeline.config import _int_tuple
+    from pipeline.config import parse_int_tuple
     from pipeline.quicklook import quicklook
 
     try:
-        band_tuple = _int_tuple(bands, "bands", "--bands", minimum=1)
+        band_tuple = parse_int_tuple(bands, "bands", "--bands", minimum=1)
         quicklook(input_path, output_path, png_path, bands=band_tuple, max_size=max_size)
     except PipelineError as err:
         _fail(err)
@@ -306,36 +250,32 @@ def quicklook_cmd(input_path: Path, output_path: Path, png_path: Path, bands: st
 @click.option("--eo-nodata", default=None,
               help="Declare the EO nodata value (as `run --nodata`). [default: the file's "
               "nodata, masks, NaN and zero fill]")
-@click.option("--sar-band", type=int, default=1, show_default=True,
-              help="1-based SAR band (polarisation) used.")
-@click.option("--sar-units", type=click.Choice(["linear", "db"]), default="linear",
-              show_default=True, help="SAR values: linear intensity (-> 10 log10) or dB.")
-@click.option("--sar-db-range", default="-25,0", show_default=True,
-              help="LOW,HIGH dB mapped to 0..255 (write --sar-db-range=-32.5,0), or auto: "
+@field_option(TilesConfig, "sar_band", "1-based SAR band (polarisation) used.", type=int)
+@field_option(TilesConfig, "sar_units", "SAR values: linear intensity (-> 10 log10) or dB.",
+              type=click.Choice(["linear", "db"]))
+@field_option(TilesConfig, "sar_db_range",
+              "LOW,HIGH dB mapped to 0..255 (write --sar-db-range=-32.5,0), or auto: "
               "per-scene 2-98 % percentiles (uncalibrated data).")
-@click.option("--tile-size", type=int, default=256, show_default=True, help="Tile side in px.")
-@click.option("--stride", type=int, default=None,
-              help="Pixels between tile origins. [default: the tile size]")
-@click.option("--min-valid", type=float, default=0.9, show_default=True,
-              help="Least fraction of valid pixels a tile needs.")
-@click.option("--aoi", type=click.Path(path_type=Path), default=None,
-              help="GeoJSON polygon(s) in lon/lat: keep only tiles that intersect them. "
-              "[default: no AOI]")
-@click.option("--test-fraction", type=float, default=0.1, show_default=True,
-              help="Share of each scene's spatial blocks that goes to test.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the block split (deterministic).")
-@click.option("--split-block", type=int, default=None,
-              help="Side of the split's spatial blocks in px. [default: 2 x tile size]")
-@click.option("--paired", is_flag=True, default=False,
-              help="One EO and one SAR scene on the same grid: same windows from both, "
-              "all to testA/testB with identical names. [default: off]")
-@click.option("--dry-run", is_flag=True, default=False,
-              help="Print the counts; write nothing. [default: off]")
-@click.option("-q", "--quiet", is_flag=True, default=False,
-              help="No progress bar. [default: off]")
+@field_option(TilesConfig, "tile_size", "Tile side in px.", type=int)
+@field_option(TilesConfig, "stride", "Pixels between tile origins.", type=int,
+              default_text="the tile size")
+@field_option(TilesConfig, "min_valid", "Least fraction of valid pixels a tile needs.",
+              type=float)
+@field_option(TilesConfig, "aoi", "GeoJSON polygon(s) in lon/lat: keep only tiles that "
+              "intersect them.", type=click.Path(path_type=Path), default_text="no AOI")
+@field_option(TilesConfig, "test_fraction",
+              "Share of each scene's spatial blocks that goes to test.", type=float)
+@field_option(TilesConfig, "seed", "Seed of the block split (deterministic).", type=int)
+@field_option(TilesConfig, "split_block", "Side of the split's spatial blocks in px.",
+              type=int, default_text="2 x tile size")
+@field_option(TilesConfig, "paired",
+              "One EO and one SAR scene on the same grid: same windows from both, all to "
+              "testA/testB with identical names.")
+@dry_run_option("Print the counts; write nothing.")
+@quiet_option("No progress bar.")
 def tiles_cmd(eo: tuple[Path, ...], sar: tuple[Path, ...], out: Path, eo_bands: str | None,
-              eo_nodata: str | None, sar_db_range: str, quiet: bool, **options: Any) -> None:
+              eo_nodata: str | None, sar_db_range: str | None, quiet: bool,
+              **options: Any) -> None:
     """Cut training tiles (8-bit RGB PNG) from EO scenes (A) and SAR scenes (B) into OUT.
 
     \b
@@ -345,7 +285,7 @@ def tiles_cmd(eo: tuple[Path, ...], sar: tuple[Path, ...], out: Path, eo_bands: 
       python -m pipeline tiles --paired --eo eo.tif --sar sar_db.tif --sar-units db \\
           --out data/paired
     """
-    from pipeline.tiles import TilesConfig, build_tiles, parse_bands, parse_db_range
+    from pipeline.tiles import build_tiles, parse_bands, parse_db_range
 
     try:
         try:
@@ -353,10 +293,11 @@ def tiles_cmd(eo: tuple[Path, ...], sar: tuple[Path, ...], out: Path, eo_bands: 
         except ConfigError:
             raise ConfigError(f"bad value for --eo-nodata: {eo_nodata!r}", path="--eo-nodata",
                               hint="a number, or nan") from None
+        settings = given(options)  # the rest: TilesConfig's defaults
+        if sar_db_range is not None:
+            settings["sar_db_range"] = parse_db_range(sar_db_range)  # None: auto
         config = TilesConfig(out=out, eo=eo, sar=sar, eo_bands=parse_bands(eo_bands),
-                             eo_nodata=nodata,
-                             sar_db_range=parse_db_range(sar_db_range),
-                             progress=not quiet, **options)
+                             eo_nodata=nodata, progress=not quiet, **settings)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PipelineWarning)  # printed below, once
             report = build_tiles(config)

@@ -1,9 +1,15 @@
-"""Resolved settings of one pipeline run.
+"""Resolved settings of one pipeline run, and the one home of their defaults.
 
 A run is configured from three layers, later ones winning: the defaults below, a YAML
-file (`--config`, see configs/pipeline.yaml), and command-line flags. `load_config`
-merges them and validates every value once, up front, so that a bad value fails before
-any raster is read (invariant 7 of DESIGN.md).
+file (`--config`, see configs/pipeline.yaml), and command-line flags. Every default is
+written once, as a field default of `PipelineConfig`, next to its help text and its
+parser (field metadata): the command-line options are generated from those fields
+(pipeline/options.py), so a flag's `[default: ...]` is the dataclass default, and a test
+checks it. `PipelineConfig` validates itself in `__post_init__`, so EVERY construction
+(YAML, flags, `replace`, a library caller's `PipelineConfig(tile_size=250)`) is checked,
+and a bad value fails before any raster is read (invariant 7 of DESIGN.md). Parsers
+accept the text forms of YAML and flags ("3,2,1", "nan", "true") and normalise them
+("cuda:1" for "CUDA:1"), so a value means the same from every layer.
 
 Two settings depend on the model: the EO `percentiles` and the SAR `db_range`. A trained
 checkpoint carries the values of its training data (its radiometric contract), so they
@@ -29,6 +35,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +44,13 @@ import yaml
 
 import ugatit.errors
 from pipeline.errors import ConfigError, DeviceError
-from pipeline.radiometry import CONTRACT_KEYS, check_absolute_db, resolve_radiometry
+from pipeline.radiometry import (
+    CONTRACT_KEYS,
+    DEFAULT_PERCENTILES,
+    DEFAULT_SAR_DB_RANGE,
+    check_absolute_db,
+    resolve_radiometry,
+)
 from ugatit.device import parse_device
 
 SCALE_MODES = ("auto", "fixed", "none")
@@ -49,44 +62,273 @@ RUNTIME_FIELDS = frozenset(
     {"device", "threads", "workers", "scheduler", "batch_size", "block_size"}
 )
 
+Parser = Callable[[Any, str], Any]
+
+
+# ---------------------------------------------------------------------------------------
+# parsers: (value, key) -> normalised value, or ConfigError (path filled in by the caller)
+
+
+def _bad(key: str, value: Any, want: str, source: str | None = None) -> ConfigError:
+    return ConfigError(f"bad value for {key}: {value!r}", path=source, hint=f"expected {want}")
+
+
+def _split(value: Any) -> list[Any]:
+    if isinstance(value, str):
+        return [p for p in re.split(r"[,\s]+", value.strip()) if p]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+def parse_bool(value: Any, key: str, source: str | None = None) -> bool:
+    """True/False from a bool or yes/no, true/false, on/off, 1/0."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off"):
+        return False
+    raise _bad(key, value, "true or false", source)
+
+
+def parse_int(value: Any, key: str, source: str | None = None, *, minimum: int = 1) -> int:
+    """A whole number >= minimum (3.0 and "3" too, not 3.5 or True)."""
+    if isinstance(value, bool):
+        raise _bad(key, value, f"an integer >= {minimum}", source)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise _bad(key, value, f"an integer >= {minimum}", source) from None
+    if number != float(value) or number < minimum:
+        raise _bad(key, value, f"an integer >= {minimum}", source)
+    return number
+
+
+def parse_float(value: Any, key: str, source: str | None = None) -> float:
+    """A number ("nan" included)."""
+    if isinstance(value, bool):
+        raise _bad(key, value, "a number", source)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise _bad(key, value, "a number", source) from None
+
+
+def _items(value: Any, key: str, source: str | None, want: str) -> list[Any] | None:
+    """The items of a list setting ("3,2,1", "3 2 1", a list, one value); None stays None."""
+    if value is None:
+        return None
+    parts = _split(value)
+    if not parts:
+        raise _bad(key, value, want, source)
+    return parts
+
+
+def parse_int_tuple(
+    value: Any, key: str, source: str | None = None, *, minimum: int = 1
+) -> tuple[int, ...] | None:
+    """None, or integers from "3,2,1", "3 2 1" or a list."""
+    parts = _items(value, key, source, "a comma-separated list of integers, e.g. 3,2,1")
+    try:
+        return None if parts is None else tuple(
+            parse_int(p, key, source, minimum=minimum) for p in parts)
+    except ConfigError:
+        raise _bad(key, value, "a comma-separated list of band numbers (1-based)",
+                   source) from None
+
+
+def parse_float_tuple(value: Any, key: str, source: str | None = None
+                      ) -> tuple[float, ...] | None:
+    """None, or numbers from "1,2", a list, or one number."""
+    parts = _items(value, key, source, "one number or a list of numbers")
+    return None if parts is None else tuple(parse_float(p, key, source) for p in parts)
+
+
+def parse_float_pair(value: Any, key: str, source: str | None = None) -> tuple[float, float]:
+    """Two numbers from "2,98" or a list."""
+    parts = _split(value)
+    if len(parts) != 2:
+        raise _bad(key, value, "two numbers, e.g. [2, 98]", source)
+    return (parse_float(parts[0], key, source), parse_float(parts[1], key, source))
+
+
+def _optional(parse: Parser) -> Parser:
+    return lambda value, key: None if value is None else parse(value, key)
+
+
+def _choice(choices: tuple[str, ...], *, upper: bool = False) -> Parser:
+    def parse(value: Any, key: str) -> str:
+        text = str(value).upper() if upper else str(value)
+        if text not in choices:
+            raise _bad(key, value, "one of " + ", ".join(choices))
+        return text
+
+    return parse
+
+
+def _int_min(minimum: int, multiple: int = 1, why: str = "") -> Parser:
+    def parse(value: Any, key: str) -> int:
+        number = parse_int(value, key, minimum=minimum)
+        if number % multiple:
+            raise ConfigError(f"{key} must be a multiple of {multiple}, got {number}", hint=why)
+        return number
+
+    return parse
+
+
+def _percentiles(value: Any, key: str) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    lo, hi = parse_float_pair(value, key)
+    if not 0.0 <= lo < hi <= 100.0:
+        raise ConfigError(f"percentiles must satisfy 0 <= low < high <= 100, got {lo}, {hi}",
+                          hint="e.g. percentiles: [2, 98]")
+    return lo, hi
+
+
+def _db_range(value: Any, key: str) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    lo, hi = parse_float_pair(value, key)
+    if not lo < hi:
+        raise ConfigError(f"db_range must be [low, high] with low < high, got {[lo, hi]}",
+                          hint="e.g. db_range: [-25, 0]")
+    return lo, hi
+
+
+def _output_bands(value: Any, key: str) -> int:
+    bands = parse_int(value, key)
+    if bands not in (1, 3):
+        raise ConfigError(f"output_bands must be 1 or 3, got {bands}",
+                          hint="1 = mean of the generator's 3 channels, 3 = all channels")
+    return bands
+
+
+def _device(value: Any, key: str) -> str:
+    try:
+        return parse_device(value)
+    except ugatit.errors.DeviceError as exc:
+        raise DeviceError.from_ugatit(exc) from None
+
+
+def _scheduler(value: Any, key: str) -> str | None:
+    return None if value in (None, "") else str(value)
+
+
+def _pair_text(pair: tuple[float, float]) -> str:
+    return ",".join(f"{v:g}" for v in pair)
+
+
+def setting(default: Any, parse: Parser, help: str, *, default_text: str | None = None,
+            flag: bool = True, choices: tuple[str, ...] | None = None,
+            flag_type: type | None = None) -> Any:
+    """A PipelineConfig field: its default, parser and help text, in one place.
+
+    `default_text` describes a None default ("the model's ... else 2,98"); `flag=False`
+    keeps a setting out of the command line (YAML and library only); `choices` and
+    `flag_type` are the click option's (pipeline/options.py).
+    """
+    return dataclasses.field(default=default, metadata={
+        "parse": parse, "help": help, "default_text": default_text, "flag": flag,
+        "choices": choices, "type": flag_type,
+    })
+
 
 @dataclass(frozen=True)
 class PipelineConfig:
     """Every setting of a scene run; defaults are the documented product defaults."""
 
     # --- input radiometry -------------------------------------------------------------
-    bands: tuple[int, ...] | None = None  # 1-based band indexes fed as R,G,B; None: 3-band as is
-    scale: str = "auto"  # auto | fixed | none (see pipeline/radiometry.py)
-    percentiles: tuple[float, float] | None = None  # non-uint8 "auto"; None: model's, 2,98
-    fixed_min: tuple[float, ...] | None = None  # per band (or one for all), scale=fixed
-    fixed_max: tuple[float, ...] | None = None
-    nodata: float | None = None  # declare the input nodata when the file has no tag
-    stats_size: int = 1024  # longest side of the decimated read used for percentiles
+    bands: tuple[int, ...] | None = setting(
+        None, _optional(parse_int_tuple),
+        "Three 1-based input bands fed as R,G,B, e.g. 3,2,1 for B,G,R files.",
+        default_text="a 3-band input as is; anything else needs --bands")
+    scale: str = setting(
+        "auto", _choice(SCALE_MODES),
+        "Input scaling to [0,1]: auto = uint8/255, else a global per-band percentile "
+        "stretch; fixed = fixed_min/fixed_max from the config; none = already 0..1.",
+        choices=SCALE_MODES)
+    percentiles: tuple[float, float] | None = setting(
+        None, _percentiles, "LOW,HIGH percentiles of the auto stretch of non-uint8 input.",
+        default_text="the model's radiometric contract, else "
+        + _pair_text(DEFAULT_PERCENTILES))
+    fixed_min: tuple[float, ...] | None = setting(
+        None, parse_float_tuple, "scale=fixed: per band (or one for all) low values.",
+        default_text="none", flag=False)
+    fixed_max: tuple[float, ...] | None = setting(
+        None, parse_float_tuple, "scale=fixed: per band (or one for all) high values.",
+        default_text="none", flag=False)
+    nodata: float | None = setting(
+        None, _optional(parse_float),
+        "Declare the input nodata value (replaces the file's tag). Not needed for the "
+        "zero collar of 16-bit products: pixels 0 in every band of non-uint8 input are fill.",
+        default_text="the file's nodata, masks, NaN and that fill rule")
+    stats_size: int = setting(
+        1024, _int_min(16), "Longest side (px) of the decimated read of the statistics.",
+        flag=False)
     # --- tiling / inference -----------------------------------------------------------
-    tile_size: int = 256
-    overlap: int = 64  # pixels shared by neighbouring tiles (stride = tile - overlap)
-    batch_size: int = 4  # tiles per Dask task
-    block_size: int = 1024  # output block written at a time (multiple of 16)
+    tile_size: int = setting(
+        256, _int_min(16, 4, "the generator downsamples twice by 2; use e.g. 256"),
+        "Tile size in px (multiple of 4; a full model needs its own size).", flag_type=int)
+    overlap: int = setting(
+        64, _int_min(0), "Pixels shared by neighbouring tiles, blended away.", flag_type=int)
+    batch_size: int = setting(
+        4, _int_min(1), "Tiles per Dask task (does not change the output).", flag_type=int)
+    block_size: int = setting(
+        1024, _int_min(16, 16, "GeoTIFF tiles are multiples of 16; use e.g. 512 or 1024"),
+        "Output block side written at a time, multiple of 16 (bounds memory; does not "
+        "change the output).", flag_type=int)
     # --- output -----------------------------------------------------------------------
-    output_bands: int = 1  # 1: mean of the generator's 3 channels; 3: all of them
-    output_scale: str = "unit"  # unit (float32 0..1) | uint8 (1..255, 0 = nodata) | db
-    db_range: tuple[float, float] | None = None  # dB of unit 0..1; None: model's, -25,0
-    compress: str = "DEFLATE"
-    tf32: bool = False  # CUDA only: TF32 convolutions, ~3.7x faster, outputs move ~2e-3
+    output_bands: int = setting(
+        1, _output_bands, "1 = mean of the generator's 3 channels, 3 = all.",
+        choices=("1", "3"))
+    output_scale: str = setting(
+        "unit", _choice(OUTPUT_SCALES),
+        "unit = float32 0..1 (nodata NaN); uint8 = 1..255 (nodata 0); db = float32 mapped "
+        "linearly onto --db-range (nodata NaN).", choices=OUTPUT_SCALES)
+    db_range: tuple[float, float] | None = setting(
+        None, _db_range,
+        "LOW,HIGH dB that output 0..1 maps to with --output-scale db, e.g. "
+        "--db-range=-25,0.",
+        default_text="the model's radiometric contract, else "
+        + _pair_text(DEFAULT_SAR_DB_RANGE))
+    compress: str = setting(
+        "DEFLATE", _choice(COMPRESSIONS, upper=True), "Compression of the output COG.",
+        flag=False)
+    tf32: bool = setting(
+        False, parse_bool,
+        "CUDA: TF32 convolutions (about 3.7x faster on an H200; outputs move by up to "
+        "~2e-3); off keeps float32 parity with the CPU.")
     # --- runtime (not in config_hash) -------------------------------------------------
-    device: str = "cpu"
-    threads: int | None = None  # local Dask threads; None: number of CPU cores
-    workers: int | None = None  # start a LocalCluster with this many worker processes
-    scheduler: str | None = None  # address of an existing dask.distributed scheduler
+    device: str = setting(
+        "cpu", _device, "cpu, cuda, cuda:N (N = GPU index, as torch counts them) or mps.")
+    threads: int | None = setting(
+        None, _optional(_int_min(1)), "Threads of the in-process scheduler.",
+        default_text="CPU cores; 2 on CUDA", flag_type=int)
+    workers: int | None = setting(
+        None, _optional(_int_min(1)),
+        "Start a local cluster of N worker processes (1 thread each).",
+        default_text="in-process threads", flag_type=int)
+    scheduler: str | None = setting(
+        None, _scheduler,
+        "Address of an existing dask.distributed scheduler (tcp://host:8786).",
+        default_text="in-process threads")
     # --- bookkeeping (not a setting): who set what, ("percentiles", "flag"), ... -------
     origins: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            parse = f.metadata.get("parse")
+            if parse is not None:
+                object.__setattr__(self, f.name, parse(getattr(self, f.name), f.name))
+        _check_combinations(self)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of every setting (tuples as lists, NaN nodata as "nan")."""
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            if f.name == "origins":
-                continue
+        for f in settings():
             value = getattr(self, f.name)
             if isinstance(value, tuple):
                 value = list(value)
@@ -109,19 +351,79 @@ class PipelineConfig:
         merged = self.to_dict()
         merged.update(changes)
         origins = {**dict(self.origins), **{k: "flag" for k in changes}}
-        return _build(merged, source="replace()", origins=origins)
+        return from_values(merged, source="replace()", origins=origins)
 
     def origin(self, name: str) -> str:
         """Where a setting came from: "flag", "config" (file or code), "model" or "default"."""
         given = dict(self.origins).get(name)
         if given:
             return given
-        return "default" if getattr(self, name) == getattr(PipelineConfig(), name) else "config"
+        return "default" if getattr(self, name) == DEFAULTS[name] else "config"
 
     @property
     def resolved(self) -> bool:
         """Whether the model-dependent settings are set (see `resolve_for_model`)."""
         return all(getattr(self, name) is not None for name in CONTRACT_KEYS)
+
+
+def settings() -> tuple[dataclasses.Field, ...]:
+    """The fields of PipelineConfig that are settings (all but the `origins` record)."""
+    return tuple(f for f in dataclasses.fields(PipelineConfig) if "parse" in f.metadata)
+
+
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in settings()}
+
+
+def _check_combinations(c: PipelineConfig) -> None:
+    """The rules between fields (each field's own rule is its parser's)."""
+    if 2 * c.overlap > c.tile_size:
+        raise ConfigError(
+            f"overlap {c.overlap} is more than half the tile size {c.tile_size}",
+            hint="keep overlap <= tile_size / 2 (64 for 256 px tiles is the default)",
+        )
+    if c.scheduler and c.workers:
+        raise ConfigError(
+            "scheduler and workers are exclusive",
+            hint="--scheduler uses an existing cluster; --workers starts a local one",
+        )
+    if c.scale != "fixed":
+        return
+    if c.fixed_min is None or c.fixed_max is None:
+        raise ConfigError(
+            "scale=fixed needs fixed_min and fixed_max",
+            hint="set fixed_min: [..] and fixed_max: [..] (one value or one per band)",
+        )
+    if len(c.fixed_min) != len(c.fixed_max):
+        raise ConfigError(
+            "fixed_min and fixed_max have different lengths",
+            hint="give one value for all bands or one per band in both",
+        )
+    if any(a >= b for a, b in zip(c.fixed_min, c.fixed_max, strict=True)):
+        raise ConfigError(
+            "fixed_min must be below fixed_max for every band",
+            hint="swap or correct the values",
+        )
+
+
+def from_values(values: dict[str, Any], *, source: str,
+                origins: dict[str, str] | None = None) -> PipelineConfig:
+    """A validated PipelineConfig from a mapping of setting names (YAML, flags); an
+    error names `source` (the file, "config" or "replace()") unless it names a flag."""
+    known = set(DEFAULTS)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(unknown)}",
+            path=source,
+            hint=f"known keys: {', '.join(sorted(known))}",
+        )
+    kept = tuple(sorted((k, v) for k, v in (origins or {}).items() if k in known))
+    try:
+        return PipelineConfig(**values, origins=kept)
+    except ConfigError as err:
+        if err.path is None:
+            err.path = source
+        raise
 
 
 def resolve_for_model(config: PipelineConfig, contract: dict[str, Any] | None,
@@ -142,6 +444,34 @@ def resolve_for_model(config: PipelineConfig, contract: dict[str, Any] | None,
     )
 
 
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping of a YAML config file (keys may sit under a `pipeline:` section)."""
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            "config file not found", path=path, hint="check the --config path"
+        ) from None
+    except (OSError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(
+            f"cannot read the config file ({first})",
+            path=path,
+            hint="it must be a YAML mapping of keys as in configs/pipeline.yaml",
+        ) from None
+    if loaded is None:
+        loaded = {}
+    if isinstance(loaded, dict) and set(loaded) == {"pipeline"}:
+        loaded = loaded["pipeline"] or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            "config file is not a mapping of keys to values",
+            path=path,
+            hint="write `key: value` lines as in configs/pipeline.yaml",
+        )
+    return loaded
+
+
 def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
     """Defaults, then the YAML file at `path`, then `overrides` (None values ignored).
 
@@ -152,244 +482,17 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> P
     origins: dict[str, str] = {}
     source = "config"
     if path is not None:
-        path = Path(path)
         source = str(path)
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(
-                "config file not found", path=path, hint="check the --config path"
-            ) from None
-        except (OSError, yaml.YAMLError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ConfigError(
-                f"cannot read the config file ({first})",
-                path=path,
-                hint="it must be a YAML mapping of keys as in configs/pipeline.yaml",
-            ) from None
-        if loaded is None:
-            loaded = {}
-        if isinstance(loaded, dict) and set(loaded) == {"pipeline"}:
-            loaded = loaded["pipeline"] or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                "config file is not a mapping of keys to values",
-                path=path,
-                hint="write `key: value` lines as in configs/pipeline.yaml",
-            )
+        loaded = _read_yaml(Path(path))
         values.update(loaded)
         origins.update({k: "config" for k, v in loaded.items() if v is not None})
     for key, value in (overrides or {}).items():
         if value is not None:
             values[key] = value
             origins[key] = "flag"
-    return _build(values, source=source, origins=origins)
+    return from_values(values, source=source, origins=origins)
 
 
 def validate_device_string(device: str) -> str:
     """Normalise and check the syntax of a device string (ugatit.device's policy)."""
-    try:
-        return parse_device(device)
-    except ugatit.errors.DeviceError as exc:
-        raise DeviceError.from_ugatit(exc) from None
-
-
-# ---------------------------------------------------------------------------------------
-# validation helpers
-
-
-def _build(
-    values: dict[str, Any], *, source: str, origins: dict[str, str] | None = None
-) -> PipelineConfig:
-    known = {f.name for f in dataclasses.fields(PipelineConfig)} - {"origins"}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(unknown)}",
-            path=source,
-            hint=f"known keys: {', '.join(sorted(known))}",
-        )
-    d = dict(values)
-    kw: dict[str, Any] = {}
-    kw["bands"] = _int_tuple(d.get("bands"), "bands", source, minimum=1)
-    kw["scale"] = _choice(d.get("scale", "auto"), SCALE_MODES, "scale", source)
-    kw["percentiles"], kw["db_range"] = _model_pairs(d, source)
-    kw["fixed_min"] = _float_tuple(d.get("fixed_min"), "fixed_min", source)
-    kw["fixed_max"] = _float_tuple(d.get("fixed_max"), "fixed_max", source)
-    if kw["scale"] == "fixed":
-        if kw["fixed_min"] is None or kw["fixed_max"] is None:
-            raise ConfigError(
-                "scale=fixed needs fixed_min and fixed_max",
-                path=source,
-                hint="set fixed_min: [..] and fixed_max: [..] (one value or one per band)",
-            )
-        if len(kw["fixed_min"]) != len(kw["fixed_max"]):
-            raise ConfigError(
-                "fixed_min and fixed_max have different lengths",
-                path=source,
-                hint="give one value for all bands or one per band in both",
-            )
-        if any(a >= b for a, b in zip(kw["fixed_min"], kw["fixed_max"], strict=True)):
-            raise ConfigError(
-                "fixed_min must be below fixed_max for every band",
-                path=source,
-                hint="swap or correct the values",
-            )
-    kw["nodata"] = _optional_float(d.get("nodata"), "nodata", source)
-    kw["stats_size"] = _int(d.get("stats_size", 1024), "stats_size", source, minimum=16)
-    kw["tile_size"] = _int(d.get("tile_size", 256), "tile_size", source, minimum=16)
-    if kw["tile_size"] % 4:
-        raise ConfigError(
-            f"tile_size must be a multiple of 4, got {kw['tile_size']}",
-            path=source,
-            hint="the generator downsamples twice by 2; use e.g. 256",
-        )
-    kw["overlap"] = _int(d.get("overlap", 64), "overlap", source, minimum=0)
-    if 2 * kw["overlap"] > kw["tile_size"]:
-        raise ConfigError(
-            f"overlap {kw['overlap']} is more than half the tile size {kw['tile_size']}",
-            path=source,
-            hint="keep overlap <= tile_size / 2 (64 for 256 px tiles is the default)",
-        )
-    kw["batch_size"] = _int(d.get("batch_size", 4), "batch_size", source, minimum=1)
-    kw["block_size"] = _int(d.get("block_size", 1024), "block_size", source, minimum=16)
-    if kw["block_size"] % 16:
-        raise ConfigError(
-            f"block_size must be a multiple of 16, got {kw['block_size']}",
-            path=source,
-            hint="GeoTIFF tiles are multiples of 16; use e.g. 512 or 1024",
-        )
-    kw["output_bands"] = _int(d.get("output_bands", 1), "output_bands", source, minimum=1)
-    if kw["output_bands"] not in (1, 3):
-        raise ConfigError(
-            f"output_bands must be 1 or 3, got {kw['output_bands']}",
-            path=source,
-            hint="1 = mean of the generator's 3 channels, 3 = all channels",
-        )
-    kw["output_scale"] = _choice(
-        d.get("output_scale", "unit"), OUTPUT_SCALES, "output_scale", source
-    )
-    kw["compress"] = _choice(
-        str(d.get("compress", "DEFLATE")).upper(), COMPRESSIONS, "compress", source
-    )
-    kw["tf32"] = _bool(d.get("tf32", False), "tf32", source)
-    kw["device"] = validate_device_string(d.get("device", "cpu"))
-    kw["threads"] = _optional_int(d.get("threads"), "threads", source)
-    kw["workers"] = _optional_int(d.get("workers"), "workers", source)
-    sched = d.get("scheduler")
-    kw["scheduler"] = None if sched in (None, "") else str(sched)
-    if kw["scheduler"] and kw["workers"]:
-        raise ConfigError(
-            "scheduler and workers are exclusive",
-            path=source,
-            hint="--scheduler uses an existing cluster; --workers starts a local one",
-        )
-    kw["origins"] = tuple(sorted((k, v) for k, v in (origins or {}).items() if k in known))
-    return PipelineConfig(**kw)
-
-
-def _bad(key: str, value: Any, source: str, want: str) -> ConfigError:
-    return ConfigError(f"bad value for {key}: {value!r}", path=source, hint=f"expected {want}")
-
-
-def _split(value: Any) -> list[Any]:
-    if isinstance(value, str):
-        return [p for p in re.split(r"[,\s]+", value.strip()) if p]
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return [value]
-
-
-def _bool(value: Any, key: str, source: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "1", "on"):
-        return True
-    if text in ("false", "no", "0", "off"):
-        return False
-    raise _bad(key, value, source, "true or false")
-
-
-def _int(value: Any, key: str, source: str, *, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise _bad(key, value, source, f"an integer >= {minimum}")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise _bad(key, value, source, f"an integer >= {minimum}") from None
-    if number != float(value) or number < minimum:
-        raise _bad(key, value, source, f"an integer >= {minimum}")
-    return number
-
-
-def _optional_int(value: Any, key: str, source: str) -> int | None:
-    return None if value is None else _int(value, key, source, minimum=1)
-
-
-def _float(value: Any, key: str, source: str) -> float:
-    if isinstance(value, bool):
-        raise _bad(key, value, source, "a number")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise _bad(key, value, source, "a number") from None
-
-
-def _optional_float(value: Any, key: str, source: str) -> float | None:
-    return None if value is None else _float(value, key, source)
-
-
-def _int_tuple(value: Any, key: str, source: str, *, minimum: int) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    parts = _split(value)
-    if not parts:
-        raise _bad(key, value, source, "a comma-separated list of integers, e.g. 3,2,1")
-    try:
-        return tuple(_int(p, key, source, minimum=minimum) for p in parts)
-    except ConfigError:
-        raise _bad(key, value, source, "a comma-separated list of band numbers (1-based)") from None
-
-
-def _float_tuple(value: Any, key: str, source: str) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    parts = _split(value)
-    if not parts:
-        raise _bad(key, value, source, "one number or a list of numbers")
-    return tuple(_float(p, key, source) for p in parts)
-
-
-def _float_pair(value: Any, key: str, source: str) -> tuple[float, float]:
-    parts = _split(value)
-    if len(parts) != 2:
-        raise _bad(key, value, source, "two numbers, e.g. [2, 98]")
-    return (_float(parts[0], key, source), _float(parts[1], key, source))
-
-
-def _model_pairs(d: dict[str, Any], source: str) -> tuple[tuple[float, float] | None, ...]:
-    """`percentiles` and `db_range`, checked; None = not set (the model's, else default)."""
-    pct = None if d.get("percentiles") is None else _float_pair(
-        d["percentiles"], "percentiles", source)
-    if pct is not None and not (0.0 <= pct[0] < pct[1] <= 100.0):
-        raise ConfigError(
-            f"percentiles must satisfy 0 <= low < high <= 100, got {pct[0]}, {pct[1]}",
-            path=source,
-            hint="e.g. percentiles: [2, 98]",
-        )
-    db = None if d.get("db_range") is None else _float_pair(d["db_range"], "db_range", source)
-    if db is not None and not db[0] < db[1]:
-        raise ConfigError(
-            f"db_range must be [low, high] with low < high, got {list(db)}",
-            path=source,
-            hint="e.g. db_range: [-25, 0]",
-        )
-    return pct, db
-
-
-def _choice(value: Any, choices: tuple[str, ...], key: str, source: str) -> str:
-    text = str(value)
-    if text not in choices:
-        raise _bad(key, value, source, "one of " + ", ".join(choices))
-    return text
+    return _device(device, "device")

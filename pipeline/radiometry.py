@@ -59,11 +59,13 @@ from rasterio.windows import Window, subdivide
 
 from pipeline.errors import ConfigError, InputError, ModelError
 
+# When neither flag, config nor model sets them: the percentiles of the non-uint8 stretch
+# and the SAR dB range (the model's contract defaults live with the model config).
+from ugatit.config import DEFAULT_PERCENTILES, DEFAULT_SAR_DB_RANGE
+
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32", "float64")
 MIN_STATS_SAMPLES = 256  # below this, the decimated read is too sparse: re-read full res
 MAX_FULLRES_SAMPLES = 4_000_000  # cap of the full-resolution fallback (memory bound)
-#: Percentiles of the non-uint8 stretch when neither flag, config nor model sets them.
-DEFAULT_PERCENTILES = (2.0, 98.0)
 #: One line that says the rule above; written into dataset.json and checkpoints.
 EO_RULE = (
     "uint8: x/255, never stretched; other dtypes: per-band percentile stretch computed once "
@@ -469,7 +471,6 @@ def resolve_radiometry(
 # scene, so that `--output-scale db` can map model outputs back to dB.
 
 SAR_UNITS = ("linear", "db")
-DEFAULT_SAR_DB_RANGE = (-25.0, 0.0)
 SAR_AUTO_PERCENTILES = (2.0, 98.0)
 
 

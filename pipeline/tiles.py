@@ -55,7 +55,7 @@ from rasterio.windows import Window
 from shapely.geometry import Polygon, mapping, shape
 
 from pipeline.checks import check_readable, open_input, read_error
-from pipeline.config import PipelineConfig, _float_pair, _int_tuple
+from pipeline.config import PipelineConfig, parse_float_pair, parse_int_tuple
 from pipeline.errors import ConfigError, InputError, OutputError, PipelineWarning
 from pipeline.manifest import atomic_write_bytes, atomic_write_text
 from pipeline.radiometry import (
@@ -168,12 +168,12 @@ def parse_db_range(text: str) -> tuple[float, float] | None:
     """`--sar-db-range`: "LOW,HIGH" in dB, or "auto" (None: per-scene percentiles)."""
     if text.strip().lower() == "auto":
         return None
-    return _float_pair(text, "sar_db_range", "--sar-db-range")
+    return parse_float_pair(text, "sar_db_range", "--sar-db-range")
 
 
 def parse_bands(text: str | None) -> tuple[int, ...] | None:
     """`--eo-bands 3,2,1` -> (3, 2, 1); None stays None."""
-    return _int_tuple(text, "eo_bands", "--eo-bands", minimum=1)
+    return parse_int_tuple(text, "eo_bands", "--eo-bands", minimum=1)
 
 
 # ---------------------------------------------------------------------------------------

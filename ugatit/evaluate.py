@@ -30,13 +30,11 @@ from torch import nn
 
 from ugatit import metrics
 from ugatit.checkpoint import load_checkpoint
-from ugatit.config import ModelConfig
+from ugatit.config import DEFAULT_SAR_DB_RANGE, ModelConfig
 from ugatit.errors import EvaluationError
 from ugatit.io import atomic_write_text
 from ugatit.networks import ResnetGenerator, build_network
 
-#: Used when neither the checkpoint nor dataset.json gives the SAR dB range.
-DEFAULT_DB_RANGE = (-25.0, 0.0)
 #: Bins of the streaming histograms on the unit grid (W1 error <= range / HIST_BINS).
 HIST_BINS = 4096
 #: Pixels at the ends of the 8-bit grid are clipped or nodata: their speckle is not speckle.
@@ -189,7 +187,7 @@ def resolve_db_range(radiometry: dict[str, Any] | None,
         return check_db_range(rng, where), "checkpoint"
     if dataset_range is not None:
         return dataset_range, "dataset.json"
-    return DEFAULT_DB_RANGE, "default"
+    return DEFAULT_SAR_DB_RANGE, "default"
 
 
 # ----------------------------------------------------------------------------------------

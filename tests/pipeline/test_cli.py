@@ -58,8 +58,6 @@ def test_help_lists_options_with_defaults():
                 "--output-scale", "--heatmap", "--overwrite", "--pattern", "--scheduler",
                 "--workers", "--dry-run", "--nodata", "-q", "-v"):
         assert opt in text, opt
-    for default in ("[default: 256]", "[default: 64]", "[default: cpu]", "[default: unit]"):
-        assert default in text, default
     # every option says its default (or that it is required), in its own help text
     command = main.commands["run"]
     ctx = click.Context(command)

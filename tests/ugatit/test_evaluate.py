@@ -141,7 +141,7 @@ def test_pairs_mode_and_db_range_precedence(dataset: Path, tmp_path: Path) -> No
     plain = init_checkpoint(tmp_path / "plain.pt", CFG)
     rep = ev.evaluate([plain], ev.load_data(dataset=bare), ev.Options())
     assert rep["checkpoints"][0]["db_range_source"] == "default"
-    assert rep["checkpoints"][0]["db_range"] == list(ev.DEFAULT_DB_RANGE)
+    assert rep["checkpoints"][0]["db_range"] == list(ev.DEFAULT_SAR_DB_RANGE)
 
 
 def test_default_json_path_beside_checkpoint(dataset: Path, tmp_path: Path) -> None:
