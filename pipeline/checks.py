@@ -22,7 +22,6 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import DeviceError, InputError, ModelError, OutputError
 from pipeline.inference import get_generator
 from pipeline.manifest import cached_sha256
-from pipeline.mosaic import check_output_path
 
 
 def check_device(device: str) -> None:
@@ -133,6 +132,34 @@ def load_model_info(model_path: Path, config: PipelineConfig) -> tuple[str, str]
         )
     variant = "light" if mcfg.light else f"full {mcfg.img_size} px"
     return sha, f"U-GAT-IT {variant} ngf {mcfg.ngf} n_res {mcfg.n_res}"
+
+
+def check_output_path(path: Path, *, overwrite: bool, what: str = "output") -> None:
+    """Refuse early an output we could not (or must not) write; writes nothing."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise OutputError(
+            f"{what} is a directory",
+            path=path,
+            hint="give a file name, or give an input directory to process a directory",
+        )
+    if path.exists() and not overwrite:
+        raise OutputError(
+            f"{what} already exists", path=path, hint="pass --overwrite to replace it"
+        )
+    if not parent.is_dir():
+        raise OutputError(
+            f"{what} directory does not exist",
+            path=parent,
+            hint=f"create it first (mkdir -p {parent})",
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"{what} directory is not writable",
+            path=parent,
+            hint="choose another output directory or fix its permissions",
+        )
 
 
 def check_output_paths(

@@ -53,7 +53,7 @@ import numpy as np
 import rasterio
 import rasterio.errors
 import rasterio.shutil
-from rasterio.windows import Window
+from rasterio.windows import Window, WindowError
 
 from pipeline.errors import OutputError
 
@@ -82,20 +82,19 @@ class BlockAccumulator:
 
     def __init__(self, window: Window, bands: int) -> None:
         self.window = window
-        self.row0, self.col0 = int(window.row_off), int(window.col_off)
-        self.h, self.w = int(window.height), int(window.width)
-        self.num = np.zeros((bands, self.h, self.w), dtype=np.float64)
-        self.den = np.zeros((self.h, self.w), dtype=np.float64)
+        shape = (int(window.height), int(window.width))
+        self.num = np.zeros((bands, *shape), dtype=np.float64)
+        self.den = np.zeros(shape, dtype=np.float64)
 
     def add(self, row: int, col: int, values: np.ndarray, weight: np.ndarray) -> None:
         """Add a tile whose top-left pixel is at scene (row, col); values [C, T, T]."""
-        tile = weight.shape[0]
-        r0, r1 = max(row, self.row0), min(row + tile, self.row0 + self.h)
-        c0, c1 = max(col, self.col0), min(col + tile, self.col0 + self.w)
-        if r0 >= r1 or c0 >= c1:
-            return
-        src = (slice(r0 - row, r1 - row), slice(c0 - col, c1 - col))
-        dst = (slice(r0 - self.row0, r1 - self.row0), slice(c0 - self.col0, c1 - self.col0))
+        tile = Window(col, row, weight.shape[1], weight.shape[0])
+        try:
+            common = self.window.intersection(tile)  # scene pixels of both
+        except WindowError:
+            return  # the tile does not reach this block
+        src = _relative(common, tile).toslices()
+        dst = _relative(common, self.window).toslices()
         wt = weight[src]
         self.num[(slice(None), *dst)] += values[(slice(None), *src)] * wt
         self.den[dst] += wt
@@ -106,6 +105,12 @@ class BlockAccumulator:
         out = np.full(self.num.shape, np.nan, dtype=np.float64)
         np.divide(self.num, self.den, out=out, where=ok[None])
         return out
+
+
+def _relative(window: Window, origin: Window) -> Window:
+    """`window` (scene pixels) in the pixel coordinates of `origin`'s array."""
+    return Window(window.col_off - origin.col_off, window.row_off - origin.row_off,
+                  window.width, window.height)
 
 
 def encode(y: np.ndarray, output_scale: str, db_range: tuple[float, float]) -> np.ndarray:
@@ -123,34 +128,6 @@ def encode(y: np.ndarray, output_scale: str, db_range: tuple[float, float]) -> n
 def output_dtype_nodata(output_scale: str) -> tuple[str, float]:
     """(dtype, nodata) of the output raster for an output_scale."""
     return ("uint8", 0.0) if output_scale == "uint8" else ("float32", math.nan)
-
-
-def check_output_path(path: Path, *, overwrite: bool, what: str = "output") -> None:
-    """Refuse early an output we could not (or must not) write; writes nothing."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise OutputError(
-            f"{what} is a directory",
-            path=path,
-            hint="give a file name, or give an input directory to process a directory",
-        )
-    if path.exists() and not overwrite:
-        raise OutputError(
-            f"{what} already exists", path=path, hint="pass --overwrite to replace it"
-        )
-    if not parent.is_dir():
-        raise OutputError(
-            f"{what} directory does not exist",
-            path=parent,
-            hint=f"create it first (mkdir -p {parent})",
-        )
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(
-            f"{what} directory is not writable",
-            path=parent,
-            hint="choose another output directory or fix its permissions",
-        )
 
 
 def _host() -> str:

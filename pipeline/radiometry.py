@@ -66,6 +66,7 @@ from ugatit.config import DEFAULT_PERCENTILES, DEFAULT_SAR_DB_RANGE
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32", "float64")
 MIN_STATS_SAMPLES = 256  # below this, the decimated read is too sparse: re-read full res
 MAX_FULLRES_SAMPLES = 4_000_000  # cap of the full-resolution fallback (memory bound)
+SCAN_BLOCK = 1024  # px: windows of the rare full-resolution scans (their memory bound)
 #: One line that says the rule above; written into dataset.json and checkpoints.
 EO_RULE = (
     "uint8: x/255, never stretched; other dtypes: per-band percentile stretch computed once "
@@ -287,7 +288,7 @@ def _fullres_samples(
     """Valid pixel values at full resolution, block by block, at most MAX_FULLRES_SAMPLES."""
     step = max(1, math.ceil(ds.width * ds.height / MAX_FULLRES_SAMPLES))
     chunks: list[np.ndarray] = []
-    for win in _scan_windows(ds):
+    for win in subdivide(Window(0, 0, ds.width, ds.height), SCAN_BLOCK, SCAN_BLOCK):
         data, valid = read_masked(ds, bands, win, nodata=nodata)
         values = data[:, valid]
         if values.shape[1]:
@@ -312,13 +313,8 @@ def has_valid_pixel(
         return True
     if (rows, cols) == (ds.height, ds.width):
         return False
-    return any(read_masked(ds, bands, win, nodata=nodata)[1].any() for win in _scan_windows(ds))
-
-
-def _scan_windows(ds: rasterio.io.DatasetReader, block: int = 1024) -> list[Window]:
-    """Full-resolution windows of at most `block` px, row-major: the memory bound of the
-    rare full scans above."""
-    return subdivide(Window(0, 0, ds.width, ds.height), block, block)
+    scan = subdivide(Window(0, 0, ds.width, ds.height), SCAN_BLOCK, SCAN_BLOCK)
+    return any(read_masked(ds, bands, win, nodata=nodata)[1].any() for win in scan)
 
 
 def scale_to_unit(data: np.ndarray, scaling: Scaling) -> np.ndarray:

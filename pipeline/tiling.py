@@ -104,9 +104,9 @@ def read_tile(
     Returns (data [C, tile, tile] in the file dtype, valid [tile, tile] bool, number of
     valid pixels INSIDE the scene). Padded pixels mirror the validity of their source.
     """
-    h = min(tile, ds.height - row)
-    w = min(tile, ds.width - col)
-    data, valid = read_masked(ds, bands, Window(col, row, w, h), nodata=nodata)
+    inside_scene = Window(col, row, tile, tile).intersection(Window(0, 0, ds.width, ds.height))
+    h, w = int(inside_scene.height), int(inside_scene.width)
+    data, valid = read_masked(ds, bands, inside_scene, nodata=nodata)
     inside = int(valid.sum())
     if h < tile or w < tile:
         pad = ((0, tile - h), (0, tile - w))

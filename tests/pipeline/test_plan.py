@@ -1,0 +1,38 @@
+"""pipeline.plan: the request, the plan of a real scene (writes nothing), memory bound."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.config import PipelineConfig
+from pipeline.plan import SceneRequest, estimate_memory, plan_scene
+from pipeline.tiling import TileGrid
+from tests.helpers import SN6
+
+
+def test_request_paths_are_paths():
+    req = SceneRequest("a.tif", "b.tif", "m.pt", PipelineConfig(), heatmap="h.tif")
+    assert (req.input, req.output, req.model, req.heatmap) == (
+        Path("a.tif"), Path("b.tif"), Path("m.pt"), Path("h.tif"))
+
+
+def test_plan_of_a_scene_writes_nothing(tiny_checkpoint, tmp_path):
+    config = PipelineConfig(tile_size=64, overlap=16, batch_size=3)
+    plan, job = plan_scene(SceneRequest(SN6, tmp_path / "o.tif", tiny_checkpoint, config,
+                                        heatmap=tmp_path / "h.tif"))
+    assert list(tmp_path.iterdir()) == []
+    assert (plan.width, plan.height, plan.grid.count, plan.batches) == (200, 200, 16, 6)
+    assert plan.scaling.method == "uint8" and plan.config.resolved
+    assert job.heatmap and job.grid == plan.grid and job.model_sha256 == plan.model_sha256
+    text = plan.describe()
+    assert "tiles    16 (4 x 4) of 64 px" in text and "heatmap" in text
+
+
+def test_memory_is_bounded_by_block_and_batch_not_scene_height():
+    config = PipelineConfig()
+    short = estimate_memory(config, TileGrid(4096, 4096, 256, 64), 3, 4, False)
+    tall = estimate_memory(config, TileGrid(4096, 65536, 256, 64), 3, 4, False)
+    assert tall == short
+    bigger_blocks = estimate_memory(PipelineConfig(block_size=2048),
+                                    TileGrid(4096, 4096, 256, 64), 3, 4, False)
+    assert bigger_blocks > short
