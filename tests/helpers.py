@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from PIL import Image
-from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
 from pipeline.synthetic import crop_raster
@@ -22,10 +21,9 @@ DATA = REPO / "tests" / "data"
 SN6 = DATA / "sn6_rotterdam_eo_rgb.tif"  # 200 x 200 uint8 RGB, WorldView-2, Rotterdam
 L8 = DATA / "l8_224078_parana_bgr_uint16.tif"  # 2041 x 1860 uint16 B,G,R, zero collar
 
-
-def crop(src: Path, dst: Path, window: Window, **profile_changes: object) -> Path:
-    """Copy a window of a real raster, keeping its georeferencing (window_transform)."""
-    return crop_raster(src, dst, window, **profile_changes)
+#: crop(src, dst, window, **profile_changes): a georeferenced copy of a window, the one
+#: crop helper of tests, benchmarks and scripts.
+crop = crop_raster
 
 
 def assert_same_grid(inp: Path, out: Path) -> None:
