@@ -4,14 +4,13 @@ Each setting of `PipelineConfig` becomes a flag (`tile_size` -> `--tile-size`) w
 help text and `[default: ...]` come from the dataclass field (pipeline/config.py), so a
 default is written once. Such flags default to None, "not given": the YAML file's value
 or the dataclass default then applies, in `load_config`, which validates them all the
-same way. `field_option` does the same for any other dataclass (the `tiles` command's
-TilesConfig), and the small options every command shares (`--model`, `--overwrite`,
-`--dry-run`, `-q`, `-v`) are defined once below.
+same way. `field_option` (ugatit/options.py) does the same for any other dataclass (the
+`tiles` command's TilesConfig), and the small options every command shares (`--model`,
+`--overwrite`, `--dry-run`, `-q`, `-v`) are defined once below.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,35 +18,22 @@ from typing import Any, TypeVar
 import click
 
 from pipeline.config import settings
+from ugatit.options import field_option, given, option_for
+
+__all__ = [
+    "config_file_option",
+    "config_option",
+    "config_options",
+    "dry_run_option",
+    "field_option",
+    "given",
+    "model_option",
+    "overwrite_option",
+    "quiet_option",
+    "verbose_option",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def default_text(field: dataclasses.Field) -> str:
-    """What `[default: ...]` says for a field: its description, or its value as a flag
-    would be written (off/on, 2,98, 256)."""
-    text = field.metadata.get("default_text")
-    if text:
-        return text
-    value = field.default
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, tuple):
-        return ",".join(f"{v:g}" for v in value)
-    return str(value)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _option(field: dataclasses.Field, help: str, text: str | None = None, **kwargs: Any
-            ) -> Callable[[F], F]:
-    if field.type in (bool, "bool"):
-        kwargs.setdefault("is_flag", True)
-    shown = text or default_text(field)
-    return click.option(_flag(field.name), field.name, default=None,
-                        help=f"{help} [default: {shown}]", **kwargs)
 
 
 def config_option(name: str) -> Callable[[F], F]:
@@ -59,7 +45,7 @@ def config_option(name: str) -> Callable[[F], F]:
         kwargs["type"] = click.Choice(list(meta["choices"]))
     elif meta["type"] is not None:
         kwargs["type"] = meta["type"]
-    return _option(field, meta["help"], **kwargs)
+    return option_for(field, meta["help"], **kwargs)
 
 
 def config_options(*names: str) -> Callable[[F], F]:
@@ -73,22 +59,6 @@ def config_options(*names: str) -> Callable[[F], F]:
         return fn
 
     return decorate
-
-
-def field_option(cls: type, name: str, help: str, *, default_text: str | None = None,
-                 **kwargs: Any) -> Callable[[F], F]:
-    """A flag for field `name` of dataclass `cls`, its default shown from the field
-    (`default_text` describes a None default).
-
-    The flag defaults to None: the command passes only the given values on, so the
-    dataclass default applies (`given`)."""
-    field = next(f for f in dataclasses.fields(cls) if f.name == name)
-    return _option(field, help, default_text, **kwargs)
-
-
-def given(options: dict[str, Any]) -> dict[str, Any]:
-    """The options that were set on the command line (None: not given)."""
-    return {k: v for k, v in options.items() if v is not None}
 
 
 model_option = click.option(

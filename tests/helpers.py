@@ -7,10 +7,13 @@ a test module can be moved or renamed without breaking another.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import click
 import numpy as np
 import rasterio
+from click.testing import CliRunner
 from PIL import Image
 from rio_cogeo.cogeo import cog_validate
 
@@ -95,3 +98,25 @@ def make_dataset(root: Path, size: int = 40, n_a: int = 5, n_b: int = 4,
         Image.fromarray(np.zeros((size, size, 3), np.uint8)).save(root / "trainA" / f"z{i}.png")
     (root / "dataset.json").write_text(json.dumps({"radiometry": RADIOMETRY, "tiles": 9}))
     return root
+
+
+# ---------------------------------------------------------------- command lines
+
+
+def help_defaults(group: click.Group, command_name: str) -> dict[str, tuple[click.Option, str]]:
+    """option name -> (option, the text of its [default: ...]) as `--help` prints it."""
+    command = group.commands[command_name]
+    ctx = click.Context(command)
+    # compared without whitespace: click wraps lines, also after a hyphen
+    rendered = "".join(CliRunner().invoke(group, [command_name, "--help"]).output.split())
+    shown = {}
+    for param in command.params:
+        record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
+        if record is None:
+            continue
+        help_text = " ".join(record[1].split())
+        assert "".join(help_text.split()) in rendered, help_text  # parsed = what is shown
+        match = re.search(r"\[default: (.*?)\]", help_text)
+        if match:
+            shown[param.name] = (param, match.group(1))
+    return shown

@@ -14,6 +14,8 @@ from ugatit.checkpoint import export_generator, init_checkpoint, read_state_dict
 from ugatit.config import ModelConfig
 from ugatit.errors import UgatitError
 from ugatit.networks import GENERATORS, NETWORK_NAMES
+from ugatit.options import field_option, given
+from ugatit.train import TrainConfig
 
 
 def _fail(exc: UgatitError) -> None:
@@ -48,17 +50,17 @@ def export(src: Path, dst: Path, fp16: bool, with_b2a: bool, overwrite: bool) ->
 @main.command(help="Write a RANDOMLY initialised checkpoint (tests, benchmarks, demos). "
                    "Its output is noise-like, not SAR: it is not a trained model.")
 @click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--ngf", default=64, show_default=True, help="Generator base width.")
-@click.option("--n-res", default=4, show_default=True, help="Residual blocks.")
+@field_option(ModelConfig, "ngf", "Generator base width.", type=int)
+@field_option(ModelConfig, "n_res", "Residual blocks.", type=int)
 @click.option("--full", is_flag=True, help="Full variant (fixed input size) instead of light.")
-@click.option("--img-size", default=256, show_default=True, help="Training size (full variant).")
-@click.option("--ndf", default=64, show_default=True, help="Discriminator base width.")
+@field_option(ModelConfig, "img_size", "Training size (full variant).", type=int)
+@field_option(ModelConfig, "ndf", "Discriminator base width.", type=int)
 @click.option("--all-networks", is_flag=True, help="All six networks, not only generators.")
 @click.option("--seed-format", is_flag=True, help="Write the original six-dict format.")
 @click.option("--seed", default=0, show_default=True, help="Random seed.")
-def init(dst: Path, ngf: int, n_res: int, full: bool, img_size: int, ndf: int,
-         all_networks: bool, seed_format: bool, seed: int) -> None:
-    cfg = ModelConfig(ngf=ngf, n_res=n_res, light=not full, img_size=img_size, ndf=ndf)
+def init(dst: Path, full: bool, all_networks: bool, seed_format: bool, seed: int,
+         **model: Any) -> None:
+    cfg = ModelConfig(light=not full, **given(model))  # ModelConfig's defaults otherwise
     nets = NETWORK_NAMES if all_networks else GENERATORS
     init_checkpoint(dst, cfg, seed=seed, networks=nets, fmt="seed" if seed_format else "eo2sar")
     click.echo(f"wrote {dst} ({os.path.getsize(dst) / 2**20:.2f} MiB, random weights, {cfg})")
@@ -81,34 +83,37 @@ def info(src: Path) -> None:
     }, indent=1))
 
 
-# Flags of `train`: name -> (click type, help). Defaults live in TrainConfig alone: every
-# flag defaults to None ("not given"), so YAML values survive unless a flag overrides them.
+# Flags of `train`: field of TrainConfig -> (click type, help). Defaults live in TrainConfig
+# alone: every flag defaults to None ("not given"), so YAML values survive unless a flag
+# overrides them, and its help shows the TrainConfig default (ugatit/options.py).
 _TRAIN_FLAGS: dict[str, tuple[Any, str]] = {
     "dataset": (click.Path(file_okay=False), "Folder with trainA (EO), trainB (SAR), testA/B."),
     "out": (click.Path(file_okay=False), "Output folder (checkpoints/, samples/, CSV)."),
-    "iterations": (click.IntRange(min=1), "Training steps [1000000]."),
-    "batch-size": (click.IntRange(min=1), "Images per domain per step per process [1]."),
+    "iterations": (click.IntRange(min=1), "Training steps."),
+    "batch_size": (click.IntRange(min=1), "Images per domain per step per process."),
     "ngf": (click.IntRange(min=1), "Generator width; also the discriminators' unless --ndf."),
-    "ndf": (click.IntRange(min=1), "Discriminator width [= ngf]."),
-    "n-res": (click.IntRange(min=1), "Residual blocks [4]."),
-    "img-size": (int, "Training crop size, a multiple of 4 [256]."),
-    "device": (str, "auto, cpu, cuda or cuda:N [auto]."),
+    "ndf": (click.IntRange(min=1), "Discriminator width."),
+    "n_res": (click.IntRange(min=1), "Residual blocks."),
+    "img_size": (int, "Training crop size, a multiple of 4."),
+    "device": (str, "auto, cpu, cuda or cuda:N."),
     "precision": (click.Choice(["fp32", "bf16"]), "fp32 (reference) or bf16 autocast."),
-    "seed": (int, "Seed of weights, sample order and augmentation [0]."),
-    "save-every": (click.IntRange(min=1), "Checkpoint period in steps [100000]."),
-    "sample-every": (click.IntRange(min=1), "Sample sheet + loss curve period [1000]."),
-    "log-every": (click.IntRange(min=1), "losses.csv row period [10]."),
-    "keep": (click.IntRange(min=0), "Checkpoints kept, 0 = all [3]."),
-    "lr": (float, "Adam learning rate [1e-4]."),
-    "workers": (click.IntRange(min=0), "DataLoader workers per process [4]."),
-    "n-dis-global": (click.IntRange(min=3), "Global discriminator layers [7]."),
-    "n-dis-local": (click.IntRange(min=3), "Local discriminator layers [5]."),
+    "seed": (int, "Seed of weights, sample order and augmentation."),
+    "save_every": (click.IntRange(min=1), "Checkpoint period in steps."),
+    "sample_every": (click.IntRange(min=1), "Sample sheet + loss curve period."),
+    "log_every": (click.IntRange(min=1), "losses.csv row period."),
+    "keep": (click.IntRange(min=0), "Checkpoints kept, 0 = all."),
+    "lr": (float, "Adam learning rate."),
+    "workers": (click.IntRange(min=0), "DataLoader workers per process."),
+    "n_dis_global": (click.IntRange(min=3), "Global discriminator layers."),
+    "n_dis_local": (click.IntRange(min=3), "Local discriminator layers."),
 }
+_NONE_DEFAULTS = {"ndf": "= ngf"}  # what a None default of TrainConfig means
 
 
 def _train_options(fn: Any) -> Any:
-    for flag, (kind, text) in reversed(_TRAIN_FLAGS.items()):
-        fn = click.option(f"--{flag}", type=kind, default=None, help=text)(fn)
+    for name, (kind, text) in reversed(_TRAIN_FLAGS.items()):
+        fn = field_option(TrainConfig, name, text, type=kind,
+                          default_text=_NONE_DEFAULTS.get(name))(fn)
     return fn
 
 
@@ -126,7 +131,6 @@ def train(config_path: Path | None, **flags: Any) -> None:
 
     import yaml
 
-    from ugatit.train import TrainConfig
     from ugatit.train import train as run_training
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

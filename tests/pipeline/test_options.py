@@ -8,41 +8,19 @@ and compared with `dataclasses.fields`, for `run` (PipelineConfig) and `tiles`
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import click
 import pytest
-from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.config import PipelineConfig, load_config, settings
 from pipeline.tiles import TilesConfig, parse_db_range
-
-DEFAULT = re.compile(r"\[default: (.*?)\]")
-
-
-def _shown_defaults(command_name: str) -> dict[str, tuple[click.Option, str]]:
-    """option name -> (option, the text of its [default: ...]) as `--help` prints it."""
-    command = main.commands[command_name]
-    ctx = click.Context(command)
-    # compared without whitespace: click wraps lines, also after a hyphen
-    rendered = "".join(CliRunner().invoke(main, [command_name, "--help"]).output.split())
-    shown = {}
-    for param in command.params:
-        record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
-        if record is None:
-            continue
-        help_text = " ".join(record[1].split())
-        assert "".join(help_text.split()) in rendered, help_text  # parsed = what is shown
-        match = DEFAULT.search(help_text)
-        if match:
-            shown[param.name] = (param, match.group(1))
-    return shown
+from tests.helpers import help_defaults
 
 
 @pytest.mark.parametrize(("command", "cls"), [("run", PipelineConfig), ("tiles", TilesConfig)])
 def test_help_defaults_are_the_dataclass_defaults(command: str, cls: type) -> None:
-    shown = _shown_defaults(command)
+    shown = help_defaults(main, command)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     checked = 0
     for name, (param, text) in shown.items():
@@ -65,7 +43,7 @@ def test_help_defaults_are_the_dataclass_defaults(command: str, cls: type) -> No
 
 
 def test_every_command_line_setting_has_a_flag_and_yaml_key() -> None:
-    shown = _shown_defaults("run")
+    shown = help_defaults(main, "run")
     flags = {f.name for f in settings() if f.metadata["flag"]}
     assert flags <= set(shown)
     assert set(load_config(None, {}).to_dict()) == {f.name for f in settings()}

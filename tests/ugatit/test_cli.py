@@ -59,3 +59,26 @@ def test_export_bad_source_is_one_line_error(tmp_path: Path) -> None:
 def test_module_entry_point(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "ugatit", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "export" in res.stdout and "init" in res.stdout
+
+
+def test_train_help_defaults_are_trainconfig_defaults() -> None:
+    """Every `ugatit train --help` default is parsed back and equals TrainConfig's."""
+    import dataclasses
+
+    import click
+
+    from tests.helpers import help_defaults
+    from ugatit.train import TrainConfig
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    ctx = click.Context(main.commands["train"])
+    checked = 0
+    for name, (param, text) in help_defaults(main, "train").items():
+        field = fields[name]
+        assert param.default is None  # not given: the YAML file or TrainConfig decides
+        if field.default is None:
+            assert text == "= ngf", (name, text)
+            continue
+        assert param.type_cast_value(ctx, text) == field.default, (name, text)
+        checked += 1
+    assert checked >= 15
