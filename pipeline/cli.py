@@ -1,7 +1,9 @@
-"""`python -m pipeline run`: a thin click layer over pipeline.scene / pipeline.batch.
+"""`python -m pipeline run | quicklook | tiles`: thin click commands over the library.
 
-Flags override the YAML config file (`--config`), which overrides the defaults of
-PipelineConfig; every option's help says its default. Errors of the pipeline
+`run` builds a `SceneRequest` and hands it to pipeline.scene (a file) or pipeline.batch
+(a directory). Flags override the YAML config file (`--config`), which overrides the
+defaults of PipelineConfig; the flags, their help and `[default: ...]` come from the
+dataclass fields (pipeline/options.py), so a default is written once. Errors of the pipeline
 (PipelineError) become ONE line on stderr, `Error: <path>: <message>. Hint: <hint>`,
 and exit status 2 for usage errors (bad flag or config value, bad or absent device:
 ConfigError, DeviceError, like click's own usage errors) or 1 for everything else
