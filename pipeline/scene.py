@@ -135,7 +135,7 @@ def _write_scene(
     grid = plan.grid
     with rasterio.open(plan.input) as ds:
         targets = output_targets(plan, config, ds.profile)
-    windows = list(blocks(plan.width, plan.height, config.block_size))
+    windows = blocks(plan.width, plan.height, config.block_size)
     block_tiles = [grid.tiles_in(w) for w in windows]
     empty = plan.scaling.method == "empty"
     blend = BlendOrder(block_tiles, batches(grid.count, config.batch_size), empty=empty)
