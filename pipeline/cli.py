@@ -37,6 +37,7 @@ from pipeline.options import (
     verbose_option,
 )
 from pipeline.plan import SceneRequest
+from pipeline.quicklook import PANEL_MAX_SIZE
 from pipeline.tiles import TilesConfig
 
 log = logging.getLogger("pipeline")
@@ -221,7 +222,7 @@ def _dry_run_directory(request: SceneRequest, pattern: str) -> None:
 @click.option("--bands", default=None,
               help="Three 1-based input bands shown as R,G,B. [default: the run's bands "
               "(OUTPUT's tags), else 1,2,3]")
-@click.option("--max-size", type=int, default=1024, show_default=True,
+@click.option("--max-size", type=int, default=PANEL_MAX_SIZE, show_default=True,
               help="Longest side of each panel in px (decimated reads).")
 def quicklook_cmd(input_path: Path, output_path: Path, png_path: Path, bands: str | None,
                   max_size: int) -> None:

@@ -44,6 +44,9 @@ GAP_COLOUR = (255, 255, 255)
 TAG_PREFIX = "EO2SAR_"
 
 
+#: Longest side of each panel in px (decimated reads): memory and size of the PNG.
+PANEL_MAX_SIZE = 1024
+
 def to_display(unit: np.ndarray) -> np.ndarray:
     """[C, H, W] in [0, 1] -> uint8 [H, W, C]: round(255 * unit), the tile builder's rule."""
     return np.moveaxis(np.round(unit * 255.0).astype(np.uint8), 0, -1)
@@ -125,7 +128,7 @@ def quicklook(
     png_path: Path,
     *,
     bands: tuple[int, ...] | None = None,
-    max_size: int = 1024,
+    max_size: int = PANEL_MAX_SIZE,
 ) -> Path:
     """Write ``png_path``: input (RGB of ``bands``) | gap | output band 1.
 
