@@ -19,11 +19,21 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pipeline import inference
+from pipeline.cluster import (
+    check_gpu_workers,
+    is_cuda,
+    make_local_cluster,
+    task_resources,
+    wait_for_workers,
+)
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.inference import InferenceJob, TileOutput
 
 log = logging.getLogger("pipeline")
+
+#: Times a failed batch task is rerun before the scene fails (docs/cluster.md).
+TASK_RETRIES = 2
 
 BatchResult = tuple[int, list[TileOutput | None]]
 BatchOrder = Sequence[tuple[int, tuple[int, ...]]]
@@ -34,7 +44,7 @@ def local_threads(threads: int | None, device: str) -> int:
     """Dask threads of the in-process scheduler: one per core on CPU, 2 on a GPU."""
     if threads:
         return threads
-    if device.startswith("cuda"):
+    if is_cuda(device):
         return 2  # one reads tiles while the other waits on the GPU
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
@@ -57,6 +67,8 @@ def describe(config: PipelineConfig, client: Any) -> str:
         where = f"dask.distributed client {getattr(client, 'dashboard_link', '')}".strip()
     elif config.scheduler:
         where = f"dask.distributed scheduler {config.scheduler}"
+    elif config.workers and is_cuda(config.device):
+        where = f"dask local GPU cluster, {config.workers} worker process(es), one GPU each"
     elif config.workers:
         where = f"dask LocalCluster, {config.workers} worker process(es) x 1 thread"
     else:
@@ -77,11 +89,12 @@ class scheduler_client:
 
     def __enter__(self) -> Any:
         if self.client is not None:
+            check_gpu_workers(self.client, self.config.device)
             return self.client
         if not (self.config.scheduler or self.config.workers):
             return None
         try:
-            from distributed import Client, LocalCluster
+            from distributed import Client
         except ImportError:
             raise PipelineError(
                 "dask.distributed is not installed",
@@ -89,19 +102,7 @@ class scheduler_client:
                 hint="pip install distributed, or run without --scheduler/--workers",
             ) from None
         try:
-            if self.config.scheduler:
-                client = Client(self.config.scheduler, timeout="10s")
-                self.owned.append(client)
-            else:
-                cluster = LocalCluster(
-                    n_workers=self.config.workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=None,
-                )
-                self.owned.append(cluster)
-                client = Client(cluster)
-                self.owned.insert(0, client)
+            client = self._connect(Client)
         except OSError as exc:
             self.__exit__(None, None, None)
             raise PipelineError(
@@ -109,6 +110,25 @@ class scheduler_client:
                 path=self.config.scheduler or "LocalCluster",
                 hint="check the address (tcp://host:8786) and that the scheduler runs",
             ) from None
+        except PipelineError:
+            self.__exit__(None, None, None)
+            raise
+        return client
+
+    def _connect(self, client_cls: Any) -> Any:
+        """The scheduler's client, with a worker present and GPU workers for CUDA; or a
+        new local cluster's client (pipeline/cluster.py builds it)."""
+        address = self.config.scheduler
+        if address:
+            client = client_cls(address, timeout="10s")
+            self.owned.append(client)
+            wait_for_workers(client, address)
+            check_gpu_workers(client, self.config.device, address)
+            return client
+        cluster = make_local_cluster(self.config.workers or 1, self.config.device)
+        self.owned.append(cluster)
+        client = client_cls(cluster)
+        self.owned.insert(0, client)
         return client
 
     def __exit__(self, *exc: Any) -> None:
@@ -183,25 +203,45 @@ def iter_local(job: InferenceJob, order: BatchOrder, *, threads: int, on_done: O
         yield from zip((bi for bi, _ in chunk), outs, strict=True)
 
 
+def distributed_window(client: Any) -> int:
+    """Batches in flight on a cluster: 2 per worker thread (one running, one queued, so no
+    thread waits on this process), never the whole scene."""
+    nthreads = sum(client.nthreads().values()) or 1
+    return max(2, 2 * nthreads)
+
+
 def iter_distributed(job: InferenceJob, order: BatchOrder, client: Any, *, on_done: OnDone = None
                      ) -> Iterator[BatchResult]:
-    """A dask.distributed client: keep ~2 batches per worker thread in flight."""
-    nthreads = sum(client.nthreads().values()) or 1
-    window = max(2, 2 * nthreads)
+    """A dask.distributed client: at most `distributed_window` batches submitted and not
+    yet handed over, whatever the scene size (bounded memory on the workers and here).
+
+    Each task is retried TASK_RETRIES times if it raises (a flaky read of a network
+    filesystem, a worker lost mid-task is rescheduled by Dask itself); its result does not
+    depend on the worker or the attempt (pipeline/inference.py), so a retry keeps the
+    bytes. With a CUDA device each task asks for one GPU (pipeline/cluster.py). Futures
+    not yet consumed are cancelled when the caller stops early (an error while writing).
+    """
+    window = distributed_window(client)
     token = uuid.uuid4().hex[:12]  # unique per run: results are never shared across runs
+    resources = task_resources(job.device)
     pending: list[tuple[int, Any]] = []
     position = 0
-    while position < len(order) or pending:
-        while position < len(order) and len(pending) < window:
-            bi, tiles = order[position]
-            fut = client.submit(
-                inference.run_batch, job, tiles, key=f"eo2sar-{token}-{bi}", pure=False
-            )
-            pending.append((bi, fut))
-            position += 1
-        bi, fut = pending.pop(0)
-        result = fut.result()
-        fut.release()
-        if on_done is not None:
-            on_done(len(result))
-        yield bi, result
+    try:
+        while position < len(order) or pending:
+            while position < len(order) and len(pending) < window:
+                bi, tiles = order[position]
+                fut = client.submit(
+                    inference.run_batch, job, tiles, key=f"eo2sar-{token}-{bi}", pure=False,
+                    retries=TASK_RETRIES, resources=resources,
+                )
+                pending.append((bi, fut))
+                position += 1
+            bi, fut = pending.pop(0)
+            result = fut.result()
+            fut.release()
+            if on_done is not None:
+                on_done(len(result))
+            yield bi, result
+    finally:
+        for _, fut in pending:
+            fut.cancel()

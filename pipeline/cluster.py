@@ -1,0 +1,173 @@
+"""The Dask clusters the pipeline makes or joins, and what their workers must offer.
+
+Three ways to run on dask.distributed (docs/cluster.md):
+
+* `--workers N` (CPU): a LocalCluster of N processes x 1 thread on this machine.
+* `--workers N --device cuda`: one worker process per GPU, each seeing only its own GPU
+  (`CUDA_VISIBLE_DEVICES`), so every worker uses device `cuda` (its GPU 0) and one
+  process never touches another's memory. dask-cuda's LocalCUDACluster does exactly
+  this when installed; otherwise a SpecCluster of Nannies, worker i with the i-th
+  visible GPU in its environment. Every worker advertises the resource `GPU=1`.
+* `--scheduler ADDRESS`: an existing cluster. With a CUDA device its workers must
+  advertise a `GPU` resource (`dask worker ADDRESS --resources GPU=1`): the batch tasks
+  ask for one GPU each, so they land only on GPU workers and at most one batch task
+  holds a GPU at a time (two would compete for its memory). Asked of a cluster with no
+  GPU worker, the run stops before any work with a DeviceError naming that fix, instead
+  of waiting forever for a worker that can never take the tasks.
+
+Which of these to build is decided by `gpu_worker_plan` (pure: unit-tested with a fake
+GPU count, as CI has no GPU); `make_local_cluster` only builds it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.errors import ConfigError, DeviceError, PipelineError
+
+#: The resource a GPU worker advertises and a CUDA batch task asks for (one per task).
+GPU_RESOURCE = "GPU"
+#: Seconds `--scheduler` waits for a first worker before giving up with a clear error.
+WORKER_WAIT_S = 30.0
+WORKER_HINT = "start one worker per GPU: CUDA_VISIBLE_DEVICES=i dask worker {address} " \
+    "--nworkers 1 --resources GPU=1 (docs/cluster.md)"
+
+
+def is_cuda(device: str) -> bool:
+    return device == "cuda" or device.startswith("cuda:")
+
+
+def task_resources(device: str) -> dict[str, float] | None:
+    """What one batch task asks of a worker: one GPU on CUDA, nothing on CPU."""
+    return {GPU_RESOURCE: 1} if is_cuda(device) else None
+
+
+def visible_gpus() -> list[str]:
+    """The GPU ids this process may hand out, in order: CUDA_VISIBLE_DEVICES's entries when
+    set (so worker i gets the i-th of *those*, not physical GPU i), else 0..count-1."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What `--workers N` builds: N processes x `threads`, each with its own environment
+    (`env[i]`, empty on CPU) and resources; `dask_cuda`: build it with LocalCUDACluster."""
+
+    n: int
+    threads: int
+    gpus: tuple[str, ...] = ()
+    dask_cuda: bool = False
+
+    @property
+    def resources(self) -> dict[str, float] | None:
+        return {GPU_RESOURCE: 1} if self.gpus else None
+
+    def env(self, i: int) -> dict[str, str]:
+        return {"CUDA_VISIBLE_DEVICES": self.gpus[i]} if self.gpus else {}
+
+
+def gpu_worker_plan(workers: int, device: str, gpus: list[str], have_dask_cuda: bool
+                    ) -> WorkerPlan:
+    """The local cluster for `--workers N --device D`, given the visible GPU ids.
+
+    CPU: N processes x 1 thread (one core each; see pipeline/inference.py on why 1).
+    CUDA: one process per GPU, the first N visible ones; 2 threads, as in-process on a
+    GPU (one can read tiles while the other's task waits on the GPU; the GPU resource
+    still lets one batch task at a time hold the GPU). Each worker sees only its GPU,
+    so the device must be `cuda` or `cuda:0` (its own GPU 0).
+    """
+    if not is_cuda(device):
+        return WorkerPlan(n=workers, threads=1)
+    if device not in ("cuda", "cuda:0"):
+        raise ConfigError(
+            f"--workers with --device {device}: each worker sees only its own GPU",
+            path="--device",
+            hint="use --device cuda; choose the GPUs with CUDA_VISIBLE_DEVICES=1,2,...",
+        )
+    if workers > len(gpus):
+        raise ConfigError(
+            f"--workers {workers} with --device cuda needs {workers} GPUs,"
+            f" {len(gpus)} visible",
+            path="--workers",
+            hint=f"use --workers {max(1, len(gpus))} (one worker process per GPU)",
+        )
+    return WorkerPlan(n=workers, threads=2, gpus=tuple(gpus[:workers]),
+                      dask_cuda=have_dask_cuda)
+
+
+def _have_dask_cuda() -> bool:
+    try:
+        import dask_cuda  # noqa: F401 - only whether it imports
+    except ImportError:
+        return False
+    return True
+
+
+def make_local_cluster(workers: int, device: str) -> Any:
+    """Build the `--workers` cluster (see `gpu_worker_plan`); no dashboard."""
+    gpus = visible_gpus() if is_cuda(device) else []
+    plan = gpu_worker_plan(workers, device, gpus, _have_dask_cuda() if gpus else False)
+    return build_cluster(plan)
+
+
+def build_cluster(plan: WorkerPlan) -> Any:
+    """A LocalCUDACluster, a SpecCluster of one Nanny per GPU, or a LocalCluster."""
+    from distributed import LocalCluster
+
+    if plan.dask_cuda:  # pragma: no cover - needs dask-cuda and GPUs
+        from dask_cuda import LocalCUDACluster
+
+        return LocalCUDACluster(
+            CUDA_VISIBLE_DEVICES=list(plan.gpus), n_workers=plan.n,
+            threads_per_worker=plan.threads, resources=plan.resources,
+            dashboard_address=None,
+        )
+    if plan.gpus:
+        from distributed import Nanny, Scheduler, SpecCluster
+
+        spec = {
+            f"gpu-{i}": {"cls": Nanny, "options": {
+                "nthreads": plan.threads, "env": plan.env(i), "resources": plan.resources,
+            }}
+            for i in range(plan.n)
+        }
+        scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
+        return SpecCluster(workers=spec, scheduler=scheduler)
+    return LocalCluster(n_workers=plan.n, threads_per_worker=plan.threads, processes=True,
+                        dashboard_address=None)
+
+
+def wait_for_workers(client: Any, address: str, timeout: float = WORKER_WAIT_S) -> None:
+    """At least one worker connected, or a PipelineError naming the fix: submitted tasks
+    would otherwise wait forever on a scheduler with no worker."""
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        raise PipelineError(
+            f"no Dask worker connected to the scheduler within {timeout:.0f} s",
+            path=address,
+            hint=WORKER_HINT.format(address=address),
+        ) from None
+
+
+def check_gpu_workers(client: Any, device: str, address: str = "the cluster") -> None:
+    """With a CUDA device, some worker must advertise the GPU resource the tasks ask for
+    (DeviceError otherwise: those tasks could never be scheduled)."""
+    if not is_cuda(device):
+        return
+    workers = client.scheduler_info().get("workers", {})
+    if any(w.get("resources", {}).get(GPU_RESOURCE, 0) >= 1 for w in workers.values()):
+        return
+    raise DeviceError(
+        f"--device {device}, but no worker of {address} advertises a {GPU_RESOURCE}"
+        f" resource ({len(workers)} worker(s))",
+        path="--scheduler",
+        hint=WORKER_HINT.format(address=address),
+    )

@@ -1,0 +1,180 @@
+"""pipeline.cluster and iter_distributed: GPU workers, resources, retries, bounded flight.
+
+CI has no GPU: the choice of cluster is a pure function tested with fake GPU ids, and the
+no-dask-cuda GPU cluster is built for real on CPU (CUDA_VISIBLE_DEVICES is only an
+environment variable to a worker that never touches CUDA).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pipeline import cluster, inference
+from pipeline.cluster import (
+    GPU_RESOURCE,
+    WorkerPlan,
+    check_gpu_workers,
+    gpu_worker_plan,
+    task_resources,
+    wait_for_workers,
+)
+from pipeline.config import PipelineConfig
+from pipeline.errors import ConfigError, DeviceError, PipelineError
+from pipeline.scheduling import TASK_RETRIES, describe, iter_distributed, scheduler_client
+
+
+def test_cpu_workers_are_one_thread_processes_without_resources():
+    plan = gpu_worker_plan(3, "cpu", ["0", "1"], have_dask_cuda=True)
+    assert plan == WorkerPlan(n=3, threads=1)
+    assert plan.resources is None and plan.env(0) == {}
+
+
+@pytest.mark.parametrize("dask_cuda", [True, False])
+def test_cuda_workers_one_process_per_gpu_each_seeing_its_own(dask_cuda):
+    # the parent sees GPUs 2,5,7 (its CUDA_VISIBLE_DEVICES): worker i gets the i-th of those
+    plan = gpu_worker_plan(2, "cuda", ["2", "5", "7"], have_dask_cuda=dask_cuda)
+    assert plan.n == 2 and plan.gpus == ("2", "5") and plan.dask_cuda is dask_cuda
+    assert [plan.env(i) for i in range(2)] == [
+        {"CUDA_VISIBLE_DEVICES": "2"}, {"CUDA_VISIBLE_DEVICES": "5"}]
+    assert plan.resources == {GPU_RESOURCE: 1}
+    assert gpu_worker_plan(1, "cuda:0", ["0"], False).gpus == ("0",)
+
+
+def test_cuda_workers_refused_beyond_the_visible_gpus_or_for_another_index():
+    with pytest.raises(ConfigError, match="needs 3 GPUs, 2 visible") as err:
+        gpu_worker_plan(3, "cuda", ["0", "1"], have_dask_cuda=False)
+    assert "--workers 2" in err.value.hint
+    with pytest.raises(ConfigError, match="each worker sees only its own GPU") as err:
+        gpu_worker_plan(1, "cuda:1", ["0", "1"], have_dask_cuda=False)
+    assert "CUDA_VISIBLE_DEVICES" in err.value.hint
+
+
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3, 1")
+    assert cluster.visible_gpus() == ["3", "1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert cluster.visible_gpus() == []
+
+
+def test_task_resources_and_describe():
+    assert task_resources("cpu") is None
+    assert task_resources("cuda") == task_resources("cuda:1") == {GPU_RESOURCE: 1}
+    assert "one GPU each" in describe(PipelineConfig(workers=2, device="cuda"), None)
+
+
+class FakeClient:
+    """What iter_distributed and the checks use of a distributed Client; records calls."""
+
+    def __init__(self, nthreads: int = 2, resources: list[dict] | None = None) -> None:
+        self._nthreads = nthreads
+        self._resources = resources if resources is not None else [{}]
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.submits: list[dict[str, Any]] = []
+        self.cancelled = 0
+
+    def nthreads(self) -> dict[str, int]:
+        return {"tcp://w:1": self._nthreads}
+
+    def scheduler_info(self) -> dict[str, Any]:
+        return {"workers": {f"tcp://w:{i}": {"resources": r}
+                            for i, r in enumerate(self._resources)}}
+
+    def wait_for_workers(self, n: int, timeout: float | None = None) -> None:
+        raise TimeoutError
+
+    def submit(self, fn, *args, **kwargs) -> FakeFuture:
+        self.submits.append(kwargs)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        return FakeFuture(self, fn(*args))
+
+
+class FakeFuture:
+    def __init__(self, client: FakeClient, value: Any) -> None:
+        self.client, self.value = client, value
+
+    def result(self) -> Any:
+        return self.value
+
+    def release(self) -> None:
+        self.client.in_flight -= 1
+
+    def cancel(self) -> None:
+        self.client.cancelled += 1
+        self.client.in_flight -= 1
+
+
+@pytest.fixture
+def fake_batches(monkeypatch):
+    monkeypatch.setattr(inference, "run_batch", lambda job, tiles: [t * 10 for t in tiles])
+    return [(b, (b,)) for b in range(50)]
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_distributed_work_in_flight_is_bounded_retried_and_gpu_tagged(fake_batches, device):
+    client = FakeClient(nthreads=2)
+    job = type("Job", (), {"device": device})()
+    got = list(iter_distributed(job, fake_batches, client))
+    assert got == [(b, [b * 10]) for b, _ in fake_batches]  # order kept
+    assert client.max_in_flight == 4  # 2 per worker thread, never the 50 batches
+    assert all(s["retries"] == TASK_RETRIES >= 1 for s in client.submits)
+    want = {GPU_RESOURCE: 1} if device == "cuda" else None
+    assert all(s["resources"] == want for s in client.submits)
+    assert len({s["key"] for s in client.submits}) == 50
+
+
+def test_distributed_stop_early_cancels_what_is_in_flight(fake_batches):
+    client = FakeClient(nthreads=1)
+    job = type("Job", (), {"device": "cpu"})()
+    it = iter_distributed(job, fake_batches, client)
+    next(it)
+    it.close()  # e.g. the writer failed
+    assert client.cancelled == 1 and client.in_flight == 0
+
+
+def test_cuda_on_a_cluster_without_gpu_workers_names_the_fix():
+    check_gpu_workers(FakeClient(resources=[{}]), "cpu")  # CPU needs nothing
+    check_gpu_workers(FakeClient(resources=[{}, {GPU_RESOURCE: 1}]), "cuda")
+    with pytest.raises(DeviceError, match="no worker of tcp://h:8786 advertises") as err:
+        check_gpu_workers(FakeClient(resources=[{}, {"MEM": 4}]), "cuda:0", "tcp://h:8786")
+    assert "dask worker tcp://h:8786" in err.value.hint
+    assert "--resources GPU=1" in err.value.hint
+    assert err.value.exit_code == 2
+
+
+def test_a_callers_client_without_gpu_workers_is_refused_for_cuda():
+    with pytest.raises(DeviceError), scheduler_client(PipelineConfig(device="cuda"),
+                                                      FakeClient()):
+        pass  # pragma: no cover - never entered
+
+
+def test_no_worker_on_the_scheduler_is_a_clear_error():
+    with pytest.raises(PipelineError, match="no Dask worker connected") as err:
+        wait_for_workers(FakeClient(), "tcp://h:8786", timeout=0.1)
+    assert "dask worker tcp://h:8786" in err.value.hint
+
+
+def _worker_env(name: str) -> str | None:
+    """Runs on a worker (a bound os.environ.get would carry this process's copy)."""
+    import os
+
+    return os.environ.get(name)
+
+
+def test_gpu_local_cluster_without_dask_cuda_gives_each_worker_its_gpu(monkeypatch):
+    """--workers 2 --device cuda on a machine 'with' GPUs 4 and 6 and no dask-cuda: two
+    Nanny processes, CUDA_VISIBLE_DEVICES 4 and 6, each advertising GPU=1."""
+    pytest.importorskip("distributed")
+    monkeypatch.setattr(cluster, "visible_gpus", lambda: ["4", "6"])
+    monkeypatch.setattr(cluster, "_have_dask_cuda", lambda: False)
+    with scheduler_client(PipelineConfig(workers=2, device="cuda"), None) as client:
+        client.wait_for_workers(2, timeout=30)
+        envs = client.run(_worker_env, "CUDA_VISIBLE_DEVICES")
+        assert sorted(envs.values()) == ["4", "6"]
+        info = client.scheduler_info()["workers"].values()
+        assert [w["resources"] for w in info] == [{GPU_RESOURCE: 1}] * 2
+        assert sorted(client.nthreads().values()) == [2, 2]
+        check_gpu_workers(client, "cuda")
