@@ -9,7 +9,8 @@ The default run takes ~10 minutes on 2 cores, most of it the memory benchmark at
 acceptance size, 16384 x 16384 (7225 tiles); ``--memory-size 8192`` (1849 tiles) takes a
 quarter of that, ``--quick`` is a ~1-2 minute smoke run of every script.
 
-    python -m benchmarks.run [--only memory seams throughput] [--memory-size 16384] [--quick]
+    python -m benchmarks.run [--only seams throughput memory train dask] [--quick]
+                             [--memory-size 16384]
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from benchmarks._common import DEFAULT_OUT, REPO, format_table, machine
 from ugatit.io import atomic_write_text
 
-ALL = ("seams", "throughput", "memory", "train")
+ALL = ("seams", "throughput", "memory", "train", "dask")
 
 
 def _commands(args: argparse.Namespace) -> dict[str, tuple[list[str], str]]:
@@ -42,6 +43,8 @@ def _commands(args: argparse.Namespace) -> dict[str, tuple[list[str], str]]:
         "train": (["-m", "benchmarks.bench_train",
                    *(["--models", "small", "--steps-small", "2"] if args.quick else []), *out],
                   "train.json"),
+        "dask": (["-m", "benchmarks.bench_dask", *(["--quick"] if args.quick else []), *out],
+                 "dask.json"),
     }
 
 
@@ -66,6 +69,12 @@ def _summary(name: str, doc: dict[str, Any]) -> list[dict[str, Any]]:
                          "value": r["ours_s_per_step"]})
             rows.append({"benchmark": name, "what": f"ngf {r['ngf']} original/ours step time",
                          "value": r["speedup"]})
+    elif name == "dask":
+        for r in doc["rows"]:
+            rows.append({"benchmark": name, "what": f"{r['workers']} worker(s) tiles/s",
+                         "value": r["tiles_per_s"]})
+        rows.append({"benchmark": name, "what": "last/first workers tiles/s",
+                     "value": doc["rows"][-1]["ratio_vs_first"]})
     elif name == "throughput":
         for s in doc["settings"]:
             last = s["rows"][-1]
