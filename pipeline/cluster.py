@@ -31,11 +31,12 @@ from pipeline.errors import ConfigError, DeviceError, PipelineError
 GPU_RESOURCE = "GPU"
 #: Seconds `--scheduler` waits for a first worker before giving up with a clear error.
 WORKER_WAIT_S = 30.0
-WORKER_HINT = "start one worker per GPU: CUDA_VISIBLE_DEVICES=i dask worker {address} " \
-    "--nworkers 1 --resources GPU=1 (docs/cluster.md)"
+WORKER_HINT = ("start one worker per GPU: CUDA_VISIBLE_DEVICES=i dask worker {address}"
+               " --nworkers 1 --resources GPU=1 (docs/cluster.md)")
 
 
 def is_cuda(device: str) -> bool:
+    """`cuda` or `cuda:N` (not a prefix test: a device string is validated elsewhere)."""
     return device == "cuda" or device.startswith("cuda:")
 
 
