@@ -178,3 +178,45 @@ def test_gpu_local_cluster_without_dask_cuda_gives_each_worker_its_gpu(monkeypat
         assert [w["resources"] for w in info] == [{GPU_RESOURCE: 1}] * 2
         assert sorted(client.nthreads().values()) == [2, 2]
         check_gpu_workers(client, "cuda")
+
+
+def _fail_once_then_run(marker: str, job: Any, tiles: Any) -> Any:
+    """A batch task whose first attempt (any batch) fails like a flaky network read: the
+    marker file is the state, so it survives the task being pickled to a worker."""
+    from pathlib import Path
+
+    flag = Path(marker)
+    if not flag.exists():
+        flag.write_text("failed once")
+        raise OSError("transient read error")
+    return _real_run_batch(job, tiles)
+
+
+_real_run_batch = inference.run_batch
+
+
+def test_a_failed_task_is_retried_and_the_bytes_kept(tiny_checkpoint, tmp_path, monkeypatch):
+    """One batch task raises once on a real (in-process) cluster: the scene still
+    completes, with the in-process run's bytes."""
+    import functools
+
+    import rasterio
+    from distributed import Client, LocalCluster
+
+    from pipeline import load_config, run_scene
+    from tests.helpers import SN6
+
+    cfg = {"tile_size": 64, "overlap": 16, "batch_size": 2}
+    local, remote = tmp_path / "local.tif", tmp_path / "remote.tif"
+    run_scene(SN6, local, model_path=tiny_checkpoint, config=load_config(None, cfg),
+              progress=False)
+    marker = tmp_path / "failed.flag"
+    monkeypatch.setattr(inference, "run_batch",
+                        functools.partial(_fail_once_then_run, str(marker)))
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=None) as lc, Client(lc) as client:
+        run_scene(SN6, remote, model_path=tiny_checkpoint, config=load_config(None, cfg),
+                  client=client, progress=False)
+    assert marker.exists()  # the failure happened, and was absorbed by a retry
+    with rasterio.open(local) as a, rasterio.open(remote) as b:
+        assert a.read().tobytes() == b.read().tobytes()
