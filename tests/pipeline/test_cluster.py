@@ -56,6 +56,10 @@ def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
     assert cluster.visible_gpus() == ["3", "1"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert cluster.visible_gpus() == []
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    import torch
+
+    assert cluster.visible_gpus() == [str(i) for i in range(torch.cuda.device_count())]
 
 
 def test_task_resources_and_describe():
