@@ -126,7 +126,7 @@ def build_cluster(plan: WorkerPlan) -> Any:
         from dask_cuda import LocalCUDACluster
 
         return LocalCUDACluster(
-            CUDA_VISIBLE_DEVICES=list(plan.gpus), n_workers=plan.n,
+            CUDA_VISIBLE_DEVICES=",".join(plan.gpus), n_workers=plan.n,
             threads_per_worker=plan.threads, resources=plan.resources,
             dashboard_address=None,
         )
