@@ -154,20 +154,31 @@ def test_landsat_copy_keeps_source_grid() -> None:
 
 
 def test_demo_checkpoint_and_image() -> None:
+    """`make demo` uses the trained demo model: small, generator-only, carrying the
+    radiometric contract of its training data and how it was trained, and labelled
+    honestly beside it; the random-weight file stays for tests and says so."""
     makefile = (ROOT / "Makefile").read_text()
     settings = dict(re.findall(r"^(DEMO_\w+) \?= (\S+)$", makefile, flags=re.M))
     assert (ROOT / settings["DEMO_IMG"]).is_file()
-    ckpt = load_checkpoint(ROOT / settings["DEMO_MODEL"], networks=("genA2B",))
-    assert (ckpt.config.ngf, ckpt.config.n_res, ckpt.config.light) == (8, 2, True)
-    assert "genB2A" in ckpt.available
+    path = ROOT / settings["DEMO_MODEL"]
+    assert path.stat().st_size < 10 * 2**20
+    ckpt = load_checkpoint(path, networks=("genA2B",))
+    assert (ckpt.config.ngf, ckpt.config.n_res, ckpt.config.light) == (16, 4, True)
     with torch.inference_mode():
         out = ckpt.genA2B(torch.zeros(1, 3, 64, 64))[0]
     assert out.shape == (1, 3, 64, 64) and bool(torch.isfinite(out).all())
-    # Labelled honestly, in the file itself and beside it.
-    meta = torch.load(ROOT / settings["DEMO_MODEL"], weights_only=True)["meta"]
-    assert "random weights" in meta["note"] and "not trained" in meta["note"]
+    contract = ckpt.radiometry
+    assert contract is not None and contract["eo"]["percentiles"] == [2.0, 98.0]
+    assert contract["sar"]["db_scale"] == "relative" and contract["sar"]["db_range"] is None
+    assert ckpt.meta["train"]["ngf"] == 16 and ckpt.meta["step"] > 0
     readme = (ROOT / "checkpoints" / "README.md").read_text()
-    assert f"{Path(settings['DEMO_MODEL']).name}: RANDOM weights, not a trained model" in readme
+    assert f"{path.name}: trained on a handful of real SAR patches" in readme
+    assert "not a production model" in readme
+
+    random_file = ROOT / "checkpoints" / "eo2sar_demo_ngf8_random.pt"
+    meta = torch.load(random_file, weights_only=True)["meta"]
+    assert "random weights" in meta["note"] and "not trained" in meta["note"]
+    assert f"{random_file.name}: RANDOM weights, not a trained model" in readme
 
 
 def test_makefile_targets_and_ci() -> None:

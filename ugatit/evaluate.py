@@ -382,8 +382,12 @@ def find_checkpoints(items: Sequence[Path]) -> list[Path]:
     return out
 
 
-def _step_of(path: Path) -> int | None:
-    m = re.search(r"(\d+)\D*$", path.stem)
+def _step_of(path: Path, meta: dict[str, Any]) -> int | None:
+    """The training step: recorded by the trainer in the file (kept by `export`), else
+    the trainer's file name `params_NNNNNNN` (a name like `demo_ngf16.pt` is no step)."""
+    if isinstance(meta.get("step"), int):
+        return int(meta["step"])
+    m = re.fullmatch(r"params_(\d+)", path.stem)
     return int(m.group(1)) if m else None
 
 
@@ -411,7 +415,7 @@ def evaluate(checkpoints: Sequence[Path], data: EvalData, opts: Options,
         t1 = time.perf_counter()
         m = row_metrics(generate(ck.genA2B, data.eo, opts.device, opts.batch_size, str(path)),
                         data, refs[rng], feats)
-        rows.append({"path": str(path), "step": _step_of(path), "db_range": list(rng),
+        rows.append({"path": str(path), "step": _step_of(path, ck.meta), "db_range": list(rng),
                      "db_range_source": src, "config": ck.config.to_dict(),
                      "seconds": round(time.perf_counter() - t1, 3), **m})
         log(f"{path.name}: score {m['score']:.4f} ({rows[-1]['seconds']:.1f} s)")

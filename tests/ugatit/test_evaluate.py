@@ -256,3 +256,11 @@ def test_library_errors_are_typed(tmp_path: Path) -> None:
     (tmp_path / "dataset.json").write_text('{"radiometry": {"sar": {"db_range": [0, -5]}}}')
     with pytest.raises(EvaluationError, match="lo < hi"):
         ev.read_dataset_db_range(tmp_path / "dataset.json")
+
+
+def test_step_comes_from_the_file_not_from_digits_in_its_name() -> None:
+    from ugatit.evaluate import _step_of
+
+    assert _step_of(Path("run/checkpoints/params_0003750.pt"), {}) == 3750
+    assert _step_of(Path("eo2sar_demo_ngf16.pt"), {"step": 3750}) == 3750  # exported
+    assert _step_of(Path("eo2sar_demo_ngf16.pt"), {}) is None  # "16" is a width, not a step
