@@ -72,6 +72,7 @@ from pipeline.radiometry import (
     select_bands,
     to_unit,
 )
+from ugatit.data import DEFAULT_MIN_STD
 
 log = logging.getLogger("pipeline")
 
@@ -82,8 +83,9 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".vrt")
 # Below this standard deviation (8-bit levels, all pixels and channels of the tile as
 # written) a tile is "near-constant" and ALWAYS skipped: U-GAT-IT's instance / layer norms
 # divide by a tile's own spread, and a nearly flat crop (a nodata collar, open water) drove
-# its weights to NaN within ~150 training steps.
-MIN_TILE_STD = 2.0
+# its weights to NaN within ~150 training steps. The trainer's own threshold, in 8-bit
+# levels (2.55), so that no tile is written that training would skip.
+MIN_TILE_STD = DEFAULT_MIN_STD * 255.0 / 2.0
 # Points per footprint edge (corners included): the lon/lat footprint of a projected square
 # is slightly curved; 5 points keep the polygon's bounds within ~1e-9 deg of GDAL's
 # transform_bounds (21 points per edge) for tiles of a few km, at 16 vertices a tile.

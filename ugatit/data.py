@@ -47,6 +47,12 @@ MAX_DRAWS = 200
 DOMAINS = {"A": 0, "B": 1}
 
 
+#: Images and crops whose pixel std ([-1, 1] units) is below this are near-constant and
+#: skipped / re-drawn (one 8-bit level = 2/255 = 0.0078; 0.02 = 2.55 levels): U-GAT-IT's
+#: instance norms divide by a tile's own spread, and a nodata collar drove its weights to
+#: NaN within ~150 steps. The tile builder drops the same tiles (pipeline.tiles).
+DEFAULT_MIN_STD = 0.02
+
 def list_images(folder: Path) -> list[Path]:
     """Sorted image files of one domain folder (sorted: the index must not depend on the
     file system's listing order)."""
@@ -131,7 +137,7 @@ class UnpairedDataset(Dataset):
     """
 
     def __init__(self, files_a: Sequence[Path], files_b: Sequence[Path], img_size: int,
-                 seed: int = 0, rank: int = 0, min_std: float = 0.02) -> None:
+                 seed: int = 0, rank: int = 0, min_std: float = DEFAULT_MIN_STD) -> None:
         self.files = {"A": list(files_a), "B": list(files_b)}
         self.img_size = img_size
         self.seed = seed

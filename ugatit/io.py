@@ -26,10 +26,25 @@ __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "sha256_fil
 _CHUNK = 4 * 1024 * 1024
 
 
-def _plain_open_mode() -> int:
-    umask = os.umask(0)
+def _read_umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask(0) would
+    briefly let files made by other threads, e.g. Dask workers, be world-writable)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o22)  # elsewhere: once, at import, before any worker thread exists
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+_UMASK = _read_umask()
+
+
+def _plain_open_mode() -> int:
+    return 0o666 & ~_UMASK
 
 
 @contextlib.contextmanager

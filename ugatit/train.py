@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader
 from ugatit.checkpoint import SEED_META_KEY, TRAIN_STATE_KEY, save_checkpoint
 from ugatit.config import ModelConfig
 from ugatit.data import (
+    DEFAULT_MIN_STD,
     StreamSampler,
     UnpairedDataset,
     fixed_samples,
@@ -89,7 +90,7 @@ class TrainConfig:
     dataset: str = "dataset"  # folder with trainA (EO), trainB (SAR), testA, testB
     out: str = "runs/train"  # output folder: checkpoints/, samples/, losses.csv, ...
     # --- model (ugatit.ModelConfig) ---
-    light: bool = True  # light U-GAT-IT (fully convolutional); False = full variant
+    light: bool = True  # light (fully convolutional; the original defaults to full); False = full
     ngf: int = 64  # generator base width (the original's --ch)
     ndf: int | None = None  # discriminator width; None = ngf (the original used one --ch)
     n_res: int = 4  # residual blocks (the original's --n_res)
@@ -119,7 +120,7 @@ class TrainConfig:
     log_every: int = 10  # losses.csv row and progress-bar period
     keep: int = 3  # checkpoints kept (older ones are deleted); 0 keeps all
     n_samples: int = 4  # fixed train rows and test rows of the sample sheet
-    min_std: float = 0.02  # images/crops with pixel std below this ([-1, 1] units) are skipped
+    min_std: float = DEFAULT_MIN_STD  # near-constant images/crops skipped ([-1, 1] std)
     resume: bool = False  # continue from the latest OUT/checkpoints/params_*.pt
 
     def __post_init__(self) -> None:
@@ -498,15 +499,41 @@ def _last_good(out: Path) -> str:
     return f"Last good checkpoint: {found[-1][1]} (rerun with --resume to continue from it)."
 
 
+#: Options that decide which sample (and crop) each step draws: a resumed run that changed
+#: them would not continue the same run, so they are refused. Others that shape the
+#: trajectory (iterations -> the lr schedule, lr, loss weights) may be changed on purpose
+#: (e.g. to train longer) and are only reported.
+RESUME_FIXED = ("seed", "batch_size", "img_size", "min_std")
+RESUME_REPORTED = ("iterations", "lr", "decay", "adv_weight", "cycle_weight",
+                   "identity_weight", "cam_weight", "precision")
+
+
+def _check_resume_options(stored: Mapping[str, Any], cfg: TrainConfig, path: Path) -> None:
+    now = cfg.to_dict()
+    fixed = [k for k in RESUME_FIXED if k in stored and stored[k] != now.get(k)]
+    if fixed:
+        diff = ", ".join(f"{k} {stored[k]!r} -> {now.get(k)!r}" for k in fixed)
+        raise TrainingError(f"{path}: --resume with other data options ({diff}) would not "
+                            f"continue the same run; resume with the run's options "
+                            f"(OUT/options.yaml) or start a new --out")
+    for k in RESUME_REPORTED:
+        if k in stored and stored[k] != now.get(k):
+            log.warning("resuming with %s %r (the run used %r): the trajectory changes from "
+                        "here on", k, now.get(k), stored[k])
+
+
 def resume_from(path: Path, nets: Mapping[str, nn.Module], opt_g: torch.optim.Optimizer,
-                opt_d: torch.optim.Optimizer, model: ModelConfig) -> int:
+                opt_d: torch.optim.Optimizer, cfg: TrainConfig) -> int:
     """Restore weights, optimisers and RNG from a training checkpoint; return its step."""
     obj = torch.load(path, map_location="cpu", weights_only=True)
     state = obj.get(TRAIN_STATE_KEY)
     if not isinstance(state, Mapping):
         raise TrainingError(f"{path}: no training state (not written by `ugatit train`); "
                             f"cannot resume from it")
-    stored = obj.get(SEED_META_KEY, {}).get("config", {})
+    meta = obj.get(SEED_META_KEY, {})
+    _check_resume_options(meta.get("train") or {}, cfg, path)
+    model = cfg.model
+    stored = meta.get("config", {})
     if ModelConfig.from_dict(stored) != model:
         raise TrainingError(f"{path}: trained with {ModelConfig.from_dict(stored)}, but the "
                             f"options ask for {model}; resume with the same model options")
@@ -620,7 +647,7 @@ def train(cfg: TrainConfig) -> Path:
 
     nets = build_networks(cfg.model, cfg.seed, device)
     opt_g, opt_d = make_optimizers(nets, cfg)
-    start = resume_from(resume_path, nets, opt_g, opt_d, cfg.model) if resume_path else 0
+    start = resume_from(resume_path, nets, opt_g, opt_d, cfg) if resume_path else 0
     if d.world > 1:  # same seed gives the same init; broadcasting makes sure of it
         for p in (t for m in nets.values() for t in m.state_dict().values()):
             dist.broadcast(p, src=0)

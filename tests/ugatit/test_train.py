@@ -275,6 +275,21 @@ def test_resume_is_exact(dataset: Path, tmp_path: Path, monkeypatch: pytest.Monk
     assert [r["step"] for r in rows[1]] == ["1", "2", "3", "4"] and rows[0] == rows[1]
 
 
+def test_resume_refuses_other_data_options_and_reports_others(
+        dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """--resume continues THE run: another seed (another sample stream) is refused before
+    any step; a longer --iterations (another lr schedule) is allowed and reported."""
+    train(tiny(dataset, tmp_path / "run", iterations=2, save_every=2))
+    with pytest.raises(TrainingError, match=r"seed 0 -> 1"):
+        train(tiny(dataset, tmp_path / "run", iterations=4, seed=1, resume=True))
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == [
+        "params_0000002.pt"]  # nothing trained or written by the refused resume
+    with caplog.at_level("WARNING", logger="ugatit"):
+        last = train(tiny(dataset, tmp_path / "run", iterations=4, resume=True))
+    assert last.name == "params_0000004.pt"
+    assert "resuming with iterations 4 (the run used 2)" in caplog.text
+
+
 def test_non_finite_loss_stops_with_the_last_good_checkpoint(
         dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_step = tr.train_step
