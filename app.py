@@ -249,15 +249,22 @@ def read_input(path: str | os.PathLike[str], bands: tuple[int, ...] | None = Non
         raise AppError(f"{path}: input image not found")
     pil_img: Image.Image | None
     try:
-        pil_img = Image.open(path)
-        pil_img.load()
-    except (UnidentifiedImageError, OSError, ValueError):
-        pil_img = None  # e.g. multiband 16-bit TIFF: rasterio below
-    if _rasterio_preferred(path, pil_img, bands):
-        return _from_rasterio(path, bands, percentiles)
-    if pil_img is None:
+        pil_img = Image.open(path)  # reads the header only: the pixels are decoded once,
+    except (UnidentifiedImageError, OSError, ValueError):  # by whichever reader is chosen
+        pil_img = None
+    try:
+        if pil_img is not None and not _rasterio_preferred(path, pil_img, bands):
+            try:
+                pil_img.load()
+                return _from_pil(pil_img, bands, percentiles)
+            except (UnidentifiedImageError, OSError, ValueError):
+                pass  # opened but not decodable by PIL (e.g. multiband 16-bit TIFF)
+        if _rasterio_preferred(path, None, bands):
+            return _from_rasterio(path, bands, percentiles)
         raise AppError(f"{path}: neither PIL nor rasterio can read this image")
-    return _from_pil(pil_img, bands, percentiles)
+    finally:
+        if pil_img is not None:
+            pil_img.close()
 
 
 # ----------------------------------------------------------------------------------------
