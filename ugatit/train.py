@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import time
@@ -525,7 +526,17 @@ def _check_resume_options(stored: Mapping[str, Any], cfg: TrainConfig, path: Pat
 def resume_from(path: Path, nets: Mapping[str, nn.Module], opt_g: torch.optim.Optimizer,
                 opt_d: torch.optim.Optimizer, cfg: TrainConfig) -> int:
     """Restore weights, optimisers and RNG from a training checkpoint; return its step."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # not memory-mapped: Adam updates its restored state tensors in place
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise TrainingError(f"{path}: cannot resume from it, the file does not load "
+                            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                            f"delete it to resume from the one before") from exc
+    missing = [n for n in NETWORK_NAMES
+               if not (isinstance(obj, Mapping) and isinstance(obj.get(n), Mapping))]
+    if missing:
+        raise TrainingError(f"{path}: holds no {', '.join(missing)}: not a training checkpoint "
+                            f"of `ugatit train`")
     state = obj.get(TRAIN_STATE_KEY)
     if not isinstance(state, Mapping):
         raise TrainingError(f"{path}: no training state (not written by `ugatit train`); "

@@ -109,8 +109,10 @@ def test_lr_schedule_matches_the_original_running_subtraction() -> None:
 # The step
 
 
-def test_detached_d_step_gives_the_original_d_gradients(dataset: Path, tmp_path: Path) -> None:
-    """Our D step translates under no_grad; the original kept the graph. Same D gradients."""
+def test_fakes_without_graph_give_the_same_d_gradients(dataset: Path, tmp_path: Path) -> None:
+    """Why the D step may judge detached fakes: the discriminators' gradients are the same
+    whether the fakes carry the generators' graph (the original) or not. (That our whole
+    step equals the original iteration is test_our_step_is_the_original_iteration.)"""
     cfg = tiny(dataset, tmp_path)
     torch.manual_seed(0)
     a, b = torch.rand(2, 1, 3, 32, 32) * 2 - 1
@@ -288,6 +290,14 @@ def test_resume_refuses_other_data_options_and_reports_others(
         last = train(tiny(dataset, tmp_path / "run", iterations=4, resume=True))
     assert last.name == "params_0000004.pt"
     assert "resuming with iterations 4 (the run used 2)" in caplog.text
+
+
+def test_resume_from_a_damaged_checkpoint_is_a_clear_error(dataset: Path, tmp_path: Path) -> None:
+    train(tiny(dataset, tmp_path / "run", iterations=2, save_every=2))
+    ckpt = tmp_path / "run" / "checkpoints" / "params_0000002.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # truncated
+    with pytest.raises(TrainingError, match="cannot resume from it, the file does not load"):
+        train(tiny(dataset, tmp_path / "run", iterations=4, resume=True))
 
 
 def test_non_finite_loss_stops_with_the_last_good_checkpoint(
