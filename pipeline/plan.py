@@ -31,7 +31,7 @@ from pipeline.config import PipelineConfig, resolve_for_model
 from pipeline.errors import ModelError
 from pipeline.inference import InferenceJob
 from pipeline.mosaic import COG_BLOCK, GDAL_CACHE_BYTES, output_dtype_nodata, overview_count
-from pipeline.radiometry import Scaling, compute_scaling, has_valid_pixel, select_bands
+from pipeline.radiometry import Scaling, compute_scaling, scene_is_empty, select_bands
 from pipeline.scheduling import describe, is_remote, local_threads, local_window
 from pipeline.tiling import TileGrid
 from ugatit import UgatitError, read_meta
@@ -182,9 +182,8 @@ def scene_scaling(
             nodata=config.nodata,
             stats_size=config.stats_size,
         )
-        if scaling.method != "empty" and not has_valid_pixel(
-            ds, bands, nodata=config.nodata, stats_size=config.stats_size
-        ):
+        if scene_is_empty(ds, bands, scaling, nodata=config.nodata,
+                          stats_size=config.stats_size):
             scaling = dataclasses.replace(scaling, method="empty")
     except rasterio.errors.RasterioIOError as exc:
         raise read_error(exc, path) from None

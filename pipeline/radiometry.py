@@ -298,6 +298,18 @@ def _fullres_samples(
     return np.concatenate(chunks, axis=1)
 
 
+def scene_is_empty(ds: rasterio.io.DatasetReader, bands: tuple[int, ...], scaling: Scaling,
+                   *, nodata: float | None = None, stats_size: int = 1024) -> bool:
+    """Whether the scene has no valid pixel, given the scaling already computed for it: a
+    percentile scaling was computed FROM valid pixels (no second read); uint8 / fixed /
+    none scalings read no pixel, so `has_valid_pixel` looks."""
+    if scaling.method == "empty":
+        return True
+    if scaling.method == "percentile":
+        return False
+    return not has_valid_pixel(ds, bands, nodata=nodata, stats_size=stats_size)
+
+
 def has_valid_pixel(
     ds: rasterio.io.DatasetReader,
     bands: tuple[int, ...],

@@ -66,9 +66,9 @@ from pipeline.radiometry import (
     compute_sar_db_range,
     compute_scaling,
     eo_contract,
-    has_valid_pixel,
     read_masked,
     sar_to_uint8,
+    scene_is_empty,
     select_bands,
     to_unit,
 )
@@ -288,8 +288,8 @@ def _measure(ds: rasterio.io.DatasetReader, scene: Scene, config: TilesConfig) -
         scene.scaling = compute_scaling(ds, scene.bands, scale="auto",
                                         percentiles=DEFAULT_PERCENTILES,
                                         nodata=config.eo_nodata, stats_size=stats_size)
-        scene.empty = scene.scaling.method == "empty" or not has_valid_pixel(
-            ds, scene.bands, nodata=config.eo_nodata, stats_size=stats_size)
+        scene.empty = scene_is_empty(ds, scene.bands, scene.scaling, nodata=config.eo_nodata,
+                                     stats_size=stats_size)
         return
     if config.sar_db_range is not None:
         scene.db_range = config.sar_db_range

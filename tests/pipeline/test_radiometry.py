@@ -101,3 +101,16 @@ def test_model_input_range_and_invalid_fill():
     assert x.dtype == np.float32
     # invalid -> -1 (unit 0, black): what a training tile holds there
     np.testing.assert_array_equal(x[0, 0], [-1, -1, 0, 1, -1])
+
+
+def test_scene_is_empty_reads_only_when_the_scaling_saw_no_pixel(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import radiometry as r
+
+    calls: list[int] = []
+    monkeypatch.setattr(r, "has_valid_pixel", lambda *a, **k: calls.append(1) or False)
+    pct = r.Scaling("percentile", (0.0,), (1.0,), samples=10)
+    assert r.scene_is_empty(None, (1,), pct) is False and calls == []  # computed from pixels
+    assert r.scene_is_empty(None, (1,), r.Scaling("empty", (0.0,), (1.0,))) is True
+    assert r.scene_is_empty(None, (1,), r.Scaling("uint8", (0.0,), (255.0,))) is True
+    assert calls == [1]  # only the uint8 scaling, which read no pixel, had to look
