@@ -26,7 +26,7 @@ from typing import Any
 from benchmarks._common import DEFAULT_OUT, REPO, format_table, machine
 from ugatit.io import atomic_write_text
 
-ALL = ("seams", "throughput", "memory", "train", "dask")
+ALL = ("speed", "seams", "throughput", "memory", "train", "dask")
 
 
 def _commands(args: argparse.Namespace) -> dict[str, tuple[list[str], str]]:
@@ -36,6 +36,8 @@ def _commands(args: argparse.Namespace) -> dict[str, tuple[list[str], str]]:
     seams = ["--cases", "sn6", "l8"] if args.quick else []
     thr = ["--ngf", "4", "--seconds", "1", "--scene-size", "512"] if args.quick else []
     return {
+        "speed": (["-m", "benchmarks.bench_speed", *(["--quick"] if args.quick else []), *out],
+                  "speed.json"),
         "seams": (["-m", "benchmarks.bench_seams", *seams, *out], "seams.json"),
         "throughput": (["-m", "benchmarks.bench_throughput", *thr, *out], "throughput.json"),
         "memory": (["-m", "benchmarks.bench_memory", "--size", str(size), *out],
@@ -75,12 +77,25 @@ def _summary(name: str, doc: dict[str, Any]) -> list[dict[str, Any]]:
                          "value": r["tiles_per_s"]})
         rows.append({"benchmark": name, "what": "last/first workers tiles/s",
                      "value": doc["rows"][-1]["ratio_vs_first"]})
+    elif name == "speed":
+        rows += _speed_summary(doc)
     elif name == "throughput":
         for s in doc["settings"]:
             last = s["rows"][-1]
             rows.append({"benchmark": name,
                          "what": f"ngf {s['ngf']} {s['setting']} b{last['batch']}/b1",
                          "value": last["ratio_vs_b1"]})
+    return rows
+
+
+def _speed_summary(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = [{"benchmark": "speed", "what": f"model {r['variant']} vs naive",
+             "value": r["vs_naive"]} for r in doc["model"][1:]]
+    rows += [{"benchmark": "speed", "what": f"pipeline/model {r['variant']}",
+              "value": r["pipeline_vs_model"]} for r in doc["pipeline"]]
+    for r in doc.get("gpu", {}).get("s2_scene", []):
+        rows.append({"benchmark": "speed", "what": f"GPU S2 scene s {r['variant']}",
+                     "value": r["seconds"]})
     return rows
 
 

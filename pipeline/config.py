@@ -56,11 +56,25 @@ from ugatit.device import parse_device
 SCALE_MODES = ("auto", "fixed", "none")
 OUTPUT_SCALES = ("unit", "uint8", "db")
 COMPRESSIONS = ("DEFLATE", "ZSTD", "LZW", "NONE")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+# Tiles per generator forward on a GPU unless --micro-batch says otherwise. The bare
+# light generator (ngf 64, fp32) ran 552 tiles/s at batch 8 and 647 at batch 32 on an
+# H200 (issue 8); 32 keeps the card fed and its activations (~1 GiB) fit any GPU we target.
+CUDA_MICRO_BATCH = 32
 
-# Fields that never change the output bytes (see module docstring).
+# Fields that never change the output bytes (see module docstring). The execution
+# settings (micro_batch, channels_last, compile) are here like the device: for fixed
+# values the bytes do not depend on batch, block or worker count, and between values
+# they move float32 results in the last bits only (docs/performance.md), the same
+# product.
 RUNTIME_FIELDS = frozenset(
-    {"device", "threads", "workers", "scheduler", "batch_size", "block_size"}
+    {"device", "threads", "workers", "scheduler", "batch_size", "block_size",
+     "micro_batch", "channels_last", "compile"}
 )
+# Settings added after outputs were first fingerprinted enter `config_hash` only when
+# they differ from their earlier behaviour, so outputs made before they existed stay up
+# to date in a directory rerun (precision fp32/tf32 is what `tf32` already recorded).
+HASHED_UNLESS = {"precision": ("fp32", "tf32")}
 
 Parser = Callable[[Any, str], Any]
 
@@ -297,13 +311,28 @@ class PipelineConfig:
     compress: str = setting(
         "DEFLATE", _choice(COMPRESSIONS, upper=True), "Compression of the output COG.",
         flag=False)
+    precision: str = setting(
+        "fp32", _choice(PRECISIONS),
+        "Arithmetic of the generator: fp32 = float32, the parity path; tf32 = CUDA TF32 "
+        "convolutions (= fp32 on CPU); bf16 / fp16 = autocast (CPU bf16 is fast only with "
+        "AVX512-BF16 or AMX). Speed and deviation from fp32: docs/performance.md.",
+        choices=PRECISIONS)
     tf32: bool = setting(
         False, parse_bool,
-        "CUDA: TF32 convolutions (about 3.7x faster on an H200; outputs move by up to "
-        "~2e-3); off keeps float32 parity with the CPU.")
+        "Same as --precision tf32 (kept for older configs).")
     # --- runtime (not in config_hash) -------------------------------------------------
     device: str = setting(
         "cpu", _device, "cpu, cuda, cuda:N (N = GPU index, as torch counts them) or mps.")
+    micro_batch: int | None = setting(
+        None, _optional(_int_min(1)),
+        "Tiles per generator forward, a fixed shape (the last forward of a task is padded), "
+        "so outputs do not depend on --batch-size. On CUDA tasks hold a multiple of it.",
+        default_text="1 on CPU, 32 on CUDA", flag_type=int)
+    channels_last: bool = setting(
+        False, parse_bool, "Run the generator in channels-last (NHWC) memory format.")
+    compile: bool = setting(
+        False, parse_bool,
+        "torch.compile the generator once per worker (eager when it cannot compile).")
     threads: int | None = setting(
         None, _optional(_int_min(1)), "Threads of the in-process scheduler.",
         default_text="CPU cores; 2 on CUDA", flag_type=int)
@@ -339,7 +368,23 @@ class PipelineConfig:
 
     def output_dict(self) -> dict[str, Any]:
         """The settings that change the output (what `config_hash` fingerprints)."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        return {
+            k: v for k, v in self.to_dict().items()
+            if k not in RUNTIME_FIELDS and v not in HASHED_UNLESS.get(k, ())
+        }
+
+    def forward_micro_batch(self) -> int:
+        """Tiles per generator forward: the setting, else 1 on CPU (every tile alone,
+        pipeline/inference.py) and CUDA_MICRO_BATCH on a GPU."""
+        if self.micro_batch:
+            return self.micro_batch
+        return CUDA_MICRO_BATCH if self.device.startswith("cuda") else 1
+
+    def task_tiles(self) -> int:
+        """Tiles per Dask task: --batch-size, rounded up to a multiple of the micro-batch
+        so that no forward but a scene's last is padded."""
+        micro = self.forward_micro_batch()
+        return -(-self.batch_size // micro) * micro
 
     def config_hash(self) -> str:
         """sha256 of the canonical JSON of the output-changing settings."""
@@ -376,6 +421,14 @@ DEFAULTS: dict[str, Any] = {f.name: f.default for f in settings()}
 
 def _check_combinations(c: PipelineConfig) -> None:
     """The rules between fields (each field's own rule is its parser's)."""
+    if c.tf32 and c.precision not in ("fp32", "tf32"):
+        raise ConfigError(
+            f"tf32 and precision {c.precision} contradict each other",
+            hint="tf32 is the same as --precision tf32; pass one precision",
+        )
+    if c.tf32 or c.precision == "tf32":  # one spelling from here on (frozen: setattr)
+        object.__setattr__(c, "precision", "tf32")
+        object.__setattr__(c, "tf32", True)
     if 2 * c.overlap > c.tile_size:
         raise ConfigError(
             f"overlap {c.overlap} is more than half the tile size {c.tile_size}",

@@ -20,16 +20,29 @@ is also no slower: the original code measured 2.2 tiles/s at batch 1 against 1.4
 batch 8. `batch_size` therefore only sets the task granularity on CPU.
 
 On CUDA, throughput needs batches, and cuDNN picks other algorithms for other batch
-shapes (an H200 gave up to 1.5e-6 differences between batch 8 and 16). So every GPU
-forward has the SAME shape, CUDA_MICRO_BATCH tiles, the last one of a task padded with
-zero tiles, and cuDNN runs in deterministic mode: a tile's output then depends neither on
---batch-size nor on its companions or position (checked on an H200 by
-scripts/gpu_determinism.py). --batch-size still sets how many tiles a task reads.
+shapes (an H200 gave up to 1.5e-6 differences between batch 8 and 16). So every forward
+has the SAME shape, `micro_batch` tiles (--micro-batch; 1 on CPU, CUDA_MICRO_BATCH on a
+GPU), the last one of a task padded with zero tiles, and cuDNN runs in deterministic
+mode: a tile's output then depends neither on --batch-size nor on its companions or
+position (checked on an H200 by scripts/gpu_determinism.py). On CUDA the inputs of a task
+go through pinned memory with non-blocking copies, every forward of the task is queued
+before the results come back in one copy, and the heatmap is upsampled on the device.
+
+Execution options (docs/performance.md has their speed and deviation from fp32):
+`precision` bf16/fp16 run the forward under autocast (weights stay float32; the
+instance/layer norms see reduced-precision activations), tf32 allows TF32 convolutions
+on CUDA; `channels_last` converts a copy of the generator and the inputs to NHWC;
+`compile` wraps the generator in torch.compile, compiled once per process for the fixed
+forward shape, with a silent fall back to eager where it cannot compile (no C++
+compiler, an unsupported backend). For fixed values of these, the same-bytes guarantees
+above hold.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,16 +51,23 @@ import numpy as np
 import rasterio
 import torch
 
+from pipeline.config import CUDA_MICRO_BATCH
 from pipeline.errors import ModelError, PipelineError
 from pipeline.mosaic import gdal_env  # bounds GDAL's block cache in workers too
 from pipeline.radiometry import Scaling, to_model_input
-from pipeline.tiling import TileGrid, read_tile
+from pipeline.tiling import TileGrid, read_tiles
 from ugatit import CheckpointError, ModelConfig, load_checkpoint, set_tf32
 
+__all__ = [
+    "CUDA_MICRO_BATCH", "InferenceJob", "TileOutput", "forward_fixed_shape", "get_generator",
+    "prepare_generator", "run_batch",
+]
+
+log = logging.getLogger("pipeline")
+
 CPU_TORCH_THREADS = 1  # see module docstring: fixed for bit-identical outputs
-# One forward shape on GPUs, for the same bytes (module docstring). Equal to the default
-# --batch-size, so the default path never pads; larger batches run as several forwards.
-CUDA_MICRO_BATCH = 4
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+Generator = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -64,7 +84,10 @@ class InferenceJob:
     model_path: str
     model_sha256: str
     device: str
-    tf32: bool = False
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    micro_batch: int = 1
 
 
 @dataclass
@@ -76,7 +99,7 @@ class TileOutput:
     heat: np.ndarray | None
 
 
-_load_lock = threading.Lock()
+_load_lock = threading.RLock()  # get_runner -> get_generator
 
 
 @functools.lru_cache(maxsize=4)
@@ -96,7 +119,7 @@ def get_generator(path: str, sha256: str, device: str) -> tuple[torch.nn.Module,
             ) from None
 
 
-def pin_threads(device: str, tf32: bool = False) -> None:
+def pin_threads(device: str, tf32: bool = False) -> None:  # tf32: precision == "tf32"
     """Per-process torch settings for the same bytes: 1 intra-op thread on CPU; on CUDA
     deterministic cuDNN and TF32 only when asked (see the module docstring)."""
     if device.startswith("cuda"):
@@ -116,31 +139,33 @@ def run_batch(job: InferenceJob, tiles: Sequence[int]) -> list[TileOutput | None
 
     Runs in a Dask task: any thread of the local scheduler or any distributed worker.
     """
-    pin_threads(job.device, job.tf32)
-    gen, _ = get_generator(job.model_path, job.model_sha256, job.device)
+    pin_threads(job.device, job.precision == "tf32")
+    gen = get_runner(job)
     size = job.grid.tile
     inputs: list[np.ndarray] = []
     keep: list[int] = []
     results: list[TileOutput | None] = [None] * len(tiles)
+    origins = [job.grid.origin(index) for index in tiles]
     with gdal_env(), rasterio.open(job.input_path) as ds:
-        for k, index in enumerate(tiles):
-            row, col = job.grid.origin(index)
-            data, valid, inside = read_tile(ds, job.bands, row, col, size, nodata=job.nodata)
-            if inside == 0:
-                continue
-            inputs.append(to_model_input(data, valid, job.scaling))
-            keep.append(k)
+        reads = read_tiles(ds, job.bands, origins, size, nodata=job.nodata)
+        for k, (data, valid, inside) in enumerate(reads):
+            if inside:
+                inputs.append(to_model_input(data, valid, job.scaling))
+                keep.append(k)
     if not inputs:
         return results
     x = torch.from_numpy(np.stack(inputs))
-    dev = torch.device(job.device)
     try:
-        out, heat = _forward(gen, x, dev, job.heatmap, size)
+        out, heat = forward_fixed_shape(
+            gen, x, torch.device(job.device), job.micro_batch, job.heatmap,
+            precision=job.precision, channels_last=job.channels_last,
+        )
     except torch.OutOfMemoryError:
         raise PipelineError(
-            f"out of memory on {job.device} with {x.shape[0]} tiles of {size} px",
+            f"out of memory on {job.device} with {job.micro_batch} tiles of {size} px "
+            "per forward",
             path=job.model_path,
-            hint="lower --batch-size (or --tile-size)",
+            hint="lower --micro-batch (or --tile-size)",
         ) from None
     out_np = out.numpy()
     if job.output_bands == 1:
@@ -155,44 +180,99 @@ def run_batch(job: InferenceJob, tiles: Sequence[int]) -> list[TileOutput | None
     return results
 
 
+def get_runner(job: InferenceJob) -> Generator:
+    """The generator prepared for `job`'s execution options, once per process."""
+    with _load_lock:  # one load (and one compilation) even if two threads ask at once
+        return _cached_runner(
+            job.model_path, job.model_sha256, job.device, job.channels_last, job.compile,
+            (job.micro_batch, len(job.bands), job.grid.tile), job.precision,
+        )
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_runner(path: str, sha256: str, device: str, channels_last: bool, compile: bool,
+                   shape: tuple[int, int, int], precision: str) -> Generator:
+    gen, _ = get_generator(path, sha256, device)
+    return prepare_generator(gen, torch.device(device), shape, precision=precision,
+                             channels_last=channels_last, compile=compile)
+
+
+def prepare_generator(gen: torch.nn.Module, dev: torch.device, shape: tuple[int, int, int], *,
+                      precision: str = "fp32", channels_last: bool = False,
+                      compile: bool = False) -> Generator:
+    """`gen` made ready for forwards of `shape` = (micro-batch, channels, tile): a
+    channels-last copy and/or a compiled wrapper (the benchmarks time the same object)."""
+    if channels_last:  # .to(memory_format) converts in place: keep the cached one intact
+        gen = copy.deepcopy(gen).to(memory_format=torch.channels_last)
+    if not compile:
+        return gen
+    return _compiled_or_eager(gen, shape, dev, precision, channels_last)
+
+
+def _compiled_or_eager(gen: torch.nn.Module, shape: tuple[int, int, int], dev: torch.device,
+                       precision: str, channels_last: bool) -> Generator:
+    """torch.compile(gen), compiled now by one forward of the fixed shape; `gen` itself
+    when that fails (compilation needs a working backend: a C++ compiler on CPU, Triton
+    on CUDA), so `--compile` never makes a run fail that eager would finish."""
+    micro, channels, tile = shape
+    compiled = torch.compile(gen, dynamic=False)
+    x = torch.zeros((micro, channels, tile, tile), device=dev)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    try:
+        with torch.inference_mode(), _autocast(dev, precision):
+            compiled(x)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eager
+        log.info("torch.compile unavailable on %s (%s: %s); running eager", dev,
+                 type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return gen
+    return compiled
+
+
+def _autocast(dev: torch.device, precision: str) -> torch.autocast:
+    dtype = AUTOCAST_DTYPES.get(precision)
+    return torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None)
+
+
 def forward_fixed_shape(
-    gen: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    gen: Generator,
     x: torch.Tensor,
     dev: torch.device,
     micro: int,
     heatmap: bool,
+    *,
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run `x` [N, C, T, T] through `gen` in forwards of exactly `micro` tiles.
 
     The last chunk is padded with zero tiles (instance norm keeps samples independent,
-    so padding cannot change real tiles), and only the real rows come back, on the CPU.
+    so padding cannot change real tiles). Returns float32 outputs [N, 3, T, T] and the
+    heatmaps upsampled to [N, 1, T, T] (or None), on the CPU. On CUDA the input is
+    pinned and copied without blocking, and nothing comes back before the last forward
+    is queued, so the GPU runs the task's forwards back to back.
     """
+    size = x.shape[-1]
+    cuda = dev.type == "cuda"
+    if cuda:
+        x = x.pin_memory()
     outs, heats = [], []
-    for i in range(0, x.shape[0], micro):
-        chunk = x[i : i + micro]
-        k = chunk.shape[0]
-        if k < micro:
-            chunk = torch.cat([chunk, chunk.new_zeros((micro - k, *chunk.shape[1:]))])
-        y, _, h = gen(chunk.to(dev))
-        outs.append(y[:k].float().cpu())
-        if heatmap:
-            heats.append(h[:k].float().cpu())
-    return torch.cat(outs), (torch.cat(heats) if heatmap else None)
-
-
-def _forward(
-    gen: torch.nn.Module, x: torch.Tensor, dev: torch.device, heatmap: bool, size: int
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Generator outputs [N, 3, T, T] and heatmaps upsampled to [N, 1, T, T] (or None)."""
-    with torch.inference_mode():
-        if dev.type == "cpu":
-            parts = [gen(x[i : i + 1]) for i in range(x.shape[0])]
-            out = torch.cat([p[0] for p in parts])
-            heat = torch.cat([p[2] for p in parts]) if heatmap else None
-        else:
-            out, heat = forward_fixed_shape(gen, x, dev, CUDA_MICRO_BATCH, heatmap)
-        if heat is not None:
-            heat = torch.nn.functional.interpolate(
-                heat, size=(size, size), mode="bilinear", align_corners=False
-            )
-    return out, heat
+    with torch.inference_mode(), _autocast(dev, precision):
+        for i in range(0, x.shape[0], micro):
+            chunk = x[i : i + micro]
+            k = chunk.shape[0]
+            if k < micro:
+                chunk = torch.cat([chunk, chunk.new_zeros((micro - k, *chunk.shape[1:]))])
+            chunk = chunk.to(dev, non_blocking=cuda)
+            if channels_last:
+                chunk = chunk.contiguous(memory_format=torch.channels_last)
+            y, _, h = gen(chunk)
+            outs.append(y[:k].float())
+            if heatmap:
+                heats.append(torch.nn.functional.interpolate(
+                    h[:k].float(), size=(size, size), mode="bilinear", align_corners=False
+                ))
+    out = torch.cat(outs).cpu().contiguous()
+    return out, (torch.cat(heats).cpu().contiguous() if heatmap else None)

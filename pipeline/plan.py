@@ -161,7 +161,7 @@ def estimate_memory(
     t2 = grid.tile * grid.tile
     per_tile = t2 * 4 * (out_c + heat)
     cached = (grid.nx * (math.ceil(b / grid.stride) + 2)) * per_tile
-    window = local_window(threads) * config.batch_size
+    window = local_window(threads) * config.task_tiles()
     flight = window * (per_tile + t2 * 4 * 3 * 8)  # outputs + inputs/activations (rough)
     # + imported libraries (~250 MiB measured), GDAL block cache, allocator slack
     return int(acc + cached + flight + 350 * 2**20 + GDAL_CACHE_BYTES)
@@ -231,7 +231,7 @@ def plan_scene(
             dtypes=tuple(ds.dtypes[b - 1] for b in bands),
             scaling=scaling,
             grid=grid,
-            batches=math.ceil(grid.count / config.batch_size),
+            batches=math.ceil(grid.count / config.task_tiles()),
             blocks=n_blocks,
             output_dtype=out_dtype,
             output_nodata=out_nodata,
@@ -257,6 +257,9 @@ def plan_scene(
         model_path=str(request.model.resolve()),
         model_sha256=sha,
         device=config.device,
-        tf32=config.tf32,
+        precision=config.precision,
+        channels_last=config.channels_last,
+        compile=config.compile,
+        micro_batch=config.forward_micro_batch(),
     )
     return plan, job

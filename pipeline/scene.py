@@ -138,7 +138,7 @@ def _write_scene(
     windows = blocks(plan.width, plan.height, config.block_size)
     block_tiles = [grid.tiles_in(w) for w in windows]
     empty = plan.scaling.method == "empty"
-    blend = BlendOrder(block_tiles, batches(grid.count, config.batch_size), empty=empty)
+    blend = BlendOrder(block_tiles, batches(grid.count, config.task_tiles()), empty=empty)
     bar = _progress_bar(grid.count, progress, plan.input.name)
     if empty:
         bar.update(grid.count)

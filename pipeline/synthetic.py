@@ -75,14 +75,18 @@ def synthetic_block(row0: int, col0: int, h: int, w: int, seed: int = 0) -> np.n
 
 
 def write_synthetic_scene(path: Path, size: int, *, seed: int = 0, block: int = 1024,
-                          crs: str = "EPSG:32631") -> Path:
-    """A size x size 3-band uint8 GeoTIFF (tiled 512, deflate), written block by block.
+                          crs: str = "EPSG:32631", dtype: str = "uint8") -> Path:
+    """A size x size 3-band GeoTIFF (tiled 512, deflate), written block by block.
 
     Georeferenced on a 1 m UTM grid so the pipeline treats it like a real scene. Peak
-    memory is one ``block`` x ``block`` window, never the scene.
+    memory is one ``block`` x ``block`` window, never the scene. `dtype` "uint16" gives
+    reflectance-like digital numbers (40 * v + 1000, as Landsat/Sentinel-2 products
+    store them: no 0, which the pipeline would read as fill) for a percentile stretch.
     """
+    if dtype not in ("uint8", "uint16"):
+        raise ValueError(f"dtype must be uint8 or uint16, got {dtype!r}")
     profile = {
-        "driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8",
+        "driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": dtype,
         "crs": crs, "transform": from_origin(500_000.0, 5_760_000.0, 1.0, 1.0),
         "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate",
         "predictor": 2, "BIGTIFF": "IF_SAFER",
@@ -91,7 +95,10 @@ def write_synthetic_scene(path: Path, size: int, *, seed: int = 0, block: int = 
     with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         for win in subdivide(Window(0, 0, size, size), block, block):
             r, c, h, w = win.row_off, win.col_off, win.height, win.width
-            dst.write(synthetic_block(r, c, h, w, seed), window=win)
+            data = synthetic_block(r, c, h, w, seed)
+            if dtype == "uint16":
+                data = data.astype(np.uint16) * 40 + 1000
+            dst.write(data, window=win)
     return path
 
 

@@ -26,6 +26,7 @@ floor, 96/128 -> no further gain for 2.25x/4x the tiles.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,10 +105,54 @@ def read_tile(
     Returns (data [C, tile, tile] in the file dtype, valid [tile, tile] bool, number of
     valid pixels INSIDE the scene). Padded pixels mirror the validity of their source.
     """
-    inside_scene = Window(col, row, tile, tile).intersection(Window(0, 0, ds.width, ds.height))
-    h, w = int(inside_scene.height), int(inside_scene.width)
-    data, valid = read_masked(ds, bands, inside_scene, nodata=nodata)
+    return next(read_tiles(ds, bands, [(row, col)], tile, nodata=nodata))
+
+
+def read_tiles(
+    ds: rasterio.io.DatasetReader,
+    bands: tuple[int, ...],
+    origins: Sequence[tuple[int, int]],
+    tile: int,
+    *,
+    nodata: float | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """`read_tile` for each (row, col) of `origins`, in order, with one read per run of
+    tiles on the same row.
+
+    A batch is a run of the row-major tile numbering, so its tiles share rows and
+    overlap each other by `overlap` px: reading each run as one strip reads every pixel
+    once (a window per tile read the overlaps twice, and GDAL decoded the same blocks
+    again for each tile). The arrays are the same as `read_tile`'s: validity is a
+    per-pixel rule, so cutting a tile from a strip gives what reading it alone gives.
+    """
+    scene = Window(0, 0, ds.width, ds.height)
+    for row, cols in _row_runs(origins):
+        strip = Window(cols[0], row, cols[-1] + tile - cols[0], tile).intersection(scene)
+        data, valid = read_masked(ds, bands, strip, nodata=nodata)
+        for col in cols:
+            cut = slice(col - cols[0], col - cols[0] + tile)
+            yield _padded(data[:, :, cut], valid[:, cut], tile)
+
+
+def _row_runs(origins: Sequence[tuple[int, int]]) -> Iterator[tuple[int, list[int]]]:
+    """(row, [col, ...]) for each run of consecutive origins on the same row."""
+    run: list[int] = []
+    run_row = -1
+    for row, col in origins:
+        if run and (row != run_row or col <= run[-1]):
+            yield run_row, run
+            run = []
+        run_row = row
+        run.append(col)
+    if run:
+        yield run_row, run
+
+
+def _padded(data: np.ndarray, valid: np.ndarray, tile: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(data, valid) of a tile cut at the scene edge, mirrored out to `tile` px, and the
+    number of valid pixels inside the scene."""
     inside = int(valid.sum())
+    h, w = valid.shape
     if h < tile or w < tile:
         pad = ((0, tile - h), (0, tile - w))
         data = np.pad(data, ((0, 0), *pad), mode="reflect")

@@ -63,11 +63,42 @@ def test_bad_device_and_missing_file(tmp_path):
 
 def test_config_hash_ignores_scheduling_only():
     base = PipelineConfig()
-    same = base.replace(device="cuda:0", threads=3, workers=2, batch_size=9, block_size=512)
+    same = base.replace(device="cuda:0", threads=3, workers=2, batch_size=9, block_size=512,
+                        micro_batch=8, channels_last=True, compile=True)
     assert same.config_hash() == base.config_hash()
     for change in ({"overlap": 32}, {"bands": (3, 2, 1)}, {"nodata": 0},
-                   {"output_scale": "db"}, {"compress": "ZSTD"}):
+                   {"output_scale": "db"}, {"compress": "ZSTD"}, {"precision": "bf16"},
+                   {"precision": "fp16"}, {"precision": "tf32"}):
         assert base.replace(**change).config_hash() != base.config_hash(), change
+
+
+def test_precision_folds_tf32_and_keeps_earlier_hashes():
+    """`tf32: true` (older configs) and `--precision tf32` are one setting, and the
+    precision field added later leaves the fingerprint of fp32/tf32 configs as it was
+    (so a directory rerun does not redo outputs made before it existed): the hash of the
+    default config is the one recorded by eo2sar 0.1 manifests."""
+    assert PipelineConfig(tf32=True).precision == "tf32"
+    assert PipelineConfig(precision="tf32").tf32 is True
+    assert PipelineConfig(tf32=True).config_hash() == PipelineConfig(precision="tf32").config_hash()
+    assert "precision" not in PipelineConfig().output_dict()
+    assert PipelineConfig(precision="bf16").output_dict()["precision"] == "bf16"
+    assert PipelineConfig().config_hash() == (
+        "754ce970e0527f544f3eb524948ed184839622319eade637fce70f52eaf10b47")
+    with pytest.raises(ConfigError, match="contradict"):
+        PipelineConfig(tf32=True, precision="bf16")
+    with pytest.raises(ConfigError, match="precision"):
+        PipelineConfig(precision="fp8")
+
+
+@pytest.mark.parametrize(("device", "batch", "micro", "forward", "task"), [
+    ("cpu", 4, None, 1, 4), ("cuda", 4, None, 32, 32), ("cuda:1", 40, None, 32, 64),
+    ("cpu", 5, 4, 4, 8), ("cuda", 8, 8, 8, 8),
+])
+def test_micro_batch_and_task_size(device, batch, micro, forward, task):
+    """Forwards have one shape (1 tile on CPU, 32 on CUDA unless --micro-batch); a task
+    holds a multiple of it so only a scene's last forward is padded."""
+    c = PipelineConfig(device=device, batch_size=batch, micro_batch=micro)
+    assert (c.forward_micro_batch(), c.task_tiles()) == (forward, task)
 
 
 def test_to_dict_is_json_ready_with_nan_nodata():

@@ -7,7 +7,15 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from pipeline.tiling import TileGrid, batches, blocks, ramp_window, read_tile, weight_window
+from pipeline.tiling import (
+    TileGrid,
+    batches,
+    blocks,
+    ramp_window,
+    read_tile,
+    read_tiles,
+    weight_window,
+)
 from tests.helpers import SN6, crop
 
 
@@ -59,3 +67,24 @@ def test_read_tile_reflect_pads_tiny_scene(tmp_path):
     np.testing.assert_array_equal(data[:, :3, :5], raw)  # the scene itself, unchanged
     np.testing.assert_array_equal(data[:, :3, 5], raw[:, :, 3])  # mirrored, no edge repeat
     np.testing.assert_array_equal(data[:, 3, :5], raw[:, 1, :])
+
+
+def test_read_tiles_cut_from_strips_equal_tile_by_tile_reads(tmp_path):
+    """A batch's tiles read as one strip per row are the arrays read_tile gives, edge
+    tiles (reflect-padded) and validity (zero collar of a uint16 scene) included, for
+    runs that wrap onto the next row."""
+    from tests.helpers import L8
+
+    scene = crop(L8, tmp_path / "l8.tif", Window(0, 0, 300, 170))
+    grid = TileGrid(300, 170, 64, 16)
+    with rasterio.open(scene) as ds:
+        for run in batches(grid.count, 7):
+            origins = [grid.origin(i) for i in run]
+            got = list(read_tiles(ds, (3, 2, 1), origins, 64))
+            assert len(got) == len(origins)
+            for (row, col), (data, valid, inside) in zip(origins, got, strict=True):
+                want = read_tile(ds, (3, 2, 1), row, col, 64)
+                np.testing.assert_array_equal(data, want[0])
+                np.testing.assert_array_equal(valid, want[1])
+                assert inside == want[2]
+        assert any(not v.all() for _, v, _ in read_tiles(ds, (3, 2, 1), [(0, 0)], 64))
