@@ -19,12 +19,14 @@ matters for many scenes:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -292,14 +294,14 @@ def run_directory(
         model_sha256=model_sha, config_hash=cfg_hash, started_at=utc_now(),
     )
     n = len(outputs)
+    one = functools.partial(
+        _run_one, input_dir=input_dir, model_path=model_path, model_sha=model_sha,
+        config=config, cfg_hash=cfg_hash, cfg_settings=cfg_settings, overwrite=overwrite,
+        run_scene=run_scene, heatmap=heatmap, quiet=quiet, client=client,
+    )
     try:
-        for i, (out, scene) in enumerate(outputs.items(), 1):
-            outcome = _run_one(
-                scene, out, input_dir, model_path=model_path, model_sha=model_sha,
-                config=config, cfg_hash=cfg_hash, cfg_settings=cfg_settings,
-                overwrite=overwrite, run_scene=run_scene, heatmap=heatmap, quiet=quiet,
-                client=client,
-            )
+        outcomes = _in_flight(one, list(outputs.items()), scenes_in_flight(config))
+        for i, outcome in enumerate(outcomes, 1):
             report.scenes.append(outcome)
             # INFO, failures included: the closing table lists every failure once
             log.info("[%d/%d] %s: %s %s", i, n, outcome.scene, outcome.status,
@@ -323,6 +325,35 @@ def run_directory(
         if not quiet or report.failed or report.interrupted:
             print(_summary_line(report), file=stream)
     return report
+
+
+def scenes_in_flight(config: Any) -> int:
+    """Scenes run at once: the setting, else 2 on CUDA (one scene plans, blends and
+    writes its COG on the host while the other keeps the GPU busy) and 1 on CPU (the
+    cores are busy already; memory stays one scene's bound)."""
+    value = getattr(config, "scenes_in_flight", None)
+    if value:
+        return int(value)
+    return 2 if str(getattr(config, "device", "cpu")).startswith("cuda") else 1
+
+
+def _in_flight(one: Callable[..., SceneOutcome], items: list[tuple[Path, Path]], width: int
+               ) -> Iterator[SceneOutcome]:
+    """Outcomes of `one(scene, out)` for every (out, scene), in order, with up to `width`
+    scenes running at once (threads: each scene still has one writer, its own thread).
+    Scenes not yet started are cancelled on an interrupt."""
+    if width <= 1:
+        for out, scene in items:
+            yield one(scene, out)
+        return
+    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="eo2sar-scene") as pool:
+        futures = [pool.submit(one, scene, out) for out, scene in items]
+        try:
+            for fut in futures:
+                yield fut.result()
+        finally:
+            for fut in futures:
+                fut.cancel()
 
 
 def _scene_outputs(input_dir: Path, output_dir: Path, pattern: str) -> dict[Path, Path]:
@@ -370,8 +401,8 @@ def _check_model_and_output_dir(model_path: Path, output_dir: Path) -> None:
 def _run_one(
     scene: Path,
     out: Path,
-    input_dir: Path,
     *,
+    input_dir: Path,
     model_path: Path,
     model_sha: str,
     config: Any,

@@ -69,7 +69,7 @@ CUDA_MICRO_BATCH = 32
 # product.
 RUNTIME_FIELDS = frozenset(
     {"device", "threads", "workers", "scheduler", "batch_size", "block_size",
-     "micro_batch", "channels_last", "compile"}
+     "micro_batch", "channels_last", "compile", "scenes_in_flight"}
 )
 # Settings added after outputs were first fingerprinted enter `config_hash` only when
 # they differ from their earlier behaviour, so outputs made before they existed stay up
@@ -333,6 +333,11 @@ class PipelineConfig:
     compile: bool = setting(
         False, parse_bool,
         "torch.compile the generator once per worker (eager when it cannot compile).")
+    scenes_in_flight: int | None = setting(
+        None, _optional(_int_min(1)),
+        "Directory runs: scenes run at once (each plans and writes on the host while the "
+        "others compute; memory grows with it). Ctrl-C lets the running ones finish.",
+        default_text="2 on CUDA, 1 on CPU", flag_type=int)
     threads: int | None = setting(
         None, _optional(_int_min(1)), "Threads of the in-process scheduler.",
         default_text="CPU cores; 2 on CUDA", flag_type=int)
