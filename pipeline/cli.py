@@ -60,8 +60,14 @@ def _nodata_value(text: str | None) -> float | None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """eo2sar scene pipeline: optical scenes -> georeferenced SAR-like rasters."""
+    from pipeline.mosaic import gdal_env
+
+    # Every command reads whole scenes (statistics, quicklooks, tiles): GDAL's block cache
+    # defaults to 5 % of RAM and would keep what it read (pipeline/mosaic.py).
+    ctx.with_resource(gdal_env())
 
 
 @main.command("run")

@@ -237,6 +237,9 @@ class RasterTarget:
             "BLOCKSIZE": COG_BLOCK,
             "OVERVIEW_RESAMPLING": "AVERAGE",
             "BIGTIFF": "IF_SAFER",
+            # compression of the COG's tiles on every core: the tiles are compressed
+            # independently and written in order, so the file does not depend on it
+            "NUM_THREADS": "ALL_CPUS",
         }
         if self.compress != "NONE":
             options["PREDICTOR"] = "YES"
@@ -319,6 +322,7 @@ def output_profile(
         "blockysize": tb,
         "compress": "ZSTD",
         "zstd_level": 1,
+        "num_threads": "all_cpus",
         "bigtiff": "IF_SAFER",
         "interleave": "pixel" if count > 1 else "band",
     }

@@ -30,7 +30,13 @@ from pipeline.checks import (
 from pipeline.config import PipelineConfig, resolve_for_model
 from pipeline.errors import ModelError
 from pipeline.inference import InferenceJob
-from pipeline.mosaic import COG_BLOCK, GDAL_CACHE_BYTES, output_dtype_nodata, overview_count
+from pipeline.mosaic import (
+    COG_BLOCK,
+    GDAL_CACHE_BYTES,
+    gdal_env,
+    output_dtype_nodata,
+    overview_count,
+)
 from pipeline.radiometry import Scaling, compute_scaling, scene_is_empty, select_bands
 from pipeline.scheduling import describe, is_remote, local_threads, local_window
 from pipeline.tiling import TileGrid
@@ -206,7 +212,9 @@ def plan_scene(
     check_not_input(inp, request.output)
     if check_output:
         check_output_paths(inp, request.output, request.heatmap, overwrite=request.overwrite)
-    with open_input(inp) as ds:
+    # gdal_env: the statistics read the whole scene (decimated) through GDAL's block
+    # cache, whose default (5 % of RAM) kept most of a 16k scene: +750 MiB at planning
+    with gdal_env(), open_input(inp) as ds:
         check_georeferencing(ds, inp)
         bands = select_bands(ds.count, config.bands, str(inp), tuple(ds.dtypes))
         check_readable(ds, bands, inp)
