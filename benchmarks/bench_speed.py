@@ -16,6 +16,8 @@ Sections (seed-size light generator unless --ngf: ngf 64, 4 blocks, 256 px tiles
                variants the same layout with the speed options (precision,
                         channels_last, compile); "fastest" is the best of them
              with achieved GFLOP/s and its share of the measured ceiling
+  layouts    fp32 eager tiles/s of each way to use the cores: threads x intra-op
+             threads x tiles per forward, and one process per core
   ceiling    GFLOP/s of the generator's dominant convolution (3x3, 4 ngf -> 4 ngf
              channels at 1/4 resolution) in the same layout, fp32 and bf16
   deviation  each option's output against fp32 through the whole pipeline on a real
@@ -184,6 +186,53 @@ def model_rows(gen: Any, dev: Any, tile: int, micro: int, variants: tuple[Varian
 
         rows.append({"variant": f"ours {v.name}", **v.options(),
                      "tiles_per_s": rate(ours, seconds, dev, workers), "prepare_s": prep_s})
+    return rows
+
+
+def _process_rate(ngf: int, seconds: float) -> float:
+    """One worker process of the process layout: 1 intra-op thread, 1 tile per forward."""
+    import torch
+
+    torch.set_num_threads(1)
+    gen = build_generator(ngf)
+    x = torch.rand(1, 3, 256, 256) * 2 - 1
+
+    def step() -> int:
+        with torch.inference_mode():
+            gen(x)
+        return 1
+
+    return rate(step, seconds, torch.device("cpu"))
+
+
+def layout_rows(gen: Any, ngf: int, seconds: float) -> list[dict[str, Any]]:
+    """CPU layouts of the same fp32 forward: which way of using the cores is fastest.
+
+    threads x intra-op threads x tiles per forward; "processes" runs one process per
+    core (what `--workers N` does), each 1 intra-op thread and 1 tile per forward."""
+    import multiprocessing
+
+    import torch
+
+    n = cores()
+    rows = []
+    for threads, intra, batch in ((n, 1, 1), (n, 1, 4), (1, n, 1), (1, n, 4), (1, n, 8)):
+        torch.set_num_threads(intra)
+        x = torch.rand(batch, 3, 256, 256) * 2 - 1
+
+        def step(x: Any = x, batch: int = batch) -> int:
+            with torch.inference_mode():
+                gen(x)
+            return batch
+
+        rows.append({"layout": f"{threads} thread(s) x {intra} intra-op x {batch} tile(s)",
+                     "tiles_per_s": rate(step, seconds, torch.device("cpu"), threads)})
+    with multiprocessing.get_context("spawn").Pool(n) as pool:
+        rates = pool.starmap(_process_rate, [(ngf, seconds)] * n)
+    rows.append({"layout": f"{n} processes x 1 intra-op x 1 tile", "tiles_per_s": sum(rates)})
+    best = max(r["tiles_per_s"] for r in rows)
+    for r in rows:
+        r["vs_best"] = r["tiles_per_s"] / best
     return rows
 
 
@@ -384,6 +433,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         models = [max(rs, key=lambda r: r["tiles_per_s"]) for rs in zip(*rounds, strict=True)]
         ceil = ceiling(dev, args.ngf, 256, 1, args.seconds)
         _annotate(models, gflop, max(r["gflop_per_s"] for r in ceil))
+        layouts = layout_rows(gen, args.ngf, args.seconds)
         scene = crop_raster(L8, work / "l8_crop.tif", Window(500, 500, args.crop, args.crop))
         deviation = deviation_rows(scene, work, variants, "cpu")
         model = make_checkpoint(work / f"ngf{args.ngf}.pt", ngf=args.ngf, n_res=4)
@@ -392,7 +442,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "gflop_per_tile": gflop / 1e9, "ngf": args.ngf, "cores": cores(),
             "seconds_per_measurement": args.seconds, "rounds": args.rounds,
             "variants": [asdict(v) for v in variants], "model": models,
-            "ceiling": ceil, "deviation": deviation, "pipeline": pipeline,
+            "ceiling": ceil, "layouts": layouts, "deviation": deviation, "pipeline": pipeline,
             "scene": f"{L8.name} crop {args.crop}x{args.crop} at (500, 500)",
         }
         if torch.cuda.is_available():
@@ -408,6 +458,8 @@ def _print(doc: dict[str, Any]) -> None:
     print(f"\nmodel only, CPU, ngf {doc['ngf']} ({doc['gflop_per_tile']:.1f} GFLOP/tile), "
           f"{doc['cores']} cores")
     print(format_table(doc["model"], cols))
+    print("\nCPU layouts, fp32 eager")
+    print(format_table(doc["layouts"]))
     print("\nconvolution ceiling")
     print(format_table(doc["ceiling"]))
     print("\ndeviation from fp32 through the pipeline (demo model, real scene, unit scale)")
