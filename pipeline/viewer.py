@@ -143,9 +143,13 @@ def sar_layer(ds: rasterio.io.DatasetReader, shape: tuple[int, int]
     return Layer("sar", "SAR-like", _with_alpha(shade, valid), legend), valid
 
 
-def heat_layer(path: Path, shape: tuple[int, int]) -> Layer:
-    """The CAM heatmap at `shape` (the output grid), 2-98 % stretch, jet."""
+def heat_layer(path: Path, out: rasterio.io.DatasetReader, shape: tuple[int, int]) -> Layer:
+    """The CAM heatmap at `shape` (the output grid), 2-98 % stretch, jet. A pipeline
+    heatmap is always on its output's grid; another grid is refused, not guessed."""
     with _open(path, "heatmap") as ds:
+        if not _same_grid(ds, out):
+            raise InputError("the heatmap is not on the output's grid", path=path,
+                             hint="pass the heatmap written by the same run (--heatmap)")
         data, valid = read_masked(ds, (1,), out_shape=shape, zero_fill=False)
     band = data[0].astype(np.float64)
     lo, hi = _stretch_limits(band[valid]) if valid.any() else (0.0, 1.0)
@@ -259,7 +263,7 @@ def build_page(
         if input_path is not None:
             layers.insert(0, optical_layer(Path(input_path), out, shape, out_valid, bands))
         if heatmap is not None:
-            layers.append(heat_layer(Path(heatmap), shape))
+            layers.append(heat_layer(Path(heatmap), out, shape))
         grid = lonlat_grid(out)
         notes = [f"{out.width} x {out.height} px, {out.crs.to_string() if out.crs else 'no CRS'}",
                  f"layers at {shape[1]} x {shape[0]} px"]

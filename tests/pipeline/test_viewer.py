@@ -194,6 +194,12 @@ def test_cli_writes_the_page_and_rejects_bad_options(l8_run, tmp_path):
     bands = CliRunner().invoke(pipeline_cli, ["view", str(l8_run["out"]), "--input",
                                               str(l8_run["scene"]), "--bands", "3,2,9"])
     assert bands.exit_code == 1 and "band(s) [9]" in bands.output
+    # a heatmap of another run (another grid) is refused rather than stretched onto it
+    other = crop(l8_run["heat"], tmp_path / "other.tif", Window(10, 10, 100, 100))
+    heat = CliRunner().invoke(pipeline_cli, ["view", str(l8_run["out"]), "--heatmap",
+                                             str(other)])
+    assert heat.exit_code == 1 and "not on the output's grid" in heat.output
+    assert not (l8_run["out"].with_suffix(".html")).exists()  # nothing written
 
 
 def test_directory_index_links_a_page_per_output(tiny_checkpoint, tmp_path):
