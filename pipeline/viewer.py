@@ -60,8 +60,8 @@ from pipeline.radiometry import (
 from pipeline.viewer_page import render_page
 from ugatit.sheets import jet
 
-__all__ = ["VIEW_MAX_SIZE", "build_page", "lonlat_grid", "serve_page", "view_directory",
-           "write_viewer"]
+__all__ = ["VIEW_MAX_SIZE", "build_page", "lonlat_grid", "page_server", "serve_page",
+           "view_directory", "write_viewer"]
 
 #: Longest side of the embedded layers in px: enough to zoom into a screen's worth of
 #: detail, small enough for a page of a few MB.
@@ -341,14 +341,19 @@ def view_directory(directory: Path, out_dir: Path | None = None, *,
     return _write(out_dir / "index.html", index, "index page")
 
 
-def serve_page(page: Path, port: int = 0) -> None:
-    """Serve `page`'s directory on 127.0.0.1 (loopback only: nothing is exposed to the
-    network) until Ctrl-C, printing the URL. The page needs no server; this is for
-    browsers or remote sessions (ssh -L) that prefer http:// to file://."""
+def page_server(page: Path, port: int = 0) -> tuple[socketserver.TCPServer, str]:
+    """(server, URL of `page`): an HTTP server of `page`'s directory bound to 127.0.0.1
+    (loopback only: nothing is exposed to the network), not yet serving."""
     page = Path(page).resolve()
-    handler = _quiet_handler(page.parent)
-    with socketserver.TCPServer(("127.0.0.1", port), handler) as httpd:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/{page.name}"
+    httpd = socketserver.TCPServer(("127.0.0.1", port), _quiet_handler(page.parent))
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/{page.name}"
+
+
+def serve_page(page: Path, port: int = 0) -> None:
+    """Serve `page` until Ctrl-C, printing the URL. The page needs no server; this is
+    for browsers or remote sessions (ssh -L) that prefer http:// to file://."""
+    httpd, url = page_server(page, port)
+    with httpd:
         print(f"serving {url}  (Ctrl-C to stop)", flush=True)
         try:
             httpd.serve_forever()

@@ -12,6 +12,8 @@ import base64
 import io
 import json
 import re
+import threading
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,13 @@ from pipeline.config import load_config
 from pipeline.quicklook import run_scaling, to_display
 from pipeline.radiometry import decimated_shape, read_masked, to_unit
 from pipeline.scene import run_scene
-from pipeline.viewer import build_page, lonlat_grid, view_directory, write_viewer
+from pipeline.viewer import (
+    build_page,
+    lonlat_grid,
+    page_server,
+    view_directory,
+    write_viewer,
+)
 from pipeline.viewer_page import CSP, render_page
 from tests.chromium import Chromium, find_chromium
 from tests.helpers import L8, SN6, crop
@@ -350,3 +358,19 @@ def test_console_errors_are_caught(tmp_path):
         browser.open(bad.as_uri())
         errors = browser.errors()
     assert any("boom" in e for e in errors) and any("undefinedCall" in e for e in errors)
+
+
+def test_page_server_serves_the_page_on_loopback(l8_run, tmp_path):
+    """--serve: the page's bytes over http on 127.0.0.1 (and nothing but loopback)."""
+    page = write_viewer(l8_run["out"], tmp_path / "v.html", max_size=32)
+    httpd, url = page_server(page)
+    assert httpd.server_address[0] == "127.0.0.1" and url.endswith("/v.html")
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert r.read() == page.read_bytes()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
