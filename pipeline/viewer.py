@@ -33,7 +33,7 @@ import os
 import socketserver
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -50,7 +50,6 @@ from pipeline.manifest import atomic_write_text, manifest_path
 from pipeline.quicklook import run_scaling, to_display
 from pipeline.radiometry import (
     DEFAULT_PERCENTILES,
-    Scaling,
     compute_scaling,
     decimated_shape,
     read_masked,
@@ -181,6 +180,7 @@ def optical_layer(
     scaling, run_bands = run_scaling(Path(out.name))
     if bands is not None and bands != run_bands:
         scaling = None  # other bands than the run's: their own scaling, by the same rule
+    how = "scaling as the run"
     with _open(path, "input") as src:
         use = bands or run_bands or ((1, 2, 3) if src.count >= 3 else (1, 1, 1))
         bad = [b for b in use if not 1 <= b <= src.count]
@@ -189,18 +189,21 @@ def optical_layer(
                              hint="band numbers are 1-based, e.g. --bands 3,2,1")
         if scaling is None or len(scaling.low) != len(use):
             scaling = compute_scaling(src, tuple(use))
+            how = "scaling by the run's rule"
         same = _same_grid(src, out)
         where = "same grid" if same else f"warped onto the output grid from {src.crs}"
         if same:
             data, valid = read_masked(src, tuple(use), out_shape=shape)
             valid &= out_valid
         else:
+            # the alpha band marks what lies outside the input (transparent, whatever
+            # the dtype) as well as the input's own nodata
             with WarpedVRT(src, crs=out.crs, transform=out.transform, width=out.width,
-                           height=out.height, resampling=Resampling.nearest) as vrt:
+                           height=out.height, resampling=Resampling.nearest,
+                           add_alpha=True) as vrt:
                 data, valid = read_masked(vrt, tuple(use), out_shape=shape)
-    rgb = to_display(to_unit(data, valid, cast(Scaling, scaling)))
-    legend = (f"bands {','.join(map(str, use))}, {scaling.method} scaling as the run "
-              f"({where})")
+    rgb = to_display(to_unit(data, valid, scaling))
+    legend = f"bands {','.join(map(str, use))}, {scaling.method} {how} ({where})"
     if rgb.shape[2] == 1:
         rgb = np.repeat(rgb, 3, axis=2)
     return Layer("optical", "optical", _with_alpha(rgb, valid), legend)

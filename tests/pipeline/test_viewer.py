@@ -374,3 +374,27 @@ def test_page_server_serves_the_page_on_loopback(l8_run, tmp_path):
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=10)
+
+
+def test_warped_input_is_transparent_where_it_has_no_data(tiny_checkpoint, tmp_path):
+    """An 8-bit input in lon/lat that covers only the west half of the output: the east
+    half of the optical layer is transparent (not black: 0 is a valid 8-bit value)."""
+    out = tmp_path / "out.tif"
+    run_scene(SN6, out, model_path=tiny_checkpoint, config=load_config(None, {}),
+              progress=False)
+    geo = tmp_path / "geo.tif"
+    with rasterio.open(SN6) as src:
+        t, w, h = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height,
+                                              *src.bounds)
+        profile = {**src.profile, "crs": "EPSG:4326", "transform": t, "width": w,
+                   "height": h}
+        with rasterio.open(geo, "w", **profile) as dst:
+            for b in range(1, src.count + 1):
+                reproject(rasterio.band(src, b), rasterio.band(dst, b))
+    west = crop(geo, tmp_path / "west.tif", Window(0, 0, w // 2, h))
+    with rasterio.open(west) as ds:
+        assert ds.dtypes[0] == "uint8" and ds.nodata is None
+    alpha = layer_rgba(page_data(build_page(out, input_path=west)), "optical")[..., 3]
+    cols = alpha.shape[1]
+    assert (alpha[:, : cols // 2 - 10] == 255).mean() > 0.95
+    assert (alpha[:, cols // 2 + 10:] == 0).all()
