@@ -50,6 +50,23 @@ demo: $(STAMP)
 		demo_out/l8_parana_quicklook.png --bands 3,2,1
 	$(VPY) app.py --device cpu --model_path $(DEMO_MODEL) --img $(DEMO_IMG) \
 		--out demo_out/gen_sar_demo.png --heatmap
+	$(VPY) -m pipeline view demo_out/l8_parana_sar_like.tif --input $(DEMO_SCENE) \
+		--heatmap demo_out/l8_parana_heatmap.tif --out demo_out/l8_parana_viewer.html
+
+# The viewer's browser test (tests/pipeline/test_viewer.py) drives the system Chromium
+# and is skipped without it. Debian/Ubuntu: `sudo make chromium` (or apt-get install
+# chromium); any other Chromium/Chrome: CHROMIUM=/path/to/chrome make test.
+.PHONY: chromium
+chromium:
+	apt-get update && apt-get install -y chromium
+
+# docs/images/viewer.png, the README's screenshot of the demo's viewer page
+.PHONY: viewer-screenshot
+viewer-screenshot: demo
+	mkdir -p docs/images
+	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1400,860 \
+		--virtual-time-budget=10000 --screenshot=docs/images/viewer.png \
+		"file://$(CURDIR)/demo_out/l8_parana_viewer.html#swipe=0.5"
 
 # Training: `make train DATASET=data/mine OUT=runs/mine ITERS=20000 DEVICE=cuda`. DATASET
 # defaults to the demo tiles of `make tiles`; other empty variables fall back to

@@ -1,4 +1,4 @@
-"""`python -m pipeline run | quicklook | tiles`: thin click commands over the library.
+"""`python -m pipeline run | quicklook | tiles | view`: thin click commands over the library.
 
 `run` builds a `SceneRequest` and hands it to pipeline.scene (a file) or pipeline.batch
 (a directory). Flags override the YAML config file (`--config`), which overrides the
@@ -316,3 +316,54 @@ def tiles_cmd(eo: tuple[Path, ...], sar: tuple[Path, ...], out: Path, eo_bands: 
         click.echo(f"Warning: {w}", err=True)
     for line in report.lines():
         click.echo(line)
+
+
+@main.command("view")
+@click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
+@click.option("--input", "input_path", type=click.Path(path_type=Path), default=None,
+              help="The optical scene, shown left of the swipe line. [default: the input "
+              "recorded in OUTPUT's manifest (directory runs), else none]")
+@click.option("--heatmap", "heatmap_path", type=click.Path(path_type=Path), default=None,
+              help="The CAM heatmap raster, an overlay. [default: none; directories: "
+              "NAME.heatmap.tif]")
+@click.option("--bands", default=None,
+              help="Three 1-based input bands shown as R,G,B. [default: the run's bands]")
+@click.option("--out", "page_path", type=click.Path(path_type=Path), default=None,
+              help="HTML page to write. [default: OUTPUT with .html; a directory: "
+              "index.html and a page per output inside it]")
+@click.option("--max-size", type=int, default=None,
+              help="Longest side of the embedded layers in px. [default: 2048]")
+@click.option("--serve", is_flag=True,
+              help="Then serve the page on 127.0.0.1 and print its URL (Ctrl-C stops).")
+def view_cmd(output_path: Path, input_path: Path | None, heatmap_path: Path | None,
+             bands: str | None, page_path: Path | None, max_size: int | None,
+             serve: bool) -> None:
+    """Write ONE self-contained HTML page (no network needed) showing the optical input,
+    the SAR-like OUTPUT and the heatmap on the output grid: swipe, zoom, pan, lon/lat
+    under the cursor. OUTPUT a directory (of a directory run): a page per output and an
+    index.html linking them.
+
+    \b
+    Examples:
+      python -m pipeline view out.tif --input scene.tif --heatmap heat.tif
+      python -m pipeline view out/ --serve
+    """
+    from pipeline.config import parse_int_tuple
+    from pipeline.viewer import VIEW_MAX_SIZE, serve_page, view_directory, write_viewer
+
+    size = VIEW_MAX_SIZE if max_size is None else max_size
+    try:
+        if size < 16:
+            raise ConfigError(f"--max-size must be >= 16, got {size}", path="--max-size",
+                              hint="e.g. --max-size 1024")
+        if output_path.is_dir():
+            page = view_directory(output_path, page_path, max_size=size)
+        else:
+            page = write_viewer(
+                output_path, page_path, input_path=input_path, heatmap=heatmap_path,
+                bands=parse_int_tuple(bands, "bands", "--bands", minimum=1), max_size=size)
+    except PipelineError as err:
+        _fail(err)
+    click.echo(f"wrote {page}", err=True)
+    if serve:
+        serve_page(page)

@@ -53,6 +53,7 @@ import numpy as np
 import rasterio
 import rasterio.errors
 import rasterio.shutil
+from rasterio.enums import ColorInterp
 from rasterio.windows import Window, WindowError
 
 from pipeline.errors import OutputError
@@ -179,14 +180,89 @@ def remove_stale_temps(final: Path) -> list[Path]:
 
 
 @dataclass
+class _Moments:
+    """count, min, max, mean and M2 (sum of squared deviations) of one band's valid pixels,
+    merged window by window with Chan et al.'s pairwise update (stable: no sum of squares
+    minus a squared mean)."""
+
+    count: int = 0
+    minimum: float = math.inf
+    maximum: float = -math.inf
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def add(self, values: np.ndarray) -> None:
+        n = int(values.size)
+        if n == 0:
+            return
+        mean = float(values.mean())
+        m2 = float(np.square(values - mean).sum())
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += m2 + delta * delta * self.count * n / total
+        self.count = total
+        self.minimum = min(self.minimum, float(values.min()))
+        self.maximum = max(self.maximum, float(values.max()))
+
+    def tags(self, pixels: int) -> dict[str, str]:
+        """GDAL's STATISTICS_* band metadata (what `gdalinfo -stats` writes and QGIS reads
+        for its default stretch); only the valid percentage when no pixel is valid."""
+        valid = {"STATISTICS_VALID_PERCENT": repr(100.0 * self.count / pixels if pixels else 0.0)}
+        if self.count == 0:
+            return valid
+        return {
+            "STATISTICS_MINIMUM": repr(self.minimum),
+            "STATISTICS_MAXIMUM": repr(self.maximum),
+            "STATISTICS_MEAN": repr(self.mean),
+            "STATISTICS_STDDEV": repr(math.sqrt(max(self.m2, 0.0) / self.count)),
+            **valid,
+        }
+
+
+def band_statistics(ds: rasterio.io.DatasetReader) -> list[dict[str, str]]:
+    """Exact STATISTICS_* tags of every band over its valid pixels (not nodata, not NaN).
+
+    Read after all blocks are written, in FIXED COG_BLOCK windows in row-major order,
+    rather than accumulated while writing: the write windows follow --block-size, so
+    sums gathered per write block would round differently for another block size and
+    the output FILE would no longer be the same bytes whatever the block size (the
+    pixels would). Costs one sequential read of the temporary file, bounded memory
+    (one 512 x 512 window of all bands), float64 sums (population std, as GDAL).
+    """
+    moments = [_Moments() for _ in range(ds.count)]
+    nodata = ds.nodata
+    for row in range(0, ds.height, COG_BLOCK):
+        for col in range(0, ds.width, COG_BLOCK):
+            window = Window(col, row, min(COG_BLOCK, ds.width - col),
+                            min(COG_BLOCK, ds.height - row))
+            data = ds.read(window=window).astype(np.float64)
+            invalid = np.isnan(data)
+            if nodata is not None and not math.isnan(nodata):
+                invalid |= data == nodata
+            for band, bad, m in zip(data, invalid, moments, strict=True):
+                m.add(band[~bad])
+    return [m.tags(ds.width * ds.height) for m in moments]
+
+
+@dataclass
 class RasterTarget:
-    """One output raster being written: temporary GeoTIFF -> COG -> final name."""
+    """One output raster being written: temporary GeoTIFF -> COG -> final name.
+
+    Besides pixels and tags it carries what GIS software shows (QGIS's layer
+    properties, `gdalinfo`): band descriptions, `units` (e.g. "dB"), an optional
+    (scale, offset) with GDAL's meaning value = DN * scale + offset, colour
+    interpretation gray, and exact GDAL statistics (`band_statistics`) so QGIS
+    stretches the layer from the real min/max without scanning it.
+    """
 
     final: Path
     profile: dict[str, Any]
     tags: dict[str, str]
     band_descriptions: tuple[str, ...] = ()
     compress: str = "DEFLATE"
+    units: str = ""
+    scale_offset: tuple[float, float] | None = None
     tmp: Path = field(init=False)
     cog_tmp: Path = field(init=False)
     ds: Any = field(init=False, default=None)
@@ -207,6 +283,15 @@ class RasterTarget:
         self.ds.update_tags(**self.tags)
         for i, desc in enumerate(self.band_descriptions, start=1):
             self.ds.set_band_description(i, desc)
+        count = self.profile["count"]
+        # continuous bands, not RGB (GDAL makes a 3-band uint8 GeoTIFF RGB by default);
+        # TIFF can only say gray for band 1, later bands read back as "undefined"
+        self.ds.colorinterp = [ColorInterp.gray] * count
+        if self.units:
+            self.ds.units = [self.units] * count
+        if self.scale_offset is not None:
+            self.ds.scales = [self.scale_offset[0]] * count
+            self.ds.offsets = [self.scale_offset[1]] * count
 
     def write(self, array: np.ndarray, window: Window) -> None:
         try:
@@ -232,6 +317,9 @@ class RasterTarget:
     def _finish(self) -> None:
         self.ds.close()
         self.ds = None
+        with rasterio.open(self.tmp, "r+") as ds:  # the COG copy keeps band metadata
+            for i, stats in enumerate(band_statistics(ds), start=1):
+                ds.update_tags(i, **stats)
         options: dict[str, Any] = {
             "COMPRESS": self.compress,
             "BLOCKSIZE": COG_BLOCK,

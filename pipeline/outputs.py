@@ -4,7 +4,9 @@ Each is a `RasterTarget` (pipeline/mosaic.py: temporary GeoTIFF -> COG -> final 
 on the input's grid, carrying provenance tags: software version, input name and bands,
 model hash and description, the settings that change the pixels (and their hash, the
 directory runner's up-to-date key), the scaling, and, apart, the scheduling settings,
-which never change the pixels.
+which never change the pixels. And what QGIS and `gdalinfo` show: band descriptions,
+units, a DN -> dB scale/offset for uint8 output where a dB range is known (`db_mapping`),
+gray colour interpretation and exact statistics (written by RasterTarget).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from pipeline.config import PipelineConfig
 from pipeline.mosaic import RasterTarget, output_profile
 from pipeline.plan import ScenePlan, radiometry_sources
+from pipeline.radiometry import is_relative_db
 
 TAG_PREFIX = "EO2SAR_"
 
@@ -47,11 +50,60 @@ def provenance_tags(plan: ScenePlan, config: PipelineConfig, kind: str) -> dict[
     }
 
 
+SAR_DESCRIPTION = "SAR-like backscatter"
+HEATMAP_DESCRIPTION = "CAM attention heatmap (generator A->B, not normalised)"
+
+
+def db_mapping(plan: ScenePlan, config: PipelineConfig) -> tuple[float, float] | None:
+    """The dB range the output's 0..1 maps to, or None when there is none to claim.
+
+    None exactly when `--output-scale db` would refuse (pipeline.radiometry
+    .check_absolute_db): the model learned RELATIVE backscatter (per-scene SAR
+    stretches) and nobody chose a range. A range given by flag or config, an absolute
+    model's own range, or the seed model's default [-25, 0] (what `--output-scale db`
+    uses for it) are all claimed.
+    """
+    if config.db_range is None:
+        return None
+    if config.origin("db_range") == "default" and is_relative_db(plan.contract):
+        return None
+    return config.db_range
+
+
+def sar_band_metadata(
+    plan: ScenePlan, config: PipelineConfig
+) -> tuple[str, tuple[float, float] | None, dict[str, str]]:
+    """(units, (scale, offset) or None, tags) of the SAR-like product.
+
+    db: values are dB. uint8: DN 1..255 encode u = DN / 255, so with a known dB range
+    dB = low + DN * (high - low) / 255, i.e. scale (high - low) / 255 and offset low
+    (GDAL: value = DN * scale + offset), and GDAL/QGIS read the band as dB; without one
+    no scale/offset. unit: 0..1, no units. The tag EO2SAR_DB_SCALE says which held.
+    """
+    db = db_mapping(plan, config)
+    scale = config.output_scale
+    tag = {
+        f"{TAG_PREFIX}DB_SCALE": json.dumps(
+            {"db_scale": "relative" if db is None else "absolute",
+             "db_range": None if db is None else list(db),
+             "from": config.origin("db_range")},
+            sort_keys=True,
+        )
+    }
+    if scale == "db":
+        return "dB", None, tag
+    if scale == "uint8" and db is not None:
+        lo, hi = db
+        return "dB", ((hi - lo) / 255.0, lo), tag
+    return "", None, tag
+
+
 def output_targets(
     plan: ScenePlan, config: PipelineConfig, src_profile: dict[str, Any]
 ) -> list[RasterTarget]:
     """[SAR-like product, heatmap (when asked)], on the input's grid."""
     bands = config.output_bands
+    units, scale_offset, db_tag = sar_band_metadata(plan, config)
     targets = [
         RasterTarget(
             final=plan.output,
@@ -62,11 +114,14 @@ def output_targets(
                 nodata=plan.output_nodata,
                 block_size=config.block_size,
             ),
-            tags=provenance_tags(plan, config, "sar_like"),
+            tags={**provenance_tags(plan, config, "sar_like"), **db_tag},
             band_descriptions=(
-                ("sar_like",) if bands == 1 else tuple(f"sar_like_{i + 1}" for i in range(bands))
+                (SAR_DESCRIPTION,) if bands == 1
+                else tuple(f"{SAR_DESCRIPTION}, generator channel {i + 1}" for i in range(bands))
             ),
             compress=config.compress,
+            units=units,
+            scale_offset=scale_offset,
         )
     ]
     if plan.heatmap is not None:
@@ -78,7 +133,7 @@ def output_targets(
                     block_size=config.block_size,
                 ),
                 tags=provenance_tags(plan, config, "cam_heatmap"),
-                band_descriptions=("cam_heatmap",),
+                band_descriptions=(HEATMAP_DESCRIPTION,),
                 compress=config.compress,
             )
         )

@@ -422,6 +422,13 @@ def model_values(contract: Mapping[str, Any] | None, source: str) -> dict[str, t
     return out
 
 
+def is_relative_db(contract: Mapping[str, Any] | None) -> bool:
+    """True when the model learned RELATIVE backscatter (dataset.json's
+    `sar.db_scale: relative`): its outputs have no one dB range to map back to."""
+    sar = (contract or {}).get("sar")
+    return isinstance(sar, Mapping) and sar.get("db_scale") == "relative"
+
+
 def check_absolute_db(contract: Mapping[str, Any] | None, source: str) -> None:
     """Refuse to invent a dB scale for a model that learned RELATIVE backscatter.
 
@@ -430,8 +437,7 @@ def check_absolute_db(contract: Mapping[str, Any] | None, source: str) -> None:
     back to (dataset.json records `sar.db_scale: relative` and no `db_range`); the default
     [-25, 0] would label its output with numbers it never meant.
     """
-    sar = (contract or {}).get("sar")
-    if isinstance(sar, Mapping) and sar.get("db_scale") == "relative":
+    if is_relative_db(contract):
         raise ModelError(
             "--output-scale db: this model was trained on SAR with per-scene dB ranges "
             "(relative backscatter), so its output has no absolute dB scale",
