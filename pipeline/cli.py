@@ -145,6 +145,16 @@ def _run_file(request: SceneRequest, *, quiet: bool, dry_run: bool) -> None:
         )
     for w in result.warnings:
         click.echo(f"Warning: {w}", err=True)
+    _write_stac_item(result.output, source=request.input, heatmap=result.heatmap, quiet=quiet)
+
+
+def _write_stac_item(output: Path, *, quiet: bool, **kwargs: Any) -> None:
+    """The output's STAC Item beside it (pipeline/stac.py): `out.tif` -> `out.stac.json`."""
+    from pipeline.stac import write_item
+
+    path = write_item(output, **kwargs)
+    if not quiet:
+        click.echo(f"{path}: STAC Item", err=True)
 
 
 def _run_directory(request: SceneRequest, pattern: str, *, quiet: bool, dry_run: bool) -> None:
@@ -237,6 +247,11 @@ def quicklook_cmd(input_path: Path, output_path: Path, png_path: Path, bands: st
     except PipelineError as err:
         _fail(err)
     click.echo(f"wrote {png_path}", err=True)
+    from pipeline.stac import add_quicklook
+
+    item = add_quicklook(output_path, png_path)  # the run's STAC Item, when beside OUTPUT
+    if item is not None:
+        click.echo(f"{item}: quicklook asset added", err=True)
 
 
 @main.command("tiles")
