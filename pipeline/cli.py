@@ -65,7 +65,7 @@ def main() -> None:
 
 
 @main.command("run")
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("input_path", metavar="INPUT")  # a str: a URL's "//" must survive
 @click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
 @model_option
 @config_file_option
@@ -76,18 +76,23 @@ def main() -> None:
 @overwrite_option
 @click.option("--pattern", default="*.tif", show_default=True,
               help="Glob of the scenes to process when INPUT is a directory.")
+@click.option("--assets", default=None,
+              help="The R,G,B assets of a STAC Item INPUT (or bands of a Landsat / "
+              "Sentinel-2 product, e.g. B5,B4,B3). [default: by eo:bands common names, "
+              "else the visual asset; products: their red, green, blue bands]")
 @dry_run_option("Check everything and print the plan (tiles, batches, memory, output); "
                 "write nothing.")
 @verbose_option
 @quiet_option("No progress bar, warnings and errors only.")
 def run(
-    input_path: Path,
+    input_path: str,
     output_path: Path,
     model_path: Path,
     config_path: Path | None,
     heatmap_path: Path | None,
     overwrite: bool,
     pattern: str,
+    assets: str | None,
     dry_run: bool,
     verbose: int,
     quiet: bool,
@@ -95,33 +100,50 @@ def run(
 ) -> None:
     """Translate INPUT (a georeferenced optical raster, or a directory of them) into a
     SAR-like Cloud Optimized GeoTIFF at OUTPUT (a file, or a directory), on the same
-    grid, nodata where the input is invalid.
+    grid, nodata where the input is invalid, with a STAC Item beside it (OUT.stac.json).
+    INPUT may also be a STAC Item (file or URL), a Landsat Collection 2 folder, a
+    Sentinel-2 SAFE folder or zip, or a remote raster (https://, s3://, /vsi...):
+    docs/data_sources.md.
 
     \b
     Examples:
       python -m pipeline run scene.tif out.tif --model eo2sar_params_latest.pt
       python -m pipeline run l8.tif out.tif --model m.pt --bands 3,2,1
       python -m pipeline run scenes/ out/ --model m.pt --device cuda:0
+      python -m pipeline run item.json out.tif --model m.pt --assets B04,B03,B02
+      python -m pipeline run S2B_MSIL2A_..._.SAFE out.tif --model m.pt
+      python -m pipeline run https://host/cog.tif out.tif --model m.pt
     """
     level = logging.WARNING if quiet else (logging.INFO if verbose == 1 else logging.WARNING)
     if verbose >= 2:
         level = logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    from pipeline.sources import parse_assets, product_kind, resolve_input
+
     try:
         request = SceneRequest(
-            input=input_path, output=output_path, model=model_path,
+            input=Path(input_path), output=output_path, model=model_path,
             config=load_config(config_path, options), heatmap=heatmap_path,
             overwrite=overwrite,
         )
-        if input_path.is_dir():
+        if product_kind(input_path) == "directory" and assets is None:
             _run_directory(request, pattern, quiet=quiet, dry_run=dry_run)
-        else:
-            _run_file(request, quiet=quiet, dry_run=dry_run)
+            return
+        with resolve_input(input_path, assets=parse_assets(assets),
+                           bands_given=request.config.bands is not None) as resolved:
+            if resolved.description and not quiet:
+                click.echo(f"input: {resolved.description}", err=True)
+            request = dataclasses.replace(request, input=resolved.path)
+            _run_file(request, quiet=quiet, dry_run=dry_run, source=resolved.source,
+                      acquired=resolved.acquired)
     except PipelineError as err:
         _fail(err)
 
 
-def _run_file(request: SceneRequest, *, quiet: bool, dry_run: bool) -> None:
+def _run_file(request: SceneRequest, *, quiet: bool, dry_run: bool, source: str,
+              acquired: Any = None) -> None:
+    """One scene (request.input: a local raster, or the VRT pipeline.sources made for
+    `source`), then its STAC Item, derived from `source`."""
     from pipeline.scene import plan_scene, run_request
 
     if request.output.is_dir():  # the name a directory run would give it (x.vrt -> x.tif)
@@ -145,7 +167,8 @@ def _run_file(request: SceneRequest, *, quiet: bool, dry_run: bool) -> None:
         )
     for w in result.warnings:
         click.echo(f"Warning: {w}", err=True)
-    _write_stac_item(result.output, source=request.input, heatmap=result.heatmap, quiet=quiet)
+    _write_stac_item(result.output, source=source, heatmap=result.heatmap, acquired=acquired,
+                     quiet=quiet)
 
 
 def _write_stac_item(output: Path, *, quiet: bool, **kwargs: Any) -> None:
