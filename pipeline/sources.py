@@ -398,12 +398,18 @@ def landsat_bands(mtl_path: Path, names: Sequence[str] | None = None
     return bands, desc, _landsat_datetime(attrs)
 
 
-def _landsat_band_number(name: str, where: Path) -> int:
-    match = re.fullmatch(r"(?:SR_)?B?(\d{1,2})", name.strip(), flags=re.IGNORECASE)
+def _band_match(pattern: str, name: str, where: Path, product: str, hint: str) -> str:
+    """The band number part of an --assets name of a product, or a ConfigError."""
+    match = re.fullmatch(pattern, name.strip(), flags=re.IGNORECASE)
     if not match:
-        raise ConfigError(f"--assets {name!r} is not a Landsat band", path=str(where),
-                          hint="name bands as B4,B3,B2 (or SR_B4,SR_B3,SR_B2)")
-    return int(match.group(1))
+        raise ConfigError(f"--assets {name!r} is not a {product} band", path=str(where),
+                          hint=hint)
+    return match.group(1).upper()
+
+
+def _landsat_band_number(name: str, where: Path) -> int:
+    return int(_band_match(r"(?:SR_)?B?(\d{1,2})", name, where, "Landsat",
+                           "name bands as B4,B3,B2 (or SR_B4,SR_B3,SR_B2)"))
 
 
 def _landsat_datetime(attrs: Mapping[str, str]) -> datetime | None:
@@ -475,13 +481,14 @@ class _Safe:
 
 
 def _s2_band_file(safe: _Safe, band: str) -> str:
-    """The JP2 of `band`, 10 m when there is a choice (L2A has R10m/R20m/R60m)."""
-    pattern = re.compile(rf"GRANULE/[^/]+/IMG_DATA/(R10m/)?[^/]*_{band}(_10m)?\.jp2$")
-    found = sorted(n for n in safe.names if pattern.search(n))
+    """The JP2 of `band` at its finest resolution (L2A has R10m/R20m/R60m; L1C one file)."""
+    pattern = re.compile(rf"GRANULE/[^/]+/IMG_DATA/(R\d+m/)?[^/]*_{band}(_(\d+)m)?\.jp2$")
+    matches = [(m, n) for n in safe.names if (m := pattern.search(n))]
+    found = [n for m, n in sorted(matches, key=lambda mn: (int(mn[0].group(3) or 0), mn[1]))]
     if not found:
         raise InputError(f"no {band} image in GRANULE/*/IMG_DATA", path=safe.path,
                          hint="the SAFE product is incomplete: re-download it")
-    granules = {n.split("GRANULE/")[1].split("/")[0] for n in found}
+    granules = {n.split("GRANULE/")[1].split("/")[0] for n in found}  # 1 since 2016
     if len(granules) > 1:
         raise InputError(f"{len(granules)} granules in one product", path=safe.path,
                          hint="give the granule's band files as a VRT "
@@ -520,11 +527,8 @@ def sentinel2_bands(path: Path, names: Sequence[str] | None = None
 
 
 def _s2_band_name(name: str, where: Path) -> str:
-    match = re.fullmatch(r"B?(\d{1,2}|8A)", name.strip(), flags=re.IGNORECASE)
-    if not match:
-        raise ConfigError(f"--assets {name!r} is not a Sentinel-2 band", path=str(where),
-                          hint="name bands as B04,B03,B02 (or B08, B8A...)")
-    digits = match.group(1).upper()
+    digits = _band_match(r"B?(\d{1,2}|8A)", name, where, "Sentinel-2",
+                         "name bands as B04,B03,B02 (or B08, B8A...)")
     return "B8A" if digits == "8A" else f"B{int(digits):02d}"
 
 
