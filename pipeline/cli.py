@@ -24,7 +24,7 @@ from typing import Any
 import click
 
 from pipeline.config import load_config
-from pipeline.errors import ConfigError, PipelineError, PipelineWarning
+from pipeline.errors import ConfigError, OutputError, PipelineError, PipelineWarning
 from pipeline.options import (
     config_file_option,
     config_options,
@@ -66,7 +66,7 @@ def main() -> None:
 
 @main.command("run")
 @click.argument("input_path", metavar="INPUT")  # a str: a URL's "//" must survive
-@click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
+@click.argument("output_path", metavar="OUTPUT")  # a str: a URL is refused, not folded
 @model_option
 @config_file_option
 @config_options()
@@ -86,7 +86,7 @@ def main() -> None:
 @quiet_option("No progress bar, warnings and errors only.")
 def run(
     input_path: str,
-    output_path: Path,
+    output_path: str,
     model_path: Path,
     config_path: Path | None,
     heatmap_path: Path | None,
@@ -118,9 +118,13 @@ def run(
     if verbose >= 2:
         level = logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
-    from pipeline.sources import parse_assets, product_kind, resolve_input
+    from pipeline.sources import is_remote, parse_assets, product_kind, resolve_input
 
     try:
+        if is_remote(output_path):
+            raise OutputError("outputs are written to local files", path=output_path,
+                              hint="write to a local path, then upload it (aws s3 cp, "
+                              "gcloud storage cp, rclone)")
         request = SceneRequest(
             input=Path(input_path), output=output_path, model=model_path,
             config=load_config(config_path, options), heatmap=heatmap_path,
@@ -183,7 +187,6 @@ def _write_stac_item(output: Path, *, quiet: bool, **kwargs: Any) -> None:
 def _run_directory(request: SceneRequest, pattern: str, *, quiet: bool, dry_run: bool) -> None:
     from pipeline.batch import run_directory
     from pipeline.checks import check_device, load_model_info
-    from pipeline.errors import OutputError
     from pipeline.plan import resolve_model_config
     from pipeline.scene import run_scene
     from pipeline.scheduling import is_remote, scheduler_client
