@@ -177,9 +177,14 @@ def _run_file(request: SceneRequest, *, quiet: bool, dry_run: bool, source: str,
 
 def _write_stac_item(output: Path, *, quiet: bool, **kwargs: Any) -> None:
     """The output's STAC Item beside it (pipeline/stac.py): `out.tif` -> `out.stac.json`."""
-    from pipeline.stac import write_item
+    from pipeline.stac import item_path, write_item
 
-    path = write_item(output, **kwargs)
+    try:
+        path = write_item(output, **kwargs)
+    except OSError as err:  # the COG is complete; say what is missing and why
+        raise OutputError(f"cannot write the STAC Item ({err.strerror or err})",
+                          path=item_path(output), hint="check the output directory's free "
+                          "space and permissions") from None
     if not quiet:
         click.echo(f"{path}: STAC Item", err=True)
 
@@ -252,7 +257,7 @@ def _dry_run_directory(request: SceneRequest, pattern: str) -> None:
 
 
 @main.command("quicklook")
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("input_path", metavar="INPUT")  # as `run`: a file, product, STAC Item, URL
 @click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
 @click.argument("png_path", metavar="PNG", type=click.Path(path_type=Path))
 @click.option("--bands", default=None,
@@ -260,16 +265,19 @@ def _dry_run_directory(request: SceneRequest, pattern: str) -> None:
               "(OUTPUT's tags), else 1,2,3]")
 @click.option("--max-size", type=int, default=PANEL_MAX_SIZE, show_default=True,
               help="Longest side of each panel in px (decimated reads).")
-def quicklook_cmd(input_path: Path, output_path: Path, png_path: Path, bands: str | None,
+def quicklook_cmd(input_path: str, output_path: Path, png_path: Path, bands: str | None,
                   max_size: int) -> None:
     """Write PNG: the optical INPUT, scaled exactly as the run fed it to the model (the
     scaling recorded in OUTPUT's tags), beside the SAR-like OUTPUT (2-98% stretch)."""
     from pipeline.config import parse_int_tuple
     from pipeline.quicklook import quicklook
+    from pipeline.sources import resolve_input
 
     try:
         band_tuple = parse_int_tuple(bands, "bands", "--bands", minimum=1)
-        quicklook(input_path, output_path, png_path, bands=band_tuple, max_size=max_size)
+        with resolve_input(input_path, bands_given=band_tuple is not None) as resolved:
+            quicklook(resolved.path, output_path, png_path, bands=band_tuple,
+                      max_size=max_size)
     except PipelineError as err:
         _fail(err)
     click.echo(f"wrote {png_path}", err=True)

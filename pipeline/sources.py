@@ -427,6 +427,10 @@ def _landsat_datetime(attrs: Mapping[str, str]) -> datetime | None:
 
 
 _S2_RGB = ("B04", "B03", "B02")
+#: band_id of the product metadata (BOA_ADD_OFFSET band_id="3" is B04): B8A sits at 8
+_S2_BAND_IDS = {name: i for i, name in enumerate(
+    ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
+     "B12"))}
 
 
 def _local(tag: str) -> str:
@@ -514,8 +518,7 @@ def sentinel2_bands(path: Path, names: Sequence[str] | None = None
     wanted = _S2_RGB if names is None else tuple(_s2_band_name(n, path) for n in names)
     bands = []
     for band, common in zip(wanted, RGB if names is None else ("",) * 3, strict=True):
-        band_id = int(band[1:3]) - 1 if band[1:3].isdigit() else -1  # B8A: not in RGB
-        offset = offsets.get(band_id, 0.0)
+        offset = offsets.get(_S2_BAND_IDS.get(band, -1), 0.0)
         bands.append(Band(band, safe.gdal(_s2_band_file(safe, band)), 1, common,
                           nodata=0.0, scale=1.0 / q, offset=offset / q))
     product = _find_text(root, "PRODUCT_URI") or path.name
@@ -564,7 +567,9 @@ def product_kind(source: str) -> str:
     """What INPUT is: "remote", "stac", "landsat", "sentinel2", "directory" or "raster"
     (a local file, or a path that does not exist: the raster checks report it)."""
     if is_remote(source):
-        return "stac" if source.lower().split("?")[0].endswith(".json") else "remote"
+        # a static Item (x.json) or a STAC API Item (.../collections/C/items/ID)
+        url = source.split("?")[0]
+        return "stac" if url.lower().endswith(".json") or "/items/" in url else "remote"
     path = Path(source)
     if path.is_file() and path.suffix.lower() == ".json":
         return "stac"

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
+from PIL import Image
 from rasterio.windows import Window
 
 from pipeline.cli import main
@@ -122,6 +123,13 @@ def test_landsat_l2_folder_runs_without_bands(bgr, reference, make_checkpoint, t
                   make_checkpoint(ngf=4, n_res=1), "-q").exit_code == 0
     item = (tmp_path / "out2.stac.json").read_text()
     assert '"datetime": "2020-01-01T13:21:15.442182Z"' in item
+    # the quicklook of a product run reads the product the same way
+    png = tmp_path / "look.png"
+    result = CliRunner().invoke(main, ["quicklook", str(folder), str(out), str(png)])
+    assert result.exit_code == 0, result.output
+    with Image.open(png) as im:
+        left = np.asarray(im.convert("RGB"))[:, : im.width // 2]
+    assert left.max() > 0  # the optical panel shows the product's pixels, not black
 
 
 def test_landsat_vrt_carries_nodata_and_the_sr_scaling(bgr, tmp_path):

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from rasterio.windows import Window
 
 from pipeline.cli import main
-from pipeline.sources import gdal_path
+from pipeline.sources import gdal_path, product_kind
 from tests.helpers import REPO, SN6, crop
 
 
@@ -71,6 +71,9 @@ def test_gdal_path_maps_urls_to_virtual_file_systems():
     assert gdal_path("gs://bucket/x.tif") == "/vsigs/bucket/x.tif"
     assert gdal_path("/vsizip/a.zip/x.tif") == "/vsizip/a.zip/x.tif"
     assert gdal_path("local/x.tif") == "local/x.tif"
+    assert product_kind("https://h/x.tif") == "remote"
+    assert product_kind("https://h/catalog/x.json?sig=1") == "stac"
+    assert product_kind("https://h/api/collections/s2/items/S2A_1") == "stac"  # STAC API
 
 
 def test_remote_cog_gives_the_local_files_output(server, tiny_checkpoint, tmp_path):
