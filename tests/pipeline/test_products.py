@@ -261,3 +261,37 @@ def test_sentinel2_vrt_scaling_and_band_choice(bgr, tmp_path):
     result = invoke(safe, tmp_path / "o.tif", "--model", "unused.pt")
     assert result.exit_code == 1
     assert "not on the same pixel grid" in result.stderr and "--assets" in result.stderr
+
+
+def test_sentinel2_l1c_before_baseline_04_has_no_offset(bgr, tmp_path):
+    """L1C: IMG_DATA holds one JP2 per band (no R10m/), QUANTIFICATION_VALUE, and before
+    processing baseline 04.00 no RADIO_ADD_OFFSET: reflectance = DN / 10000."""
+    name = f"S2B_MSIL1C_{S2_STAMP}_N0208_R081_{S2_TILE}_20200101T150000.SAFE"
+    granule = f"L1C_{S2_TILE}_A014866_{S2_STAMP}"
+    img = tmp_path / name / "GRANULE" / granule / "IMG_DATA"
+    img.mkdir(parents=True)
+    for band, src in (("B02", 1), ("B03", 2), ("B04", 3), ("B08", 3)):
+        write_band(bgr, src, img / f"{S2_TILE}_{S2_STAMP}_{band}.jp2", driver="JP2OpenJPEG",
+                   QUALITY="100", REVERSIBLE="YES")
+    (img / f"{S2_TILE}_{S2_STAMP}_TCI.jp2").write_bytes(b"")  # the true-colour preview
+    (tmp_path / name / "MTD_MSIL1C.xml").write_text(f"""<?xml version="1.0"?>
+<n1:Level-1C_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-1C.xsd">
+<n1:General_Info><Product_Info>
+<PRODUCT_START_TIME>2020-01-01T13:32:31.024Z</PRODUCT_START_TIME>
+<PRODUCT_URI>{name}</PRODUCT_URI><PROCESSING_BASELINE>02.08</PROCESSING_BASELINE>
+</Product_Info>
+<Product_Image_Characteristics>
+<QUANTIFICATION_VALUE unit="none">10000</QUANTIFICATION_VALUE>
+</Product_Image_Characteristics></n1:General_Info></n1:Level-1C_User_Product>
+""")
+    bands, desc, _ = sentinel2_bands(tmp_path / name)
+    assert [Path(b.path).name for b in bands] == [
+        f"{S2_TILE}_{S2_STAMP}_{b}.jp2" for b in ("B04", "B03", "B02")]
+    assert {(b.scale, b.offset, b.nodata) for b in bands} == {(1e-4, 0.0, 0.0)}
+    assert desc.startswith(f"Sentinel-2 L1C product {name} (baseline 02.08): red=B04")
+    assert "TOA reflectance = (DN +0) / 10000" in desc
+    bands, _, _ = sentinel2_bands(tmp_path / name, ("8", "b04", "B03"))
+    assert [b.name for b in bands] == ["B08", "B04", "B03"]
+    with resolve_input(str(tmp_path / name), assets=("B08", "B04", "B03")) as resolved, \
+            rasterio.open(resolved.path) as ds, rasterio.open(bgr) as src:
+        np.testing.assert_array_equal(ds.read(), src.read((3, 3, 2)))  # lossless JP2
