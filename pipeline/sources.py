@@ -255,7 +255,8 @@ def _read_stac(source: str) -> dict[str, Any]:
     except (OSError, ValueError) as exc:  # urllib's and file errors are OSErrors
         raise InputError(f"cannot read the STAC Item ({str(exc).splitlines()[0]})",
                          path=source, hint="check the path or URL") from None
-    if data.get("type") != "Feature" or not isinstance(data.get("assets"), dict):
+    if not isinstance(data, dict) or data.get("type") != "Feature" or not isinstance(
+            data.get("assets"), dict):
         raise InputError("is JSON but not a STAC Item (a Feature with assets)", path=source,
                          hint="give a STAC Item; for a Collection, pick one of its Items")
     return data

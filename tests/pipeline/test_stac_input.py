@@ -149,3 +149,14 @@ def test_item_asset_errors_are_one_line_with_hints(chip, tiny_checkpoint, tmp_pa
     result = invoke(item, out_dir / "o.tif", "--model", tiny_checkpoint)
     assert result.exit_code == 1 and "have different CRS" in result.stderr
     assert list(out_dir.iterdir()) == []  # refused runs write nothing
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '{"type": "Collection", "id": "c"}', "{not json"])
+def test_json_that_is_not_an_item_is_refused(text, tiny_checkpoint, tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(text)
+    result = invoke(path, tmp_path / "o.tif", "--model", tiny_checkpoint)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"Error: {path}: ")
+    assert "STAC Item" in result.stderr
+    assert not (tmp_path / "o.tif").exists()
