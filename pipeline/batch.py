@@ -43,6 +43,7 @@ from pipeline.manifest import (
     utc_now,
     write_manifest,
 )
+from pipeline.stac import COLLECTION_NAME, item_path, write_collection, write_item
 
 __all__ = [
     "REPORT_NAME",
@@ -298,6 +299,7 @@ def run_directory(
         _run_one, input_dir=input_dir, model_path=model_path, model_sha=model_sha,
         config=config, cfg_hash=cfg_hash, cfg_settings=cfg_settings, overwrite=overwrite,
         run_scene=run_scene, heatmap=heatmap, quiet=quiet, client=client,
+        collection=output_dir / COLLECTION_NAME,
     )
     try:
         outcomes = _in_flight(one, list(outputs.items()), scenes_in_flight(config))
@@ -306,6 +308,7 @@ def run_directory(
             # INFO, failures included: the closing table lists every failure once
             log.info("[%d/%d] %s: %s %s", i, n, outcome.scene, outcome.status,
                      outcome.message)
+        _write_collection(report)
     except KeyboardInterrupt:
         report.interrupted = True
         raise
@@ -413,8 +416,12 @@ def _run_one(
     heatmap: bool,
     quiet: bool,
     client: Any,
+    collection: Path | None = None,
 ) -> SceneOutcome:
-    """Skip, or run and record, one scene; never raises an Exception subclass."""
+    """Skip, or run and record, one scene; never raises an Exception subclass.
+
+    With `collection` (the run's collection.json), the scene's STAC Item is written after
+    its manifest (pipeline/stac.py), and for a skipped scene whose Item is missing."""
     name = scene.relative_to(input_dir).as_posix()
     outcome = SceneOutcome(scene=name, input=scene, output=out, status="failed")
     heatmap_path = heatmap_for(out) if heatmap else None
@@ -425,6 +432,8 @@ def _run_one(
         )
         if current and not overwrite:
             outcome.status, outcome.message = "skipped", reason
+            if collection is not None and not item_path(out).exists():
+                _write_item(outcome, heatmap_path, collection)
             return outcome
         # A manifest must never describe an output it did not see finish: drop the old one
         # before the output is replaced, so a crash in between leaves "no manifest".
@@ -441,6 +450,8 @@ def _run_one(
             model_sha256=model_sha, config_hash=cfg_hash, config_settings=cfg_settings,
             started_at=started, result=result_dict, heatmap_path=heatmap_path,
         )
+        if collection is not None:
+            _write_item(outcome, heatmap_path, collection)
         outcome.status = "done"
         if overwrite:
             outcome.message = "forced (--overwrite)"
@@ -458,6 +469,25 @@ def _run_one(
     finally:
         outcome.seconds = time.perf_counter() - t0
     return outcome
+
+
+def _write_item(outcome: SceneOutcome, heatmap_path: Path | None, collection: Path) -> None:
+    """The scene's STAC Item beside its output, linked to the run's Collection; the id is
+    the scene's path relative to the input directory, so it is unique in the Collection."""
+    item_id = Path(outcome.scene).with_suffix("").as_posix().replace("/", "__")
+    write_item(outcome.output, source=outcome.input, heatmap=heatmap_path,
+               collection=collection.parent.resolve().name or "eo2sar",
+               collection_href=collection, item_id=item_id)
+
+
+def _write_collection(report: BatchReport) -> None:
+    """collection.json linking the Items of the run's finished and skipped scenes; a
+    failure to write it is logged (the outputs are fine), like the run report's."""
+    items = [item_path(s.output) for s in report.scenes if s.status != "failed"]
+    try:
+        write_collection(report.output_dir, [p for p in items if p.exists()])
+    except (OSError, ValueError) as e:
+        log.error("could not write the STAC collection in %s: %s", report.output_dir, e)
 
 
 def _result_fields(result: Any) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 import click
 
 from pipeline.config import load_config
-from pipeline.errors import ConfigError, PipelineError, PipelineWarning
+from pipeline.errors import ConfigError, OutputError, PipelineError, PipelineWarning
 from pipeline.options import (
     config_file_option,
     config_options,
@@ -71,8 +71,8 @@ def main(ctx: click.Context) -> None:
 
 
 @main.command("run")
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
+@click.argument("input_path", metavar="INPUT")  # a str: a URL's "//" must survive
+@click.argument("output_path", metavar="OUTPUT")  # a str: a URL is refused, not folded
 @model_option
 @config_file_option
 @config_options()
@@ -82,18 +82,23 @@ def main(ctx: click.Context) -> None:
 @overwrite_option
 @click.option("--pattern", default="*.tif", show_default=True,
               help="Glob of the scenes to process when INPUT is a directory.")
+@click.option("--assets", default=None,
+              help="The R,G,B assets of a STAC Item INPUT (or bands of a Landsat / "
+              "Sentinel-2 product, e.g. B5,B4,B3). [default: by eo:bands common names, "
+              "else the visual asset; products: their red, green, blue bands]")
 @dry_run_option("Check everything and print the plan (tiles, batches, memory, output); "
                 "write nothing.")
 @verbose_option
 @quiet_option("No progress bar, warnings and errors only.")
 def run(
-    input_path: Path,
-    output_path: Path,
+    input_path: str,
+    output_path: str,
     model_path: Path,
     config_path: Path | None,
     heatmap_path: Path | None,
     overwrite: bool,
     pattern: str,
+    assets: str | None,
     dry_run: bool,
     verbose: int,
     quiet: bool,
@@ -101,33 +106,54 @@ def run(
 ) -> None:
     """Translate INPUT (a georeferenced optical raster, or a directory of them) into a
     SAR-like Cloud Optimized GeoTIFF at OUTPUT (a file, or a directory), on the same
-    grid, nodata where the input is invalid.
+    grid, nodata where the input is invalid, with a STAC Item beside it (OUT.stac.json).
+    INPUT may also be a STAC Item (file or URL), a Landsat Collection 2 folder, a
+    Sentinel-2 SAFE folder or zip, or a remote raster (https://, s3://, /vsi...):
+    docs/data_sources.md.
 
     \b
     Examples:
       python -m pipeline run scene.tif out.tif --model eo2sar_params_latest.pt
       python -m pipeline run l8.tif out.tif --model m.pt --bands 3,2,1
       python -m pipeline run scenes/ out/ --model m.pt --device cuda:0
+      python -m pipeline run item.json out.tif --model m.pt --assets B04,B03,B02
+      python -m pipeline run S2B_MSIL2A_..._.SAFE out.tif --model m.pt
+      python -m pipeline run https://host/cog.tif out.tif --model m.pt
     """
     level = logging.WARNING if quiet else (logging.INFO if verbose == 1 else logging.WARNING)
     if verbose >= 2:
         level = logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    from pipeline.sources import is_remote, parse_assets, product_kind, resolve_input
+
     try:
+        if is_remote(output_path):
+            raise OutputError("outputs are written to local files", path=output_path,
+                              hint="write to a local path, then upload it (aws s3 cp, "
+                              "gcloud storage cp, rclone)")
         request = SceneRequest(
-            input=input_path, output=output_path, model=model_path,
+            input=Path(input_path), output=output_path, model=model_path,
             config=load_config(config_path, options), heatmap=heatmap_path,
             overwrite=overwrite,
         )
-        if input_path.is_dir():
+        if product_kind(input_path) == "directory" and assets is None:
             _run_directory(request, pattern, quiet=quiet, dry_run=dry_run)
-        else:
-            _run_file(request, quiet=quiet, dry_run=dry_run)
+            return
+        with resolve_input(input_path, assets=parse_assets(assets),
+                           bands_given=request.config.bands is not None) as resolved:
+            if resolved.description and not quiet:
+                click.echo(f"input: {resolved.description}", err=True)
+            request = dataclasses.replace(request, input=resolved.path)
+            _run_file(request, quiet=quiet, dry_run=dry_run, source=resolved.source,
+                      acquired=resolved.acquired)
     except PipelineError as err:
         _fail(err)
 
 
-def _run_file(request: SceneRequest, *, quiet: bool, dry_run: bool) -> None:
+def _run_file(request: SceneRequest, *, quiet: bool, dry_run: bool, source: str,
+              acquired: Any = None) -> None:
+    """One scene (request.input: a local raster, or the VRT pipeline.sources made for
+    `source`), then its STAC Item, derived from `source`."""
     from pipeline.scene import plan_scene, run_request
 
     if request.output.is_dir():  # the name a directory run would give it (x.vrt -> x.tif)
@@ -151,12 +177,27 @@ def _run_file(request: SceneRequest, *, quiet: bool, dry_run: bool) -> None:
         )
     for w in result.warnings:
         click.echo(f"Warning: {w}", err=True)
+    _write_stac_item(result.output, source=source, heatmap=result.heatmap, acquired=acquired,
+                     quiet=quiet)
+
+
+def _write_stac_item(output: Path, *, quiet: bool, **kwargs: Any) -> None:
+    """The output's STAC Item beside it (pipeline/stac.py): `out.tif` -> `out.stac.json`."""
+    from pipeline.stac import item_path, write_item
+
+    try:
+        path = write_item(output, **kwargs)
+    except OSError as err:  # the COG is complete; say what is missing and why
+        raise OutputError(f"cannot write the STAC Item ({err.strerror or err})",
+                          path=item_path(output), hint="check the output directory's free "
+                          "space and permissions") from None
+    if not quiet:
+        click.echo(f"{path}: STAC Item", err=True)
 
 
 def _run_directory(request: SceneRequest, pattern: str, *, quiet: bool, dry_run: bool) -> None:
     from pipeline.batch import run_directory
     from pipeline.checks import check_device, load_model_info
-    from pipeline.errors import OutputError
     from pipeline.plan import resolve_model_config
     from pipeline.scene import run_scene
     from pipeline.scheduling import is_remote, scheduler_client
@@ -222,7 +263,7 @@ def _dry_run_directory(request: SceneRequest, pattern: str) -> None:
 
 
 @main.command("quicklook")
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("input_path", metavar="INPUT")  # as `run`: a file, product, STAC Item, URL
 @click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
 @click.argument("png_path", metavar="PNG", type=click.Path(path_type=Path))
 @click.option("--bands", default=None,
@@ -230,19 +271,27 @@ def _dry_run_directory(request: SceneRequest, pattern: str) -> None:
               "(OUTPUT's tags), else 1,2,3]")
 @click.option("--max-size", type=int, default=PANEL_MAX_SIZE, show_default=True,
               help="Longest side of each panel in px (decimated reads).")
-def quicklook_cmd(input_path: Path, output_path: Path, png_path: Path, bands: str | None,
+def quicklook_cmd(input_path: str, output_path: Path, png_path: Path, bands: str | None,
                   max_size: int) -> None:
     """Write PNG: the optical INPUT, scaled exactly as the run fed it to the model (the
     scaling recorded in OUTPUT's tags), beside the SAR-like OUTPUT (2-98% stretch)."""
     from pipeline.config import parse_int_tuple
     from pipeline.quicklook import quicklook
+    from pipeline.sources import resolve_input
 
     try:
         band_tuple = parse_int_tuple(bands, "bands", "--bands", minimum=1)
-        quicklook(input_path, output_path, png_path, bands=band_tuple, max_size=max_size)
+        with resolve_input(input_path, bands_given=band_tuple is not None) as resolved:
+            quicklook(resolved.path, output_path, png_path, bands=band_tuple,
+                      max_size=max_size)
     except PipelineError as err:
         _fail(err)
     click.echo(f"wrote {png_path}", err=True)
+    from pipeline.stac import add_quicklook
+
+    item = add_quicklook(output_path, png_path)  # the run's STAC Item, when beside OUTPUT
+    if item is not None:
+        click.echo(f"{item}: quicklook asset added", err=True)
 
 
 @main.command("tiles")

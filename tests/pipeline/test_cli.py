@@ -75,7 +75,7 @@ def test_run_writes_cog_and_reports(tiny_checkpoint, outdir):
     assert result.exit_code == 0, result.output
     assert "1/1 tiles" in result.stderr
     assert_same_grid(SN6, out)
-    assert listing(outdir) == ["sar.tif"]
+    assert listing(outdir) == ["sar.stac.json", "sar.tif"]  # the COG and its STAC Item
 
 
 def test_config_file_overridden_by_flags(tiny_checkpoint, tmp_path, outdir):
@@ -185,7 +185,7 @@ def test_scene_smaller_than_one_tile_works(tiny_checkpoint, tmp_path, outdir):
     result = invoke(small, outdir / "o.tif", "--model", tiny_checkpoint)
     assert result.exit_code == 0, result.output
     assert_same_grid(small, outdir / "o.tif")
-    assert listing(outdir) == ["o.tif"]
+    assert listing(outdir) == ["o.stac.json", "o.tif"]
 
 
 def test_all_nodata_scene_warns_and_writes_nodata(tiny_checkpoint, tmp_path, outdir):
@@ -247,7 +247,7 @@ def test_output_given_as_a_directory(tiny_checkpoint, tmp_path, outdir):
     src = crop(SN6, tmp_path / "scene.tiff", Window(0, 0, 64, 48))
     result = invoke(src, outdir, "--model", tiny_checkpoint, "-q")
     assert result.exit_code == 0, result.output
-    assert listing(outdir) == ["scene.tif"]
+    assert listing(outdir) == ["scene.stac.json", "scene.tif"]
     assert_same_grid(src, outdir / "scene.tif")
 
 
