@@ -463,7 +463,8 @@ def _print(doc: dict[str, Any]) -> None:
     print("\nconvolution ceiling")
     print(format_table(doc["ceiling"]))
     print("\ndeviation from fp32 through the pipeline (demo model, real scene, unit scale)")
-    print(format_table(doc["deviation"]))
+    print(format_table([{**r, "max_abs": f"{r['max_abs']:.2e}", "mean_abs": f"{r['mean_abs']:.2e}"}
+                        for r in doc["deviation"]]))
     print("\npipeline end to end vs model only (same option)")
     print(format_table(doc["pipeline"], ["variant", "tiles", "seconds", "tiles_per_s",
                                          "steady_tiles_per_s", "model_only_tiles_per_s",

@@ -138,10 +138,10 @@ def _model_calls(client: Any) -> dict[str, tuple[int, int]]:
     """Per worker: (checkpoint loads, model look-ups) of its per-process model cache."""
 
     def counts() -> tuple[int, int]:
-        from pipeline.inference import _cached_generator
+        from pipeline.inference import _cached_generator, _cached_runner
 
-        info = _cached_generator.cache_info()
-        return info.misses, info.hits + info.misses
+        runner = _cached_runner.cache_info()  # every batch task asks for its runner
+        return _cached_generator.cache_info().misses, runner.hits + runner.misses
 
     return client.run(counts)
 

@@ -362,7 +362,7 @@ def test_sn6_same_bytes_any_block_or_batch(tiny_checkpoint, tmp_path, changes):
 def test_model_travels_as_a_path_and_loads_once(tiny_checkpoint, tmp_path):
     """DESIGN invariant 5: a task carries the checkpoint path and hash, never weights,
     and a process loads the model once however many tasks and scenes it runs."""
-    from pipeline.inference import _cached_generator
+    from pipeline.inference import _cached_generator, _cached_runner
     from pipeline.plan import SceneRequest, plan_scene
 
     _, job = plan_scene(SceneRequest(SN6, tmp_path / "o.tif", tiny_checkpoint,
@@ -371,10 +371,15 @@ def test_model_travels_as_a_path_and_loads_once(tiny_checkpoint, tmp_path):
     assert len(blob) < 4096 and b"torch" not in blob, len(blob)
     assert job.model_path == str(tiny_checkpoint.resolve())
     _cached_generator.cache_clear()
+    _cached_runner.cache_clear()
     run(SN6, tmp_path / "a.tif", tiny_checkpoint, tile_size=64, overlap=16)  # 16 tiles
     run(SN6, tmp_path / "b.tif", tiny_checkpoint)
     info = _cached_generator.cache_info()
+    # one load; planning (model checks) and each forward shape's runner then hit the
+    # cache; every batch task after the first of its shape hits the runner cache
     assert info.misses == 1 and info.hits >= 2, info
+    runner = _cached_runner.cache_info()
+    assert runner.misses == 2 and runner.hits == 3, runner  # 4 + 1 batches
 
 
 def test_progress_bar_shows_done_total_rate_and_eta(tiny_checkpoint, tmp_path, capsys,
