@@ -143,11 +143,22 @@ def run(
                            bands_given=request.config.bands is not None) as resolved:
             if resolved.description and not quiet:
                 click.echo(f"input: {resolved.description}", err=True)
-            request = dataclasses.replace(request, input=resolved.path)
+            request = dataclasses.replace(request, input=resolved.path,
+                                          source=_source_label(resolved))
             _run_file(request, quiet=quiet, dry_run=dry_run, source=resolved.source,
                       acquired=resolved.acquired)
     except PipelineError as err:
         _fail(err)
+
+
+def _source_label(resolved: Any) -> str | None:
+    """The input as the output's EO2SAR_INPUT tag names it: the file name for a plain
+    local raster (as before), what the user gave (a URL, a product, an Item) otherwise."""
+    if resolved.kind == "raster":
+        return None
+    if "://" in resolved.source or resolved.source.startswith("/vsi"):
+        return resolved.source.split("?", 1)[0]  # a signed URL's token stays out
+    return Path(resolved.source).name
 
 
 def _run_file(request: SceneRequest, *, quiet: bool, dry_run: bool, source: str,

@@ -30,7 +30,7 @@ def provenance_tags(plan: ScenePlan, config: PipelineConfig, kind: str) -> dict[
     return {
         f"{TAG_PREFIX}VERSION": __version__,
         f"{TAG_PREFIX}PRODUCT": kind,
-        f"{TAG_PREFIX}INPUT": plan.input.name,
+        f"{TAG_PREFIX}INPUT": plan.source or plan.input.name,
         f"{TAG_PREFIX}BANDS": ",".join(map(str, plan.bands)),
         f"{TAG_PREFIX}MODEL_SHA256": plan.model_sha256,
         f"{TAG_PREFIX}MODEL": plan.model_desc,

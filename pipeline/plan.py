@@ -57,6 +57,9 @@ class SceneRequest:
     config: PipelineConfig
     heatmap: Path | None = None
     overwrite: bool = False
+    #: what the user named when `input` is a VRT made for it (a product, a STAC Item, a
+    #: URL: pipeline/sources.py), recorded in the output's tags instead of the VRT's name
+    source: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("input", "output", "model", "heatmap"):
@@ -93,6 +96,8 @@ class ScenePlan:
     config: PipelineConfig = field(default_factory=PipelineConfig)
     #: the model's radiometric contract (None: a seed checkpoint without one)
     contract: dict[str, Any] | None = None
+    #: the input as the user named it (SceneRequest.source, else the file's name)
+    source: str = ""
 
     def describe(self) -> str:
         """Human-readable plan (the --dry-run output)."""
@@ -229,6 +234,7 @@ def plan_scene(
             ds.height / config.block_size
         )
         plan = ScenePlan(
+            source=request.source or inp.name,
             input=inp,
             output=request.output,
             heatmap=request.heatmap,

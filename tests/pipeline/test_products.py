@@ -117,6 +117,7 @@ def test_landsat_l2_folder_runs_without_bands(bgr, reference, make_checkpoint, t
     with rasterio.open(out) as ds:
         np.testing.assert_array_equal(ds.read(), reference)
         assert np.isnan(ds.read(1)[0, 0])  # collar -> nodata
+        assert ds.tags()["EO2SAR_INPUT"] == folder.name  # the product, not its VRT
     # the MTL file itself is an INPUT too, and the STAC Item has the acquisition time
     out2 = tmp_path / "out2.tif"
     assert invoke(folder / f"{L2_ID}_MTL.txt", out2, "--model",
