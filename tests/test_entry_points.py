@@ -112,8 +112,8 @@ def app_input(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, img: Path, ckpt: 
 def pipeline_input(monkeypatch: pytest.MonkeyPatch, img: Path, out: Path, ckpt: Path,
                    *extra: str) -> torch.Tensor:
     """The tensor `python -m pipeline run` gives the generator (one tile here)."""
-    cap = Capture(pipeline.inference._forward, 1)
-    monkeypatch.setattr(pipeline.inference, "_forward", cap)
+    cap = Capture(pipeline.inference.forward_fixed_shape, 1)
+    monkeypatch.setattr(pipeline.inference, "forward_fixed_shape", cap)
     res = CliRunner().invoke(pipeline_cli, ["run", str(img), str(out), "--model", str(ckpt),
                                             "-q", "--overwrite", *extra])
     assert res.exit_code == 0, res.output
