@@ -41,6 +41,7 @@ from pipeline.manifest import (
     utc_now,
     write_manifest,
 )
+from ugatit.io import remove_stale_temps
 
 __all__ = [
     "REPORT_NAME",
@@ -292,6 +293,7 @@ def run_directory(
         model_sha256=model_sha, config_hash=cfg_hash, started_at=utc_now(),
     )
     n = len(outputs)
+    remove_stale_temps(output_dir / REPORT_NAME)  # a killed run's half-written report
     try:
         for i, (out, scene) in enumerate(outputs.items(), 1):
             outcome = _run_one(
@@ -398,6 +400,7 @@ def _run_one(
         # A manifest must never describe an output it did not see finish: drop the old one
         # before the output is replaced, so a crash in between leaves "no manifest".
         manifest_path(out).unlink(missing_ok=True)
+        remove_stale_temps(manifest_path(out))  # a killed run's half-written manifest
         out.parent.mkdir(parents=True, exist_ok=True)
         started = utc_now()
         result = run_scene(

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 # the one atomic writer and file hash (re-exported: the pipeline's small files use them)
-from ugatit.io import atomic_write_bytes, atomic_write_text, sha256_file
+from ugatit.io import atomic_path, atomic_write_bytes, atomic_write_text, fault_point, sha256_file
 
 __all__ = [
     "MANIFEST_SCHEMA",
@@ -212,7 +212,9 @@ def write_manifest(
         hp = Path(heatmap_path)
         doc["heatmap"] = {"path": str(hp.resolve()), "size": os.stat(hp).st_size}
     mpath = manifest_path(output_path)
-    atomic_write_text(mpath, json.dumps(doc, indent=2, default=str) + "\n")
+    with atomic_path(mpath) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+        fault_point("manifest")  # test hook (tests/faults): written, not yet renamed
     return mpath
 
 

@@ -42,8 +42,6 @@ import glob
 import logging
 import math
 import os
-import socket
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,9 +55,11 @@ from rasterio.windows import Window, WindowError
 
 from pipeline.errors import OutputError
 
+# the temporary names and their clean-up: the one atomic writer's (ugatit.io)
+from ugatit.io import fault_point, remove_stale_temps, temp_name
+
 log = logging.getLogger("pipeline")
 
-TMP_MARK = ".eo2sar-tmp"
 COG_BLOCK = 512  # tile side of the final COG (GDAL's default; what viewers expect)
 
 # GDAL's block cache defaults to 5 % of the machine's RAM (6 GiB on a 128 GiB node) and
@@ -130,54 +130,6 @@ def output_dtype_nodata(output_scale: str) -> tuple[str, float]:
     return ("uint8", 0.0) if output_scale == "uint8" else ("float32", math.nan)
 
 
-def _host() -> str:
-    """This host's name, reduced to characters safe in a file name (no `-`: separator)."""
-    return "".join(c for c in socket.gethostname() if c.isalnum() or c == "_") or "host"
-
-
-def temp_name(final: Path, tag: str) -> Path:
-    """Hidden temporary name beside `final` (same filesystem, so os.replace is atomic):
-    `.NAME.eo2sar-tmp-HOST-PID-RANDOM.TAG.tif`; HOST and PID let a later run tell a dead
-    writer's leftovers from a live run's files (`remove_stale_temps`)."""
-    unique = f"{_host()}-{os.getpid()}-{uuid.uuid4().hex[:10]}"
-    return final.parent / f".{final.name}{TMP_MARK}-{unique}.{tag}.tif"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return pid > 0  # another user's live process (or a nonsense pid: not ours to judge)
-    return True
-
-
-def remove_stale_temps(final: Path) -> list[Path]:
-    """Remove the temporary files of `final` left by dead processes of this host.
-
-    Called when a new run starts writing `final` (never in a dry run, never before the
-    checks). Files of live processes (a concurrent run) and of other hosts (a shared
-    filesystem) are kept. Returns the removed paths.
-    """
-    final = Path(final)
-    prefix = f".{final.name}{TMP_MARK}-"
-    host = _host()
-    removed: list[Path] = []
-    for p in final.parent.glob(f"{glob.escape(prefix)}*"):
-        parts = p.name[len(prefix):].split("-", 2)
-        if len(parts) < 3 or parts[0] != host or not parts[1].isdigit():
-            continue
-        if _pid_alive(int(parts[1])):
-            continue
-        with contextlib.suppress(OSError):
-            p.unlink()
-            removed.append(p)
-    if removed:
-        log.info("removed %d stale temporary file(s) of %s", len(removed), final)
-    return removed
-
-
 @dataclass
 class RasterTarget:
     """One output raster being written: temporary GeoTIFF -> COG -> final name."""
@@ -213,6 +165,7 @@ class RasterTarget:
             self.ds.write(array, window=window)
         except (rasterio.errors.RasterioIOError, OSError) as exc:
             raise self._write_error(exc) from None
+        fault_point("mid-scene")  # test hook (tests/faults): a block is in the temp file
 
     def _write_error(self, exc: Exception) -> OutputError:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -242,6 +195,7 @@ class RasterTarget:
             options["PREDICTOR"] = "YES"
         options["OVERVIEW_COUNT"] = overview_count(self.profile["width"], self.profile["height"])
         rasterio.shutil.copy(str(self.tmp), str(self.cog_tmp), driver="COG", **options)
+        fault_point("cog")  # test hook (tests/faults): the COG is written, not yet renamed
         os.replace(self.cog_tmp, self.final)
         self.tmp.unlink(missing_ok=True)
 
@@ -289,7 +243,8 @@ def open_targets(targets: list[RasterTarget]) -> Iterator[list[RasterTarget]]:
 
     First removes what killed runs left for the same outputs (`remove_stale_temps`)."""
     for t in targets:
-        remove_stale_temps(t.final)
+        if removed := remove_stale_temps(t.final):
+            log.info("removed %d stale temporary file(s) of %s", len(removed), t.final)
     try:
         for t in targets:
             t.open()

@@ -35,6 +35,7 @@ from pipeline.radiometry import Scaling, compute_scaling, scene_is_empty, select
 from pipeline.scheduling import describe, is_remote, local_threads, local_window
 from pipeline.tiling import TileGrid
 from ugatit import UgatitError, read_meta
+from ugatit.io import fault_point
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ def scene_scaling(
             nodata=config.nodata,
             stats_size=config.stats_size,
         )
+        fault_point("stats")  # test hook (tests/faults): statistics read, nothing written
         if scene_is_empty(ds, bands, scaling, nodata=config.nodata,
                           stats_size=config.stats_size):
             scaling = dataclasses.replace(scaling, method="empty")
