@@ -38,10 +38,12 @@ alone).
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import logging
 import math
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +53,10 @@ import numpy as np
 import rasterio
 import rasterio.errors
 import rasterio.shutil
+
+# GDAL errors that rasterio does not wrap (rasterio.shutil.copy raises them as they are,
+# e.g. a full disk during the COG copy); the class lives in a private module
+from rasterio._err import CPLE_BaseError
 from rasterio.windows import Window, WindowError
 
 from pipeline.errors import OutputError
@@ -68,6 +74,13 @@ COG_BLOCK = 512  # tile side of the final COG (GDAL's default; what viewers expe
 # is plenty for block-by-block writing and the COG copy (both sequential). A GDAL_CACHEMAX
 # set by the user wins.
 GDAL_CACHE_BYTES = 64 * 2**20
+
+#: a failed write with less than this free beside the output is reported as a full disk:
+#: GDAL's message ("Write failed. See previous exception for details.") has no errno, and
+#: the libtiff line saying "No space left on device" goes to stderr, not into the exception
+LOW_SPACE_BYTES = 16 * 2**20
+#: what the writer can raise: rasterio's errors, GDAL's unwrapped ones, the OS's
+WRITE_ERRORS = (rasterio.errors.RasterioIOError, CPLE_BaseError, OSError)
 
 
 def gdal_env() -> rasterio.Env:
@@ -163,23 +176,18 @@ class RasterTarget:
     def write(self, array: np.ndarray, window: Window) -> None:
         try:
             self.ds.write(array, window=window)
-        except (rasterio.errors.RasterioIOError, OSError) as exc:
+        except WRITE_ERRORS as exc:
             raise self._write_error(exc) from None
         fault_point("mid-scene")  # test hook (tests/faults): a block is in the temp file
 
     def _write_error(self, exc: Exception) -> OutputError:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return OutputError(
-            f"writing failed ({first})",
-            path=self.final,
-            hint="check free space and permissions of the output directory",
-        )
+        return write_error(exc, self.final)
 
     def finish(self) -> None:
         """Close, convert to COG, rename into place."""
         try:
             self._finish()
-        except (rasterio.errors.RasterioIOError, OSError) as exc:
+        except WRITE_ERRORS as exc:
             raise self._write_error(exc) from None
 
     def _finish(self) -> None:
@@ -212,6 +220,25 @@ class RasterTarget:
         for extra in self.final.parent.glob(f"{glob.escape(self.cog_tmp.name)}*"):
             with contextlib.suppress(OSError):
                 extra.unlink()
+
+
+def write_error(exc: BaseException, path: Path) -> OutputError:
+    """The one-line OutputError for a failed write of `path`: "no space left on device"
+    (with the free space) when the errno says so or the output's filesystem is nearly full
+    (measured before the temporary files are removed), else GDAL's or the OS's reason."""
+    path = Path(path)
+    try:
+        free: int | None = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if getattr(exc, "errno", None) == errno.ENOSPC or (free is not None
+                                                        and free < LOW_SPACE_BYTES):
+        left = "" if free is None else f", {free / 2**20:.1f} MiB free"
+        return OutputError(f"no space left on device ({path.parent}{left})", path=path,
+                           hint="free some space there, or write the output elsewhere")
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return OutputError(f"writing failed ({first})", path=path,
+                       hint="check free space and permissions of the output directory")
 
 
 def overview_count(width: int, height: int, smallest: int = 256) -> int:

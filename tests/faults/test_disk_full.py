@@ -1,0 +1,91 @@
+"""Item 5: the output on a full filesystem (a tiny tmpfs the test mounts).
+
+Needs root (CI runs as root); skipped when the mount is not allowed. The sizes are chosen
+from measured outputs of the ngf 4 model with 128 px tiles: a 320 x 320 px scene's COG
+is ~400 KiB and needs ~800 KiB while written (temporary GeoTIFF + COG); a 160 x 160 px
+scene needs ~250 KiB at most and leaves ~100 KiB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from rasterio.windows import Window
+
+from pipeline.cli import main
+from tests.faults.faultlib import RUN_FLAGS, pipeline_run, same_bytes, temps, visible
+from tests.helpers import L8, assert_cog, crop
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """mount(size) -> a fresh tmpfs of that size (e.g. "64k"), unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        point = tmp_path / f"fs{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                               str(point)], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("Error:")]
+
+
+def test_scene_on_a_full_disk_is_one_line_and_leaves_nothing(
+        two_scenes: Path, tiny_checkpoint: Path, tiny_fs: Callable[[str], Path]) -> None:
+    for size in ("64k", "600k"):  # full while tiles are written / during the COG copy
+        fs = tiny_fs(size)
+        out = fs / "a.tif"
+        run = pipeline_run(two_scenes / "a.tif", out, "--model", tiny_checkpoint)
+        assert run.returncode == 1, run.stderr
+        [line] = error_lines(run.stderr)  # no traceback: ONE error line
+        assert line.startswith(f"Error: {out}: no space left on device ({fs}, "), line
+        assert "Traceback" not in run.stderr
+        assert list(fs.iterdir()) == []  # no partial output, no temporary file
+
+
+def test_directory_run_on_a_full_disk_reports_every_scene(
+        two_scenes: Path, tiny_checkpoint: Path, tiny_fs: Callable[[str], Path],
+        tmp_path: Path) -> None:
+    """a (small) fits, then b does not: a is done and kept, b is reported failed with
+    the reason, the run report lists both, exit status 1."""
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    crop(L8, scenes / "a.tif", Window(700, 600, 160, 160))
+    (scenes / "b.tif").symlink_to(two_scenes / "b.tif")
+    clean = tmp_path / "clean.tif"  # the reference: a on a disk with room
+    done = CliRunner().invoke(main, ["run", str(scenes / "a.tif"), str(clean), "--model",
+                                     str(tiny_checkpoint), *RUN_FLAGS])
+    assert done.exit_code == 0, done.output
+    fs = tiny_fs("600k")
+    run = pipeline_run(scenes, fs / "out", "--model", tiny_checkpoint)
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    report = json.loads((fs / "out" / "eo2sar_run_report.json").read_text())
+    status = {s["scene"]: (s["status"], s["message"]) for s in report["scenes"]}
+    assert status["a.tif"] == ("done", "new")
+    assert status["b.tif"][0] == "failed"
+    assert status["b.tif"][1].startswith(f"{fs / 'out' / 'b.tif'}: no space left on device")
+    assert "b.tif  failed" in run.stderr and "1 done, 0 skipped, 1 failed" in run.stderr
+    assert visible(fs / "out") == ["a.tif", "a.tif.manifest.json", "eo2sar_run_report.json"]
+    assert temps(fs / "out") == []
+    assert_cog(fs / "out" / "a.tif")
+    assert same_bytes(fs / "out" / "a.tif", clean)
