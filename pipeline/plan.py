@@ -18,8 +18,10 @@ import rasterio
 import rasterio.errors
 
 from pipeline.checks import (
+    check_declared_size,
     check_device,
     check_georeferencing,
+    check_georeferencing_finite,
     check_not_input,
     check_output_paths,
     check_readable,
@@ -210,7 +212,9 @@ def plan_scene(
         check_output_paths(inp, request.output, request.heatmap, overwrite=request.overwrite)
     with open_input(inp) as ds:
         check_georeferencing(ds, inp)
+        check_georeferencing_finite(ds, inp)
         bands = select_bands(ds.count, config.bands, str(inp), tuple(ds.dtypes))
+        check_declared_size(ds, bands, inp)
         check_readable(ds, bands, inp)
         sha, desc = load_model_info(request.model, config)
         contract = model_contract(request.model)
