@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from pipeline.errors import InputError, ModelError, OutputError, PipelineError
+from pipeline.locks import OutputBusy, output_lock
 from pipeline.manifest import (
     atomic_write_text,
     cached_sha256,
@@ -296,7 +297,7 @@ def run_directory(
     remove_stale_temps(output_dir / REPORT_NAME)  # a killed run's half-written report
     try:
         for i, (out, scene) in enumerate(outputs.items(), 1):
-            outcome = _run_one(
+            outcome = _run_locked(
                 scene, out, input_dir, model_path=model_path, model_sha=model_sha,
                 config=config, cfg_hash=cfg_hash, cfg_settings=cfg_settings,
                 overwrite=overwrite, run_scene=run_scene, heatmap=heatmap, quiet=quiet,
@@ -367,6 +368,24 @@ def _check_model_and_output_dir(model_path: Path, output_dir: Path) -> None:
     if not os.access(output_dir, os.W_OK):
         raise OutputError("output directory is not writable", path=output_dir,
                           hint="choose a writable output directory")
+
+
+def _run_locked(scene: Path, out: Path, input_dir: Path, **kwargs: Any) -> SceneOutcome:
+    """`_run_one` holding the output's lock (pipeline/locks.py): the manifest is checked
+    and the scene (re)done by one run at a time. A scene another run is writing right
+    now is skipped with that reason: that run reports it."""
+    name = scene.relative_to(input_dir).as_posix()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with output_lock(out):
+            return _run_one(scene, out, input_dir, **kwargs)
+    except OutputBusy as e:
+        return SceneOutcome(scene=name, input=scene, output=out, status="skipped",
+                            message=e.format())
+    except OSError as e:  # the output's subdirectory or lock file cannot be made
+        return SceneOutcome(scene=name, input=scene, output=out, status="failed",
+                            message=OutputError(f"cannot write here ({e.strerror})",
+                                                path=out.parent).format())
 
 
 def _run_one(

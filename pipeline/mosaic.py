@@ -60,6 +60,7 @@ from rasterio._err import CPLE_BaseError
 from rasterio.windows import Window, WindowError
 
 from pipeline.errors import OutputError
+from pipeline.locks import output_lock
 
 # the temporary names and their clean-up: the one atomic writer's (ugatit.io)
 from ugatit.io import fault_point, remove_stale_temps, temp_name
@@ -268,18 +269,23 @@ def tmp_block_size(block_size: int) -> int:
 def open_targets(targets: list[RasterTarget]) -> Iterator[list[RasterTarget]]:
     """Open every target; on any exception (even KeyboardInterrupt) remove all temps.
 
-    First removes what killed runs left for the same outputs (`remove_stale_temps`)."""
-    for t in targets:
-        if removed := remove_stale_temps(t.final):
-            log.info("removed %d stale temporary file(s) of %s", len(removed), t.final)
-    try:
+    First locks every output (pipeline/locks.py: OutputBusy if another run writes it),
+    then removes what killed runs left for the same outputs (`remove_stale_temps`); the
+    locks are held until the `with` ends (after `finish`, the rename)."""
+    with contextlib.ExitStack() as locks:
         for t in targets:
-            t.open()
-        yield targets
-    except BaseException:
+            locks.enter_context(output_lock(t.final))
         for t in targets:
-            t.cleanup()
-        raise
+            if removed := remove_stale_temps(t.final):
+                log.info("removed %d stale temporary file(s) of %s", len(removed), t.final)
+        try:
+            for t in targets:
+                t.open()
+            yield targets
+        except BaseException:
+            for t in targets:
+                t.cleanup()
+            raise
 
 
 def output_profile(

@@ -24,7 +24,7 @@ from ugatit.io import FAULT_ENV, TMP_MARK
 #: a subprocess that should finish in seconds; a hang fails the test instead of CI
 RUN_TIMEOUT_S = 120
 #: small and fast: 128 px tiles on a 320 px scene are 9 tiles (ngf 4 model)
-RUN_FLAGS = ("--bands", "3,2,1", "--tile-size", "128", "--overlap", "32", "-q")
+RUN_FLAGS = ("--bands", "3,2,1", "--tile-size", "128", "--overlap", "32")
 KILLED = -signal.SIGKILL  # subprocess's returncode of a SIGKILLed child
 
 
@@ -47,10 +47,13 @@ def run_module(module: str, *args: str | Path, fault: str | None = None,
                           text=True, timeout=timeout, check=False)
 
 
-def pipeline_run(*args: str | Path, fault: str | None = None, **extra_env: str
-                 ) -> subprocess.CompletedProcess[str]:
-    """`python -m pipeline run ARGS` with the small tiling of RUN_FLAGS."""
-    return run_module("pipeline", "run", *args, *RUN_FLAGS, fault=fault, **extra_env)
+def pipeline_run(*args: str | Path, fault: str | None = None, quiet: bool = True,
+                 **extra_env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m pipeline run ARGS` with the small tiling of RUN_FLAGS (and -q: no
+    progress bar, and a directory run's table lists only failures)."""
+    quiet_flag = ("-q",) if quiet else ()
+    return run_module("pipeline", "run", *args, *RUN_FLAGS, *quiet_flag, fault=fault,
+                      **extra_env)
 
 
 def temps(folder: Path) -> list[str]:
