@@ -289,10 +289,10 @@ def test_a_weight_of_another_dtype_is_refused(kind: type, needle: str, tiny_chec
 
 
 _MEMORY_DRIVER = """
-import json, resource, sys
-resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
+import json, resource
 from pathlib import Path
-import tests.faults.test_hostile_checkpoints as t
+import tests.faults.test_hostile_checkpoints as t  # imports first: bound what follows
+resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
 print(json.dumps({{m: t.run_all(Path(m), Path(w)) for m, w in {cases!r}}}))
 """
 
