@@ -153,10 +153,15 @@ def _is_within(path: Path, parent: Path) -> bool:
 def find_scenes(input_dir: Path, pattern: str = "*.tif", exclude: Path | None = None) -> list[Path]:
     """Sorted files under ``input_dir`` matching ``pattern`` (``Path.glob``; ``**`` recurses).
 
-    Hidden files (``.name``: editors' and our own temporary files) and anything under
-    ``exclude`` (the output directory, when it lives inside the input directory) are left
-    out, so a rerun never treats its own outputs as scenes.
+    Hidden files (``.name``: editors' and our own temporary and lock files) and anything
+    under ``exclude`` (the output directory, when it lives inside the input directory) are
+    left out, so a rerun never treats its own outputs as scenes. An ``exclude`` that is the
+    input directory itself is an OutputError: every output would land on its scene's name.
     """
+    if exclude is not None and Path(exclude).resolve() == Path(input_dir).resolve():
+        raise OutputError("the output directory is the input directory", path=exclude,
+                          hint="give another output directory (one inside the input "
+                          "directory is fine: it is never searched for scenes)")
     try:
         matches = list(input_dir.glob(pattern))
     except (NotImplementedError, ValueError) as e:  # absolute or empty pattern
