@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
+from pipeline.locks import LOCK_MARK
 from tests.faults.faultlib import KILLED, RUN_FLAGS, pipeline_run, same_bytes, temps, visible
 
 
@@ -76,6 +77,7 @@ def test_killed_directory_run_leaves_no_torn_file_and_rerun_matches(
     assert status["a.tif"] == ("skipped", "up to date")
     assert status["b.tif"][0] == "done"  # new, or redone: its manifest was never written
     assert temps(out) == []  # the dead run's leftovers are gone
+    assert not list(out.glob(f"*{LOCK_MARK}"))  # its lock file too (reused, then removed)
     assert visible(out) == visible(clean_run)
     for name in ("a.tif", "b.tif"):
         assert same_bytes(out / name, clean_run / name), name
