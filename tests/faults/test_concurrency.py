@@ -58,8 +58,9 @@ def test_directory_run_skips_a_scene_another_run_is_writing(
         assert status["b.tif"] == ("done", "new")
         assert visible(out) == ["b.tif", "b.tif.manifest.json", "eo2sar_run_report.json"]
     assert not lock_path(out / "a.tif").exists() and not lock_path(out / "b.tif").exists()
-    rerun = pipeline_run(two_scenes, out, "--model", tiny_checkpoint, quiet=False)
-    assert rerun.returncode == 0, rerun.stderr
+    rerun = CliRunner().invoke(main, ["run", str(two_scenes), str(out), "--model",
+                                      str(tiny_checkpoint), *RUN_FLAGS])  # lock released
+    assert rerun.exit_code == 0, rerun.output
     assert summary(rerun.stderr) == {"done": 1, "skipped": 1, "failed": 0}  # a, then b
 
 

@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from click.testing import CliRunner
 
 from tests.faults.faultlib import KILLED, run_module, temps
 from tests.helpers import make_dataset
 from ugatit import load_checkpoint
+from ugatit.cli import main as ugatit_main
 from ugatit.networks import NETWORK_NAMES
 from ugatit.train import TrainConfig, train
 
@@ -100,11 +102,12 @@ def test_diverging_training_stops_naming_the_step_and_keeps_the_last_good_checkp
     good = train(TrainConfig(**SMALL, dataset=str(dataset), out=str(out), iterations=2))
     before = good.read_bytes()
 
-    diverged = train_cli(config_file(dataset, out, 2), "--resume", "--iterations", "6",
-                         "--lr", "1e30")
-    assert diverged.returncode == 1, diverged.stderr[-2000:]
+    diverged = CliRunner().invoke(ugatit_main, [  # in this process: same code, no start-up
+        "train", "--config", str(config_file(dataset, out, 2)), "--resume",
+        "--iterations", "6", "--lr", "1e30"])
+    assert diverged.exit_code == 1, diverged.output[-2000:]
     error = [line for line in diverged.stderr.splitlines() if line.startswith("Error:")]
-    assert len(error) == 1, diverged.stderr[-2000:]
+    assert len(error) == 1, diverged.output[-2000:]
     assert "step 3: non-finite loss" in error[0]
     assert f"Last good checkpoint: {good}" in error[0] and "--resume" in error[0]
     # nothing non-finite was saved; the good checkpoint is untouched and finite
