@@ -8,12 +8,17 @@ CASES.json: {"model": path, "cases": [{"name", "input", "out_dir"}, ...], "timeo
 (cheap: the imports are shared) under an address-space limit, so that a crash (a signal),
 a hang (killed at timeout_s) or an allocation beyond the limit ends that case alone, and
 is recorded as such instead of taking the test run with it. A child runs the plan as
-`pipeline run --dry-run` does (the CLI, in process) and then `pipeline.run_scene`, and
-classifies each outcome: "ok", "typed:<PipelineError subclass>" or "untyped:<exception>".
+`pipeline run --dry-run` does (the CLI, in process), then `pipeline.run_scene`, and, for
+a file the pipeline refused, app.py's main() (the files it accepts cost a 256 px
+inference each there and are covered by tests/test_app.py); each outcome is "ok",
+"typed:<the error>" or "untyped:<exception>".
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import json
 import os
 import resource
@@ -23,6 +28,7 @@ import time
 import traceback
 import warnings
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import rasterio
@@ -31,6 +37,7 @@ from click.testing import CliRunner
 import pipeline.cli
 from pipeline import PipelineConfig, run_scene
 from pipeline.errors import PipelineError, PipelineWarning
+from tests.helpers import REPO
 
 #: settings of every case: 64 px tiles keep a 64 px scene at a few tiles
 RUN_FLAGS = ("--tile-size", "64", "--overlap", "16", "--device", "cpu", "-q")
@@ -66,12 +73,43 @@ def full_run(inp: Path, out: Path, model: Path) -> tuple[str, dict[str, Any]]:
                       "count": b.count, "dtype": b.dtypes[0]}
 
 
+def _load_app() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("eo2sar_app_fuzz", REPO / "app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while executing
+    spec.loader.exec_module(module)
+    return module
+
+
+app = _load_app()  # once, before the forks
+
+
+def single_image(inp: Path, out: Path, model: Path) -> str:
+    """app.py's main() on the same file: "ok", "typed:<its error line>" or "untyped:..."."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            status = app.main(["--device", "cpu", "--model_path", str(model), "--img",
+                               str(inp), "--out", str(out)])
+    except Exception as exc:  # noqa: BLE001 - the point: anything else is a finding
+        return f"untyped:{type(exc).__name__}: {exc}"
+    lines = err.getvalue().strip().splitlines()
+    if status == 0:
+        return "ok" if out.is_file() else "untyped:exit 0 without an output"
+    if lines and lines[-1].startswith("error: "):
+        return f"typed:{lines[-1]}"
+    return f"untyped:exit {status}: {lines[-1] if lines else ''}"
+
+
 def child(case: dict[str, Any], model: Path, memory: int, result_path: Path) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     inp, out_dir = Path(case["input"]), Path(case["out_dir"])
     out = out_dir / "sar.tif"
     got: dict[str, Any] = {"plan": dry_run(inp, out, model)}
     got["run"], got["facts"] = full_run(inp, out, model)
+    if got["run"] != "ok":  # a file the pipeline refuses: app.py must refuse it cleanly too
+        got["app"] = single_image(inp, out_dir.with_name(out_dir.name + "_app.png"), model)
     got["left"] = sorted(p.name for p in out_dir.iterdir())
     result_path.write_text(json.dumps(got))
 

@@ -265,8 +265,8 @@ def problems(results: dict[str, dict]) -> list[str]:
         if r["end"] != "returned":
             bad.append(f"{name}: {r['end']}")
             continue
-        for stage in ("plan", "run"):
-            if not (r[stage] == "ok" or r[stage].startswith("typed:")):
+        for stage in ("plan", "run", "app"):
+            if not (r.get(stage, "ok") == "ok" or r[stage].startswith("typed:")):
                 bad.append(f"{name}: {stage} {r[stage]}")
         if r["run"] == "ok":
             facts = r["facts"]
@@ -287,6 +287,14 @@ FOUND = {
     "pixel-scale-nan": "has a degenerate geotransform",
 }
 
+#: the same for app.py (a whole-image reader: its bound is PIL's decompression-bomb limit)
+APP_FOUND = {
+    "truncated-0.5-tiled": "cannot read pixel data (",
+    "tile-offsets-past-eof": "TIFFReadEncodedTile() failed",
+    "width-2^31-1": "translate large scenes with python -m pipeline run",
+    "huge-tiles": "one read may decode",
+}
+
 
 def test_fuzzed_rasters_end_typed_or_valid(bases: dict[str, bytes], tmp_path: Path) -> None:
     cases = {**fixed_cases(), **random_cases(SEED, 4)}
@@ -299,6 +307,10 @@ def test_fuzzed_rasters_end_typed_or_valid(bases: dict[str, bytes], tmp_path: Pa
             assert needle in results[name][stage], (name, results[name][stage])
     # a read error names GDAL's cause (which block, which decoder), not "see previous"
     assert "TIFFReadEncodedTile() failed" in results["truncated-0.5-tiled"]["run"]
+    # app.py: a RasterioIOError traceback before (found by this test), now one line
+    for name, needle in APP_FOUND.items():
+        assert results[name]["app"].startswith("typed:error: "), (name, results[name])
+        assert needle in results[name]["app"], (name, results[name]["app"])
     # the mutations that keep a readable file prove the harness also sees valid outputs
     assert sum(r["run"] == "ok" for r in results.values()) >= 5
 
@@ -331,3 +343,32 @@ def test_fuzzed_rasters_sweep(bases: dict[str, bytes], tmp_path: Path) -> None:
     cases = random_cases(SEED + 1, 300)
     results = run_cases(cases, bases, tmp_path)
     assert not problems(results), "\n".join(problems(results))
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # PIL's, 1-2x limit
+@pytest.mark.parametrize("base, kind", [("tiled", "tif"), ("strip", "vrt")])
+def test_app_refuses_more_pixels_than_pil_allows(base: str, kind: str, bases: dict[str, bytes],
+                                                 tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """app.py decodes whole images: its bound is PIL's MAX_IMAGE_PIXELS, checked on the
+    header, whichever reader decodes: PIL opens the 8-bit RGB TIFF, only rasterio the VRT
+    (the limit is lowered here to the chip's size)."""
+    import rasterio.shutil
+    from PIL import Image
+
+    from tests.faults.fuzzdriver import app
+
+    path = tmp_path / "chip.tif"
+    path.write_bytes(bases[base])
+    if kind == "vrt":
+        rasterio.shutil.copy(path, tmp_path / "chip.vrt", driver="VRT")
+        path = tmp_path / "chip.vrt"
+    with rasterio.open(path) as ds:
+        size = (ds.width, ds.height)
+    pixels = size[0] * size[1]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pixels)
+    assert app.read_input(path).image.size == size
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pixels - 1)
+    with pytest.raises(app.AppError, match=f"px is more than app.py decodes at once "
+                                           f"\\({pixels - 1} px\\); translate large scenes"):
+        app.read_input(path)
