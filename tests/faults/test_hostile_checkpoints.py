@@ -12,7 +12,6 @@ terabytes is refused from its shapes alone, under a hard address-space limit.
 from __future__ import annotations
 
 import collections
-import importlib.util
 import io
 import json
 import os
@@ -22,7 +21,6 @@ import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -31,6 +29,7 @@ from click.testing import CliRunner
 
 import pipeline.cli
 import ugatit.cli
+from tests.faults.fuzzdriver import app  # app.py, loaded once
 from tests.helpers import REPO, SN6, make_dataset
 from ugatit import CheckpointError, ModelConfig, load_checkpoint, save_checkpoint
 from ugatit.checkpoint import read_state_dicts
@@ -41,18 +40,6 @@ from ugatit.train import TrainConfig, train
 #: address-space cap of the subprocess that opens files declaring terabytes: importing
 #: torch + rasterio + dask maps ~1.5 GiB; the crafted files below ask for 13 GiB or more
 MEMORY_LIMIT = 4 << 30
-
-
-def _load_app() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("eo2sar_app_faults", REPO / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while executing
-    spec.loader.exec_module(module)
-    return module
-
-
-app = _load_app()
 
 
 # ---------------------------------------------------------------- crafting files
