@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import os
 import socket
 import threading
@@ -34,8 +33,6 @@ from pathlib import Path
 from pipeline.errors import OutputError
 
 __all__ = ["LOCK_MARK", "OutputBusy", "lock_path", "output_lock"]
-
-log = logging.getLogger("pipeline")
 
 LOCK_MARK = ".eo2sar-lock"
 
@@ -51,7 +48,8 @@ def lock_path(final: Path) -> Path:
 
 
 # locks this process holds: lock file -> (fd, depth). Re-entrant, because the directory
-# runner locks an output for its whole scene and the scene writer locks it again.
+# runner locks an output for its whole scene and the scene writer locks it again; so it
+# excludes other processes, not other threads of this one.
 _held: dict[str, tuple[int, int]] = {}
 _held_guard = threading.Lock()
 
