@@ -144,9 +144,21 @@ def run_case(case: dict[str, Any], model: Path, timeout: float, memory: int,
     return {"end": "returned", "s": seconds, **json.loads(result_path.read_text())}
 
 
+def warm_up(model: Path) -> None:
+    """Load the model and run one forward here, once: the children inherit torch's lazy
+    initialisation (0.5 s each otherwise). One torch thread: nothing to break in a fork."""
+    import torch
+
+    torch.set_num_threads(1)
+    gen = app.load_checkpoint(model, networks=("genA2B",)).genA2B
+    with torch.inference_mode():
+        gen(torch.zeros(1, 3, 64, 64))
+
+
 def main(cases_path: str, results_path: str) -> None:
     spec = json.loads(Path(cases_path).read_text())
     model = Path(spec["model"])
+    warm_up(model)
     results = {}
     for case in spec["cases"]:
         Path(case["out_dir"]).mkdir(parents=True, exist_ok=True)
