@@ -23,8 +23,10 @@ from ugatit.io import FAULT_ENV, TMP_MARK
 
 #: a subprocess that should finish in seconds; a hang fails the test instead of CI
 RUN_TIMEOUT_S = 120
-#: small and fast: 128 px tiles on a 320 px scene are 9 tiles (ngf 4 model)
-RUN_FLAGS = ("--bands", "3,2,1", "--tile-size", "128", "--overlap", "32")
+#: small and fast: 128 px tiles on a 320 px scene are 9 tiles (ngf 4 model); one 512 px
+#: block per scene, so a fault point counted per block (mid-scene@2) is the 2nd scene's,
+#: whatever the default block size
+RUN_FLAGS = ("--bands", "3,2,1", "--tile-size", "128", "--overlap", "32", "--block-size", "512")
 KILLED = -signal.SIGKILL  # subprocess's returncode of a SIGKILLed child
 
 
