@@ -10,6 +10,7 @@ resumed with an absurd learning rate (1e30; --resume allows another --lr).
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,6 +95,9 @@ def test_killed_training_keeps_a_loadable_checkpoint_and_resumes(
     assert temps(out) == []  # the dead run's half-written checkpoint is removed
     a, b = weights(uninterrupted), weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # one loss history: the killed run's rows after step 2 were replaced, not repeated
+    with (out / "losses.csv").open(newline="") as f:
+        assert [row["step"] for row in csv.DictReader(f)] == ["1", "2", "3", "4"]
 
 
 def test_diverging_training_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
