@@ -38,12 +38,10 @@ alone).
 from __future__ import annotations
 
 import contextlib
-import errno
 import glob
 import logging
 import math
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +61,7 @@ from pipeline.errors import OutputError
 from pipeline.locks import output_lock
 
 # the temporary names and their clean-up: the one atomic writer's (ugatit.io)
-from ugatit.io import fault_point, remove_stale_temps, temp_name
+from ugatit.io import fault_point, no_space_reason, remove_stale_temps, temp_name
 
 log = logging.getLogger("pipeline")
 
@@ -76,10 +74,6 @@ COG_BLOCK = 512  # tile side of the final COG (GDAL's default; what viewers expe
 # set by the user wins.
 GDAL_CACHE_BYTES = 64 * 2**20
 
-#: a failed write with less than this free beside the output is reported as a full disk:
-#: GDAL's message ("Write failed. See previous exception for details.") has no errno, and
-#: the libtiff line saying "No space left on device" goes to stderr, not into the exception
-LOW_SPACE_BYTES = 16 * 2**20
 #: what the writer can raise: rasterio's errors, GDAL's unwrapped ones, the OS's
 WRITE_ERRORS = (rasterio.errors.RasterioIOError, CPLE_BaseError, OSError)
 
@@ -225,17 +219,11 @@ class RasterTarget:
 
 def write_error(exc: BaseException, path: Path) -> OutputError:
     """The one-line OutputError for a failed write of `path`: "no space left on device"
-    (with the free space) when the errno says so or the output's filesystem is nearly full
-    (measured before the temporary files are removed), else GDAL's or the OS's reason."""
+    (with the free space) when it was a full disk (ugatit.io.no_space_reason, measured
+    before the temporary files are removed), else GDAL's or the OS's reason."""
     path = Path(path)
-    try:
-        free: int | None = shutil.disk_usage(path.parent).free
-    except OSError:
-        free = None
-    if getattr(exc, "errno", None) == errno.ENOSPC or (free is not None
-                                                        and free < LOW_SPACE_BYTES):
-        left = "" if free is None else f", {free / 2**20:.1f} MiB free"
-        return OutputError(f"no space left on device ({path.parent}{left})", path=path,
+    if full := no_space_reason(exc, path.parent):
+        return OutputError(full, path=path,
                            hint="free some space there, or write the output elsewhere")
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return OutputError(f"writing failed ({first})", path=path,

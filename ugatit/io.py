@@ -24,9 +24,11 @@ run's, or another host's on a shared filesystem, alone (docs/faults.md).
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import os
+import shutil
 import signal
 import socket
 import uuid
@@ -40,6 +42,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "fault_point",
+    "no_space_reason",
     "remove_stale_temps",
     "remove_stale_temps_in",
     "sha256_file",
@@ -48,6 +51,10 @@ __all__ = [
 
 TMP_MARK = ".eo2sar-tmp"
 FAULT_ENV = "EO2SAR_FAULT_POINT"
+#: a failed write with less than this free in the target folder is reported as a full
+#: disk: GDAL's ("Write failed. See previous exception for details.") and torch's
+#: ("unexpected pos ...") write errors carry no errno
+LOW_SPACE_BYTES = 16 * 2**20
 
 _CHUNK = 4 * 1024 * 1024
 
@@ -130,6 +137,21 @@ def remove_stale_temps(final: str | os.PathLike[str]) -> list[Path]:
 def remove_stale_temps_in(folder: str | os.PathLike[str]) -> list[Path]:
     """`remove_stale_temps` for every file of `folder` (a training run's checkpoints/)."""
     return _remove_dead(Path(folder).glob(f".*{glob.escape(TMP_MARK)}-*"))
+
+
+def no_space_reason(exc: BaseException, folder: str | os.PathLike[str]) -> str | None:
+    """"no space left on device (FOLDER, N MiB free)" if `exc`, a failed write into
+    `folder`, was a full disk: errno ENOSPC, or under LOW_SPACE_BYTES free there (measure
+    before removing the temporary files). None otherwise."""
+    try:
+        free: int | None = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if getattr(exc, "errno", None) != errno.ENOSPC and (free is None
+                                                         or free >= LOW_SPACE_BYTES):
+        return None
+    left = "" if free is None else f", {free / 2**20:.1f} MiB free"
+    return f"no space left on device ({folder}{left})"
 
 
 def fault_point(name: str) -> None:

@@ -57,7 +57,7 @@ from ugatit.data import (
 )
 from ugatit.device import resolve_device, set_tf32
 from ugatit.errors import DeviceError, TrainingError
-from ugatit.io import atomic_write_text, fault_point, remove_stale_temps_in
+from ugatit.io import atomic_write_text, fault_point, no_space_reason, remove_stale_temps_in
 from ugatit.losses import adversarial_term, cam_term, discriminator_term, l1
 from ugatit.networks import DISCRIMINATORS, GENERATORS, NETWORK_NAMES, build_network
 from ugatit.sheets import LossLog, loss_curve, sample_sheet
@@ -486,7 +486,12 @@ def save_training_checkpoint(out: Path, step: int, nets: Mapping[str, nn.Module]
         extra["radiometry"] = radiometry
     state = {"step": step, "optim_G": opt_g.state_dict(), "optim_D": opt_d.state_dict(),
              "rng": rng_state()}
-    save_checkpoint(path, nets, cfg.model, fmt="seed", extra=extra, train_state=state)
+    try:
+        save_checkpoint(path, nets, cfg.model, fmt="seed", extra=extra, train_state=state)
+    except (RuntimeError, OSError) as exc:  # torch's writer fails as RuntimeError
+        reason = no_space_reason(exc, path.parent) or str(exc).splitlines()[0]
+        raise TrainingError(f"step {step}: cannot write {path} ({reason}); training "
+                            f"stopped. {_last_good(out)}") from exc
     if cfg.keep:
         for _, old in list_checkpoints(out)[:-cfg.keep]:
             old.unlink(missing_ok=True)

@@ -1,4 +1,5 @@
-"""Item 5: the output on a full filesystem (a tiny tmpfs the test mounts).
+"""Item 5: the output (and a training run's checkpoints) on a full filesystem (a tiny
+tmpfs the test mounts).
 
 Needs root (CI runs as root); skipped when the mount is not allowed. The sizes are chosen
 from measured outputs of the ngf 4 model with 128 px tiles: a 320 x 320 px scene's COG
@@ -15,12 +16,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 from click.testing import CliRunner, Result
 from rasterio.windows import Window
 
 from pipeline.cli import main
 from tests.faults.faultlib import RUN_FLAGS, same_bytes, temps, visible
-from tests.helpers import L8, assert_cog, crop
+from tests.helpers import L8, assert_cog, crop, make_dataset
+from ugatit import load_checkpoint
+from ugatit.cli import main as ugatit_main
 
 
 @pytest.fixture
@@ -94,3 +99,32 @@ def test_directory_run_on_a_full_disk_reports_every_scene(
     assert temps(fs / "out") == []
     assert_cog(fs / "out" / "a.tif")
     assert same_bytes(fs / "out" / "a.tif", clean)
+
+
+def test_training_on_a_full_disk_stops_naming_the_checkpoint_and_the_last_good_one(
+        tiny_fs: Callable[[str], Path], tmp_path: Path) -> None:
+    """A checkpoint is ~1.2 MB (ngf 4, Adam state): on a 2 MiB filesystem step 2's fits
+    and step 4's does not. Was a bug: torch's `RuntimeError: [enforce fail at
+    inline_container.cc] unexpected pos ...` traceback."""
+    dataset = make_dataset(tmp_path / "ds")
+    out = tiny_fs("2m") / "run"
+    options = dict(dataset=str(dataset), out=str(out), ngf=4, ndf=4, n_res=1, img_size=32,
+                   n_dis_global=5, iterations=6, save_every=2, sample_every=100,
+                   log_every=1, workers=0, device="cpu", n_samples=2, keep=0)
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(options))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = CliRunner().invoke(ugatit_main, ["train", "--config", str(config)])
+    finally:
+        torch.set_num_threads(before)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    [line] = error_lines(result.stderr)
+    good, failed = out / "checkpoints" / "params_0000002.pt", "params_0000004.pt"
+    assert line.startswith(f"Error: step 4: cannot write {good.parent / failed} (no space "
+                           f"left on device ({good.parent}, "), line
+    assert line.endswith(f"training stopped. Last good checkpoint: {good} (rerun with "
+                         "--resume to continue from it)."), line
+    assert sorted(p.name for p in good.parent.iterdir()) == [good.name]  # no temporary
+    assert load_checkpoint(good).config.ngf == 4
