@@ -9,6 +9,8 @@ scene needs ~250 KiB at most and leaves ~100 KiB.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import subprocess
@@ -128,3 +130,33 @@ def test_training_on_a_full_disk_stops_naming_the_checkpoint_and_the_last_good_o
                          "--resume to continue from it)."), line
     assert sorted(p.name for p in good.parent.iterdir()) == [good.name]  # no temporary
     assert load_checkpoint(good).config.ngf == 4
+
+
+def test_manifest_that_cannot_be_written_fails_the_scene_with_the_reason(
+        two_scenes: Path, tiny_checkpoint: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills between a scene's output and its manifest (simulated: a few KB
+    cannot be aimed at with a tmpfs): the scene is failed with the reason, not an
+    "unexpected OSError", and the rerun redoes it (an output without manifest)."""
+    import pipeline.manifest
+
+    real = pipeline.manifest.atomic_path
+
+    @contextlib.contextmanager
+    def full(path: Path) -> Iterator[Path]:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        yield path  # never reached: a generator, like the real one
+
+    monkeypatch.setattr(pipeline.manifest, "atomic_path", full)
+    out = tmp_path / "out"
+    run = run_here(two_scenes, out, "--model", tiny_checkpoint)
+    assert run.exit_code == 1, run.output
+    report = json.loads((out / "eo2sar_run_report.json").read_text())
+    messages = {s["scene"]: (s["status"], s["message"]) for s in report["scenes"]}
+    for name in ("a.tif", "b.tif"):
+        assert messages[name][0] == "failed"
+        assert messages[name][1].startswith(
+            f"{out / name}.manifest.json: no space left on device ({out}"), messages[name]
+    monkeypatch.setattr(pipeline.manifest, "atomic_path", real)
+    rerun = run_here(two_scenes, out, "--model", tiny_checkpoint)
+    assert rerun.exit_code == 0 and "2 done" in rerun.stderr, rerun.output
