@@ -46,10 +46,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import rasterio.errors
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from pipeline.checks import check_declared_size, read_error
 from pipeline.errors import PipelineError
 from pipeline.radiometry import (
     DEFAULT_PERCENTILES,
@@ -200,6 +202,7 @@ def _from_rasterio(path: Path, bands: tuple[int, ...] | None,
     from rasterio.enums import ColorInterp
 
     with rasterio.open(path) as ds:
+        check_pixels(ds.width, ds.height, path)
         alpha_idx = [i + 1 for i, ci in enumerate(ds.colorinterp) if ci == ColorInterp.alpha]
         data_idx = [i for i in range(1, ds.count + 1) if i not in alpha_idx]
         if bands is not None:
@@ -217,6 +220,10 @@ def _from_rasterio(path: Path, bands: tuple[int, ...] | None,
             chosen = data_idx[:1]
             how = (f"{len(data_idx)} bands: using band {chosen[0]} as grayscale"
                    if len(data_idx) > 1 else "1 band (grayscale)")
+        try:  # the pipeline's bound on one block read (a header can declare 12 GiB tiles)
+            check_declared_size(ds, tuple(chosen), path)
+        except PipelineError as exc:
+            raise AppError(exc.format()) from None
         # the pipeline's validity (nodata, masks, alpha, NaN, zero fill) and statistics
         data, valid = read_masked(ds, tuple(chosen))
         if data.dtype != np.uint8:
@@ -236,6 +243,19 @@ def _from_rasterio(path: Path, bands: tuple[int, ...] | None,
     return Loaded(Image.fromarray(np.ascontiguousarray(rgb), "RGB"), note)
 
 
+LARGE_HINT = "translate large scenes with python -m pipeline run (tiled, bounded memory)"
+
+
+def check_pixels(width: int, height: int, path: Path) -> None:
+    """app.py decodes the whole image in memory: refuse, from the header alone, what PIL
+    calls a decompression bomb (more than Image.MAX_IMAGE_PIXELS), for the files rasterio
+    reads too (a 10 KB TIFF can declare 2**31 px wide)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and width * height > limit:
+        raise AppError(f"{path}: {width} x {height} px is more than app.py decodes at once "
+                       f"({limit} px); {LARGE_HINT}")
+
+
 def read_input(path: str | os.PathLike[str], bands: tuple[int, ...] | None = None,
                percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> Loaded:
     """Open any image PIL or rasterio can read and convert it for the network (module doc):
@@ -252,7 +272,11 @@ def read_input(path: str | os.PathLike[str], bands: tuple[int, ...] | None = Non
         pil_img = Image.open(path)  # reads the header only: the pixels are decoded once,
     except (UnidentifiedImageError, OSError, ValueError):  # by whichever reader is chosen
         pil_img = None
+    except Image.DecompressionBombError as exc:  # over 2x the limit: PIL refuses to open
+        raise AppError(f"{path}: {str(exc).rstrip('.')}; {LARGE_HINT}") from None
     try:
+        if pil_img is not None:
+            check_pixels(*pil_img.size, path)
         if pil_img is not None and not _rasterio_preferred(path, pil_img, bands):
             try:
                 pil_img.load()
@@ -260,7 +284,10 @@ def read_input(path: str | os.PathLike[str], bands: tuple[int, ...] | None = Non
             except (UnidentifiedImageError, OSError, ValueError):
                 pass  # opened but not decodable by PIL (e.g. multiband 16-bit TIFF)
         if _rasterio_preferred(path, None, bands):
-            return _from_rasterio(path, bands, percentiles)
+            try:
+                return _from_rasterio(path, bands, percentiles)
+            except rasterio.errors.RasterioIOError as exc:  # truncated or corrupt pixels
+                raise AppError(read_error(exc, path).format()) from None
         raise AppError(f"{path}: neither PIL nor rasterio can read this image")
     finally:
         if pil_img is not None:

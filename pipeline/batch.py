@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from pipeline.errors import InputError, ModelError, OutputError, PipelineError
+from pipeline.locks import OutputBusy, output_lock
 from pipeline.manifest import (
     atomic_write_text,
     cached_sha256,
@@ -44,6 +45,7 @@ from pipeline.manifest import (
     write_manifest,
 )
 from pipeline.stac import COLLECTION_NAME, item_path, write_collection, write_item
+from ugatit.io import remove_stale_temps
 
 __all__ = [
     "REPORT_NAME",
@@ -154,10 +156,15 @@ def _is_within(path: Path, parent: Path) -> bool:
 def find_scenes(input_dir: Path, pattern: str = "*.tif", exclude: Path | None = None) -> list[Path]:
     """Sorted files under ``input_dir`` matching ``pattern`` (``Path.glob``; ``**`` recurses).
 
-    Hidden files (``.name``: editors' and our own temporary files) and anything under
-    ``exclude`` (the output directory, when it lives inside the input directory) are left
-    out, so a rerun never treats its own outputs as scenes.
+    Hidden files (``.name``: editors' and our own temporary and lock files) and anything
+    under ``exclude`` (the output directory, when it lives inside the input directory) are
+    left out, so a rerun never treats its own outputs as scenes. An ``exclude`` that is the
+    input directory itself is an OutputError: every output would land on its scene's name.
     """
+    if exclude is not None and Path(exclude).resolve() == Path(input_dir).resolve():
+        raise OutputError("the output directory is the input directory", path=exclude,
+                          hint="give another output directory (one inside the input "
+                          "directory is fine: it is never searched for scenes)")
     try:
         matches = list(input_dir.glob(pattern))
     except (NotImplementedError, ValueError) as e:  # absolute or empty pattern
@@ -295,8 +302,9 @@ def run_directory(
         model_sha256=model_sha, config_hash=cfg_hash, started_at=utc_now(),
     )
     n = len(outputs)
+    remove_stale_temps(output_dir / REPORT_NAME)  # a killed run's half-written report
     one = functools.partial(
-        _run_one, input_dir=input_dir, model_path=model_path, model_sha=model_sha,
+        _run_locked, input_dir=input_dir, model_path=model_path, model_sha=model_sha,
         config=config, cfg_hash=cfg_hash, cfg_settings=cfg_settings, overwrite=overwrite,
         run_scene=run_scene, heatmap=heatmap, quiet=quiet, client=client,
         collection=output_dir / COLLECTION_NAME,
@@ -401,6 +409,24 @@ def _check_model_and_output_dir(model_path: Path, output_dir: Path) -> None:
                           hint="choose a writable output directory")
 
 
+def _run_locked(scene: Path, out: Path, *, input_dir: Path, **kwargs: Any) -> SceneOutcome:
+    """`_run_one` holding the output's lock (pipeline/locks.py): the manifest is checked
+    and the scene (re)done by one run at a time. A scene another run is writing right
+    now is skipped with that reason: that run reports it."""
+    name = scene.relative_to(input_dir).as_posix()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with output_lock(out):
+            return _run_one(scene, out, input_dir=input_dir, **kwargs)
+    except OutputBusy as e:
+        return SceneOutcome(scene=name, input=scene, output=out, status="skipped",
+                            message=e.format())
+    except OSError as e:  # the output's subdirectory or lock file cannot be made
+        return SceneOutcome(scene=name, input=scene, output=out, status="failed",
+                            message=OutputError(f"cannot write here ({e.strerror})",
+                                                path=out.parent).format())
+
+
 def _run_one(
     scene: Path,
     out: Path,
@@ -438,6 +464,7 @@ def _run_one(
         # A manifest must never describe an output it did not see finish: drop the old one
         # before the output is replaced, so a crash in between leaves "no manifest".
         manifest_path(out).unlink(missing_ok=True)
+        remove_stale_temps(manifest_path(out))  # a killed run's half-written manifest
         out.parent.mkdir(parents=True, exist_ok=True)
         started = utc_now()
         result = run_scene(

@@ -8,13 +8,16 @@ once up front, since a bad model would fail every scene the same way.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections import deque
 from pathlib import Path
 
+import numpy as np
 import rasterio
 import rasterio.errors
+from rasterio.enums import Interleaving
 
 import ugatit.device
 import ugatit.errors
@@ -22,6 +25,16 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import DeviceError, InputError, ModelError, OutputError
 from pipeline.inference import get_generator
 from pipeline.manifest import cached_sha256
+
+#: Largest scene accepted, in samples read (width x height x bands used): 2**35 is e.g.
+#: 107,000 x 107,000 px x 3 bands. A header declaring more is almost surely damaged or
+#: crafted (a 10 KB file can declare 2**31 px wide and would keep a run busy for days);
+#: a real scene that large is better cut into parts, each its own run.
+MAX_SCENE_SAMPLES = 2**35
+#: Largest block one read may decode (GDAL reads a whole tile or strip, all bands of a
+#: pixel-interleaved file at once): above it a single read allocates more than a worker
+#: should (a 10 KB file declaring 65536 px tiles asks for 12 GiB per tile).
+MAX_BLOCK_BYTES = 2**30
 
 
 def check_device(device: str) -> None:
@@ -83,7 +96,7 @@ def check_georeferencing(ds: rasterio.io.DatasetReader, path: Path) -> None:
                 f"-t_srs EPSG:<code> {path.name} warped.tif"
             ),
         )
-    missing = "a CRS" if ds.crs is None and has_transform else "georeferencing"
+    missing = "CRS" if ds.crs is None and has_transform else "georeferencing"
     if ds.crs is None and not has_transform:
         missing = "georeferencing (no CRS, no geotransform)"
     raise InputError(
@@ -94,8 +107,58 @@ def check_georeferencing(ds: rasterio.io.DatasetReader, path: Path) -> None:
     )
 
 
+def check_georeferencing_finite(ds: rasterio.io.DatasetReader, path: Path) -> None:
+    """Refuse a geotransform with NaN/Inf terms or a zero-area pixel (a damaged header):
+    the output would copy it and sit on no grid at all."""
+    t = ds.transform
+    if all(math.isfinite(v) for v in t[:6]) and t.determinant != 0:
+        return
+    raise InputError(
+        f"has a degenerate geotransform {tuple(t[:6])} (NaN, infinite or zero pixel size)",
+        path=path,
+        hint="the header is damaged; re-export the file or assign a grid with gdal_edit.py "
+        "-a_ullr <ulx> <uly> <lrx> <lry>",
+    )
+
+
+def check_declared_size(ds: rasterio.io.DatasetReader, bands: tuple[int, ...],
+                        path: Path) -> None:
+    """Bound what the header declares before reading a pixel: the scene's samples
+    (MAX_SCENE_SAMPLES) and the bytes one block read decodes (MAX_BLOCK_BYTES)."""
+    samples = ds.width * ds.height * len(bands)
+    if samples > MAX_SCENE_SAMPLES:
+        raise InputError(
+            f"declares {ds.width} x {ds.height} px x {len(bands)} bands ({samples:.3g} "
+            f"samples), more than the {MAX_SCENE_SAMPLES:.3g} a run accepts",
+            path=path,
+            hint="check the header with gdalinfo (likely damaged); cut a real scene this "
+            "large into parts, e.g. gdal_translate -srcwin <x> <y> <w> <h>",
+        )
+    per_pixel = ds.count if ds.interleaving == Interleaving.pixel else 1
+    for b in sorted(set(bands)):
+        rows, cols = ds.block_shapes[b - 1]
+        nbytes = rows * cols * np.dtype(ds.dtypes[b - 1]).itemsize * per_pixel
+        if nbytes > MAX_BLOCK_BYTES:
+            raise InputError(
+                f"band {b} is stored in {cols} x {rows} px blocks of {_size(nbytes)} each, "
+                f"more than the {_size(MAX_BLOCK_BYTES)} one read may decode",
+                path=path,
+                hint="re-tile it first: gdal_translate -co TILED=YES in.tif out.tif (or the "
+                "header is damaged: gdalinfo)",
+            )
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**20:,.0f} MiB" if nbytes >= 2**20 else f"{nbytes} bytes"
+
+
 def read_error(exc: Exception, path: Path, when: str = "cannot read pixel data") -> InputError:
-    """The InputError for a failed pixel read (a truncated or corrupt file), one line."""
+    """The InputError for a failed pixel read (a truncated or corrupt file), one line.
+
+    rasterio says only "Read failed. See previous exception for details."; GDAL's own
+    message (which block, which decoder) is the exception's cause: that one is shown."""
+    if exc.__cause__ is not None and str(exc).startswith("Read failed"):
+        exc = exc.__cause__
     first = str(exc).splitlines()[0] if str(exc) else "read error"
     return InputError(
         f"{when} ({first})",

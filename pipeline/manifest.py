@@ -27,8 +27,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import OutputError
+
 # the one atomic writer and file hash (re-exported: the pipeline's small files use them)
-from ugatit.io import atomic_write_bytes, atomic_write_text, sha256_file
+from ugatit.io import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    fault_point,
+    no_space_reason,
+    sha256_file,
+)
 
 __all__ = [
     "MANIFEST_SCHEMA",
@@ -212,7 +221,14 @@ def write_manifest(
         hp = Path(heatmap_path)
         doc["heatmap"] = {"path": str(hp.resolve()), "size": os.stat(hp).st_size}
     mpath = manifest_path(output_path)
-    atomic_write_text(mpath, json.dumps(doc, indent=2, default=str) + "\n")
+    try:
+        with atomic_path(mpath) as tmp:
+            tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+            fault_point("manifest")  # test hook (tests/faults): written, not yet renamed
+    except OSError as exc:  # the output is complete, but without a manifest it is redone
+        reason = no_space_reason(exc, mpath.parent) or f"cannot write it ({exc.strerror})"
+        raise OutputError(reason, path=mpath, hint="free some space there or fix its "
+                          "permissions; the scene is redone by the next run") from None
     return mpath
 
 

@@ -42,8 +42,6 @@ import glob
 import logging
 import math
 import os
-import socket
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,14 +51,21 @@ import numpy as np
 import rasterio
 import rasterio.errors
 import rasterio.shutil
+
+# GDAL errors that rasterio does not wrap (rasterio.shutil.copy raises them as they are,
+# e.g. a full disk during the COG copy); the class lives in a private module
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import ColorInterp
 from rasterio.windows import Window, WindowError
 
 from pipeline.errors import OutputError
+from pipeline.locks import output_lock
+
+# the temporary names and their clean-up: the one atomic writer's (ugatit.io)
+from ugatit.io import fault_point, no_space_reason, remove_stale_temps, temp_name
 
 log = logging.getLogger("pipeline")
 
-TMP_MARK = ".eo2sar-tmp"
 COG_BLOCK = 512  # tile side of the final COG (GDAL's default; what viewers expect)
 
 # GDAL's block cache defaults to 5 % of the machine's RAM (6 GiB on a 128 GiB node) and
@@ -69,6 +74,9 @@ COG_BLOCK = 512  # tile side of the final COG (GDAL's default; what viewers expe
 # is plenty for block-by-block writing and the COG copy (both sequential). A GDAL_CACHEMAX
 # set by the user wins.
 GDAL_CACHE_BYTES = 64 * 2**20
+
+#: what the writer can raise: rasterio's errors, GDAL's unwrapped ones, the OS's
+WRITE_ERRORS = (rasterio.errors.RasterioIOError, CPLE_BaseError, OSError)
 
 
 def gdal_env() -> rasterio.Env:
@@ -129,54 +137,6 @@ def encode(y: np.ndarray, output_scale: str, db_range: tuple[float, float]) -> n
 def output_dtype_nodata(output_scale: str) -> tuple[str, float]:
     """(dtype, nodata) of the output raster for an output_scale."""
     return ("uint8", 0.0) if output_scale == "uint8" else ("float32", math.nan)
-
-
-def _host() -> str:
-    """This host's name, reduced to characters safe in a file name (no `-`: separator)."""
-    return "".join(c for c in socket.gethostname() if c.isalnum() or c == "_") or "host"
-
-
-def temp_name(final: Path, tag: str) -> Path:
-    """Hidden temporary name beside `final` (same filesystem, so os.replace is atomic):
-    `.NAME.eo2sar-tmp-HOST-PID-RANDOM.TAG.tif`; HOST and PID let a later run tell a dead
-    writer's leftovers from a live run's files (`remove_stale_temps`)."""
-    unique = f"{_host()}-{os.getpid()}-{uuid.uuid4().hex[:10]}"
-    return final.parent / f".{final.name}{TMP_MARK}-{unique}.{tag}.tif"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return pid > 0  # another user's live process (or a nonsense pid: not ours to judge)
-    return True
-
-
-def remove_stale_temps(final: Path) -> list[Path]:
-    """Remove the temporary files of `final` left by dead processes of this host.
-
-    Called when a new run starts writing `final` (never in a dry run, never before the
-    checks). Files of live processes (a concurrent run) and of other hosts (a shared
-    filesystem) are kept. Returns the removed paths.
-    """
-    final = Path(final)
-    prefix = f".{final.name}{TMP_MARK}-"
-    host = _host()
-    removed: list[Path] = []
-    for p in final.parent.glob(f"{glob.escape(prefix)}*"):
-        parts = p.name[len(prefix):].split("-", 2)
-        if len(parts) < 3 or parts[0] != host or not parts[1].isdigit():
-            continue
-        if _pid_alive(int(parts[1])):
-            continue
-        with contextlib.suppress(OSError):
-            p.unlink()
-            removed.append(p)
-    if removed:
-        log.info("removed %d stale temporary file(s) of %s", len(removed), final)
-    return removed
 
 
 @dataclass
@@ -296,22 +256,18 @@ class RasterTarget:
     def write(self, array: np.ndarray, window: Window) -> None:
         try:
             self.ds.write(array, window=window)
-        except (rasterio.errors.RasterioIOError, OSError) as exc:
+        except WRITE_ERRORS as exc:
             raise self._write_error(exc) from None
+        fault_point("mid-scene")  # test hook (tests/faults): a block is in the temp file
 
     def _write_error(self, exc: Exception) -> OutputError:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return OutputError(
-            f"writing failed ({first})",
-            path=self.final,
-            hint="check free space and permissions of the output directory",
-        )
+        return write_error(exc, self.final)
 
     def finish(self) -> None:
         """Close, convert to COG, rename into place."""
         try:
             self._finish()
-        except (rasterio.errors.RasterioIOError, OSError) as exc:
+        except WRITE_ERRORS as exc:
             raise self._write_error(exc) from None
 
     def _finish(self) -> None:
@@ -333,6 +289,7 @@ class RasterTarget:
             options["PREDICTOR"] = "YES"
         options["OVERVIEW_COUNT"] = overview_count(self.profile["width"], self.profile["height"])
         rasterio.shutil.copy(str(self.tmp), str(self.cog_tmp), driver="COG", **options)
+        fault_point("cog")  # test hook (tests/faults): the COG is written, not yet renamed
         os.replace(self.cog_tmp, self.final)
         self.tmp.unlink(missing_ok=True)
 
@@ -349,6 +306,19 @@ class RasterTarget:
         for extra in self.final.parent.glob(f"{glob.escape(self.cog_tmp.name)}*"):
             with contextlib.suppress(OSError):
                 extra.unlink()
+
+
+def write_error(exc: BaseException, path: Path) -> OutputError:
+    """The one-line OutputError for a failed write of `path`: "no space left on device"
+    (with the free space) when it was a full disk (ugatit.io.no_space_reason, measured
+    before the temporary files are removed), else GDAL's or the OS's reason."""
+    path = Path(path)
+    if full := no_space_reason(exc, path.parent):
+        return OutputError(full, path=path,
+                           hint="free some space there, or write the output elsewhere")
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return OutputError(f"writing failed ({first})", path=path,
+                       hint="check free space and permissions of the output directory")
 
 
 def overview_count(width: int, height: int, smallest: int = 256) -> int:
@@ -378,17 +348,23 @@ def tmp_block_size(block_size: int) -> int:
 def open_targets(targets: list[RasterTarget]) -> Iterator[list[RasterTarget]]:
     """Open every target; on any exception (even KeyboardInterrupt) remove all temps.
 
-    First removes what killed runs left for the same outputs (`remove_stale_temps`)."""
-    for t in targets:
-        remove_stale_temps(t.final)
-    try:
+    First locks every output (pipeline/locks.py: OutputBusy if another run writes it),
+    then removes what killed runs left for the same outputs (`remove_stale_temps`); the
+    locks are held until the `with` ends (after `finish`, the rename)."""
+    with contextlib.ExitStack() as locks:
         for t in targets:
-            t.open()
-        yield targets
-    except BaseException:
+            locks.enter_context(output_lock(t.final))
         for t in targets:
-            t.cleanup()
-        raise
+            if removed := remove_stale_temps(t.final):
+                log.info("removed %d stale temporary file(s) of %s", len(removed), t.final)
+        try:
+            for t in targets:
+                t.open()
+            yield targets
+        except BaseException:
+            for t in targets:
+                t.cleanup()
+            raise
 
 
 def output_profile(

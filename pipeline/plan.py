@@ -18,8 +18,10 @@ import rasterio
 import rasterio.errors
 
 from pipeline.checks import (
+    check_declared_size,
     check_device,
     check_georeferencing,
+    check_georeferencing_finite,
     check_not_input,
     check_output_paths,
     check_readable,
@@ -41,6 +43,7 @@ from pipeline.radiometry import Scaling, compute_scaling, scene_is_empty, select
 from pipeline.scheduling import describe, is_remote, local_threads, local_window
 from pipeline.tiling import TileGrid
 from ugatit import UgatitError, read_meta
+from ugatit.io import fault_point
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,7 @@ def scene_scaling(
             nodata=config.nodata,
             stats_size=config.stats_size,
         )
+        fault_point("stats")  # test hook (tests/faults): statistics read, nothing written
         if scene_is_empty(ds, bands, scaling, nodata=config.nodata,
                           stats_size=config.stats_size):
             scaling = dataclasses.replace(scaling, method="empty")
@@ -221,7 +225,9 @@ def plan_scene(
     # cache, whose default (5 % of RAM) kept most of a 16k scene: +750 MiB at planning
     with gdal_env(), open_input(inp) as ds:
         check_georeferencing(ds, inp)
+        check_georeferencing_finite(ds, inp)
         bands = select_bands(ds.count, config.bands, str(inp), tuple(ds.dtypes))
+        check_declared_size(ds, bands, inp)
         check_readable(ds, bands, inp)
         sha, desc = load_model_info(request.model, config)
         contract = model_contract(request.model)

@@ -30,6 +30,7 @@ killed run leaves complete files only, and a rerun completes it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -57,6 +58,7 @@ from shapely.geometry import Polygon, mapping, shape
 from pipeline.checks import check_readable, open_input, read_error
 from pipeline.config import PipelineConfig, parse_float_pair, parse_int_tuple
 from pipeline.errors import ConfigError, InputError, OutputError, PipelineWarning
+from pipeline.locks import output_lock
 from pipeline.manifest import atomic_write_bytes, atomic_write_text
 from pipeline.radiometry import (
     DEFAULT_PERCENTILES,
@@ -584,6 +586,27 @@ def build_tiles(config: TilesConfig) -> TilesReport:
     eo_paths = expand_inputs(config.eo, "--eo")
     sar_paths = expand_inputs(config.sar, "--sar")
     aoi = load_aoi(config.aoi)
+    with _dataset_lock(config):  # load, cut, merge, write: one run at a time
+        return _build(config, report, eo_paths, sar_paths, aoi)
+
+
+def _dataset_lock(config: TilesConfig) -> contextlib.AbstractContextManager[Any]:
+    """The lock of DATASET (beside it: `.NAME.eo2sar-lock`), awaited if another
+    `pipeline tiles` holds it, so its index.geojson/dataset.json merge is not lost; none
+    for a dry run, which writes nothing."""
+    if config.dry_run:
+        return contextlib.nullcontext()
+    try:
+        config.out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create the dataset's parent ({e.strerror})",
+                          path=config.out.parent, hint="choose a writable --out") from None
+    return output_lock(config.out, wait=True, on_wait=lambda holder: log.warning(
+        "%s: another run is writing this dataset (%s); waiting for it", config.out, holder))
+
+
+def _build(config: TilesConfig, report: TilesReport, eo_paths: list[Path],
+           sar_paths: list[Path], aoi: Any) -> TilesReport:
     dataset = load_dataset(config.out, config.tile_size)
     scenes = [open_scene(p, "A", config, report.warnings) for p in eo_paths]
     scenes += [open_scene(p, "B", config, report.warnings) for p in sar_paths]

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from ugatit.config import ModelConfig
 from ugatit.device import resolve_device
 from ugatit.errors import CheckpointError
-from ugatit.io import atomic_path
+from ugatit.io import atomic_path, fault_point
 from ugatit.legacy import infer_config, is_bare_generator, is_seed_checkpoint
 from ugatit.networks import GENERATORS, NETWORK_NAMES, build_network
 
@@ -200,7 +200,41 @@ def _read(path: Path) -> tuple[str, dict[str, Any], ModelConfig, dict[str, Any]]
                               f"networks {', '.join(NETWORK_NAMES)}")
     if not nets:
         raise CheckpointError(f"{path}: holds no network")
+    check_declared_bytes(path, nets)
     return fmt, nets, config, _meta_of(obj)
+
+
+def check_declared_bytes(path: Path, nets: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse tensors that declare more bytes than the file holds, before any allocation.
+
+    Why: ``weights_only`` makes a load safe from code, not from size. torch checks that
+    each storage fits its record in the file, but a tensor can be a stride-0 view of a
+    16-byte storage that declares a [10**6, 10**6] shape; with a config (or, in a seed
+    file, shapes) to match, building the networks allocates the declared size (a crafted
+    3 KB file asked for 13 GiB). A real state dict stores every element once, so the
+    tensors' total bytes cannot exceed the file size: a cheap bound on shapes alone.
+    """
+    limit = path.stat().st_size
+    total = 0
+    for name, sd in nets.items():
+        for key, t in sd.items():
+            if not isinstance(t, Tensor):
+                continue  # check_state_dict names it when the network is built
+            nbytes = t.numel() * t.element_size()
+            total += nbytes
+            if total > limit:
+                raise CheckpointError(
+                    f"{path}: refused: {name} key {key!r} declares shape {list(t.shape)} "
+                    f"{t.dtype}; the tensors declare {total} bytes but the file holds only "
+                    f"{limit}: the file is damaged or crafted, not a saved state dict")
+
+
+def first_non_finite(sd: Mapping[str, Any]) -> str | None:
+    """The first key of ``sd`` whose floating tensor holds a NaN or an Inf, else None."""
+    for key, t in sd.items():
+        if isinstance(t, Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return str(key)
+    return None
 
 
 def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -250,6 +284,13 @@ def materialise(name: str, config: ModelConfig, sd: Mapping[str, Tensor], device
     module = module.to_empty(device=device)
     # Strict load copies (and casts fp16 -> fp32) every parameter and buffer.
     module.load_state_dict(sd, strict=True)
+    # NaN/Inf weights (a diverged or damaged run) would turn every output pixel into
+    # NaN: refuse them here, before a caller writes any output.
+    bad = first_non_finite(module.state_dict())
+    if bad is not None:
+        raise CheckpointError(f"{where}: {name} key {bad!r} holds NaN or Inf values: the "
+                              f"weights are damaged (a diverged training run?); use an "
+                              f"earlier checkpoint")
     return module.eval().requires_grad_(False)
 
 
@@ -299,6 +340,7 @@ def _atomic_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+        fault_point("checkpoint")  # test hook (tests/faults): written, not yet renamed
 
 
 def save_checkpoint(path: str | os.PathLike[str],

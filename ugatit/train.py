@@ -45,7 +45,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ugatit.checkpoint import SEED_META_KEY, TRAIN_STATE_KEY, save_checkpoint
+from ugatit.checkpoint import SEED_META_KEY, TRAIN_STATE_KEY, first_non_finite, save_checkpoint
 from ugatit.config import ModelConfig
 from ugatit.data import (
     DEFAULT_MIN_STD,
@@ -57,7 +57,7 @@ from ugatit.data import (
 )
 from ugatit.device import resolve_device, set_tf32
 from ugatit.errors import DeviceError, TrainingError
-from ugatit.io import atomic_write_text
+from ugatit.io import atomic_write_text, fault_point, no_space_reason, remove_stale_temps_in
 from ugatit.losses import adversarial_term, cam_term, discriminator_term, l1
 from ugatit.networks import DISCRIMINATORS, GENERATORS, NETWORK_NAMES, build_network
 from ugatit.sheets import LossLog, loss_curve, sample_sheet
@@ -486,7 +486,12 @@ def save_training_checkpoint(out: Path, step: int, nets: Mapping[str, nn.Module]
         extra["radiometry"] = radiometry
     state = {"step": step, "optim_G": opt_g.state_dict(), "optim_D": opt_d.state_dict(),
              "rng": rng_state()}
-    save_checkpoint(path, nets, cfg.model, fmt="seed", extra=extra, train_state=state)
+    try:
+        save_checkpoint(path, nets, cfg.model, fmt="seed", extra=extra, train_state=state)
+    except (RuntimeError, OSError) as exc:  # torch's writer fails as RuntimeError
+        reason = no_space_reason(exc, path.parent) or str(exc).splitlines()[0]
+        raise TrainingError(f"step {step}: cannot write {path} ({reason}); training "
+                            f"stopped. {_last_good(out)}") from exc
     if cfg.keep:
         for _, old in list_checkpoints(out)[:-cfg.keep]:
             old.unlink(missing_ok=True)
@@ -537,6 +542,11 @@ def resume_from(path: Path, nets: Mapping[str, nn.Module], opt_g: torch.optim.Op
     if missing:
         raise TrainingError(f"{path}: holds no {', '.join(missing)}: not a training checkpoint "
                             f"of `ugatit train`")
+    for name in NETWORK_NAMES:  # NaN weights would only diverge again, one step later
+        bad = first_non_finite(obj[name])
+        if bad is not None:
+            raise TrainingError(f"{path}: {name} key {bad!r} holds NaN or Inf values; cannot "
+                                f"resume from it: delete it to resume from the one before")
     state = obj.get(TRAIN_STATE_KEY)
     if not isinstance(state, Mapping):
         raise TrainingError(f"{path}: no training state (not written by `ugatit train`); "
@@ -572,6 +582,10 @@ def prepare_out(cfg: TrainConfig, d: Dist) -> tuple[Path, Path | None]:
     if d.main:
         for sub in ("checkpoints", "samples"):
             (out / sub).mkdir(parents=True, exist_ok=True)
+            # what a killed run left half-written (a checkpoint can be 512 MiB)
+            if removed := remove_stale_temps_in(out / sub):
+                log.info("removed %d stale temporary file(s) in %s", len(removed), out / sub)
+        remove_stale_temps_in(out)
     return out, (found[-1][1] if found and cfg.resume else None)
 
 
@@ -680,6 +694,7 @@ def train(cfg: TrainConfig) -> Path:
             lr = set_lr((opt_g, opt_d), lr_at(step, cfg))
             real_a, real_b = next(stream)
             losses = train_step(nets, opt_g, opt_d, real_a, real_b, cfg, d.world)
+            fault_point("train-step")  # test hook (tests/faults)
             _check_finite(step, losses, out, d.world)
             if d.main and (step % cfg.log_every == 0 or step == cfg.iterations):
                 values = {k: float(v) for k, v in losses.items()}

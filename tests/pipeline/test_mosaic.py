@@ -63,7 +63,8 @@ def test_overview_count_and_temp_tiles():
 def test_stale_temps_of_dead_writers_are_removed(tmp_path):
     """A killed run leaves hidden temporaries; the next run writing the same output
     removes those of dead processes on this host and keeps the others."""
-    from pipeline.mosaic import TMP_MARK, _host, remove_stale_temps, temp_name
+    from pipeline.mosaic import remove_stale_temps, temp_name
+    from ugatit.io import TMP_MARK, _host
 
     final = tmp_path / "o.tif"
     dead_pid = 2**22 + 1  # above Linux's largest pid_max: no such process

@@ -55,3 +55,42 @@ def test_sha256_file_streams_the_whole_file(tmp_path: Path) -> None:
     data = os.urandom(9 * 1024 * 1024 + 7)  # more than two 4 MiB chunks
     (tmp_path / "f").write_bytes(data)
     assert sha256_file(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+
+
+def test_temporaries_carry_host_and_pid_and_dead_ones_are_removed(tmp_path: Path) -> None:
+    """A SIGKILLed writer cannot clean up; its temporaries say who wrote them, so a
+    later run removes those of dead processes of this host, in one file's name space
+    (remove_stale_temps) or a whole folder (remove_stale_temps_in: checkpoints/)."""
+    from ugatit.io import TMP_MARK, _host, remove_stale_temps, remove_stale_temps_in
+
+    with atomic_path(tmp_path / "m.json") as tmp:
+        assert tmp.name.startswith(f".m.json{TMP_MARK}-{_host()}-{os.getpid()}-")
+        live = tmp_path / (tmp.name + ".copy")  # a live writer's (this process)
+    dead_pid = 2**22 + 1  # above Linux's largest pid_max: no such process
+    dead = [tmp_path / f".{n}{TMP_MARK}-{_host()}-{dead_pid}-abc.tmp" for n in ("m.json", "p.pt")]
+    other_host = tmp_path / f".m.json{TMP_MARK}-elsewhere-{dead_pid}-abc.tmp"
+    for p in (live, *dead, other_host):
+        p.write_bytes(b"x")
+    assert remove_stale_temps(tmp_path / "m.json") == [dead[0]]
+    assert remove_stale_temps_in(tmp_path) == [dead[1]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [live.name, other_host.name, "m.json"])
+
+
+def test_fault_point_kills_only_at_the_named_arrival(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test hook: inert unless EO2SAR_FAULT_POINT names the point; NAME@N fires at
+    the N-th arrival (os.kill replaced here, to record instead of dying)."""
+    import ugatit.io as uio
+
+    kills: list[int] = []
+    monkeypatch.setattr(uio.os, "kill", lambda pid, sig: kills.append(sig))
+    monkeypatch.setattr(uio, "_fault_hits", {})
+    monkeypatch.delenv(uio.FAULT_ENV, raising=False)
+    uio.fault_point("cog")
+    monkeypatch.setenv(uio.FAULT_ENV, "cog@3")
+    for _ in range(2):
+        uio.fault_point("cog")
+        uio.fault_point("manifest")
+    assert kills == []
+    uio.fault_point("cog")
+    assert kills == [uio.signal.SIGKILL]
