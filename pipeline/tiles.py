@@ -55,7 +55,7 @@ from PIL import Image
 from rasterio.windows import Window
 from shapely.geometry import Polygon, mapping, shape
 
-from pipeline.checks import check_readable, open_input, read_error
+from pipeline.checks import check_declared_size, check_readable, open_input, read_error
 from pipeline.config import PipelineConfig, parse_float_pair, parse_int_tuple
 from pipeline.errors import ConfigError, InputError, OutputError, PipelineWarning
 from pipeline.locks import output_lock
@@ -265,6 +265,7 @@ def open_scene(path: Path, domain: str, config: TilesConfig, warn: list[str]) ->
             bands = eo_bands_for(ds, path, config.eo_bands)
         else:
             bands = sar_band_for(ds, path, config.sar_band)
+        check_declared_size(ds, bands, path)  # before any pixel is read (docs/faults.md)
         check_readable(ds, bands, path)
         georef = is_georeferenced(ds)
         if not georef:

@@ -125,6 +125,18 @@ def test_eo_band_defaults_and_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "ds2").exists()  # refused before anything was written
 
 
+def test_declared_size_is_checked_before_reading(tmp_path: Path, l8_crop: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A header declaring more samples than a run accepts (a damaged file, fuzzed in
+    tests/faults) is refused by the tile builder before any pixel is read, as by `run`."""
+    from pipeline import checks
+
+    monkeypatch.setattr(checks, "MAX_SCENE_SAMPLES", 320 * 256 * 3 - 1)
+    with pytest.raises(InputError, match="declares 320 x 256 px x 3 bands"):
+        build(tmp_path / "ds", eo=(l8_crop,), tile_size=64, eo_bands=(3, 2, 1))
+    assert not (tmp_path / "ds").exists()
+
+
 def test_near_constant_tiles_are_skipped(tmp_path: Path) -> None:
     """A flat tile (std < MIN_TILE_STD levels) is skipped even though it is valid."""
     path = tmp_path / "flat.tif"
