@@ -345,15 +345,24 @@ def tmp_block_size(block_size: int) -> int:
 
 
 @contextlib.contextmanager
-def open_targets(targets: list[RasterTarget]) -> Iterator[list[RasterTarget]]:
+def open_targets(targets: list[RasterTarget], *, overwrite: bool = True
+                 ) -> Iterator[list[RasterTarget]]:
     """Open every target; on any exception (even KeyboardInterrupt) remove all temps.
 
     First locks every output (pipeline/locks.py: OutputBusy if another run writes it),
     then removes what killed runs left for the same outputs (`remove_stale_temps`); the
-    locks are held until the `with` ends (after `finish`, the rename)."""
+    locks are held until the `with` ends (after `finish`, the rename). Without
+    `overwrite`, an output that appeared since the checks (another run that finished
+    first: both saw no file) is refused under the lock rather than replaced."""
     with contextlib.ExitStack() as locks:
         for t in targets:
             locks.enter_context(output_lock(t.final))
+        for t in targets:
+            if not overwrite and t.final.exists():
+                raise OutputError(
+                    "appeared while this run was planning (another run wrote it)",
+                    path=t.final, hint="keep it, or pass --overwrite to replace it",
+                )
         for t in targets:
             if removed := remove_stale_temps(t.final):
                 log.info("removed %d stale temporary file(s) of %s", len(removed), t.final)

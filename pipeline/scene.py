@@ -110,7 +110,8 @@ def run_request(request: SceneRequest, *, client: Any = None, progress: bool = T
         warnings.warn(msg, PipelineWarning, stacklevel=3)
         result_warnings.append(msg)
     with torch_threads_kept(), scheduler_client(config, client) as run_client, gdal_env():
-        tiles_run = _write_scene(plan, job, config, run_client, progress=progress)
+        tiles_run = _write_scene(plan, job, config, run_client, progress=progress,
+                                 overwrite=request.overwrite)
     log.info("%s: %d/%d tiles run", request.output, tiles_run, plan.grid.count)
     return SceneResult(
         input=request.input,
@@ -129,7 +130,8 @@ def run_request(request: SceneRequest, *, client: Any = None, progress: bool = T
 
 
 def _write_scene(
-    plan: ScenePlan, job: InferenceJob, config: PipelineConfig, client: Any, *, progress: bool
+    plan: ScenePlan, job: InferenceJob, config: PipelineConfig, client: Any, *, progress: bool,
+    overwrite: bool = True,
 ) -> int:
     """Compute, blend and write every block, then COG + rename. Returns tiles run."""
     grid = plan.grid
@@ -144,7 +146,7 @@ def _write_scene(
         bar.update(grid.count)
     tiles_run = 0
     try:
-        with open_targets(targets), rasterio.open(plan.input) as src:
+        with open_targets(targets, overwrite=overwrite), rasterio.open(plan.input) as src:
             results = batch_results(job, blend.order, config, client, on_done=bar.update)
             for window, tiles in zip(windows, block_tiles, strict=True):
                 while not blend.ready(tiles):

@@ -56,7 +56,8 @@ def test_directory_run_skips_a_scene_another_run_is_writing(
         assert "another eo2sar run is writing it" in status["a.tif"][1]
         assert f"pid {os.getpid()}" in status["a.tif"][1]  # names the holder
         assert status["b.tif"] == ("done", "new")
-        assert visible(out) == ["b.tif", "b.tif.manifest.json", "eo2sar_run_report.json"]
+        assert visible(out) == ["b.stac.json", "b.tif", "b.tif.manifest.json",
+                                "collection.json", "eo2sar_run_report.json"]
     assert not lock_path(out / "a.tif").exists() and not lock_path(out / "b.tif").exists()
     rerun = CliRunner().invoke(main, ["run", str(two_scenes), str(out), "--model",
                                       str(tiny_checkpoint), *RUN_FLAGS])  # lock released
@@ -73,6 +74,31 @@ def test_single_scene_run_refuses_an_output_being_written(
     [line] = [x for x in run.stderr.splitlines() if x.startswith("Error:")]
     assert line.startswith(f"Error: {out}: another eo2sar run is writing it (host "), line
     assert list(tmp_path.iterdir()) == []  # nothing written, our lock file removed
+
+
+def test_single_scene_run_refuses_an_output_that_appeared_while_it_planned(
+        two_scenes: Path, tiny_checkpoint: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs without --overwrite started together both see no output at the checks;
+    the one that takes the lock second finds the other's finished file and refuses
+    instead of replacing it (simulated: the file appears right after planning)."""
+    import pipeline.scene as scene
+
+    out = tmp_path / "a.tif"
+    real_plan = scene.plan_scene
+
+    def plan_then_other_run_finishes(*args, **kwargs):
+        planned = real_plan(*args, **kwargs)
+        out.write_bytes(b"the other run's output")
+        return planned
+
+    monkeypatch.setattr(scene, "plan_scene", plan_then_other_run_finishes)
+    result = CliRunner().invoke(main, ["run", str(two_scenes / "a.tif"), str(out), "--model",
+                                       str(tiny_checkpoint), *RUN_FLAGS])
+    assert result.exit_code == 1
+    assert "appeared while this run was planning" in result.output
+    assert out.read_bytes() == b"the other run's output"  # kept, not replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif"]  # no temp, no lock
 
 
 @pytest.mark.slow  # two runs in parallel on 2 shared cores: ~10 s
