@@ -22,7 +22,7 @@ DEMO_SCENE ?= tests/data/l8_224078_parana_bgr_uint16.tif
 DEMO_IMG ?= tests/data/sn6_rotterdam_eo_rgb.tif
 DEMO_MODEL ?= checkpoints/eo2sar_demo_ngf16.pt
 
-.PHONY: install test test-all lint demo bench clean
+.PHONY: install test test-all test-slow lint demo bench clean
 
 install: $(STAMP)
 
@@ -38,6 +38,11 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(VPY) -m pytest -m "" $(PYTEST_ARGS)
+
+# Only the tests marked slow (fault injection, the fuzz sweep): `make test` + `make
+# test-slow` = `make test-all`, which is what .ci/run runs.
+test-slow: $(STAMP)
+	$(VPY) -m pytest -m slow $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VPY) -m ruff check .
