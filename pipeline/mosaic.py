@@ -281,9 +281,9 @@ class RasterTarget:
             "BLOCKSIZE": COG_BLOCK,
             "OVERVIEW_RESAMPLING": "AVERAGE",
             "BIGTIFF": "IF_SAFER",
-            # compression of the COG's tiles on every core: the tiles are compressed
-            # independently and written in order, so the file does not depend on it
-            "NUM_THREADS": "ALL_CPUS",
+            # No NUM_THREADS: with GDAL's multi-threaded compression a full disk during
+            # the copy was not reported (tests/faults/test_disk_full.py): the torn COG
+            # was renamed into place. Single-threaded writes report ENOSPC.
         }
         if self.compress != "NONE":
             options["PREDICTOR"] = "YES"
@@ -395,7 +395,6 @@ def output_profile(
         "blockysize": tb,
         "compress": "ZSTD",
         "zstd_level": 1,
-        "num_threads": "all_cpus",
         "bigtiff": "IF_SAFER",
         "interleave": "pixel" if count > 1 else "band",
     }

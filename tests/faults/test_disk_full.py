@@ -97,7 +97,8 @@ def test_directory_run_on_a_full_disk_reports_every_scene(
     assert status["b.tif"][0] == "failed"
     assert status["b.tif"][1].startswith(f"{fs / 'out' / 'b.tif'}: no space left on device")
     assert "b.tif  failed" in run.stderr and "1 done, 0 skipped, 1 failed" in run.stderr
-    assert visible(fs / "out") == ["a.tif", "a.tif.manifest.json", "eo2sar_run_report.json"]
+    assert visible(fs / "out") == ["a.stac.json", "a.tif", "a.tif.manifest.json",
+                                   "collection.json", "eo2sar_run_report.json"]
     assert temps(fs / "out") == []
     assert_cog(fs / "out" / "a.tif")
     assert same_bytes(fs / "out" / "a.tif", clean)

@@ -55,7 +55,8 @@ def test_outputs_inside_the_input_directory_are_never_taken_as_inputs(
         code, output = run(scenes, out, "--model", tiny_checkpoint, "--pattern", "**/*.tif")
         assert code == 0, output
     assert statuses(out) == {"a.tif": "skipped", "b.tif": "skipped"}
-    assert visible(out) == ["a.tif", "a.tif.manifest.json", "b.tif", "b.tif.manifest.json",
+    assert visible(out) == ["a.stac.json", "a.tif", "a.tif.manifest.json", "b.stac.json",
+                            "b.tif", "b.tif.manifest.json", "collection.json",
                             "eo2sar_run_report.json"]
 
 
