@@ -344,14 +344,21 @@ def _best(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return max(ours, key=lambda r: r["tiles_per_s"])
 
 
-def _annotate(rows: list[dict[str, Any]], gflop: float, ceiling_gflops: float) -> None:
+def _annotate(rows: list[dict[str, Any]], gflop: float, ceilings: dict[str, float]) -> None:
+    """Ratios to the naive loop and to our fp32 path, GFLOP/s, and the share of the
+    convolution ceiling of the row's arithmetic (bf16/fp16 rows: the bf16 ceiling)."""
     naive = rows[0]["tiles_per_s"]
     fp32 = next(r for r in rows if r["variant"] == "ours fp32")["tiles_per_s"]
     for r in rows:
+        half = r.get("precision") in ("bf16", "fp16")
         r["vs_naive"] = r["tiles_per_s"] / naive
         r["vs_ours_fp32"] = r["tiles_per_s"] / fp32
         r["gflop_per_s"] = r["tiles_per_s"] * gflop / 1e9
-        r["of_ceiling"] = r["gflop_per_s"] / ceiling_gflops
+        r["of_ceiling"] = r["gflop_per_s"] / ceilings["bf16" if half else "fp32"]
+
+
+def _ceilings(rows: list[dict[str, Any]]) -> dict[str, float]:
+    return {r["conv"].rsplit(" ", 1)[1]: r["gflop_per_s"] for r in rows}
 
 
 def pipeline_rows(scene: Path, work: Path, model: Path, models: list[dict[str, Any]],
@@ -384,7 +391,7 @@ def gpu_section(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     gen = build_generator(args.ngf)
     models = model_rows(gen, dev, 256, micro, CUDA_VARIANTS, args.seconds)
     ceil = ceiling(dev, args.ngf, 256, micro, args.seconds)
-    _annotate(models, flops_per_tile(gen.cpu(), 256), max(r["gflop_per_s"] for r in ceil))
+    _annotate(models, flops_per_tile(gen.cpu(), 256), _ceilings(ceil))
     scene = write_synthetic_scene(work / "s2.tif", args.s2_size, dtype="uint16")
     model = make_checkpoint(work / f"ngf{args.ngf}.pt", ngf=args.ngf, n_res=4)
     scenes = []
@@ -432,7 +439,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   for _ in range(args.rounds)]
         models = [max(rs, key=lambda r: r["tiles_per_s"]) for rs in zip(*rounds, strict=True)]
         ceil = ceiling(dev, args.ngf, 256, 1, args.seconds)
-        _annotate(models, gflop, max(r["gflop_per_s"] for r in ceil))
+        _annotate(models, gflop, _ceilings(ceil))
         layouts = layout_rows(gen, args.ngf, args.seconds)
         scene = crop_raster(L8, work / "l8_crop.tif", Window(500, 500, args.crop, args.crop))
         deviation = deviation_rows(scene, work, variants, "cpu")
