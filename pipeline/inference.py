@@ -215,6 +215,8 @@ def _compiled_or_eager(gen: torch.nn.Module, shape: tuple[int, int, int], dev: t
     when that fails (compilation needs a working backend: a C++ compiler on CPU, Triton
     on CUDA), so `--compile` never makes a run fail that eager would finish."""
     micro, channels, tile = shape
+    log.info("compiling the generator for forwards of %d x %d x %d x %d on %s (once per "
+             "process; a minute or more on a CPU)", micro, channels, tile, tile, dev)
     compiled = torch.compile(gen, dynamic=False)
     x = torch.zeros((micro, channels, tile, tile), device=dev)
     if channels_last:
