@@ -6,10 +6,11 @@ loading code is the same one that reads the published 512 MiB file.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import DATA
 from ugatit import ModelConfig, init_checkpoint
@@ -46,3 +47,13 @@ def make_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., P
 def tiny_checkpoint(make_checkpoint: Callable[..., Path]) -> Path:
     """ngf 4, n_res 1, light, generators only, seed 0, eo2sar format."""
     return make_checkpoint(ngf=4, n_res=1)
+
+
+@pytest.fixture
+def torch_one_thread() -> Iterator[None]:
+    """torch on one intra-op thread for the test (as training subprocesses run with
+    OMP_NUM_THREADS=1): the same ops in the same order, for bit-exact comparisons."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -11,7 +11,6 @@ resumed with an absurd learning rate (1e30; --resume allows another --lr).
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,13 +29,7 @@ SMALL = dict(ngf=4, ndf=4, n_res=1, img_size=32, n_dis_global=5, save_every=2,
              sample_every=100, log_every=1, workers=0, device="cpu", n_samples=2, keep=0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """As the subprocesses (OMP_NUM_THREADS=1): the same ops in the same order."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -69,6 +69,19 @@ def l8_run(tiny_checkpoint, tmp_path_factory) -> dict[str, Path]:
     return {"scene": scene, "out": out, "heat": heat, "dir": d}
 
 
+
+def to_lonlat(path, dst):
+    """`path` reprojected to EPSG:4326 at `dst`: (dst, width, height)."""
+    with rasterio.open(path) as src:
+        t, w, h = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height,
+                                              *src.bounds)
+        profile = {**src.profile, "crs": "EPSG:4326", "transform": t, "width": w,
+                   "height": h}
+        with rasterio.open(dst, "w", **profile) as out:
+            for b in range(1, src.count + 1):
+                reproject(rasterio.band(src, b), rasterio.band(out, b))
+    return dst, w, h
+
 def test_layers_are_the_rasters_on_the_output_grid(l8_run):
     """Each layer has the decimated output shape; the optical one is the input scaled as
     the run recorded (exactly the shared radiometry); nodata is transparent everywhere."""
@@ -131,15 +144,7 @@ def test_names_cannot_break_out_of_the_page():
 def test_optical_warped_onto_the_output_grid(l8_run, tmp_path):
     """An input in another CRS (here lon/lat) is warped onto the output grid: it lines
     up with the same-grid layer (high correlation), unlike a copy shifted by 4 px."""
-    geo = tmp_path / "geo.tif"
-    with rasterio.open(l8_run["scene"]) as src:
-        t, w, h = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height,
-                                              *src.bounds)
-        profile = {**src.profile, "crs": "EPSG:4326", "transform": t, "width": w,
-                   "height": h}
-        with rasterio.open(geo, "w", **profile) as dst:
-            for b in range(1, src.count + 1):
-                reproject(rasterio.band(src, b), rasterio.band(dst, b))
+    geo, w, h = to_lonlat(l8_run["scene"], tmp_path / "geo.tif")
     same = layer_rgba(page_data(build_page(l8_run["out"], input_path=l8_run["scene"])),
                       "optical")
     data = page_data(build_page(l8_run["out"], input_path=geo))
@@ -382,15 +387,7 @@ def test_warped_input_is_transparent_where_it_has_no_data(tiny_checkpoint, tmp_p
     out = tmp_path / "out.tif"
     run_scene(SN6, out, model_path=tiny_checkpoint, config=load_config(None, {}),
               progress=False)
-    geo = tmp_path / "geo.tif"
-    with rasterio.open(SN6) as src:
-        t, w, h = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height,
-                                              *src.bounds)
-        profile = {**src.profile, "crs": "EPSG:4326", "transform": t, "width": w,
-                   "height": h}
-        with rasterio.open(geo, "w", **profile) as dst:
-            for b in range(1, src.count + 1):
-                reproject(rasterio.band(src, b), rasterio.band(dst, b))
+    geo, w, h = to_lonlat(SN6, tmp_path / "geo.tif")
     west = crop(geo, tmp_path / "west.tif", Window(0, 0, w // 2, h))
     with rasterio.open(west) as ds:
         assert ds.dtypes[0] == "uint8" and ds.nodata is None
