@@ -386,10 +386,11 @@ def gpu_section(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from pipeline.config import CUDA_MICRO_BATCH
     from pipeline.synthetic import write_synthetic_scene
 
-    dev = torch.device("cuda")
+    dev = torch.device(args.gpu_device)
     micro = args.micro_batch or CUDA_MICRO_BATCH
     gen = build_generator(args.ngf)
-    models = model_rows(gen, dev, 256, micro, CUDA_VARIANTS, args.seconds)
+    variants = tuple(v for v in CUDA_VARIANTS if not (args.no_compile and v.compile))
+    models = model_rows(gen, dev, 256, micro, variants, args.seconds)
     ceil = ceiling(dev, args.ngf, 256, micro, args.seconds)
     _annotate(models, flops_per_tile(gen.cpu(), 256), _ceilings(ceil))
     scene = write_synthetic_scene(work / "s2.tif", args.s2_size, dtype="uint16")
@@ -398,12 +399,13 @@ def gpu_section(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for r in (models[1], _best(models)):
         options = {k: r[k] for k in ("precision", "channels_last", "compile")}
         with BusySampler() as busy:
-            got = run_pipeline(scene, work / "s2_out.tif", model, device="cuda",
+            got = run_pipeline(scene, work / "s2_out.tif", model, device=args.gpu_device,
                                micro_batch=micro, **options)
         scenes.append({"variant": r["variant"], **got, "busy_fraction": busy.busy_fraction(),
                        "model_only_tiles_per_s": r["tiles_per_s"],
                        "pipeline_vs_model": got["tiles_per_s"] / r["tiles_per_s"]})
-    return {"device": torch.cuda.get_device_name(0), "micro_batch": micro, "model": models,
+    name = torch.cuda.get_device_name(0) if dev.type == "cuda" else f"{dev} (smoke run)"
+    return {"device": name, "micro_batch": micro, "model": models,
             "ceiling": ceil, "s2_scene": scenes}
 
 
@@ -417,6 +419,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--crop", type=int, default=768, help="side of the real scene crop (px)")
     p.add_argument("--micro-batch", type=int, default=None, help="GPU forward size")
     p.add_argument("--s2-size", type=int, default=S2_SIZE, help="GPU scene side (px)")
+    p.add_argument("--gpu-only", action="store_true",
+                   help="only the GPU section (a lent GPU machine's time is short)")
+    p.add_argument("--gpu-device", default="cuda",
+                   help="device of the GPU section (cpu: a smoke run of its code)")
     p.add_argument("--quick", action="store_true",
                    help="ngf 16, 3 s, no compile: a smoke run (~2 minutes)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -431,6 +437,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from pipeline.synthetic import crop_raster
 
     dev = torch.device("cpu")
+    if args.gpu_only:
+        with tempfile.TemporaryDirectory(prefix="eo2sar_speed_") as tmp:
+            doc = {"gpu": gpu_section(args, Path(tmp)), "ngf": args.ngf}
+        _print_gpu(doc["gpu"])
+        path = write_json(args.out, "speed_gpu", doc)
+        print(f"wrote {path}")
+        return doc
     with tempfile.TemporaryDirectory(prefix="eo2sar_speed_") as tmp:
         work = Path(tmp)
         gen = build_generator(args.ngf)
@@ -476,12 +489,17 @@ def _print(doc: dict[str, Any]) -> None:
     print(format_table(doc["pipeline"], ["variant", "tiles", "seconds", "tiles_per_s",
                                          "steady_tiles_per_s", "model_only_tiles_per_s",
                                          "pipeline_vs_model"]))
-    gpu = doc.get("gpu")
-    if gpu:
-        print(f"\nGPU {gpu['device']}, micro-batch {gpu['micro_batch']}")
-        print(format_table(gpu["model"], cols))
-        print(format_table(gpu["s2_scene"], ["variant", "tiles", "seconds", "tiles_per_s",
-                                             "busy_fraction", "pipeline_vs_model"]))
+    if doc.get("gpu"):
+        _print_gpu(doc["gpu"])
+
+
+def _print_gpu(gpu: dict[str, Any]) -> None:
+    cols = ["variant", "tiles_per_s", "vs_naive", "vs_ours_fp32", "gflop_per_s", "of_ceiling"]
+    print(f"\nGPU {gpu['device']}, micro-batch {gpu['micro_batch']}")
+    print(format_table(gpu["model"], cols))
+    print(format_table(gpu["ceiling"]))
+    print(format_table(gpu["s2_scene"], ["variant", "tiles", "seconds", "tiles_per_s",
+                                         "busy_fraction", "pipeline_vs_model"]))
 
 
 if __name__ == "__main__":
