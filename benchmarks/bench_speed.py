@@ -172,7 +172,7 @@ def model_rows(gen: Any, dev: Any, tile: int, micro: int, variants: tuple[Varian
     workers = cores() if dev.type == "cpu" else 1
     xs = x8.repeat(max(1, -(-micro // 8)), 1, 1, 1)[:micro]
     for v in variants:
-        pin_threads(str(dev), v.precision == "tf32")
+        pin_threads(str(dev), v.precision)
         t0 = time.perf_counter()
         runner = prepare_generator(copy.deepcopy(gen), dev, (micro, 3, tile),
                                    precision=v.precision, channels_last=v.channels_last,

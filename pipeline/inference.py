@@ -119,15 +119,15 @@ def get_generator(path: str, sha256: str, device: str) -> tuple[torch.nn.Module,
             ) from None
 
 
-def pin_threads(device: str, tf32: bool = False) -> None:  # tf32: precision == "tf32"
+def pin_threads(device: str, precision: str = "fp32") -> None:
     """Per-process torch settings for the same bytes: 1 intra-op thread on CPU; on CUDA
-    deterministic cuDNN and TF32 only when asked (see the module docstring)."""
+    deterministic cuDNN and TF32 only for precision tf32 (see the module docstring)."""
     if device.startswith("cuda"):
         # float32 parity: cuDNN convolutions default to TF32 on Ampere and newer. On an
         # H200 (ngf 64, Landsat 8 scene) TF32 moved outputs by up to 2e-3 (unit scale)
         # from the CPU result and ran 95 tiles/s; with TF32 off the difference is 3e-6
-        # (float32 rounding) at 25-35 tiles/s. Reduced precision is opt-in (tf32: true).
-        set_tf32(tf32)
+        # (float32 rounding) at 25-35 tiles/s. Reduced precision is opt-in.
+        set_tf32(precision == "tf32")
         torch.backends.cudnn.deterministic = True  # same algorithm for the same shape
         torch.backends.cudnn.benchmark = False
     elif torch.get_num_threads() != CPU_TORCH_THREADS:
@@ -139,7 +139,7 @@ def run_batch(job: InferenceJob, tiles: Sequence[int]) -> list[TileOutput | None
 
     Runs in a Dask task: any thread of the local scheduler or any distributed worker.
     """
-    pin_threads(job.device, job.precision == "tf32")
+    pin_threads(job.device, job.precision)
     gen = get_runner(job)
     size = job.grid.tile
     inputs: list[np.ndarray] = []

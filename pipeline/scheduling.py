@@ -188,7 +188,7 @@ def iter_local(job: InferenceJob, order: BatchOrder, *, threads: int, on_done: O
             if on_done is not None and isinstance(result, list):
                 on_done(len(result))
 
-    inference.pin_threads(job.device, job.precision == "tf32")
+    inference.pin_threads(job.device, job.precision)
     for start in range(0, len(order), window):
         chunk = order[start : start + window]
         tasks = [

@@ -10,14 +10,7 @@
 # dependencies) in .whl/ (`pip download -d .whl ...` on a machine with the same Python),
 # carry .whl, then: OUT=$OUT bash scripts/gpu_speed_session.sh   (about 6-8 minutes on an H100)
 set -uo pipefail
-OUT=${OUT:-bench_out}; mkdir -p "$OUT"
-if ! python3 -c "import rasterio, dask.distributed, pystac" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONPATH=${PYTHONPATH:-$PWD}:$PWD PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"
 timeout 180 python3 -m scripts.gpu_determinism --device cuda 2>&1 | tail -30 | tee "$OUT/gpu_determinism.log"
 timeout 390 python3 -m benchmarks.bench_speed --gpu-only --seconds 10 --out "$OUT" 2>&1 \
   | tee "$OUT/speed_gpu.log"

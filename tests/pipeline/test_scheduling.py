@@ -44,7 +44,7 @@ def test_a_callers_client_is_used_and_left_open():
 
 def test_iter_local_yields_in_order_and_reports_progress(monkeypatch):
     monkeypatch.setattr(inference, "run_batch", lambda job, tiles: [t * 10 for t in tiles])
-    monkeypatch.setattr(inference, "pin_threads", lambda device, tf32: None)
+    monkeypatch.setattr(inference, "pin_threads", lambda device, precision: None)
     job = type("Job", (), {"device": "cpu", "precision": "fp32"})()
     order = [(b, (2 * b, 2 * b + 1)) for b in (3, 0, 2, 1, 4)]
     done: list[int] = []
