@@ -6,8 +6,16 @@ Layout (pytorch-CycleGAN / original U-GAT-IT, what `ugatit train` reads)::
     DATASET/index.geojson  one feature per tile: lon/lat footprint + provenance
     DATASET/dataset.json   radiometry (the contract checkpoints copy), options, scenes, counts
 
-Tiles are 8-bit, 3-channel PNGs named ``{scene_stem}_r{row:05d}_c{col:05d}.png`` after the
-window's pixel offset, so a rerun finds what it already wrote and skips it.
+Tiles are 8-bit, 3-channel PNGs named ``{scene}_r{row:05d}_c{col:05d}.png`` after the
+window's pixel offset, so a rerun finds what it already wrote and skips it. ``{scene}`` is
+the file stem, lengthened by its parent folders when stems repeat (SSL4EO's
+``<product>/VV.tif``: see `scene_names`).
+
+Tile size: the requested `tile_size`, or, for a scene smaller than that, the largest
+multiple of 4 that fits (down to `MIN_TILE`, the global discriminator's minimum): a 120 px
+BigEarthNet patch gives one 120 px tile instead of none. Recorded per tile (index.geojson
+``tile_size``) and per scene (dataset.json); the trainer resizes every image to its
+``img_size``, so mixed sizes train together.
 
 Radiometry is GLOBAL per scene (DESIGN.md invariants 2 and 8): EO tiles go through the very
 functions `pipeline run` uses (`compute_scaling` on a decimated read of the whole scene,
@@ -21,7 +29,11 @@ expected share is exact and small scenes still get test blocks sometimes). The c
 depends only on the seed, the scene name and the block, never on the other inputs of a
 run, so adding scenes to a dataset never moves a tile across the split. A tile whose window
 touches blocks of both splits is dropped: overlapping tiles (stride < tile) never land on
-both sides.
+both sides. One exception keeps a dataset trainable: when a domain has tiles but none in
+train (a few small SAR scenes whose blocks all drew "test"), the scene of this run with
+the most test tiles is cut again entirely into train (`_ensure_train`; recorded as the
+scene's ``split_override``, honoured by reruns). An empty test side is warned about and
+listed in dataset.json ``empty_test``.
 
 Work order (invariant 7): every check on flags, inputs, the AOI and an existing dataset
 runs before any file is written; PNGs and the two JSON files are written atomically, so a
@@ -35,6 +47,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import statistics
 import sys
 import warnings
@@ -96,6 +109,11 @@ COORD_DECIMALS = 9  # 1e-9 deg ~ 0.1 mm: more digits only grow index.geojson
 # Paired scenes must sit on the same grid; the SpaceNet 6 pair differs by 0.012 px at the
 # far corner (rounded pixel sizes), so "same" means within this fraction of a pixel.
 GRID_TOLERANCE_PX = 0.05
+#: Smallest tile cut from a scene smaller than --tile-size: the global discriminator
+#: (7 layers) needs 96 px; the trainer resizes every tile to its img_size anyway.
+MIN_TILE = 96
+#: Characters kept in a scene name (the tiles' file name prefix); others become "_".
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True)
@@ -190,7 +208,7 @@ class Scene:
 
     path: Path
     domain: str  # "A" (EO) | "B" (SAR)
-    stem: str
+    name: str  # the scene's name in the dataset (tile file prefix): see scene_names
     width: int
     height: int
     crs: str | None  # None: not georeferenced
@@ -202,7 +220,7 @@ class Scene:
 
     @property
     def key(self) -> str:
-        return f"{self.domain}:{self.stem}"
+        return f"{self.domain}:{self.name}"
 
     def grid(self) -> dict[str, Any]:
         return {"width": self.width, "height": self.height, "crs": self.crs,
@@ -271,7 +289,7 @@ def open_scene(path: Path, domain: str, config: TilesConfig, warn: list[str]) ->
         if not georef:
             _warn(warn, f"{path}: not georeferenced; its tiles get no footprint "
                         "(geometry null in index.geojson)")
-        scene = Scene(path=path, domain=domain, stem=path.stem, width=ds.width,
+        scene = Scene(path=path, domain=domain, name=path.stem, width=ds.width,
                       height=ds.height, crs=ds.crs.to_string() if georef else None,
                       transform=tuple(ds.transform)[:6] if georef else None, bands=bands)
         try:
@@ -352,13 +370,13 @@ def _unit_hash(*parts: object) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def choose_test_blocks(stem: str, width: int, height: int, block: int, fraction: float,
+def choose_test_blocks(name: str, width: int, height: int, block: int, fraction: float,
                 seed: int) -> frozenset[tuple[int, int]]:
     """The (bx, by) blocks of a scene that go to test (see the module docstring)."""
     nbx, nby = math.ceil(width / block), math.ceil(height / block)
-    ranked = sorted((_unit_hash(seed, stem, bx, by), bx, by)
+    ranked = sorted((_unit_hash(seed, name, bx, by), bx, by)
                     for by in range(nby) for bx in range(nbx))
-    n = min(len(ranked), math.floor(fraction * len(ranked) + _unit_hash(seed, stem, "n")))
+    n = min(len(ranked), math.floor(fraction * len(ranked) + _unit_hash(seed, name, "n")))
     return frozenset((bx, by) for _, bx, by in ranked[:n])
 
 
@@ -500,14 +518,70 @@ def scene_settings(scene: Scene, config: TilesConfig) -> dict[str, Any]:
     return out
 
 
+def _name_parts(path: Path) -> list[str]:
+    """Components a scene name is built from, nearest last: the absolute folders, then the
+    file stem (a folder scene: its name), each reduced to file-name-safe characters."""
+    full = path.resolve()
+    parts = [*full.parent.parts[1:], full.name if full.is_dir() else full.stem]
+    return [_NAME_CHARS.sub("_", part).strip("_") or "_" for part in parts]
+
+
+def _same_file(a: str | Path, b: Path) -> bool:
+    """`a` (a source as recorded in dataset.json) names the file `b`."""
+    with contextlib.suppress(OSError):
+        return Path(a).resolve() == b.resolve()
+    return False
+
+
+def scene_names(paths: list[Path], known: dict[str, str]) -> list[str]:
+    """Unique names (tile file prefixes) of one domain's scenes in a run.
+
+    A file stem is not unique in real products (SSL4EO: ``<product>/VV.tif`` in every
+    folder), so a name is the SHORTEST suffix of the path's components (stem, then parent
+    folders, joined by "_") that tells the file apart from the run's other scenes and from
+    the dataset's existing scenes (`known`: name -> source as recorded). A scene already in
+    the dataset (same file) keeps its recorded name, so a rerun with fewer or more scenes
+    names the same file the same way and finds its tiles; unique stems stay bare stems
+    (the names of datasets cut before). A scene is known by its path: a moved file is a
+    new scene.
+    """
+    names: list[str | None] = [None] * len(paths)
+    for i, path in enumerate(paths):
+        names[i] = next((n for n, src in known.items() if _same_file(src, path)), None)
+    parts = [_name_parts(p) for p in paths]
+    taken = {n for n in known if n not in names}  # names of other files
+    known_parts = [_name_parts(Path(src)) for n, src in known.items() if n in taken]
+    for i in range(len(paths)):
+        if names[i] is not None:
+            continue
+        rivals = [q for q in (*parts, *known_parts) if q != parts[i]]
+        for k in range(1, len(parts[i]) + 1):
+            name = "_".join(parts[i][-k:])
+            if (name not in taken and name not in names
+                    and all(r[-k:] != parts[i][-k:] for r in rivals)):
+                break
+        names[i] = name
+    return [str(n) for n in names]
+
+
+def name_scenes(scenes: list[Scene], dataset: Dataset) -> None:
+    """Give each scene its unique name (`scene_names`), per domain."""
+    for domain in ("A", "B"):
+        group = [s for s in scenes if s.domain == domain]
+        known = {k.split(":", 1)[1]: str(r.get("source"))
+                 for k, r in dataset.scenes.items() if r.get("domain") == domain}
+        for s, name in zip(group, scene_names([s.path for s in group], known), strict=True):
+            s.name = name
+
+
 def check_conflicts(scenes: list[Scene], dataset: Dataset, config: TilesConfig) -> None:
     """Refuse two scenes with one name in a run, or a scene cut before with other settings."""
     keys = Counter(s.key for s in scenes)
     for s in scenes:
         if keys[s.key] > 1:
             raise InputError(f"two {'EO' if s.domain == 'A' else 'SAR'} scenes named "
-                             f"{s.stem!r} in one run", path=s.path,
-                             hint="tile names start with the file name: rename one")
+                             f"{s.name!r} in one run", path=s.path,
+                             hint="tile names start with the scene name: rename one")
         old = dataset.scenes.get(s.key)
         if old is None:
             continue
@@ -515,7 +589,7 @@ def check_conflicts(scenes: list[Scene], dataset: Dataset, config: TilesConfig) 
         diff = sorted(k for k in new if old.get("settings", {}).get(k) != new[k])
         if diff:
             raise ConfigError(
-                f"scene {s.stem!r} is already in the dataset with other settings "
+                f"scene {s.name!r} is already in the dataset with other settings "
                 f"({', '.join(diff)})", path=s.path,
                 hint="repeat the first run's options for it, or use another --out "
                 "(one dataset, one radiometry and split per scene)",
@@ -540,6 +614,8 @@ class SceneStats:
     split: int = 0
     kept: Counter = field(default_factory=Counter)  # split -> tiles (written + existing)
     skipped: str | None = None  # why the whole scene was skipped
+    tile_size: int | None = None  # the side cut (smaller than asked for a small scene)
+    split_override: str | None = None  # "train": moved whole to train (_ensure_train)
 
     def line(self, dry_run: bool = False) -> str:
         if self.skipped:
@@ -613,23 +689,38 @@ def _build(config: TilesConfig, report: TilesReport, eo_paths: list[Path],
     scenes += [open_scene(p, "B", config, report.warnings) for p in sar_paths]
     if config.paired:
         check_same_grid(scenes[0], scenes[1])
+    name_scenes(scenes, dataset)
     check_conflicts(scenes, dataset, config)
     # every check done: from here on files are written
     groups = [scenes] if config.paired else [[s] for s in scenes]
     for group in groups:
         report.scenes.append(_cut(group, config, dataset, aoi, report.warnings))
+    _ensure_train(groups, report.scenes, config, dataset, aoi, report.warnings)
     _record(groups, report.scenes, config, dataset)
     report.counts = count_tiles(dataset.features)
+    dataset.doc["empty_test"] = _empty_test(report.counts, report.warnings)
     if not config.dry_run:
         write_metadata(dataset)
     return report
 
 
+def scene_tile_size(width: int, height: int, tile_size: int) -> int | None:
+    """The tile side cut from a scene: `tile_size` when it fits, else the largest multiple
+    of 4 (the generator's two stride-2 convolutions) that fits, down to
+    min(MIN_TILE, tile_size); None: the scene is too small to give any tile."""
+    side = min(width, height)
+    if side >= tile_size:
+        return tile_size
+    fit = side - side % 4
+    return fit if fit >= min(MIN_TILE, tile_size) else None
+
+
 def _cut(scenes: list[Scene], config: TilesConfig, dataset: Dataset, aoi: Any,
-         warn: list[str]) -> SceneStats:
-    """Cut one scene (or an EO/SAR pair: the same windows from both) into tiles."""
+         warn: list[str], all_train: bool = False) -> SceneStats:
+    """Cut one scene (or an EO/SAR pair: the same windows from both) into tiles;
+    `all_train`: every window to train (see `_ensure_train`)."""
     first = scenes[0]
-    stats = SceneStats(" + ".join(s.stem for s in scenes), "".join(s.domain for s in scenes))
+    stats = SceneStats(" + ".join(s.name for s in scenes), "".join(s.domain for s in scenes))
     if any(s.empty for s in scenes):
         stats.skipped = "no valid pixel"
         return stats
@@ -637,11 +728,25 @@ def _cut(scenes: list[Scene], config: TilesConfig, dataset: Dataset, aoi: Any,
         stats.skipped = "not georeferenced, --aoi cannot apply"
         _warn(warn, f"{first.path}: not georeferenced; skipped (--aoi needs footprints)")
         return stats
-    tests = frozenset() if config.paired else choose_test_blocks(
-        first.stem, first.width, first.height, config.block, config.test_fraction, config.seed)
-    wins = list(windows(first.width, first.height, config.tile_size, config.step))
-    if not wins:
-        _warn(warn, f"{first.path}: smaller than one {config.tile_size} px tile; no tiles")
+    size = scene_tile_size(first.width, first.height, config.tile_size)
+    if size is None:
+        stats.skipped = f"smaller than {min(MIN_TILE, config.tile_size)} px"
+        _warn(warn, f"{first.path}: {first.width}x{first.height} px is smaller than the "
+                    f"smallest tile ({min(MIN_TILE, config.tile_size)} px); skipped")
+        return stats
+    stats.tile_size = size
+    if size != config.tile_size:
+        _warn(warn, f"{first.path}: {first.width}x{first.height} px is smaller than one "
+                    f"{config.tile_size} px tile; cut into {size} px tiles")
+    # a shrunk tile keeps the overlap asked for (stride as a fraction of the tile)
+    step = config.step if size == config.tile_size else max(
+        1, round(config.step * size / config.tile_size))
+    all_train = all_train or any(
+        dataset.scenes.get(s.key, {}).get("split_override") == "train" for s in scenes)
+    stats.split_override = "train" if all_train else None
+    tests = frozenset() if config.paired or all_train else choose_test_blocks(
+        first.name, first.width, first.height, config.block, config.test_fraction, config.seed)
+    wins = list(windows(first.width, first.height, size, step))
     readers = [open_input(s.path) for s in scenes]
     try:
         bar = _progress_bar(len(wins), config.progress, stats.name)
@@ -669,7 +774,7 @@ def _one_window(window: Window, scenes: list[Scene], readers: list[Any],
     if aoi is not None and not aoi.intersects(shape_):
         stats.aoi += 1
         return
-    name = f"{first.stem}_r{window.row_off:05d}_c{window.col_off:05d}.png"
+    name = f"{first.name}_r{window.row_off:05d}_c{window.col_off:05d}.png"
     files = [f"{split}{s.domain}/{name}" for s in scenes]
     exist = [(dataset.root / f).exists() for f in files]
     if all(exist) and all(f in dataset.features for f in files):
@@ -697,18 +802,68 @@ def _one_window(window: Window, scenes: list[Scene], readers: list[Any],
         stats.written += 1
 
 
+def _ensure_train(groups: list[list[Scene]], stats: list[SceneStats], config: TilesConfig,
+                  dataset: Dataset, aoi: Any, warn: list[str]) -> None:
+    """A domain with tiles but an empty train side cannot be trained on (`ugatit train`
+    would stop on an empty trainB, or worse, a user would not notice until then): the
+    scene (or pair) of this run with the most test tiles is cut again, whole, into train.
+
+    Why a whole scene: its test tiles are removed and every window goes to train, so no
+    tile of it stays on the test side (no leakage, invariant 9); the override is recorded
+    in dataset.json (``split_override``) so reruns cut it the same way, and it is never
+    undone (tiles that may have been trained on never move to test). Not done with
+    --test-fraction 1 (an all-test set asked for) or in paired mode's absence of tiles.
+    """
+    if config.test_fraction >= 1.0:
+        return
+    for domain in ("A", "B"):
+        counts = count_tiles(dataset.features)
+        if counts[f"train{domain}"] or not counts[f"test{domain}"]:
+            continue
+        candidates = [(-st.kept["test"], st.name, i) for i, st in enumerate(stats)
+                      if domain in st.domain and st.kept["test"] and not st.skipped]
+        if not candidates:
+            _warn(warn, f"train{domain} is empty: all its tiles are test tiles of scenes "
+                        "cut before; add scenes or cut the dataset again")
+            continue
+        i = min(candidates)[2]
+        keys = {s.key for s in groups[i]}
+        for f in [f for f, feat in dataset.features.items()
+                  if feat["properties"]["split"] == "test"
+                  and f"{feat['properties']['domain']}:{feat['properties']['scene']}" in keys]:
+            del dataset.features[f]
+            if not config.dry_run:
+                (dataset.root / f).unlink(missing_ok=True)
+        stats[i] = _cut(groups[i], config, dataset, aoi, warn, all_train=True)
+        _warn(warn, f"train{domain} would be empty (its {-min(candidates)[0]} tile(s) all fell "
+                    f"in test blocks): {stats[i].name} moved whole to train")
+
+
+def _empty_test(counts: dict[str, int], warn: list[str]) -> list[str]:
+    """The test folders that are empty while their domain has tiles (warned)."""
+    empty = []
+    for domain in ("A", "B"):
+        if counts[f"train{domain}"] and not counts[f"test{domain}"]:
+            empty.append(f"test{domain}")
+            _warn(warn, f"test{domain} is empty ({counts[f'train{domain}']} train tiles, no "
+                        "test tile): `ugatit evaluate` has nothing to score; add scenes, "
+                        "raise --test-fraction or lower --split-block")
+    return empty
+
+
 def tile_feature(scene: Scene, file: str, window: Window, split: str, fraction: float,
                  outline: Polygon | None, config: TilesConfig) -> dict[str, Any]:
     """The GeoJSON feature of one tile (geometry null for a scene without georeferencing)."""
     props: dict[str, Any] = {
         "file": file,
         "domain": scene.domain,
-        "scene": scene.stem,
+        "scene": scene.name,
         "source": str(scene.path),
         "window": {"col_off": int(window.col_off), "row_off": int(window.row_off),
                    "width": int(window.width), "height": int(window.height)},
         "crs": scene.crs,
         "split": split,
+        "tile_size": int(window.width),
         "valid_fraction": round(fraction, 6),
     }
     if config.paired:
@@ -740,8 +895,11 @@ def _record(groups: list[list[Scene]], stats: list[SceneStats], config: TilesCon
             "dropped": {"validity": st.validity, "constant": st.constant, "aoi": st.aoi,
                         "split": st.split},
             "skipped": st.skipped,
+            "tile_size": st.tile_size,
             "options": config.options(),
         }
+        if st.split_override:
+            record["split_override"] = st.split_override
         if s.scaling is not None:
             record["eo_scaling"] = s.scaling.to_dict()
         dataset.scenes[s.key] = record
@@ -752,8 +910,10 @@ def _record(groups: list[list[Scene]], stats: list[SceneStats], config: TilesCon
         "format": FORMAT,
         "layout": "trainA/trainB/testA/testB: 8-bit RGB PNG; A = EO (optical), B = SAR",
         "tile_size": config.tile_size,
+        "tile_sizes": tile_sizes(dataset.features),
         "radiometry": radiometry_summary(dataset.scenes),
         "counts": count_tiles(dataset.features),
+        "empty_test": dataset.doc.get("empty_test", []),
         "options": invocations,  # one entry per distinct invocation
         "scenes": dict(sorted(dataset.scenes.items())),
     }
@@ -791,6 +951,13 @@ def radiometry_summary(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
         sar_out["db_range_per_scene"] = dict(sorted(ranges.items()))
     out["sar"] = sar_out
     return out
+
+
+def tile_sizes(features: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Tiles per side in px ({"256": 900, "120": 12}): small scenes give smaller tiles."""
+    sizes = Counter(str(f["properties"].get("tile_size", f["properties"]["window"]["width"]))
+                    for f in features.values())
+    return dict(sorted(sizes.items(), key=lambda kv: -int(kv[0])))
 
 
 def count_tiles(features: dict[str, dict[str, Any]]) -> dict[str, int]:

@@ -440,3 +440,115 @@ def test_killed_run_is_completed_by_a_rerun(l8_crop: Path, tmp_path: Path) -> No
     assert {n: (out / n).read_bytes() for n in meta} == meta
     assert all(p.stat().st_mtime_ns == t for p, t in pngs.items() if p != victim)
     assert not [p for p in out.rglob(".*")]  # no temporary file left behind
+
+
+# ---------------------------------------------------------------------------------------
+# Sentinel-1/2 as they come: small patches, repeated stems, few SAR scenes
+
+
+def s1_patch(path: Path, size: int = 120, seed: int = 0, crs: str = "EPSG:32633",
+             origin: tuple[float, float] = (500000.0, 5900000.0), pixel: float = 10.0) -> Path:
+    """A BigEarthNet-like Sentinel-1 patch: float32 sigma0 dB (about -25..+5), UTM, 10 m,
+    no nodata tag (as the BigEarthNet files)."""
+    rng = np.random.default_rng(seed)
+    db = (-12.0 + 4.0 * rng.standard_normal((size, size))).astype("float32")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=1,
+                       dtype="float32", crs=crs,
+                       transform=rasterio.Affine(pixel, 0, origin[0], 0, -pixel, origin[1])
+                       ) as ds:
+        ds.write(db, 1)
+    return path
+
+
+def test_small_scene_gives_tiles_at_the_largest_size_that_fits(tmp_path: Path) -> None:
+    """A 120 px BigEarthNet patch at the default 256 px (and at 128 px): one 120 px tile,
+    recorded in the index and dataset.json; below 96 px: skipped with a warning."""
+    patch = s1_patch(tmp_path / "S1A_IW_GRDH_1SDV_patch_87_48_VV.tif")
+    for tile in (256, 128):
+        out = tmp_path / f"ds{tile}"
+        with pytest.warns(PipelineWarning, match="cut into 120 px tiles"):
+            report = build_tiles(TilesConfig(out=out, sar=(patch,), sar_units="db",
+                                             tile_size=tile, progress=False))
+        assert report.written == 1
+        (feat,) = features(out)
+        assert feat["properties"]["tile_size"] == 120
+        assert feat["properties"]["window"] == {"col_off": 0, "row_off": 0, "width": 120,
+                                                "height": 120}
+        assert png(out / feat["properties"]["file"]).shape == (120, 120, 3)
+        doc = json.loads((out / "dataset.json").read_text())
+        assert doc["tile_size"] == tile and doc["tile_sizes"] == {"120": 1}
+        assert doc["scenes"][f"B:{patch.stem}"]["tile_size"] == 120
+    # not a multiple of 4: 118 x 118 at 128 px -> 116 px tiles; 95 px wide: none
+    odd = crop(patch, tmp_path / "odd.tif", Window(0, 0, 118, 118))
+    small = crop(patch, tmp_path / "small.tif", Window(0, 0, 95, 120))
+    report = build(tmp_path / "mixed", sar=(odd, small), sar_units="db", tile_size=128)
+    odd_stats, small_stats = report.scenes
+    assert {f["properties"]["tile_size"] for f in features(tmp_path / "mixed")} == {116}
+    assert small_stats.skipped == "smaller than 96 px" and small_stats.written == 0
+    assert any("95x120 px is smaller than the smallest tile (96 px)" in w
+               for w in report.warnings)
+
+
+def test_scene_tile_size_rule() -> None:
+    from pipeline.tiles import scene_tile_size
+
+    assert scene_tile_size(2000, 1000, 256) == 256
+    assert scene_tile_size(120, 120, 256) == 120
+    assert scene_tile_size(268, 217, 256) == 216  # the pyroSAR patch
+    assert scene_tile_size(99, 300, 256) == 96
+    assert scene_tile_size(95, 300, 256) is None
+    assert scene_tile_size(70, 64, 64) == 64  # tiles below 96 px only when asked for
+    assert scene_tile_size(60, 60, 64) is None
+
+
+def test_repeated_stems_get_unique_names(tmp_path: Path) -> None:
+    """SSL4EO layout: every product folder holds VV.tif. Names come from the shortest
+    distinguishing parent path; a rerun with one of them keeps its name (writes nothing);
+    a later product with the same stem gets a path name too."""
+    root = tmp_path / "ssl4eo" / "s1" / "0000200"
+    a = s1_patch(root / "S1A_20200607" / "VV.tif", size=100, seed=1)
+    b = s1_patch(root / "S1A_20200903" / "VV.tif", size=100, seed=2)
+    out = tmp_path / "ds"
+    report = build(out, sar=(a, b), sar_units="db", test_fraction=0.0)
+    assert [s.name for s in report.scenes] == ["S1A_20200607_VV", "S1A_20200903_VV"]
+    files = sorted(f["properties"]["file"] for f in features(out))
+    assert files == ["trainB/S1A_20200607_VV_r00000_c00000.png",
+                     "trainB/S1A_20200903_VV_r00000_c00000.png"]
+    again = build(out, sar=(b,), sar_units="db", test_fraction=0.0)
+    assert again.written == 0 and again.scenes[0].name == "S1A_20200903_VV"
+    c = s1_patch(tmp_path / "other" / "S1B_20201001" / "VV.tif", size=100, seed=3)
+    later = build(out, sar=(c,), sar_units="db", test_fraction=0.0)
+    assert later.scenes[0].name == "S1B_20201001_VV"
+    # folders with the same name deeper down: more of the path
+    d = s1_patch(tmp_path / "x" / "S1A_20200607" / "VV.tif", size=100, seed=4)
+    fresh = build(tmp_path / "ds2", sar=(a, d), sar_units="db", test_fraction=0.0)
+    assert [s.name for s in fresh.scenes] == ["0000200_S1A_20200607_VV", "x_S1A_20200607_VV"]
+
+
+def test_a_single_small_sar_scene_still_has_train_tiles(tmp_path: Path) -> None:
+    """One 120 px SAR scene whose only block draws "test": moved whole to train, the empty
+    test side warned about and listed in dataset.json; a rerun writes nothing."""
+    patch = s1_patch(tmp_path / "only_VV.tif")
+    seed = next(s for s in range(100)
+                if choose_test_blocks("only_VV", 120, 120, 256, 0.5, s))
+    out = tmp_path / "ds"
+    with pytest.warns(PipelineWarning) as caught:
+        report = build_tiles(TilesConfig(out=out, sar=(patch,), sar_units="db", seed=seed,
+                                         test_fraction=0.5, progress=False))
+    messages = [str(w.message) for w in caught]
+    assert any("trainB would be empty" in m for m in messages)
+    assert any("testB is empty" in m for m in messages)
+    assert report.counts == {"trainA": 0, "trainB": 1, "testA": 0, "testB": 0}
+    assert not list(out.glob("testB/*.png")) and len(list(out.glob("trainB/*.png"))) == 1
+    doc = json.loads((out / "dataset.json").read_text())
+    assert doc["empty_test"] == ["testB"]
+    assert doc["scenes"]["B:only_VV"]["split_override"] == "train"
+    assert doc["scenes"]["B:only_VV"]["tiles"] == {"train": 1, "test": 0}
+    assert [f["properties"]["split"] for f in features(out)] == ["train"]
+    meta = (out / "dataset.json").read_bytes()
+    again = build(out, sar=(patch,), sar_units="db", seed=seed, test_fraction=0.5)
+    assert again.written == 0 and (out / "dataset.json").read_bytes() == meta
+    # --test-fraction 1 asks for an all-test set: left as it is
+    all_test = build(tmp_path / "t", sar=(patch,), sar_units="db", test_fraction=1.0)
+    assert all_test.counts["testB"] == 1 and all_test.counts["trainB"] == 0
