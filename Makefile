@@ -143,7 +143,7 @@ else
 		--sar $(TILES_DATA)/pisar_tsukuba_fullpol_intensity.tif --sar-band 1 \
 		--sar-units linear --sar-db-range=-25,0 --split-block 128
 	@echo "Paired test set: SpaceNet 6 optical + SAR (HH, dB), same grid"
-	$(VPY) -m pipeline tiles -q --paired --out $(DEMO_PAIRED) \
+	$(VPY) -m pipeline tiles -q --paired --test-fraction 1 --out $(DEMO_PAIRED) \
 		--eo $(TILES_DATA)/sn6_rotterdam_eo_rgb.tif \
 		--sar $(TILES_DATA)/sn6_rotterdam_sar_quadpol_db.tif --sar-band 1 --sar-units db \
 		--tile-size $(or $(TILE),128) --stride $(or $(STRIDE),64)

@@ -307,9 +307,12 @@ def quicklook_cmd(input_path: str, output_path: Path, png_path: Path, bands: str
 
 @main.command("tiles")
 @click.option("--eo", multiple=True, type=click.Path(path_type=Path),
-              help="Optical scene (GeoTIFF/VRT) or directory of them -> domain A; repeatable.")
+              help="Optical scene (GeoTIFF/VRT), directory of them, folder of Sentinel-2 "
+              "band files (B02/B03/B04: one scene), or a quoted glob -> domain A; "
+              "repeatable.")
 @click.option("--sar", multiple=True, type=click.Path(path_type=Path),
-              help="SAR scene or directory of them -> domain B; repeatable.")
+              help="SAR scene, directory of them or a quoted glob ('s1/*/VV.tif') -> "
+              "domain B; repeatable.")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path),
               help="Dataset directory (trainA/trainB/testA/testB, index.geojson, "
               "dataset.json); a rerun or another invocation adds to it. Required.")
@@ -338,8 +341,11 @@ def quicklook_cmd(input_path: str, output_path: Path, png_path: Path, bands: str
 @field_option(TilesConfig, "split_block", "Side of the split's spatial blocks in px.",
               type=int, default_text="2 x tile size")
 @field_option(TilesConfig, "paired",
-              "One EO and one SAR scene on the same grid: same windows from both, all to "
-              "testA/testB with identical names.")
+              "Co-registered EO/SAR pairs (matched by footprint): the same windows from "
+              "both, identical names in trainA/trainB and testA/testB, one split per pair.")
+@field_option(TilesConfig, "resample_sar",
+              "--paired: warp each SAR scene onto its EO partner's grid (bilinear) when "
+              "the grids differ (SSL4EO); without it such a pair is refused.")
 @dry_run_option("Print the counts; write nothing.")
 @quiet_option("No progress bar.")
 def tiles_cmd(eo: tuple[Path, ...], sar: tuple[Path, ...], out: Path, eo_bands: str | None,
@@ -353,6 +359,8 @@ def tiles_cmd(eo: tuple[Path, ...], sar: tuple[Path, ...], out: Path, eo_bands: 
           --sar-db-range auto --out data/ds --tile-size 128 --stride 64
       python -m pipeline tiles --paired --eo eo.tif --sar sar_db.tif --sar-units db \\
           --out data/paired
+      python -m pipeline tiles --paired --resample-sar --eo 'ssl4eo/s2a/0000200/*' \\
+          --sar 'ssl4eo/s1/0000200/*/VV.tif' --sar-units db --out data/ssl4eo
     """
     from pipeline.tiles import build_tiles, parse_bands, parse_db_range
 

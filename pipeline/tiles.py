@@ -44,12 +44,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import math
 import re
 import statistics
 import sys
+import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -61,10 +63,13 @@ from typing import Any
 import numpy as np
 import rasterio
 import rasterio.errors
+import rasterio.transform
 import rasterio.warp
 import rasterio.windows
 import shapely
 from PIL import Image
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from shapely.geometry import Polygon, mapping, shape
 
@@ -136,6 +141,7 @@ class TilesConfig:
     seed: int = 0
     split_block: int | None = None  # None: 2 * tile_size
     paired: bool = False
+    resample_sar: bool = False  # --paired: warp SAR onto its EO partner's grid when they differ
     dry_run: bool = False
     progress: bool = True
 
@@ -168,9 +174,14 @@ class TilesConfig:
         if lo_hi is not None and not lo_hi[1] > lo_hi[0]:
             raise ConfigError("bad value for --sar-db-range", path="--sar-db-range",
                               hint="LOW,HIGH in dB with LOW < HIGH, e.g. -25,0, or auto")
-        if self.paired and (len(self.eo) != 1 or len(self.sar) != 1):
-            raise ConfigError("--paired needs exactly one --eo and one --sar scene",
-                              path="--paired", hint="give one EO file and one SAR file")
+        if self.paired and not (self.eo and self.sar):
+            raise ConfigError("--paired needs --eo and --sar scenes", path="--paired",
+                              hint="give the optical scenes with --eo and their SAR "
+                              "partners with --sar (matched by footprint)")
+        if self.resample_sar and not self.paired:
+            raise ConfigError("--resample-sar applies to --paired", path="--resample-sar",
+                              hint="add --paired, or drop --resample-sar (unpaired SAR "
+                              "scenes are cut on their own grids)")
 
     def options(self) -> dict[str, Any]:
         """JSON-ready options as recorded in dataset.json (run flags left out)."""
@@ -214,6 +225,8 @@ class Scene:
     crs: str | None  # None: not georeferenced
     transform: tuple[float, ...] | None
     bands: tuple[int, ...]
+    read_path: Path | None = None  # what is opened (a band folder's VRT); None: path
+    warp_to: Scene | None = None  # SAR resampled onto this EO scene's grid (--resample-sar)
     scaling: Scaling | None = None  # EO
     db_range: tuple[float, float] | None = None  # SAR, the range used
     empty: bool = False  # no valid pixel: skipped with a warning
@@ -222,27 +235,136 @@ class Scene:
     def key(self) -> str:
         return f"{self.domain}:{self.name}"
 
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[Any]:
+        """The scene's raster, open: the file (or its band-folder VRT), or, for a SAR
+        scene paired by resampling, a WarpedVRT of it on the EO scene's grid (bilinear:
+        dB and intensities are continuous; NaN = no data, never blended in)."""
+        with open_input(self.read_path or self.path) as ds:
+            if self.warp_to is None:
+                yield ds
+                return
+            eo = self.warp_to
+            floating = np.dtype(ds.dtypes[0]).kind == "f"
+            src_nodata = ds.nodata if ds.nodata is not None else (
+                float("nan") if floating else None)
+            with WarpedVRT(ds, crs=eo.crs, transform=rasterio.Affine(*eo.transform),
+                           width=eo.width, height=eo.height, resampling=Resampling.bilinear,
+                           src_nodata=src_nodata, nodata=float("nan") if floating
+                           else src_nodata, dtype="float32" if floating else None) as vrt:
+                yield vrt
+
     def grid(self) -> dict[str, Any]:
         return {"width": self.width, "height": self.height, "crs": self.crs,
                 "transform": None if self.transform is None else list(self.transform)}
 
 
-def expand_inputs(paths: tuple[Path, ...], flag: str) -> list[Path]:
-    """Files as given; directories -> their GeoTIFF/VRT files (sorted, hidden ones left
-    out, not recursive)."""
-    found: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
-                           and f.suffix.lower() in RASTER_SUFFIXES)
-            if not files:
-                raise InputError("directory holds no GeoTIFF/VRT (.tif, .tiff, .vrt)", path=p,
-                                 hint=f"give {flag} raster files or a directory of them")
-            found.extend(files)
-        elif not p.exists():
-            raise InputError("does not exist", path=p, hint=f"check the path given to {flag}")
-        else:
-            found.append(p)
+@dataclass(frozen=True)
+class SceneInput:
+    """One scene as given (`path`: a raster, or a folder of Sentinel-2 band files) and the
+    raster read for it (`read`: the file itself, or a VRT stacking the band files)."""
+
+    path: Path
+    read: Path
+
+
+#: A Sentinel-2 band file by name: BigEarthNet's `<patch>_B04.tif`, SSL4EO's `B4.tif`.
+_S2_BAND = re.compile(r"(?:^|_)B0?([2-4])\.(?:tif|tiff|jp2)$", re.IGNORECASE)
+_S2_RGB = (("4", "B04", "red"), ("3", "B03", "green"), ("2", "B02", "blue"))
+
+
+def band_folder(folder: Path) -> dict[str, Path] | None:
+    """The blue, green and red band files of a folder of single-band Sentinel-2 files
+    (BigEarthNet `*_B02.tif ...`, SSL4EO `B2.tif ...`), by band number; None when the
+    folder is not one (it lacks one of them, or has two of one)."""
+    found: dict[str, list[Path]] = {}
+    for f in folder.iterdir():
+        m = _S2_BAND.search(f.name)
+        if m and f.is_file():
+            found.setdefault(m.group(1), []).append(f)
+    if sorted(found) != ["2", "3", "4"] or any(len(v) != 1 for v in found.values()):
+        return None
+    return {k: v[0] for k, v in found.items()}
+
+
+def stack_band_folder(folder: Path, files: dict[str, Path], vrt: Path) -> Path:
+    """A VRT of a band folder in R, G, B order (B04, B03, B02), each band a reference to
+    its file (nothing copied), 0 declared nodata (Sentinel-2's fill): the same stack
+    `pipeline run` makes of a SAFE product (pipeline.sources.write_stack_vrt), so a band
+    folder is radiometrically the product it was cut from."""
+    from pipeline.sources import Band, write_stack_vrt
+
+    bands = [Band(name, str(files[n].resolve()), common_name=common, nodata=0.0)
+             for n, name, common in _S2_RGB]
+    return write_stack_vrt(bands, vrt)
+
+
+def _is_pattern(path: Path) -> bool:
+    return not path.exists() and any(c in str(path) for c in "*?[")
+
+
+def expand_inputs(paths: tuple[Path, ...], flag: str, tmp: Path | None = None
+                  ) -> list[SceneInput]:
+    """What --eo / --sar name, as scenes.
+
+    - a raster file: itself;
+    - a glob pattern (quoted, so that the shell leaves it: `'ssl4eo/s1/*/*/VV.tif'`): the
+      files and folders it matches, sorted, each as below;
+    - a folder of Sentinel-2 band files (--eo only: B02, B03, B04 as separate files, as
+      BigEarthNet and SSL4EO ship them): ONE scene, its bands stacked R, G, B in a VRT
+      under `tmp` (a plain directory of rasters would make each band file a scene);
+    - a directory: its GeoTIFF/VRT files (sorted, hidden ones left out, not recursive),
+      or, when it holds none and --eo, its band-folder subdirectories.
+    """
+    found: list[SceneInput] = []
+    eo = flag == "--eo"
+    vrt_names = itertools.count()
+
+    def band_scene(folder: Path) -> SceneInput | None:
+        files = band_folder(folder) if eo else None
+        if files is None:
+            return None
+        if tmp is None:
+            raise InputError("a folder of band files needs a VRT", path=folder,
+                             hint="internal: expand_inputs called without tmp")
+        return SceneInput(folder, stack_band_folder(folder, files,
+                                                    tmp / f"eo{next(vrt_names)}.vrt"))
+
+    for given in paths:
+        items = [given]
+        if _is_pattern(given):
+            anchor = Path(given.anchor or ".")
+            items = sorted(anchor.glob(str(given.relative_to(anchor)) if given.anchor
+                                       else str(given)))
+            if not items:
+                raise InputError("the pattern matches nothing", path=given,
+                                 hint=f"check the pattern given to {flag} (quote it, e.g. "
+                                 f"{flag} 'folder/*/VV.tif')")
+        for p in items:
+            if p.is_dir():
+                scene = band_scene(p)
+                if scene is not None:
+                    found.append(scene)
+                    continue
+                files = sorted(f for f in p.iterdir() if f.is_file()
+                               and not f.name.startswith(".")
+                               and f.suffix.lower() in RASTER_SUFFIXES)
+                if files:
+                    found.extend(SceneInput(f, f) for f in files)
+                    continue
+                subs = [band_scene(d) for d in sorted(p.iterdir()) if d.is_dir()] if eo else []
+                if not any(subs):
+                    raise InputError(
+                        "directory holds no GeoTIFF/VRT (.tif, .tiff, .vrt)"
+                        + (" and no folder of Sentinel-2 band files" if eo else ""), path=p,
+                        hint=f"give {flag} raster files, a directory of them"
+                        + (", or folders of B02/B03/B04 band files" if eo else "")
+                        + f", or a quoted pattern ({flag} 'dir/*/VV.tif')")
+                found.extend(s for s in subs if s is not None)
+            elif not p.exists():
+                raise InputError("does not exist", path=p, hint=f"check the path given to {flag}")
+            else:
+                found.append(SceneInput(p, p))
     return found
 
 
@@ -276,9 +398,11 @@ def sar_band_for(ds: rasterio.io.DatasetReader, path: Path, band: int) -> tuple[
     return (band,)
 
 
-def open_scene(path: Path, domain: str, config: TilesConfig, warn: list[str]) -> Scene:
+def open_scene(given: SceneInput, domain: str, config: TilesConfig, warn: list[str]
+               ) -> Scene:
     """Open, check and measure one scene (bands, readability, global radiometry)."""
-    with open_input(path) as ds:
+    path = given.path
+    with open_input(given.read) as ds:
         if domain == "A":
             bands = eo_bands_for(ds, path, config.eo_bands)
         else:
@@ -291,7 +415,8 @@ def open_scene(path: Path, domain: str, config: TilesConfig, warn: list[str]) ->
                         "(geometry null in index.geojson)")
         scene = Scene(path=path, domain=domain, name=path.stem, width=ds.width,
                       height=ds.height, crs=ds.crs.to_string() if georef else None,
-                      transform=tuple(ds.transform)[:6] if georef else None, bands=bands)
+                      transform=tuple(ds.transform)[:6] if georef else None, bands=bands,
+                      read_path=None if given.read == path else given.read)
         try:
             _measure(ds, scene, config)
         except rasterio.errors.RasterioIOError as exc:
@@ -323,22 +448,94 @@ def _measure(ds: rasterio.io.DatasetReader, scene: Scene, config: TilesConfig) -
 def check_same_grid(eo: Scene, sar: Scene) -> None:
     """--paired: the same CRS, size and transform (within GRID_TOLERANCE_PX)."""
     same = (eo.width, eo.height, eo.crs) == (sar.width, sar.height, sar.crs)
+    shift_text = ""
     if same and eo.transform is not None and sar.transform is not None:
         a, b = rasterio.Affine(*eo.transform), rasterio.Affine(*sar.transform)
         pixel = min(abs(a.a), abs(a.e))
         corners = [(0, 0), (eo.width, 0), (0, eo.height), (eo.width, eo.height)]
         shift = max(math.dist(a @ c, b @ c) for c in corners)
         same = shift <= GRID_TOLERANCE_PX * pixel
+        shift_text = f"; corners up to {shift / pixel:.2f} px apart"
     elif same:
         same = eo.transform == sar.transform
     if not same:
         raise InputError(
-            f"is not on the grid of the EO scene {eo.path} (CRS, size, transform: "
-            f"{sar.crs} {sar.width}x{sar.height} vs {eo.crs} {eo.width}x{eo.height})",
+            f"is not on the grid of the EO scene {eo.path} (CRS, size: "
+            f"{sar.crs} {sar.width}x{sar.height} vs {eo.crs} {eo.width}x{eo.height}"
+            f"{shift_text})",
             path=sar.path,
-            hint="--paired needs co-registered scenes: resample one onto the other first "
+            hint="--paired needs co-registered scenes: add --resample-sar to warp the SAR "
+            "onto the EO grid (bilinear), or resample one onto the other first "
             "(gdalwarp -te ... -tr ... -t_srs ...), or drop --paired",
         )
+
+
+def _lonlat_box(scene: Scene) -> Any:
+    """The scene's bounds in lon/lat as a shapely box (None: not georeferenced)."""
+    if scene.crs is None or scene.transform is None:
+        return None
+    t = rasterio.Affine(*scene.transform)
+    bounds = rasterio.transform.array_bounds(scene.height, scene.width, t)
+    return shapely.box(*rasterio.warp.transform_bounds(scene.crs, "EPSG:4326", *bounds))
+
+
+#: Least intersection-over-union of two footprints for an EO and a SAR scene to pair.
+PAIR_MIN_IOU = 0.5
+
+
+def pair_scenes(eo: list[Scene], sar: list[Scene], warn: list[str]) -> list[list[Scene]]:
+    """--paired: [EO, SAR] pairs by footprint, so that folders of products pair up without
+    listing them in order (BigEarthNet's S1 and S2 folders are named differently).
+
+    Pairs are the EO/SAR scenes whose lon/lat bounds overlap by at least PAIR_MIN_IOU
+    (intersection over union), best overlap first, each scene in one pair at most; ties
+    (several dates of one site, same grids) go in the order given, i.e. sorted names pair
+    the first EO date with the first SAR date. Scenes without georeferencing pair only when
+    there is exactly one EO and one SAR scene. Unpaired scenes are skipped with a warning.
+    """
+    if len(eo) == 1 and len(sar) == 1 and (eo[0].crs is None or sar[0].crs is None):
+        return [[eo[0], sar[0]]]
+    boxes_a, boxes_b = [_lonlat_box(s) for s in eo], [_lonlat_box(s) for s in sar]
+    ranked = []
+    for i, a in enumerate(boxes_a):
+        for j, b in enumerate(boxes_b):
+            if a is None or b is None or not a.intersects(b):
+                continue
+            iou = a.intersection(b).area / a.union(b).area
+            if iou >= PAIR_MIN_IOU:
+                ranked.append((-round(iou, 6), i, j))
+    pairs: list[list[Scene]] = []
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    for _, i, j in sorted(ranked):
+        if i not in used_a and j not in used_b:
+            used_a.add(i)
+            used_b.add(j)
+            pairs.append([eo[i], sar[j]])
+    for scenes, used in ((eo, used_a), (sar, used_b)):
+        for k, s in enumerate(scenes):
+            if k not in used:
+                _warn(warn, f"{s.path}: no {'SAR' if s.domain == 'A' else 'EO'} scene "
+                            "overlaps it (--paired); skipped")
+    if not pairs:
+        raise InputError("no EO scene overlaps a SAR scene (--paired)", path=eo[0].path,
+                         hint="give co-registered EO/SAR pairs (footprints overlapping by "
+                         f"at least {PAIR_MIN_IOU:.0%}), or drop --paired")
+    pairs.sort(key=lambda pair: eo.index(pair[0]))
+    return pairs
+
+
+def co_register(pair: list[Scene], resample: bool) -> None:
+    """Same grid (within GRID_TOLERANCE_PX), or, with --resample-sar, the SAR read through
+    a WarpedVRT on the EO grid (the EO pixels are never resampled: they are the model's
+    input; the SAR target follows them). Refused with a hint otherwise."""
+    eo, sar = pair
+    try:
+        check_same_grid(eo, sar)
+    except InputError:
+        if not resample or eo.crs is None or sar.crs is None:
+            raise
+        sar.warp_to = eo
 
 
 # ---------------------------------------------------------------------------------------
@@ -506,9 +703,10 @@ def scene_settings(scene: Scene, config: TilesConfig) -> dict[str, Any]:
     """What must not change when a scene is cut again into the same dataset (the tiles'
     names stay the same, so a change would mix two radiometries or two splits)."""
     out: dict[str, Any] = {**scene.grid(), "bands": list(scene.bands),
-                           "paired": config.paired}
-    if not config.paired:
-        out.update(seed=config.seed, test_fraction=config.test_fraction, split_block=config.block)
+                           "paired": config.paired, "seed": config.seed,
+                           "test_fraction": config.test_fraction, "split_block": config.block}
+    if scene.warp_to is not None:
+        out["resampled_to"] = f"A:{scene.warp_to.name}"
     if scene.domain == "A":
         out["nodata"] = config.eo_nodata
     else:
@@ -660,11 +858,13 @@ def build_tiles(config: TilesConfig) -> TilesReport:
     """Cut the training tiles of `config` into config.out (see the module docstring)."""
     config.validate()
     report = TilesReport(config.out, config.dry_run)
-    eo_paths = expand_inputs(config.eo, "--eo")
-    sar_paths = expand_inputs(config.sar, "--sar")
-    aoi = load_aoi(config.aoi)
-    with _dataset_lock(config):  # load, cut, merge, write: one run at a time
-        return _build(config, report, eo_paths, sar_paths, aoi)
+    # band folders become VRTs here, for the run's length only (they reference the files)
+    with tempfile.TemporaryDirectory(prefix="eo2sar-tiles-") as tmp:
+        eo_paths = expand_inputs(config.eo, "--eo", Path(tmp))
+        sar_paths = expand_inputs(config.sar, "--sar")
+        aoi = load_aoi(config.aoi)
+        with _dataset_lock(config):  # load, cut, merge, write: one run at a time
+            return _build(config, report, eo_paths, sar_paths, aoi)
 
 
 def _dataset_lock(config: TilesConfig) -> contextlib.AbstractContextManager[Any]:
@@ -682,17 +882,22 @@ def _dataset_lock(config: TilesConfig) -> contextlib.AbstractContextManager[Any]
         "%s: another run is writing this dataset (%s); waiting for it", config.out, holder))
 
 
-def _build(config: TilesConfig, report: TilesReport, eo_paths: list[Path],
-           sar_paths: list[Path], aoi: Any) -> TilesReport:
+def _build(config: TilesConfig, report: TilesReport, eo_paths: list[SceneInput],
+           sar_paths: list[SceneInput], aoi: Any) -> TilesReport:
     dataset = load_dataset(config.out, config.tile_size)
-    scenes = [open_scene(p, "A", config, report.warnings) for p in eo_paths]
-    scenes += [open_scene(p, "B", config, report.warnings) for p in sar_paths]
+    eo = [open_scene(p, "A", config, report.warnings) for p in eo_paths]
+    sar = [open_scene(p, "B", config, report.warnings) for p in sar_paths]
     if config.paired:
-        check_same_grid(scenes[0], scenes[1])
+        groups = pair_scenes(eo, sar, report.warnings)
+        for pair in groups:
+            co_register(pair, config.resample_sar)
+        scenes = [s for pair in groups for s in pair]
+    else:
+        scenes = eo + sar
+        groups = [[s] for s in scenes]
     name_scenes(scenes, dataset)
     check_conflicts(scenes, dataset, config)
     # every check done: from here on files are written
-    groups = [scenes] if config.paired else [[s] for s in scenes]
     for group in groups:
         report.scenes.append(_cut(group, config, dataset, aoi, report.warnings))
     _ensure_train(groups, report.scenes, config, dataset, aoi, report.warnings)
@@ -744,21 +949,19 @@ def _cut(scenes: list[Scene], config: TilesConfig, dataset: Dataset, aoi: Any,
     all_train = all_train or any(
         dataset.scenes.get(s.key, {}).get("split_override") == "train" for s in scenes)
     stats.split_override = "train" if all_train else None
-    tests = frozenset() if config.paired or all_train else choose_test_blocks(
+    tests = frozenset() if all_train else choose_test_blocks(
         first.name, first.width, first.height, config.block, config.test_fraction, config.seed)
     wins = list(windows(first.width, first.height, size, step))
-    readers = [open_input(s.path) for s in scenes]
     try:
-        bar = _progress_bar(len(wins), config.progress, stats.name)
-        for window in wins:
-            _one_window(window, scenes, readers, tests, config, dataset, aoi, stats)
-            bar.update()
-        bar.close()
+        with contextlib.ExitStack() as stack:
+            readers = [stack.enter_context(s.reader()) for s in scenes]
+            bar = _progress_bar(len(wins), config.progress, stats.name)
+            for window in wins:
+                _one_window(window, scenes, readers, tests, config, dataset, aoi, stats)
+                bar.update()
+            bar.close()
     except rasterio.errors.RasterioIOError as exc:
         raise read_error(exc, first.path) from None
-    finally:
-        for ds in readers:
-            ds.close()
     return stats
 
 
@@ -766,7 +969,7 @@ def _one_window(window: Window, scenes: list[Scene], readers: list[Any],
                 tests: frozenset[tuple[int, int]], config: TilesConfig, dataset: Dataset,
                 aoi: Any, stats: SceneStats) -> None:
     first = scenes[0]
-    split = "test" if config.paired else window_split(window, config.block, tests)
+    split = window_split(window, config.block, tests)
     if split is None:
         stats.split += 1
         return

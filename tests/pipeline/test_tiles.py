@@ -320,11 +320,12 @@ def test_missing_input_is_refused_before_work(tmp_path: Path) -> None:
 
 
 def test_paired_same_windows_same_names(tmp_path: Path) -> None:
-    """The SpaceNet 6 pair (same grid to 0.012 px): identical names in testA/testB, windows
-    valid in BOTH (the SAR's top 39 % is NaN), footprints from the same window."""
+    """The SpaceNet 6 pair (same grid to 0.012 px) as an all-test set (--test-fraction 1):
+    identical names in testA/testB, windows valid in BOTH (the SAR's top 39 % is NaN),
+    footprints from the same window."""
     out = tmp_path / "paired"
     report = build(out, eo=(SN6_EO,), sar=(SN6_SAR,), sar_units="db", tile_size=128,
-                   stride=64, paired=True)
+                   stride=64, paired=True, test_fraction=1.0)
     names_a = sorted(p.name for p in (out / "testA").glob("*.png"))
     names_b = sorted(p.name for p in (out / "testB").glob("*.png"))
     assert names_a == names_b and len(names_a) == report.written
@@ -352,9 +353,12 @@ def test_paired_refuses_other_grids(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not on the grid") as err:
         build(tmp_path / "p", eo=(SN6_EO,), sar=(shifted,), sar_units="db", tile_size=64,
               paired=True)
-    assert err.value.path == str(shifted) and "gdalwarp" in err.value.format()
-    with pytest.raises(ConfigError, match="exactly one"):
-        build(tmp_path / "p", eo=(SN6_EO,), sar=(SN6_SAR, AIRSAR), paired=True)
+    assert err.value.path == str(shifted) and "--resample-sar" in err.value.format()
+    assert "corners up to 8.00 px apart" not in str(err.value)  # sizes differ: no corners
+    with pytest.raises(ConfigError, match="--eo and --sar"):
+        build(tmp_path / "p", sar=(SN6_SAR, AIRSAR), paired=True)
+    with pytest.raises(ConfigError, match="--resample-sar applies to --paired"):
+        build(tmp_path / "p", eo=(SN6_EO,), resample_sar=True)
     assert not (tmp_path / "p").exists()
 
 
@@ -552,3 +556,118 @@ def test_a_single_small_sar_scene_still_has_train_tiles(tmp_path: Path) -> None:
     # --test-fraction 1 asks for an all-test set: left as it is
     all_test = build(tmp_path / "t", sar=(patch,), sar_units="db", test_fraction=1.0)
     assert all_test.counts["testB"] == 1 and all_test.counts["trainB"] == 0
+
+
+def s2_band_folder(folder: Path, size: int, transform: rasterio.Affine,
+                   crs: str = "EPSG:32633", style: str = "bigearthnet", seed: int = 0) -> Path:
+    """A Sentinel-2 L2A patch as BigEarthNet (`<patch>_B02.tif`) or SSL4EO (`B2.tif`) ship
+    it: one uint16 reflectance x 10000 file per band, B08 too. B04 (red) grows left to
+    right, B02 (blue) top to bottom, B03 is noise: the stack order is visible in a tile."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype("float64")
+    bands = {2: 300 + 10 * yy, 3: 500 + 200 * rng.random((size, size)), 4: 400 + 12 * xx,
+             8: 2000 + 100 * rng.random((size, size))}
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, data in bands.items():
+        name = f"{folder.name}_B{n:02d}.tif" if style == "bigearthnet" else f"B{n}.tif"
+        with rasterio.open(folder / name, "w", driver="GTiff", width=size, height=size,
+                           count=1, dtype="uint16", crs=crs, transform=transform) as ds:
+            ds.write(data.astype("uint16"), 1)
+    return folder
+
+
+def test_band_folders_and_patterns_as_eo_scenes(tmp_path: Path) -> None:
+    """A folder of B02/B03/B04 files is ONE scene stacked R,G,B = B04,B03,B02; a directory of
+    such folders, or a quoted glob, gives one scene per folder."""
+    t = rasterio.Affine(10, 0, 500000, 0, -10, 5900000)
+    root = tmp_path / "bigearthnet"
+    s2_band_folder(root / "S2A_MSIL2A_20170613_87_48", 100, t)
+    s2_band_folder(root / "S2A_MSIL2A_20170617_4_55", 100, t, seed=1)
+    s1_patch(root / "S1A_IW_GRDH_87_48" / "S1A_IW_GRDH_87_48_VV.tif", size=100)
+    out = tmp_path / "ds"
+    report = build(out, eo=(root,), test_fraction=0.0)
+    assert [s.name for s in report.scenes] == ["S2A_MSIL2A_20170613_87_48",
+                                               "S2A_MSIL2A_20170617_4_55"]
+    tile = png(out / "trainA" / "S2A_MSIL2A_20170613_87_48_r00000_c00000.png").astype(float)
+    cols, rows = np.mgrid[0:100, 0:100][::-1]
+    assert np.corrcoef(tile[..., 0].ravel(), cols.ravel())[0, 1] > 0.99  # R = B04
+    assert np.corrcoef(tile[..., 2].ravel(), rows.ravel())[0, 1] > 0.99  # B = B02
+    doc = json.loads((out / "dataset.json").read_text())
+    assert doc["scenes"]["A:S2A_MSIL2A_20170613_87_48"]["source"] == str(
+        root / "S2A_MSIL2A_20170613_87_48")
+    glob_report = build(tmp_path / "g", eo=(root / "S2A*",), sar=(root / "S1*" / "*_VV.tif",),
+                        sar_units="db", test_fraction=0.0)
+    assert [s.domain for s in glob_report.scenes] == ["A", "A", "B"]
+    with pytest.raises(InputError, match="matches nothing"):
+        build(tmp_path / "n", sar=(root / "nothing*" / "VV.tif",))
+
+
+def test_paired_pairs_by_footprint_into_train_and_test(tmp_path: Path) -> None:
+    """BigEarthNet-like: S2 band folders and S1 files named differently, same grids; one S1
+    patch without a partner. Pairs by footprint; identical names in trainA/trainB and
+    testA/testB; both sides of a pair in the same split."""
+    root = tmp_path / "ben"
+    pairs = []
+    for k, x0 in enumerate((500000, 520000)):
+        t = rasterio.Affine(10, 0, x0, 0, -10, 5900000)
+        s2_band_folder(root / f"S2A_MSIL2A_{k}", 256, t, seed=k)
+        s1_patch(root / f"S1A_IW_{k}" / f"S1A_IW_{k}_VV.tif", size=256, seed=k,
+                 origin=(x0, 5900000))
+        pairs.append(k)
+    s1_patch(root / "S1A_IW_lonely" / "S1A_IW_lonely_VV.tif", size=256, origin=(700000, 5900000))
+    out = tmp_path / "ds"
+    report = build(out, paired=True, eo=(root / "S2A*",), sar=(root / "S1A*" / "*_VV.tif",),
+                   sar_units="db", tile_size=64, test_fraction=0.3, seed=1)
+    assert [s.name for s in report.scenes] == ["S2A_MSIL2A_0 + S1A_IW_0_VV",
+                                               "S2A_MSIL2A_1 + S1A_IW_1_VV"]
+    assert any("S1A_IW_lonely_VV.tif: no EO scene overlaps it" in w for w in report.warnings)
+    for split in ("train", "test"):
+        a = sorted(p.name for p in (out / f"{split}A").glob("*.png"))
+        b = sorted(p.name for p in (out / f"{split}B").glob("*.png"))
+        assert a == b and a, split
+    by_file = {f["properties"]["file"]: f["properties"] for f in features(out)}
+    for file, props in by_file.items():
+        other = file.replace("A/", "B/") if props["domain"] == "A" else file.replace("B/", "A/")
+        assert by_file[other]["split"] == props["split"]
+        assert by_file[other]["window"] == props["window"] and props["paired"] is True
+
+
+def test_paired_resample_sar_onto_the_eo_grid(tmp_path: Path) -> None:
+    """SSL4EO-like: EPSG:4326, the S1 grid 3 px off and 1 % coarser than the S2 grid.
+    Refused with a hint without --resample-sar; with it, the SAR tile is the bilinear
+    reprojection of the SAR onto the EO grid (rasterio.warp.reproject, computed here)."""
+    eo_t = rasterio.Affine(1e-4, 0, 73.2925, 0, -1e-4, 30.4755)
+    sar_t = rasterio.Affine(1.01e-4, 0, 73.2925 - 3e-4, 0, -1.01e-4, 30.4755 + 3e-4)
+    eo = s2_band_folder(tmp_path / "s2a" / "20200604T054639", 160, eo_t, crs="EPSG:4326",
+                        style="ssl4eo")
+    yy, xx = np.mgrid[0:166, 0:166]
+    db = (-14 + 5 * np.sin(xx / 9.0) + 4 * np.cos(yy / 7.0)).astype("float32")
+    sar = tmp_path / "s1" / "S1A_20200607" / "VV.tif"
+    sar.parent.mkdir(parents=True)
+    with rasterio.open(sar, "w", driver="GTiff", width=166, height=166, count=1,
+                       dtype="float32", crs="EPSG:4326", transform=sar_t) as ds:
+        ds.write(db, 1)
+    kw = dict(paired=True, eo=(eo,), sar=(sar,), sar_units="db", tile_size=128,
+              test_fraction=0.0)
+    with pytest.raises(InputError, match="not on the grid") as err:
+        build(tmp_path / "refused", **kw)
+    assert "--resample-sar" in err.value.format() and "px apart" not in str(err.value)
+    assert not (tmp_path / "refused").exists()
+    out = tmp_path / "ds"
+    report = build(out, resample_sar=True, **kw)
+    assert report.written == 4
+    expected = np.full((160, 160), np.nan, dtype="float32")
+    rasterio.warp.reproject(db, expected, src_transform=sar_t, src_crs="EPSG:4326",
+                            dst_transform=eo_t, dst_crs="EPSG:4326", src_nodata=np.nan,
+                            dst_nodata=np.nan, resampling=rasterio.warp.Resampling.bilinear)
+    for f in features(out):
+        p = f["properties"]
+        if p["domain"] != "B":
+            continue
+        w = p["window"]
+        want, _ = sar_to_uint8(expected[w["row_off"]:w["row_off"] + 128,
+                                        w["col_off"]:w["col_off"] + 128], "db", (-25.0, 0.0))
+        got = png(out / p["file"])[..., 0]
+        assert np.abs(got.astype(int) - want).max() <= 1  # GDAL warper vs reproject
+    doc = json.loads((out / "dataset.json").read_text())
+    assert doc["scenes"]["B:VV"]["settings"]["resampled_to"] == "A:20200604T054639"
