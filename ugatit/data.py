@@ -60,10 +60,33 @@ def list_images(folder: Path) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+#: PIL modes of more than 8 bits per channel: 16-bit and 32-bit grey, float. PIL's
+#: convert("RGB") CLIPS them at 255 (a 16-bit SAR tile of values in the thousands trains
+#: as white: 99.6 % of one real tile), silently; they are refused instead.
+WIDE_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+
 def load_rgb(path: Path) -> Image.Image:
-    """An 8-bit RGB PIL image (grey PNGs are repeated to 3 channels, as the original did)."""
+    """An 8-bit RGB PIL image of a tile, read as the original U-GAT-IT read it
+    (ImageFolder's ``convert("RGB")``), for the 8-bit modes:
+
+    - RGB as is; grey (L) and 1-bit images repeated to 3 channels; palette (P) images
+      through their palette;
+    - RGBA / LA / PA: the alpha band is DROPPED and the colour values are used as stored
+      (not composited on a background, as the original did): a transparent pixel trains as
+      its colour. Mark nodata by cutting tiles with `pipeline tiles` (invalid pixels 0,
+      tiles below --min-valid dropped) rather than with alpha;
+    - more than 8 bits per channel (16-bit grey PNG "I;16", 32-bit "I", float "F"):
+      refused with a TrainingError naming the file, because PIL would clip them at 255.
+    """
     try:
         with Image.open(path) as im:
+            if im.mode in WIDE_MODES:
+                raise TrainingError(
+                    f"{path}: a {'16-bit' if '16' in im.mode else '32-bit'} image (PIL mode "
+                    f"{im.mode}); the trainer reads 8-bit images and would clip it at 255 "
+                    f"(white). Cut 8-bit tiles with `python -m pipeline tiles` (it scales "
+                    f"SAR dB and optical reflectance to 0..255), or rescale it to 8-bit")
             return im.convert("RGB")
     except (OSError, ValueError) as exc:
         raise TrainingError(f"{path}: not a readable image ({exc})") from exc

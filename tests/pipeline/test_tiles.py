@@ -671,3 +671,28 @@ def test_paired_resample_sar_onto_the_eo_grid(tmp_path: Path) -> None:
         assert np.abs(got.astype(int) - want).max() <= 1  # GDAL warper vs reproject
     doc = json.loads((out / "dataset.json").read_text())
     assert doc["scenes"]["B:VV"]["settings"]["resampled_to"] == "A:20200604T054639"
+
+
+@pytest.mark.slow  # ~15 s of CPU: two training steps at 96 px
+def test_train_on_small_sentinel_tiles_of_mixed_sizes(tmp_path: Path) -> None:
+    """The dataset the lead's run needs: one 120 px SAR patch that drew "test" (moved to
+    train), EO tiles of 120 px and 256 px; `ugatit train` runs at img_size 96 (the global
+    discriminator's minimum) with a tiny network."""
+    from ugatit.cli import main as ugatit_cli
+
+    sar = s1_patch(tmp_path / "only_VV.tif")
+    seed = next(s for s in range(100) if choose_test_blocks("only_VV", 120, 120, 256, 0.5, s))
+    pan = crop(PAN, tmp_path / "pan.tif", Window(0, 0, 256, 256))
+    eo_small = s2_band_folder(tmp_path / "S2A_patch", 120,
+                              rasterio.Affine(10, 0, 500000, 0, -10, 5900000))
+    ds = tmp_path / "ds"
+    report = build(ds, eo=(pan, eo_small), sar=(sar,), sar_units="db", seed=seed,
+                   test_fraction=0.5)
+    assert report.counts["trainB"] == 1
+    assert {png(p).shape[0] for p in ds.glob("trainA/*.png")} == {256, 120}
+    res = CliRunner().invoke(ugatit_cli, [
+        "train", "--dataset", str(ds), "--out", str(tmp_path / "run"), "--iterations", "2",
+        "--ngf", "4", "--n-res", "1", "--img-size", "96", "--save-every", "2",
+        "--sample-every", "2", "--workers", "0", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "run" / "checkpoints" / "params_0000002.pt").exists()
