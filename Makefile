@@ -108,7 +108,11 @@ evaluate: $(STAMP)
 # the SpaceNet 6 EO/SAR pair held out as a paired test set in data/demo/paired. Your own:
 #   make tiles EO="l8.tif s2_dir/" SAR="s1_dir/" DATASET=data/mine TILE=256 STRIDE=128 \
 #        TILES_ARGS="--eo-bands 3,2,1 --sar-db-range auto"
-# (one invocation per band layout; later ones add to the same DATASET).
+# (one invocation per band layout; later ones add to the same DATASET). EO/SAR items may be
+# globs, passed quoted to the builder, and an EO item a folder of Sentinel-2 band files:
+#   make tiles EO="$S1DATA/bigearthnet/S2*" SAR="$S1DATA/bigearthnet/S1*/*_VV.tif" \
+#        DATASET=data/ben TILES_ARGS="--sar-units db --paired"
+# (--paired: co-registered pairs into train and test; --resample-sar when grids differ.)
 EO ?=
 SAR ?=
 TILE ?=
@@ -124,7 +128,7 @@ DEMO_TILES = $(VPY) -m pipeline tiles -q --out $(or $(DATASET),data/demo/dataset
 .PHONY: tiles
 tiles: $(STAMP)
 ifneq ($(strip $(EO)$(SAR)),)
-	$(VPY) -m pipeline tiles $(foreach f,$(EO),--eo $(f)) $(foreach f,$(SAR),--sar $(f)) \
+	$(VPY) -m pipeline tiles $(foreach f,$(EO),--eo '$(f)') $(foreach f,$(SAR),--sar '$(f)') \
 		--out $(or $(DATASET),data/tiles) $(if $(TILE),--tile-size $(TILE)) \
 		$(if $(STRIDE),--stride $(STRIDE)) $(TILES_ARGS)
 else
