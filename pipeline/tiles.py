@@ -117,6 +117,8 @@ GRID_TOLERANCE_PX = 0.05
 #: Smallest tile cut from a scene smaller than --tile-size: the global discriminator
 #: (7 layers) needs 96 px; the trainer resizes every tile to its img_size anyway.
 MIN_TILE = 96
+#: File stems that name a polarisation or a band, not a scene (SSL4EO's VV.tif, B4.tif).
+_GENERIC_STEM = re.compile(r"^(VV|VH|HH|HV|B\d{1,2}A?)$", re.IGNORECASE)
 #: Characters kept in a scene name (the tiles' file name prefix); others become "_".
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -299,6 +301,23 @@ def stack_band_folder(folder: Path, files: dict[str, Path], vrt: Path) -> Path:
     return write_stack_vrt(bands, vrt)
 
 
+#: A polarisation at the end of a SAR file stem: `VV`, `S1A_..._VH`, `x-hh`.
+_POLARISATION = re.compile(r"(?:^|[_.-])(VV|VH|HH|HV)$", re.IGNORECASE)
+
+
+def _check_one_polarisation(folder: Path, files: list[Path]) -> None:
+    """A SAR directory whose files are several polarisations of one product (SSL4EO's
+    VV.tif + VH.tif, BigEarthNet's *_VV.tif + *_VH.tif) would put both into domain B, with
+    one dB range: refused, with the glob that picks one."""
+    pols = sorted({m.group(1).upper() for f in files if (m := _POLARISATION.search(f.stem))})
+    if len(pols) > 1:
+        raise InputError(
+            f"directory mixes polarisations ({', '.join(pols)}): each file would become a "
+            "SAR scene of domain B", path=folder,
+            hint=f"pick one with a quoted glob, e.g. --sar '{folder}/*{pols[-1]}.tif' "
+            "(VH wants its own range: --sar-db-range=-32.5,0)")
+
+
 def _is_pattern(path: Path) -> bool:
     return not path.exists() and any(c in str(path) for c in "*?[")
 
@@ -350,6 +369,8 @@ def expand_inputs(paths: tuple[Path, ...], flag: str, tmp: Path | None = None
                                and not f.name.startswith(".")
                                and f.suffix.lower() in RASTER_SUFFIXES)
                 if files:
+                    if not eo:
+                        _check_one_polarisation(p, files)
                     found.extend(SceneInput(f, f) for f in files)
                     continue
                 subs = [band_scene(d) for d in sorted(p.iterdir()) if d.is_dir()] if eo else []
@@ -737,7 +758,9 @@ def scene_names(paths: list[Path], known: dict[str, str]) -> list[str]:
     A file stem is not unique in real products (SSL4EO: ``<product>/VV.tif`` in every
     folder), so a name is the SHORTEST suffix of the path's components (stem, then parent
     folders, joined by "_") that tells the file apart from the run's other scenes and from
-    the dataset's existing scenes (`known`: name -> source as recorded). A scene already in
+    the dataset's existing scenes (`known`: name -> source as recorded). A stem that is
+    only a polarisation or band name (VV, VH, B4: it says nothing of the scene) always
+    takes its folder, even alone. A scene already in
     the dataset (same file) keeps its recorded name, so a rerun with fewer or more scenes
     names the same file the same way and finds its tiles; unique stems stay bare stems
     (the names of datasets cut before). A scene is known by its path: a moved file is a
@@ -753,7 +776,8 @@ def scene_names(paths: list[Path], known: dict[str, str]) -> list[str]:
         if names[i] is not None:
             continue
         rivals = [q for q in (*parts, *known_parts) if q != parts[i]]
-        for k in range(1, len(parts[i]) + 1):
+        first = 2 if _GENERIC_STEM.match(parts[i][-1]) and len(parts[i]) > 1 else 1
+        for k in range(first, len(parts[i]) + 1):
             name = "_".join(parts[i][-k:])
             if (name not in taken and name not in names
                     and all(r[-k:] != parts[i][-k:] for r in rivals)):
@@ -776,10 +800,11 @@ def check_conflicts(scenes: list[Scene], dataset: Dataset, config: TilesConfig) 
     """Refuse two scenes with one name in a run, or a scene cut before with other settings."""
     keys = Counter(s.key for s in scenes)
     for s in scenes:
-        if keys[s.key] > 1:
-            raise InputError(f"two {'EO' if s.domain == 'A' else 'SAR'} scenes named "
+        if keys[s.key] > 1:  # scene_names gives distinct files distinct names
+            raise InputError(f"given twice as {'EO' if s.domain == 'A' else 'SAR'} scene "
                              f"{s.name!r} in one run", path=s.path,
-                             hint="tile names start with the scene name: rename one")
+                             hint="give each file once (check overlapping globs and "
+                             "directories)")
         old = dataset.scenes.get(s.key)
         if old is None:
             continue
@@ -903,7 +928,7 @@ def _build(config: TilesConfig, report: TilesReport, eo_paths: list[SceneInput],
     _ensure_train(groups, report.scenes, config, dataset, aoi, report.warnings)
     _record(groups, report.scenes, config, dataset)
     report.counts = count_tiles(dataset.features)
-    dataset.doc["empty_test"] = _empty_test(report.counts, report.warnings)
+    dataset.doc["empty_test"] = _empty_test(report.counts, config, report.warnings)
     if not config.dry_run:
         write_metadata(dataset)
     return report
@@ -1042,15 +1067,17 @@ def _ensure_train(groups: list[list[Scene]], stats: list[SceneStats], config: Ti
                     f"in test blocks): {stats[i].name} moved whole to train")
 
 
-def _empty_test(counts: dict[str, int], warn: list[str]) -> list[str]:
-    """The test folders that are empty while their domain has tiles (warned)."""
+def _empty_test(counts: dict[str, int], config: TilesConfig, warn: list[str]) -> list[str]:
+    """The test folders that are empty while their domain has tiles (warned, unless
+    --test-fraction 0 asked for no test tile)."""
     empty = []
     for domain in ("A", "B"):
         if counts[f"train{domain}"] and not counts[f"test{domain}"]:
             empty.append(f"test{domain}")
-            _warn(warn, f"test{domain} is empty ({counts[f'train{domain}']} train tiles, no "
-                        "test tile): `ugatit evaluate` has nothing to score; add scenes, "
-                        "raise --test-fraction or lower --split-block")
+            if config.test_fraction > 0:
+                _warn(warn, f"test{domain} is empty ({counts[f'train{domain}']} train tiles, no "
+                            "test tile): `ugatit evaluate` has nothing to score; add "
+                            "scenes, raise --test-fraction or lower --split-block")
     return empty
 
 

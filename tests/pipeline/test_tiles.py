@@ -670,7 +670,8 @@ def test_paired_resample_sar_onto_the_eo_grid(tmp_path: Path) -> None:
         got = png(out / p["file"])[..., 0]
         assert np.abs(got.astype(int) - want).max() <= 1  # GDAL warper vs reproject
     doc = json.loads((out / "dataset.json").read_text())
-    assert doc["scenes"]["B:VV"]["settings"]["resampled_to"] == "A:20200604T054639"
+    # a lone VV.tif is named after its folder too (a polarisation says nothing of a scene)
+    assert doc["scenes"]["B:S1A_20200607_VV"]["settings"]["resampled_to"] == "A:20200604T054639"
 
 
 @pytest.mark.slow  # ~15 s of CPU: two training steps at 96 px
@@ -696,3 +697,28 @@ def test_train_on_small_sentinel_tiles_of_mixed_sizes(tmp_path: Path) -> None:
         "--sample-every", "2", "--workers", "0", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "run" / "checkpoints" / "params_0000002.pt").exists()
+
+
+def test_cli_sentinel_folders(tmp_path: Path) -> None:
+    """The CLI on an SSL4EO-like product folder: VV + VH in one directory is refused with
+    the glob to use; a quoted glob and a paired resample run are one command each."""
+    eo_t = rasterio.Affine(1e-4, 0, 73.2925, 0, -1e-4, 30.4755)
+    s2_band_folder(tmp_path / "s2a" / "0000200" / "20200604", 100, eo_t,
+                   crs="EPSG:4326", style="ssl4eo")
+    product = tmp_path / "s1" / "0000200" / "S1A_20200607"
+    for pol in ("VV", "VH"):
+        s1_patch(product / f"{pol}.tif", size=100, crs="EPSG:4326",
+                 origin=(73.2925 - 2e-4, 30.4755 + 1e-4), pixel=1.01e-4)
+    out = tmp_path / "ds"
+    res = CliRunner().invoke(main, ["tiles", "--sar", str(product), "--out", str(out)])
+    assert res.exit_code == 1 and "mixes polarisations (VH, VV)" in res.output
+    assert f"--sar '{product}/*VV.tif'" in res.output and not out.exists()
+    args = ["tiles", "-q", "--paired", "--eo", str(tmp_path / "s2a" / "0000200"), "--sar",
+            str(tmp_path / "s1" / "*" / "*" / "VV.tif"), "--sar-units", "db", "--out", str(out)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and "--resample-sar" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    res = CliRunner().invoke(main, [*args, "--resample-sar"])
+    assert res.exit_code == 0, res.output
+    assert "20200604 + S1A_20200607_VV (AB): 1 written" in res.output
+    assert "Warning: testA is empty" in res.output
