@@ -745,11 +745,11 @@ def _name_parts(path: Path) -> list[str]:
     return [_NAME_CHARS.sub("_", part).strip("_") or "_" for part in parts]
 
 
-def _same_file(a: str | Path, b: Path) -> bool:
-    """`a` (a source as recorded in dataset.json) names the file `b`."""
+def _resolved(path: str | Path) -> str:
+    """The absolute path a source names (as given if it cannot be resolved)."""
     with contextlib.suppress(OSError):
-        return Path(a).resolve() == b.resolve()
-    return False
+        return str(Path(path).resolve())
+    return str(path)
 
 
 def scene_names(paths: list[Path], known: dict[str, str]) -> list[str]:
@@ -766,9 +766,8 @@ def scene_names(paths: list[Path], known: dict[str, str]) -> list[str]:
     (the names of datasets cut before). A scene is known by its path: a moved file is a
     new scene.
     """
-    names: list[str | None] = [None] * len(paths)
-    for i, path in enumerate(paths):
-        names[i] = next((n for n, src in known.items() if _same_file(src, path)), None)
+    by_source = {_resolved(src): n for n, src in known.items()}  # one resolve per scene
+    names: list[str | None] = [by_source.get(_resolved(p)) for p in paths]
     parts = [_name_parts(p) for p in paths]
     taken = {n for n in known if n not in names}  # names of other files
     known_parts = [_name_parts(Path(src)) for n, src in known.items() if n in taken]
