@@ -575,7 +575,8 @@ def evaluate(checkpoints: Sequence[Path], data: EvalData, opts: Options,
         m = row_metrics(generate(ck.genA2B, data.eo, opts.device, opts.batch_size, str(path)),
                         data, refs[rng], feats)
         rows.append({"path": str(path), "step": _step_of(path, ck.meta), "db_range": list(rng),
-                     "db_range_source": src, "config": ck.config.to_dict(),
+                     "db_range_source": src, "db_scale": _db_scale(ck.radiometry),
+                     "config": ck.config.to_dict(),
                      "seconds": round(time.perf_counter() - t1, 3), **m})
         log(f"{path.name}: {key} {m[key]:.4f} ({rows[-1]['seconds']:.1f} s)")
         del ck
@@ -594,6 +595,13 @@ def evaluate(checkpoints: Sequence[Path], data: EvalData, opts: Options,
                    sources={r["db_range_source"] for r in rows})
 
 
+def _db_scale(radiometry: dict[str, Any] | None) -> str | None:
+    """The checkpoint's SAR dB scale: "relative" (trained on per-scene SAR stretches: its
+    0..1 has no one dB meaning), "absolute", or None when it does not say."""
+    value = ((radiometry or {}).get("sar") or {}).get("db_scale")
+    return value if isinstance(value, str) else None
+
+
 def _report(rows: list[dict[str, Any]], baselines: dict[str, dict[str, Any]], ref: Reference,
             data: EvalData, opts: Options, seconds: float, sources: set[str]) -> dict[str, Any]:
     order = rank_order(rows, data.paired)
@@ -608,6 +616,11 @@ def _report(rows: list[dict[str, Any]], baselines: dict[str, dict[str, Any]], re
                                      for r in rows):
         notes.append(f"a checkpoint's dB range differs from dataset.json's "
                      f"{list(data.dataset_db_range)}")
+    relative = [Path(r["path"]).name for r in rows if r["db_scale"] == "relative"]
+    if relative:
+        notes.append(f"relative-dB model(s) ({', '.join(relative)}): trained on per-scene SAR "
+                     f"stretches, their output is read on the tiles' dB range; W1 and mean "
+                     f"dB then measure brightness on that grid, not calibrated dB")
     low = [Path(r["path"]).name for r in rows if not r["structure"] >= STRUCTURE_FLOOR]
     if low and not data.paired:
         notes.append(f"structure below the floor {STRUCTURE_FLOOR} (output ignores its input; "
