@@ -253,3 +253,20 @@ def test_cli_table_json_and_errors(scene: dict[str, Path], tiny_checkpoint: Path
     lines = [ln for ln in res.output.splitlines() if ln.startswith("Error")]
     assert len(lines) == 1 and "no band file(s) for B04" in lines[0] and "Hint:" in lines[0]
     assert not (tmp_path / "x.json").exists()
+
+
+def test_band_folder_without_nir_and_ssl4eo_names(tmp_path: Path,
+                                                  tiny_checkpoint: Path) -> None:
+    """SSL4EO spells bands B4.tif; --band-files of three names has no NIR: no water check."""
+    bands = _optical_bands()
+    for k in ("B04", "B03", "B02"):
+        _write(tmp_path / f"B{int(k[1:])}.tif", bands[k], "uint16")
+    sar = _write(tmp_path / "vv.tif", _sar_db(), "float32")
+    real = np.clip((_sar_db() + 25) / 25, 0, 1)
+    rep = ep.evaluate_pairs([ep.Pair(tmp_path, sar)], tiny_checkpoint, {},
+                            ep.OpticalOptions(band_names=("B04", "B03", "B02")),
+                            run_scene=_known_output(lambda p: real))
+    row = rep["pairs"][0]
+    assert row["water"]["ratio"] is None and "no NIR" in row["water"]["skipped"]
+    assert row["corr9_output"] == pytest.approx(1.0, abs=1e-3)
+    assert rep["acceptance"]["water_passed"] is None
