@@ -92,8 +92,12 @@ train: $(STAMP)
 
 # Evaluation (docs/evaluation.md): every checkpoint of a training run (OUT, or CKPT = a file
 # or folder) on a test set with testA/testB (EVAL_DATASET; the demo's paired SpaceNet 6
-# tiles by default), ranked; table on screen, JSON beside the checkpoints. EVAL_ARGS passes
-# any other flag, e.g. EVAL_ARGS="--features inception.ts --limit 50".
+# tiles by default; tiles of mixed sizes are fine), ranked (paired: by the 9x9 box-filtered
+# correlation with the real SAR, higher first; unpaired: by radiometry above a structure
+# floor); table on screen, JSON beside the checkpoints. EVAL_ARGS passes any other flag,
+# e.g. EVAL_ARGS="--features inception.ts --limit 50" or "--tf32" (CUDA, not float32-exact).
+# Scene pairs with a real Sentinel-1 VV (water/land contrast, correlation vs the red band):
+# python -m pipeline evaluate-pairs (docs/evaluation.md, "Scene pairs").
 EVAL_DATASET ?= data/demo/paired
 CKPT ?=
 EVAL_ARGS ?=

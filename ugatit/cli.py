@@ -148,9 +148,11 @@ def train(config_path: Path | None, **flags: Any) -> None:
     click.echo(f"final checkpoint: {final}")
 
 
-@main.command(help="Evaluate checkpoints on test tiles: paired SSIM/PSNR on the dB grid, "
-                   "identity collapse, dB-histogram distance and speckle vs real SAR, the same "
-                   "for two baselines; ranks checkpoints and names the best "
+@main.command(help="Evaluate checkpoints on test tiles (any sizes): paired correlation "
+                   "(9x9 box-filtered), SSIM and PSNR with the real SAR in dB; structure kept "
+                   "from the input; dB-histogram distance and speckle vs real SAR; the same "
+                   "for two baselines. Ranks checkpoints (paired: by corr9; unpaired: by "
+                   "radiometry above a structure floor) and names the best "
                    "(docs/evaluation.md).")
 @click.option("--checkpoint", "checkpoints", multiple=True, required=True,
               type=click.Path(path_type=Path),
@@ -168,9 +170,12 @@ def train(config_path: Path | None, **flags: Any) -> None:
               help="TorchScript feature extractor ([N,3,H,W] in [0,1] -> [N,D]) for KID/FID.")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N test tiles.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random-weight baseline.")
+@click.option("--tf32", is_flag=True, help="Allow TF32 on CUDA (faster, not float32-exact; "
+                                           "off by default, as everywhere in eo2sar).")
 def evaluate(checkpoints: tuple[Path, ...], dataset: Path | None,
              pairs: tuple[Path, Path] | None, json_path: Path | None, device: str,
-             batch_size: int, features: Path | None, limit: int | None, seed: int) -> None:
+             batch_size: int, features: Path | None, limit: int | None, seed: int,
+             tf32: bool) -> None:
     from ugatit import evaluate as ev  # metrics libraries load only for this command
     from ugatit.device import resolve_device
 
@@ -178,7 +183,7 @@ def evaluate(checkpoints: tuple[Path, ...], dataset: Path | None,
         raise click.UsageError("give exactly one of --dataset DIR or --pairs EO_DIR SAR_DIR")
     try:
         opts = ev.Options(device=resolve_device(device), batch_size=batch_size, seed=seed,
-                          features=features)
+                          features=features, tf32=tf32)
         if features is not None and not features.is_file():
             raise ev.EvaluationError(f"{features}: feature extractor not found")
         paths = ev.find_checkpoints(checkpoints)

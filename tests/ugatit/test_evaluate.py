@@ -8,6 +8,7 @@ names on the unit dB grid (level / 255 = (dB - lo) / (hi - lo)) with exponential
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,8 @@ PX = 32
 N = 6
 DB_RANGE = [-20.0, 0.0]
 CFG = ModelConfig(ngf=4, n_res=1, ndf=4)
-METRICS = ("ssim", "psnr", "identity", "hist_w1_db", "mean_db", "std_db", "speckle_cv",
-           "speckle_cv_ratio", "score")
+METRICS = ("ssim", "psnr", "corr", "corr_box9", "structure", "identity", "hist_w1_db",
+           "mean_db", "std_db", "speckle_cv", "speckle_cv_ratio", "radiometry")
 
 
 def _write_tiles(root: Path, n: int = N, px: int = PX, seed: int = 0) -> Path:
@@ -89,8 +90,15 @@ def test_cli_end_to_end_ranks_checkpoints(dataset: Path, ckpt_dir: Path, tmp_pat
     for row in rep["checkpoints"]:
         assert row["db_range"] == DB_RANGE and row["db_range_source"] == "dataset.json"
     assert sorted(r["rank"] for r in rep["checkpoints"]) == [1, 2]
-    best = min(rep["checkpoints"], key=lambda r: r["score"])
+    # Paired: ranked by the stated key, the 9x9 box-filtered correlation, higher first.
+    assert rep["rank_key"]["name"] == "corr_box9" and rep["rank_key"]["better"] == "higher"
+    best = max(rep["checkpoints"], key=lambda r: r["corr_box9"])
     assert rep["best"]["path"] == best["path"] and best["rank"] == 1
+    assert rep["best"]["key"] == "corr_box9" and rep["best"]["value"] == best["corr_box9"]
+    gray = rep["baselines"]["gray"]["corr_box9"]
+    assert all(r["corr_box9_gain_vs_gray"] == pytest.approx(r["corr_box9"] - gray)
+               for r in rep["checkpoints"])
+    assert "ranked by corr_box9" in text
     assert rep["ranking"][0] == best["path"] and rep["best"]["step"] in (1000, 2000)
     assert rep["reference"]["speckle_cv_ratio"] == 1.0 and "identity" in rep["reference"]
 
@@ -117,7 +125,8 @@ def test_random_baseline_is_the_seeded_init(dataset: Path, tmp_path: Path) -> No
         net = build_network("genA2B", CFG)
     ck = save_checkpoint(tmp_path / "same.pt", {"genA2B": net}, CFG)
     rep = ev.evaluate([ck], ev.load_data(dataset=dataset), ev.Options(seed=7))
-    assert rep["checkpoints"][0]["score"] == pytest.approx(rep["baselines"]["random"]["score"],
+    for key in ("corr_box9", "radiometry", "structure"):
+        assert rep["checkpoints"][0][key] == pytest.approx(rep["baselines"]["random"][key],
                                                            abs=1e-9)
 
 
@@ -190,10 +199,10 @@ def test_kid_fid_with_a_torchscript_extractor(dataset: Path, ckpt_dir: Path,
     real = ev.load_data(dataset=dataset).sar
     f_real = fn(real)
     from ugatit import metrics
+    shifted = [np.clip(t + 0.3, 0, 1) for t in real]
     assert metrics.fid(f_real, f_real) == pytest.approx(0.0, abs=1e-9)
-    assert metrics.fid(f_real, fn(np.clip(real + 0.3, 0, 1))) > 0.1
-    assert metrics.kid(f_real, fn(np.clip(real + 0.3, 0, 1))) > 10 * abs(
-        metrics.kid(f_real, f_real))
+    assert metrics.fid(f_real, fn(shifted)) > 0.1
+    assert metrics.kid(f_real, fn(shifted)) > 10 * abs(metrics.kid(f_real, f_real))
     # One tile has no covariance: KID/FID are left out, the rest still runs.
     rep = ev.evaluate([ckpt_dir / "params_0001000.pt"], ev.load_data(dataset=dataset, limit=1),
                       ev.Options(features=feats))
@@ -243,13 +252,10 @@ def test_library_errors_are_typed(tmp_path: Path) -> None:
         ev.evaluate([tmp_path / "none.pt"], ev.load_data(dataset=_write_tiles(tmp_path / "d", 1)),
                     ev.Options())
     root = _write_tiles(tmp_path / "mixed", n=1)
-    Image.new("RGB", (16, 16)).save(root / "testA" / "t99.png")
-    with pytest.raises(EvaluationError, match="must match"):
-        ev.read_tiles(ev.list_pngs(root / "testA", "EO"))
-    full = init_checkpoint(tmp_path / "full.pt", ModelConfig(ngf=4, n_res=1, light=False,
-                                                             img_size=64))
-    with pytest.raises(EvaluationError, match="full.pt: the full generator accepts exactly 64"):
-        ev.evaluate([full], ev.load_data(dataset=tmp_path / "d"), ev.Options())
+    Image.new("RGB", (16, 16)).save(root / "testB" / "t00.png")
+    with pytest.raises(EvaluationError, match="t00.png: EO tile is 32x32 px but its SAR "
+                                              "tile 16x16"):
+        ev.load_data(pairs=(root / "testA", root / "testB"))
     tiny = _write_tiles(tmp_path / "tiny", n=1, px=12)
     with pytest.raises(EvaluationError, match="at least 16 px"):
         ev.load_data(dataset=tiny)
@@ -264,3 +270,104 @@ def test_step_comes_from_the_file_not_from_digits_in_its_name() -> None:
     assert _step_of(Path("run/checkpoints/params_0003750.pt"), {}) == 3750
     assert _step_of(Path("eo2sar_demo_ngf16.pt"), {"step": 3750}) == 3750  # exported
     assert _step_of(Path("eo2sar_demo_ngf16.pt"), {}) is None  # "16" is a width, not a step
+
+
+def _mixed_dataset(root: Path) -> Path:
+    """Paired tiles of three sizes in one folder: 32 px, 28 px (divisible by 4) and 30 px
+    (not: the light generator gets it reflect-padded to 32)."""
+    for px, n, seed in ((32, 2, 0), (28, 1, 1), (30, 1, 2)):
+        tmp = _write_tiles(root / f"_{px}", n=n, px=px, seed=seed)
+        for d in ("testA", "testB"):
+            (root / d).mkdir(parents=True, exist_ok=True)
+            for f in (tmp / d).iterdir():
+                f.rename(root / d / f"s{px}_{f.name}")
+    return root
+
+
+def test_mixed_tile_sizes_in_one_folder(tmp_path: Path) -> None:
+    data = ev.load_data(dataset=_mixed_dataset(tmp_path / "mix"))
+    assert data.tile_sizes == [[28, 28], [30, 30], [32, 32]]
+    assert any("3 tile sizes" in n for n in data.notes)
+    light = init_checkpoint(tmp_path / "light.pt", CFG, seed=3)
+    rep = ev.evaluate([light], data, ev.Options())
+    row = rep["checkpoints"][0]
+    assert rep["data"]["tile_px"] == [[28, 28], [30, 30], [32, 32]]
+    assert len(row["per_tile"]["corr_box9"]) == 4 and all(
+        math.isfinite(v) for v in row["per_tile"]["ssim"])
+    # Batching by size changes nothing: each tile alone gives the same output.
+    net = ev.load_checkpoint(light, networks=("genA2B",)).genA2B
+    together = ev.generate(net, data.eo, torch.device("cpu"))
+    for tile, out in zip(data.eo, together, strict=True):
+        alone = ev.generate(net, [tile], torch.device("cpu"))[0]
+        assert out.shape == tile.shape[:2]
+        # float32 forwards of different batch compositions: identical math per sample,
+        # so only summation order can differ (~1e-7 of a [0, 1] value).
+        np.testing.assert_allclose(out, alone, atol=1e-5)
+    # The full generator takes only img_size: other sizes are resized to it and back,
+    # and a tile already of img_size goes through untouched.
+    full_cfg = ModelConfig(ngf=4, n_res=1, ndf=4, light=False, img_size=32)
+    full = init_checkpoint(tmp_path / "full.pt", full_cfg, seed=4)
+    fnet = ev.load_checkpoint(full, networks=("genA2B",)).genA2B
+    outs = ev.generate(fnet, data.eo, torch.device("cpu"))
+    assert [o.shape for o in outs] == [t.shape[:2] for t in data.eo]
+    i32 = next(i for i, t in enumerate(data.eo) if t.shape[0] == 32)
+    with torch.inference_mode():
+        x = torch.from_numpy(data.eo[i32].copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+        direct = fnet(x)[0].mean(dim=1).add(1).div(2).clamp(0, 1)[0].double().numpy()
+    np.testing.assert_allclose(outs[i32], direct, atol=1e-6)
+    assert ev.evaluate([full], data, ev.Options())["checkpoints"][0]["rank"] == 1
+
+
+def test_evaluate_applies_the_tf32_policy(dataset: Path, ckpt_dir: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[bool] = []
+    monkeypatch.setattr(ev, "set_tf32", calls.append)
+    ev.apply_precision(torch.device("cuda"))
+    ev.apply_precision(torch.device("cuda"), tf32=True)
+    ev.apply_precision(torch.device("cpu"))  # no CUDA, nothing to set
+    assert calls == [False, True]
+    seen: list[tuple[str, bool]] = []
+    monkeypatch.setattr(ev, "apply_precision", lambda d, t=False: seen.append((d.type, t)))
+    ev.evaluate([ckpt_dir / "params_0001000.pt"], ev.load_data(dataset=dataset, limit=1),
+                ev.Options())
+    assert seen == [("cpu", False)]
+    code, text = _run(["--checkpoint", str(ckpt_dir / "params_0001000.pt"), "--dataset",
+                       str(dataset), "--limit", "1", "--tf32", "--json",
+                       str(ckpt_dir / "t.json")])
+    assert code == 0, text
+    assert seen[-1] == ("cpu", True)
+
+
+def test_unpaired_ranking_keeps_structure_and_does_not_punish_resemblance(
+        dataset: Path) -> None:
+    """Issue 14: a generator that paints SAR texture whatever its input must not win.
+
+    'painter': 1-look speckle around the real SAR's mean, independent of the input (its
+    radiometry is nearly perfect). 'faithful': the real SAR co-registered with each input
+    (structure as real SAR has it). Unpaired ranking puts faithful first although its
+    radiometry is no better, because the painter's structure is under the floor."""
+    data = ev.load_data(dataset=dataset)
+    data.paired = False
+    ref = ev.make_reference(data, tuple(DB_RANGE), None)
+    rng = np.random.default_rng(5)
+    mean_lin = 10 ** (ref.mean_db / 10)
+    painter = [np.clip((10 * np.log10(mean_lin * rng.exponential(1.0, t.shape)) - DB_RANGE[0])
+                       / (DB_RANGE[1] - DB_RANGE[0]), 0, 1) for t in data.sar]
+    faithful = list(data.sar)
+    rows = []
+    for name, pred in (("painter", painter), ("faithful", faithful)):
+        rows.append({"path": name, **ev.row_metrics(pred, data, ref, None)})
+    by = {r["path"]: r for r in rows}
+    assert by["painter"]["structure"] < ev.STRUCTURE_FLOOR < by["faithful"]["structure"]
+    assert "identity" in by["faithful"] and "ssim" not in by["faithful"]
+    order = [rows[i]["path"] for i in ev.rank_order(rows, paired=False)]
+    assert order == ["faithful", "painter"]
+    # Among rows above the floor, radiometry decides, lower first; structure beyond the
+    # floor earns nothing and resemblance to the input costs nothing.
+    hand = [{"path": "a", "structure": 0.9, "radiometry": 0.5},
+            {"path": "b", "structure": 0.2, "radiometry": 0.3},
+            {"path": "c", "structure": 0.0, "radiometry": 0.0}]
+    assert [hand[i]["path"] for i in ev.rank_order(hand, paired=False)] == ["b", "a", "c"]
+    paired = [{"path": "a", "corr_box9": 0.2}, {"path": "b", "corr_box9": math.nan},
+              {"path": "c", "corr_box9": 0.6}]
+    assert [paired[i]["path"] for i in ev.rank_order(paired, paired=True)] == ["c", "a", "b"]
