@@ -51,6 +51,7 @@ from ugatit.data import (
     DEFAULT_MIN_STD,
     StreamSampler,
     UnpairedDataset,
+    find_pairs,
     fixed_samples,
     index_domain,
     list_images,
@@ -110,6 +111,9 @@ class TrainConfig:
     cycle_weight: float = 10.0  # cycle-consistency L1 weight (original: 10)
     identity_weight: float = 10.0  # identity L1 weight (original: 10)
     cam_weight: float = 1000.0  # generator CAM BCE weight (original: 1000)
+    # L1 in dB between A->B of a co-registered pair (same file name in trainA and trainB)
+    # and its real SAR; 0 = the original recipe, bit for bit (not in the original)
+    paired_weight: float = 0.0
     # --- run ---
     device: str = "auto"  # auto (cuda if available, else cpu), cpu, cuda, cuda:N
     precision: str = "fp32"  # fp32 (reference) or bf16 (torch.autocast)
@@ -129,7 +133,8 @@ class TrainConfig:
                     "log_every")
         bad = [f"{n}={getattr(self, n)}" for n in positive if getattr(self, n) < 1]
         bad += [f"{n}={getattr(self, n)}" for n in ("workers", "keep", "n_samples", "lr",
-                                                      "weight_decay", "min_std")
+                                                      "weight_decay", "min_std",
+                                                      "paired_weight")
                 if getattr(self, n) < 0]
         if self.ndf is not None and self.ndf < 1:
             bad.append(f"ndf={self.ndf}")
@@ -338,9 +343,14 @@ def clip_rho(generators: list[nn.Module]) -> None:
 
 def train_step(nets: Mapping[str, nn.Module], opt_g: torch.optim.Optimizer,
                opt_d: torch.optim.Optimizer, real_a: Tensor, real_b: Tensor,
-               cfg: TrainConfig, world: int = 1) -> dict[str, Tensor]:
+               cfg: TrainConfig, world: int = 1,
+               pair: tuple[Tensor, Tensor] | None = None, db_per_unit: float = 1.0
+               ) -> dict[str, Tensor]:
     """One U-GAT-IT iteration: a discriminator update, then a generator update.
 
+    ``pair`` (EO, SAR) of co-registered crops adds ``cfg.paired_weight`` x the L1 between
+    genA2B(EO) and the SAR, in dB (``db_per_unit``: dB per unit of the [-1, 1] tile scale,
+    half the dataset's dB range) to the generator loss; the discriminators never see it.
     Returns the loss terms (0-d float32 tensors, not synchronised: callers ``.item()``
     them only when logging).
     """
@@ -376,6 +386,9 @@ def train_step(nets: Mapping[str, nn.Module], opt_g: torch.optim.Optimizer,
         with amp:
             g_loss = _generator_losses(g_a2b, g_b2a, dis, real_a, real_b, cfg, out,
                                        (fake_a2b, a2b_cam, fake_b2a, b2a_cam))
+            if pair is not None and cfg.paired_weight > 0:
+                out["G_paired"] = paired_term(g_a2b, *pair) * db_per_unit
+                g_loss = g_loss + cfg.paired_weight * out["G_paired"]
         g_loss.backward()
     finally:
         for d in dis.values():
@@ -387,6 +400,13 @@ def train_step(nets: Mapping[str, nn.Module], opt_g: torch.optim.Optimizer,
     out["D_loss"] = d_loss.detach()
     out["G_loss"] = g_loss.detach()
     return {k: v.detach().float() for k, v in out.items()}
+
+
+def paired_term(g_a2b: nn.Module, eo: Tensor, sar: Tensor) -> Tensor:
+    """L1 between the translation of co-registered EO crops and their real SAR, in the
+    [-1, 1] tile scale (the caller converts it to dB)."""
+    fake, _, _ = g_a2b(eo)
+    return l1(fake, sar)
 
 
 def _generator_losses(g_a2b: nn.Module, g_b2a: nn.Module, dis: Mapping[str, nn.Module],
@@ -511,7 +531,7 @@ def _last_good(out: Path) -> str:
 #: (e.g. to train longer) and are only reported.
 RESUME_FIXED = ("seed", "batch_size", "img_size", "min_std")
 RESUME_REPORTED = ("iterations", "lr", "decay", "adv_weight", "cycle_weight",
-                   "identity_weight", "cam_weight", "precision")
+                   "identity_weight", "cam_weight", "precision", "paired_weight")
 
 
 def _check_resume_options(stored: Mapping[str, Any], cfg: TrainConfig, path: Path) -> None:
@@ -617,15 +637,16 @@ def write_options(cfg: TrainConfig, out: Path, d: Dist) -> None:
 
 
 def batches(data: UnpairedDataset, cfg: TrainConfig, start_step: int, device: torch.device
-            ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Endless (real_A, real_B) batches from step ``start_step + 1`` on, on ``device``."""
+            ) -> Iterator[tuple[Tensor, ...]]:
+    """Endless (real_A, real_B) batches from step ``start_step + 1`` on, on ``device``
+    (plus a (pair EO, pair SAR) batch when the dataset has pairs)."""
     loader = DataLoader(data, batch_size=cfg.batch_size,
                         sampler=StreamSampler(start_step * cfg.batch_size),
                         num_workers=cfg.workers, pin_memory=device.type == "cuda",
                         persistent_workers=cfg.workers > 0,
                         prefetch_factor=4 if cfg.workers > 0 else None)
-    for a, b in loader:
-        yield a.to(device, non_blocking=True), b.to(device, non_blocking=True)
+    for batch in loader:
+        yield tuple(t.to(device, non_blocking=True) for t in batch)
 
 
 def _check_finite(step: int, losses: Mapping[str, Tensor], out: Path, world: int) -> None:
@@ -668,6 +689,7 @@ def train(cfg: TrainConfig) -> Path:
     files_a = index_domain(dataset / "trainA", cfg.min_std)
     files_b = index_domain(dataset / "trainB", cfg.min_std)
     radiometry = read_radiometry(dataset)
+    pairs, db_per_unit = paired_setup(cfg, files_a, files_b, radiometry, dataset)
     write_options(cfg, out, d)
 
     nets = build_networks(cfg.model, cfg.seed, device)
@@ -682,18 +704,21 @@ def train(cfg: TrainConfig) -> Path:
     train_rows = fixed_samples(files_a, cfg.n_samples, cfg.img_size, cfg.min_std)
     samples = torch.cat([train_rows, fixed_samples(_test_files(dataset), cfg.n_samples,
                                                    cfg.img_size, cfg.min_std)])
-    loss_log = LossLog(out / "losses.csv", [*LOSS_TERMS, "lr", "seconds"])
+    terms = [*LOSS_TERMS, *(["G_paired"] if pairs else [])]
+    loss_log = LossLog(out / "losses.csv", [*terms, "lr", "seconds"])
     if d.main:
         loss_log.start(start)
-    data = UnpairedDataset(files_a, files_b, cfg.img_size, cfg.seed, d.rank, cfg.min_std)
+    data = UnpairedDataset(files_a, files_b, cfg.img_size, cfg.seed, d.rank, cfg.min_std,
+                           pairs=pairs)
     stream = batches(data, cfg, start, device)
     last = resume_path or checkpoint_path(out, start)
     t0 = time.perf_counter()
     with _progress(d, start, cfg.iterations) as bar:  # closed on errors too
         for step in range(start + 1, cfg.iterations + 1):
             lr = set_lr((opt_g, opt_d), lr_at(step, cfg))
-            real_a, real_b = next(stream)
-            losses = train_step(nets, opt_g, opt_d, real_a, real_b, cfg, d.world)
+            real_a, real_b, *pair = next(stream)
+            losses = train_step(nets, opt_g, opt_d, real_a, real_b, cfg, d.world,
+                                (pair[0], pair[1]) if pair else None, db_per_unit)
             fault_point("train-step")  # test hook (tests/faults)
             _check_finite(step, losses, out, d.world)
             if d.main and (step % cfg.log_every == 0 or step == cfg.iterations):
@@ -710,6 +735,32 @@ def train(cfg: TrainConfig) -> Path:
     if d.world > 1:
         dist.barrier()  # rank 0 has written the last checkpoint before anyone returns
     return last
+
+
+def paired_setup(cfg: TrainConfig, files_a: list[Path], files_b: list[Path],
+                 radiometry: Any, dataset: Path) -> tuple[list[tuple[Path, Path]], float]:
+    """(pairs, dB per tile unit) for ``--paired-weight``; ([], 1.0) when it is 0.
+
+    The term is an L1 in dB, so it needs the dB range the SAR tiles were cut with
+    (dataset.json, written by `pipeline tiles --sar-db-range LOW,HIGH`): a tile unit of
+    the [-1, 1] scale is half that range (12.5 dB for [-25, 0]).
+    """
+    if cfg.paired_weight <= 0:
+        return [], 1.0
+    pairs = find_pairs(files_a, files_b)
+    if not pairs:
+        raise TrainingError(f"--paired-weight {cfg.paired_weight}: {dataset}/trainA and "
+                            f"trainB share no file name, so there are no co-registered pairs "
+                            f"(cut them with `pipeline tiles --paired`)")
+    sar = radiometry.get("sar") if isinstance(radiometry, Mapping) else None
+    db_range = sar.get("db_range") if isinstance(sar, Mapping) else None
+    if not (isinstance(db_range, (list, tuple)) and len(db_range) == 2):
+        raise TrainingError(f"--paired-weight: {dataset}/dataset.json states no single "
+                            f"absolute dB range for the SAR tiles, so the paired L1 has no dB "
+                            f"scale; cut the tiles with `pipeline tiles --sar-db-range LOW,HIGH`")
+    log.info("paired term: %d co-registered pairs, weight %g per dB", len(pairs),
+             cfg.paired_weight)
+    return pairs, (float(db_range[1]) - float(db_range[0])) / 2
 
 
 def _test_files(dataset: Path) -> list[Path]:

@@ -410,3 +410,76 @@ def test_torchrun_two_processes_keep_identical_weights(dataset: Path, tmp_path: 
     saved = {f"{n}.{k}": v for n, m in ck.networks.items() for k, v in m.state_dict().items()}
     assert all(torch.equal(saved[k], r0["params"][k]) for k in saved)
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["params_0000003.pt"]
+
+
+# ----------------------------------------------------------------------------------------
+# The optional paired term (--paired-weight)
+
+
+def test_paired_weight_zero_ignores_pairs(dataset: Path, tmp_path: Path) -> None:
+    """The default (0) is the original recipe: a dataset whose trainA/trainB share names
+    trains to the same bytes as the same images under names that share nothing."""
+    import shutil
+
+    renamed = tmp_path / "renamed"
+    shutil.copytree(dataset, renamed)
+    for f in sorted((renamed / "trainB").iterdir()):  # "000.png" -> "b000.png": same order
+        f.rename(f.with_name("b" + f.name))
+    runs = [train(tiny(ds, tmp_path / name, iterations=2, sample_every=10))
+            for ds, name in ((dataset, "paired_names"), (renamed, "no_pairs"))]
+    a, b = (params(p) for p in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    header = (tmp_path / "paired_names" / "losses.csv").read_text().splitlines()[0]
+    assert "G_paired" not in header
+
+
+def test_paired_term_is_the_l1_in_db(dataset: Path, tmp_path: Path) -> None:
+    """G_paired = mean |genA2B(EO) - SAR| in dB (tile unit x 12.5 dB for [-25, 0]) and
+    enters G_loss with its weight; it only moves the generators' update."""
+    cfg = tiny(dataset, tmp_path, paired_weight=0.5)
+    torch.manual_seed(3)
+    a, b, pa, pb = torch.rand(4, 1, 3, 32, 32) * 2 - 1
+    nets = tr.build_networks(cfg.model, 0, torch.device("cpu"))
+    with torch.no_grad():
+        expected = float((nets["genA2B"](pa)[0] - pb).abs().mean()) * 12.5
+    opt_g, opt_d = tr.make_optimizers(nets, cfg)
+    losses = tr.train_step(nets, opt_g, opt_d, a, b, cfg, pair=(pa, pb), db_per_unit=12.5)
+    assert float(losses["G_paired"]) == pytest.approx(expected, rel=1e-5)
+    base = sum(w * losses[f"{term}_{s}"] for s in "AB" for term, w in
+               (("G_adv", 1), ("G_cycle", 10), ("G_identity", 10), ("G_cam", 1000)))
+    assert float(losses["G_loss"]) == pytest.approx(float(base) + 0.5 * expected, rel=1e-5)
+    # the same step without the pair: the discriminators move identically, genA2B does not
+    nets0 = tr.build_networks(cfg.model, 0, torch.device("cpu"))
+    opt_g0, opt_d0 = tr.make_optimizers(nets0, cfg)
+    tr.train_step(nets0, opt_g0, opt_d0, a, b, cfg)
+    for name in DISCRIMINATORS:
+        assert all(torch.equal(p, q) for p, q in zip(nets[name].parameters(),
+                                                     nets0[name].parameters(), strict=True))
+    assert any(not torch.equal(p, q) for p, q in zip(nets["genA2B"].parameters(),
+                                                     nets0["genA2B"].parameters(), strict=True))
+
+
+def test_paired_run_logs_the_term(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(tiny(dataset, out, iterations=2, sample_every=10, paired_weight=1.0))
+    with open(out / "losses.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(float(r["G_paired"]) > 0 for r in rows)
+
+
+def test_paired_weight_needs_pairs_and_a_db_range(dataset: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    no_pairs = tmp_path / "no_pairs"
+    shutil.copytree(dataset, no_pairs)
+    for f in (no_pairs / "trainB").iterdir():
+        f.rename(f.with_name("b" + f.name))
+    with pytest.raises(TrainingError, match="no co-registered pairs"):
+        train(tiny(no_pairs, tmp_path / "o1", paired_weight=1.0))
+    relative = tmp_path / "relative"
+    shutil.copytree(dataset, relative)
+    (relative / "dataset.json").write_text(json.dumps(
+        {"radiometry": {"sar": {"units": "linear", "db_range": None}}}))
+    with pytest.raises(TrainingError, match="absolute dB range"):
+        train(tiny(relative, tmp_path / "o2", paired_weight=1.0))
