@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.utils.data import DataLoader
 
 from ugatit.checkpoint import SEED_META_KEY, TRAIN_STATE_KEY, first_non_finite, save_checkpoint
@@ -293,18 +294,57 @@ def autocast(cfg: TrainConfig, device: torch.device) -> Any:
 
 
 def build_networks(model: ModelConfig, seed: int, device: torch.device) -> dict[str, nn.Module]:
-    """The six networks, in train mode, initialised (PyTorch defaults) from ``seed``."""
+    """The six networks, in train mode, initialised (PyTorch defaults) from ``seed``; the
+    discriminators' spectral norms computed in float32 under any autocast."""
     torch.manual_seed(seed)
-    return {n: build_network(n, model).to(device).train() for n in NETWORK_NAMES}
+    nets = {n: build_network(n, model).to(device).train() for n in NETWORK_NAMES}
+    for name in DISCRIMINATORS:
+        spectral_norm_in_fp32(nets[name])
+    return nets
+
+
+class _Fp32SpectralNorm:
+    """A SpectralNorm forward pre-hook run with autocast off.
+
+    Why: on CUDA, bf16/fp16 autocast runs ``torch.mv`` in reduced precision, so the power
+    iteration (u, v) and sigma of every spectral-normalised layer would be estimated in
+    bf16 (8 bits of mantissa) and the Lipschitz constraint would drift; on CPU autocast
+    leaves ``mv`` alone, which is why CPU runs never showed it. The weights and u/v stay
+    float32; only the convolution itself then runs in bf16, as autocast intends.
+    """
+
+    def __init__(self, hook: SpectralNorm) -> None:
+        self.hook = hook
+
+    def __call__(self, module: nn.Module, inputs: Any) -> None:
+        device_type = inputs[0].device.type if inputs and isinstance(inputs[0], Tensor) \
+            else "cpu"
+        with torch.autocast(device_type=device_type, enabled=False):
+            self.hook(module, inputs)
+
+
+def spectral_norm_in_fp32(net: nn.Module) -> None:
+    """Wrap every spectral-norm hook of ``net`` in :class:`_Fp32SpectralNorm` (in place;
+    state_dict keys and values are unchanged)."""
+    for m in net.modules():
+        for key, hook in list(m._forward_pre_hooks.items()):
+            if isinstance(hook, SpectralNorm):
+                m._forward_pre_hooks[key] = _Fp32SpectralNorm(hook)
 
 
 def make_optimizers(nets: Mapping[str, nn.Module], cfg: TrainConfig
                     ) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    """(G_optim over both generators, D_optim over the four discriminators)."""
+    """(G_optim over both generators, D_optim over the four discriminators).
+
+    On CUDA the fused Adam kernel updates all parameters of an optimiser in a few launches
+    instead of several per parameter (the step is launch-bound at batch 1); on CPU the
+    default implementation stays, the reference that is bit-identical to the original.
+    """
     def adam(names: tuple[str, ...]) -> torch.optim.Adam:
         params = [p for n in names for p in nets[n].parameters()]
+        fused = params[0].device.type == "cuda"
         return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                weight_decay=cfg.weight_decay)
+                                weight_decay=cfg.weight_decay, fused=fused or None)
     return adam(GENERATORS), adam(DISCRIMINATORS)
 
 
@@ -489,7 +529,9 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def all_finite(nets: Mapping[str, nn.Module]) -> bool:
-    return all(bool(torch.isfinite(p).all()) for m in nets.values() for p in m.parameters())
+    """Every weight finite (one host synchronisation for all parameters)."""
+    flags = [torch.isfinite(p).all() for m in nets.values() for p in m.parameters()]
+    return bool(torch.stack(flags).all())
 
 
 def save_training_checkpoint(out: Path, step: int, nets: Mapping[str, nn.Module],
@@ -649,17 +691,55 @@ def batches(data: UnpairedDataset, cfg: TrainConfig, start_step: int, device: to
         yield tuple(t.to(device, non_blocking=True) for t in batch)
 
 
-def _check_finite(step: int, losses: Mapping[str, Tensor], out: Path, world: int) -> None:
-    """Stop on a NaN/inf loss of ANY process (summed across processes, so that all of them
-    stop at the same step instead of some waiting forever in the next all-reduce)."""
-    total = losses["D_loss"] + losses["G_loss"]
-    if world > 1:
-        dist.all_reduce(total)
-    if not bool(torch.isfinite(total)):
-        bad = [k for k, v in losses.items() if not bool(torch.isfinite(v))]
-        raise TrainingError(f"step {step}: non-finite loss ({', '.join(bad)}); training "
+class FiniteGuard:
+    """Watches every step's losses for NaN/Inf on the DEVICE and looks only when asked.
+
+    Why: reading a loss on the host (``.item()``, ``bool()``) waits for the GPU to finish
+    the step, and a per-step check kept a launch-bound step from queueing the next one. So
+    :meth:`update` only records, in device tensors, the first step whose losses were not
+    finite and which terms; :meth:`check` (one host synchronisation) is called every log
+    step and always before a checkpoint is written, so a non-finite step never reaches a
+    checkpoint, and the error still names the step and the terms.
+    """
+
+    def __init__(self, device: torch.device, start_step: int) -> None:
+        self.start = start_step
+        self.terms: list[str] = []
+        self.seen = torch.zeros((), dtype=torch.int64, device=device)  # steps recorded
+        self.first_bad = torch.zeros((), dtype=torch.int64, device=device)  # 0 = none yet
+        self.bad_terms = torch.zeros(0, dtype=torch.bool, device=device)
+
+    def update(self, losses: Mapping[str, Tensor]) -> None:
+        if not self.terms:
+            self.terms = list(losses)
+            self.bad_terms = torch.zeros(len(self.terms), dtype=torch.bool,
+                                         device=self.seen.device)
+        self.seen += 1
+        bad = ~torch.isfinite(torch.stack([losses[t] for t in self.terms]))  # [T]
+        new = bad.any() & (self.first_bad == 0)
+        self.first_bad = torch.where(new, self.seen, self.first_bad)
+        self.bad_terms = torch.where(new, bad, self.bad_terms)
+
+    def check(self, out: Path, world: int) -> None:
+        """Raise TrainingError if any step so far, on ANY process, had a non-finite loss
+        (reduced across processes, so that all stop at the same check instead of some
+        waiting forever in the next all-reduce)."""
+        first = self.first_bad.clone()
+        if world > 1:
+            dist.all_reduce(first, op=dist.ReduceOp.MAX)
+        offset = int(first)  # the one host synchronisation
+        if not offset:
+            return
+        mine = [t for t, b in zip(self.terms, self.bad_terms.tolist(), strict=True) if b]
+        raise TrainingError(f"step {self.start + offset}: non-finite loss "
+                            f"({', '.join(mine) or 'on another process'}); training "
                             f"stopped, weights not saved. {_last_good(out)} Check the data "
                             f"for constant tiles or lower --lr.")
+
+
+def loss_values(losses: Mapping[str, Tensor]) -> dict[str, float]:
+    """The loss terms as Python floats, in ONE device-to-host transfer."""
+    return dict(zip(losses, torch.stack(list(losses.values())).tolist(), strict=True))
 
 
 def write_samples(nets: Mapping[str, nn.Module], samples: Tensor, n_train: int, out: Path,
@@ -713,6 +793,7 @@ def train(cfg: TrainConfig) -> Path:
     stream = batches(data, cfg, start, device)
     last = resume_path or checkpoint_path(out, start)
     t0 = time.perf_counter()
+    guard = FiniteGuard(device, start)
     with _progress(d, start, cfg.iterations) as bar:  # closed on errors too
         for step in range(start + 1, cfg.iterations + 1):
             lr = set_lr((opt_g, opt_d), lr_at(step, cfg))
@@ -720,14 +801,18 @@ def train(cfg: TrainConfig) -> Path:
             losses = train_step(nets, opt_g, opt_d, real_a, real_b, cfg, d.world,
                                 (pair[0], pair[1]) if pair else None, db_per_unit)
             fault_point("train-step")  # test hook (tests/faults)
-            _check_finite(step, losses, out, d.world)
-            if d.main and (step % cfg.log_every == 0 or step == cfg.iterations):
-                values = {k: float(v) for k, v in losses.items()}
+            guard.update(losses)  # no host synchronisation: the next step queues at once
+            logging_step = step % cfg.log_every == 0 or step == cfg.iterations
+            saving_step = step % cfg.save_every == 0 or step == cfg.iterations
+            if logging_step or saving_step or step % cfg.sample_every == 0:
+                guard.check(out, d.world)  # the same steps on every process
+            if d.main and logging_step:
+                values = loss_values(losses)
                 loss_log.append(step, {**values, "lr": lr, "seconds": time.perf_counter() - t0})
                 bar.set_postfix(D=f"{values['D_loss']:.3f}", G=f"{values['G_loss']:.3f}")
             if d.main and step % cfg.sample_every == 0:
                 write_samples(nets, samples, len(train_rows), out, step, loss_log)
-            if step % cfg.save_every == 0 or step == cfg.iterations:  # rank 0 writes
+            if saving_step:  # rank 0 writes
                 last = checkpoint_path(out, step)
                 if d.main:
                     save_training_checkpoint(out, step, nets, opt_g, opt_d, cfg, radiometry)
