@@ -103,6 +103,8 @@ _TRAIN_FLAGS: dict[str, tuple[Any, str]] = {
     "log_every": (click.IntRange(min=1), "losses.csv row period."),
     "keep": (click.IntRange(min=0), "Checkpoints kept, 0 = all."),
     "lr": (float, "Adam learning rate."),
+    "paired_weight": (click.FloatRange(min=0), "L1 (dB) to co-registered SAR of pairs with "
+                      "the same name in trainA/trainB; 0 = the original recipe."),
     "workers": (click.IntRange(min=0), "DataLoader workers per process."),
     "n_dis_global": (click.IntRange(min=3), "Global discriminator layers."),
     "n_dis_local": (click.IntRange(min=3), "Local discriminator layers."),

@@ -147,21 +147,57 @@ def random_crop(img: Image.Image, size: int, g: torch.Generator) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
+def random_crop_pair(img_a: Image.Image, img_b: Image.Image, size: int, g: torch.Generator
+                     ) -> tuple[Image.Image, Image.Image]:
+    """The same flip, resize and crop for both images of a co-registered pair (one draw
+    from g), so that pixel (i, j) of the two crops still shows the same ground."""
+    flip = torch.rand(1, generator=g).item() < 0.5
+    big = size + RESIZE_MARGIN
+    top = int(torch.randint(0, RESIZE_MARGIN + 1, (1,), generator=g))
+    left = int(torch.randint(0, RESIZE_MARGIN + 1, (1,), generator=g))
+    out = []
+    for img in (img_a, img_b):
+        if flip:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        img = img.resize((big, big), Image.Resampling.BILINEAR)
+        out.append(img.crop((left, top, left + size, top + size)))
+    return out[0], out[1]
+
+
+def find_pairs(files_a: Sequence[Path], files_b: Sequence[Path]) -> list[tuple[Path, Path]]:
+    """Co-registered pairs: an A image and a B image with the same file name (what
+    `pipeline tiles --paired` writes), sorted by name."""
+    by_name = {f.name: f for f in files_b}
+    return [(f, by_name[f.name]) for f in sorted(files_a, key=lambda f: f.name)
+            if f.name in by_name]
+
+
 def eval_transform(img: Image.Image, size: int) -> Tensor:
     """The original's test transform: Resize((size, size)), ToTensor, Normalize."""
     return to_tensor(img.resize((size, size), Image.Resampling.BILINEAR))
 
 
+#: Stream index of the paired draws (A = 0, B = 1): their own permutation and crops, so
+#: that drawing pairs leaves the unpaired A and B streams exactly as they are.
+PAIR_STREAM = 2
+
+
 class UnpairedDataset(Dataset):
-    """Item ``p`` (a position in this rank's sample stream) -> (EO tensor, SAR tensor).
+    """Item ``p`` (a position in this rank's sample stream) -> (EO tensor, SAR tensor),
+    or (EO, SAR, pair EO, pair SAR) when ``pairs`` are given.
 
     A and B are drawn independently (the data is unpaired): each domain has its own
-    per-epoch permutation and its own augmentation stream.
+    per-epoch permutation and its own augmentation stream. ``pairs`` (co-registered A/B
+    images, see :func:`find_pairs`) feed the optional paired term of training: they are
+    drawn from a third stream with one crop for both images, and without pairs the
+    dataset is exactly the unpaired one.
     """
 
     def __init__(self, files_a: Sequence[Path], files_b: Sequence[Path], img_size: int,
-                 seed: int = 0, rank: int = 0, min_std: float = DEFAULT_MIN_STD) -> None:
+                 seed: int = 0, rank: int = 0, min_std: float = DEFAULT_MIN_STD,
+                 pairs: Sequence[tuple[Path, Path]] = ()) -> None:
         self.files = {"A": list(files_a), "B": list(files_b)}
+        self.pairs = list(pairs)
         self.img_size = img_size
         self.seed = seed
         self.rank = rank
@@ -171,8 +207,27 @@ class UnpairedDataset(Dataset):
         """Positions in one epoch of the larger domain (the stream itself is infinite)."""
         return max(len(f) for f in self.files.values())
 
-    def __getitem__(self, p: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, p: int) -> tuple[Tensor, ...]:
+        if self.pairs:
+            return (self.sample("A", p), self.sample("B", p), *self.sample_pair(p))
         return self.sample("A", p), self.sample("B", p)
+
+    def sample_pair(self, p: int) -> tuple[Tensor, Tensor]:
+        """The pair at stream position ``p``: the same flip and crop for its A and B image
+        (pure function of (seed, rank, p), like the unpaired draws). A crop whose EO side
+        is near-constant is re-drawn."""
+        n = len(self.pairs)
+        g = seeded_generator(self.seed, self.rank, PAIR_STREAM, 1, p)
+        for t in range(MAX_DRAWS):
+            q = p + t // CROP_TRIES
+            i = int(epoch_permutation(n, self.seed, self.rank, PAIR_STREAM, q // n)[q % n])
+            path_a, path_b = self.pairs[i]
+            crop_a, crop_b = random_crop_pair(load_rgb(path_a), load_rgb(path_b),
+                                              self.img_size, g)
+            if image_std(crop_a) >= self.min_std:
+                return to_tensor(crop_a), to_tensor(crop_b)
+        raise TrainingError(f"{MAX_DRAWS} crops of paired images in a row have pixel std < "
+                            f"{self.min_std}: the paired tiles are (almost) all nodata")
 
     def sample(self, domain: str, p: int) -> Tensor:
         """The augmented crop of ``domain`` at stream position ``p`` (pure function)."""

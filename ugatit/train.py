@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.utils.data import DataLoader
 
 from ugatit.checkpoint import SEED_META_KEY, TRAIN_STATE_KEY, first_non_finite, save_checkpoint
@@ -51,6 +52,7 @@ from ugatit.data import (
     DEFAULT_MIN_STD,
     StreamSampler,
     UnpairedDataset,
+    find_pairs,
     fixed_samples,
     index_domain,
     list_images,
@@ -110,6 +112,9 @@ class TrainConfig:
     cycle_weight: float = 10.0  # cycle-consistency L1 weight (original: 10)
     identity_weight: float = 10.0  # identity L1 weight (original: 10)
     cam_weight: float = 1000.0  # generator CAM BCE weight (original: 1000)
+    # L1 in dB between A->B of a co-registered pair (same file name in trainA and trainB)
+    # and its real SAR; 0 = the original recipe, bit for bit (not in the original)
+    paired_weight: float = 0.0
     # --- run ---
     device: str = "auto"  # auto (cuda if available, else cpu), cpu, cuda, cuda:N
     precision: str = "fp32"  # fp32 (reference) or bf16 (torch.autocast)
@@ -129,7 +134,8 @@ class TrainConfig:
                     "log_every")
         bad = [f"{n}={getattr(self, n)}" for n in positive if getattr(self, n) < 1]
         bad += [f"{n}={getattr(self, n)}" for n in ("workers", "keep", "n_samples", "lr",
-                                                      "weight_decay", "min_std")
+                                                      "weight_decay", "min_std",
+                                                      "paired_weight")
                 if getattr(self, n) < 0]
         if self.ndf is not None and self.ndf < 1:
             bad.append(f"ndf={self.ndf}")
@@ -288,18 +294,57 @@ def autocast(cfg: TrainConfig, device: torch.device) -> Any:
 
 
 def build_networks(model: ModelConfig, seed: int, device: torch.device) -> dict[str, nn.Module]:
-    """The six networks, in train mode, initialised (PyTorch defaults) from ``seed``."""
+    """The six networks, in train mode, initialised (PyTorch defaults) from ``seed``; the
+    discriminators' spectral norms computed in float32 under any autocast."""
     torch.manual_seed(seed)
-    return {n: build_network(n, model).to(device).train() for n in NETWORK_NAMES}
+    nets = {n: build_network(n, model).to(device).train() for n in NETWORK_NAMES}
+    for name in DISCRIMINATORS:
+        spectral_norm_in_fp32(nets[name])
+    return nets
+
+
+class _Fp32SpectralNorm:
+    """A SpectralNorm forward pre-hook run with autocast off.
+
+    Why: on CUDA, bf16/fp16 autocast runs ``torch.mv`` in reduced precision, so the power
+    iteration (u, v) and sigma of every spectral-normalised layer would be estimated in
+    bf16 (8 bits of mantissa) and the Lipschitz constraint would drift; on CPU autocast
+    leaves ``mv`` alone, which is why CPU runs never showed it. The weights and u/v stay
+    float32; only the convolution itself then runs in bf16, as autocast intends.
+    """
+
+    def __init__(self, hook: SpectralNorm) -> None:
+        self.hook = hook
+
+    def __call__(self, module: nn.Module, inputs: Any) -> None:
+        device_type = inputs[0].device.type if inputs and isinstance(inputs[0], Tensor) \
+            else "cpu"
+        with torch.autocast(device_type=device_type, enabled=False):
+            self.hook(module, inputs)
+
+
+def spectral_norm_in_fp32(net: nn.Module) -> None:
+    """Wrap every spectral-norm hook of ``net`` in :class:`_Fp32SpectralNorm` (in place;
+    state_dict keys and values are unchanged)."""
+    for m in net.modules():
+        for key, hook in list(m._forward_pre_hooks.items()):
+            if isinstance(hook, SpectralNorm):
+                m._forward_pre_hooks[key] = _Fp32SpectralNorm(hook)
 
 
 def make_optimizers(nets: Mapping[str, nn.Module], cfg: TrainConfig
                     ) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    """(G_optim over both generators, D_optim over the four discriminators)."""
+    """(G_optim over both generators, D_optim over the four discriminators).
+
+    On CUDA the fused Adam kernel updates all parameters of an optimiser in a few launches
+    instead of several per parameter (the step is launch-bound at batch 1); on CPU the
+    default implementation stays, the reference that is bit-identical to the original.
+    """
     def adam(names: tuple[str, ...]) -> torch.optim.Adam:
         params = [p for n in names for p in nets[n].parameters()]
+        fused = params[0].device.type == "cuda"
         return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                weight_decay=cfg.weight_decay)
+                                weight_decay=cfg.weight_decay, fused=fused or None)
     return adam(GENERATORS), adam(DISCRIMINATORS)
 
 
@@ -338,9 +383,14 @@ def clip_rho(generators: list[nn.Module]) -> None:
 
 def train_step(nets: Mapping[str, nn.Module], opt_g: torch.optim.Optimizer,
                opt_d: torch.optim.Optimizer, real_a: Tensor, real_b: Tensor,
-               cfg: TrainConfig, world: int = 1) -> dict[str, Tensor]:
+               cfg: TrainConfig, world: int = 1,
+               pair: tuple[Tensor, Tensor] | None = None, db_per_unit: float = 1.0
+               ) -> dict[str, Tensor]:
     """One U-GAT-IT iteration: a discriminator update, then a generator update.
 
+    ``pair`` (EO, SAR) of co-registered crops adds ``cfg.paired_weight`` x the L1 between
+    genA2B(EO) and the SAR, in dB (``db_per_unit``: dB per unit of the [-1, 1] tile scale,
+    half the dataset's dB range) to the generator loss; the discriminators never see it.
     Returns the loss terms (0-d float32 tensors, not synchronised: callers ``.item()``
     them only when logging).
     """
@@ -376,6 +426,9 @@ def train_step(nets: Mapping[str, nn.Module], opt_g: torch.optim.Optimizer,
         with amp:
             g_loss = _generator_losses(g_a2b, g_b2a, dis, real_a, real_b, cfg, out,
                                        (fake_a2b, a2b_cam, fake_b2a, b2a_cam))
+            if pair is not None and cfg.paired_weight > 0:
+                out["G_paired"] = paired_term(g_a2b, *pair) * db_per_unit
+                g_loss = g_loss + cfg.paired_weight * out["G_paired"]
         g_loss.backward()
     finally:
         for d in dis.values():
@@ -387,6 +440,13 @@ def train_step(nets: Mapping[str, nn.Module], opt_g: torch.optim.Optimizer,
     out["D_loss"] = d_loss.detach()
     out["G_loss"] = g_loss.detach()
     return {k: v.detach().float() for k, v in out.items()}
+
+
+def paired_term(g_a2b: nn.Module, eo: Tensor, sar: Tensor) -> Tensor:
+    """L1 between the translation of co-registered EO crops and their real SAR, in the
+    [-1, 1] tile scale (the caller converts it to dB)."""
+    fake, _, _ = g_a2b(eo)
+    return l1(fake, sar)
 
 
 def _generator_losses(g_a2b: nn.Module, g_b2a: nn.Module, dis: Mapping[str, nn.Module],
@@ -469,7 +529,9 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def all_finite(nets: Mapping[str, nn.Module]) -> bool:
-    return all(bool(torch.isfinite(p).all()) for m in nets.values() for p in m.parameters())
+    """Every weight finite (one host synchronisation for all parameters)."""
+    flags = [torch.isfinite(p).all() for m in nets.values() for p in m.parameters()]
+    return bool(torch.stack(flags).all())
 
 
 def save_training_checkpoint(out: Path, step: int, nets: Mapping[str, nn.Module],
@@ -511,7 +573,7 @@ def _last_good(out: Path) -> str:
 #: (e.g. to train longer) and are only reported.
 RESUME_FIXED = ("seed", "batch_size", "img_size", "min_std")
 RESUME_REPORTED = ("iterations", "lr", "decay", "adv_weight", "cycle_weight",
-                   "identity_weight", "cam_weight", "precision")
+                   "identity_weight", "cam_weight", "precision", "paired_weight")
 
 
 def _check_resume_options(stored: Mapping[str, Any], cfg: TrainConfig, path: Path) -> None:
@@ -617,28 +679,67 @@ def write_options(cfg: TrainConfig, out: Path, d: Dist) -> None:
 
 
 def batches(data: UnpairedDataset, cfg: TrainConfig, start_step: int, device: torch.device
-            ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Endless (real_A, real_B) batches from step ``start_step + 1`` on, on ``device``."""
+            ) -> Iterator[tuple[Tensor, ...]]:
+    """Endless (real_A, real_B) batches from step ``start_step + 1`` on, on ``device``
+    (plus a (pair EO, pair SAR) batch when the dataset has pairs)."""
     loader = DataLoader(data, batch_size=cfg.batch_size,
                         sampler=StreamSampler(start_step * cfg.batch_size),
                         num_workers=cfg.workers, pin_memory=device.type == "cuda",
                         persistent_workers=cfg.workers > 0,
                         prefetch_factor=4 if cfg.workers > 0 else None)
-    for a, b in loader:
-        yield a.to(device, non_blocking=True), b.to(device, non_blocking=True)
+    for batch in loader:
+        yield tuple(t.to(device, non_blocking=True) for t in batch)
 
 
-def _check_finite(step: int, losses: Mapping[str, Tensor], out: Path, world: int) -> None:
-    """Stop on a NaN/inf loss of ANY process (summed across processes, so that all of them
-    stop at the same step instead of some waiting forever in the next all-reduce)."""
-    total = losses["D_loss"] + losses["G_loss"]
-    if world > 1:
-        dist.all_reduce(total)
-    if not bool(torch.isfinite(total)):
-        bad = [k for k, v in losses.items() if not bool(torch.isfinite(v))]
-        raise TrainingError(f"step {step}: non-finite loss ({', '.join(bad)}); training "
+class FiniteGuard:
+    """Watches every step's losses for NaN/Inf on the DEVICE and looks only when asked.
+
+    Why: reading a loss on the host (``.item()``, ``bool()``) waits for the GPU to finish
+    the step, and a per-step check kept a launch-bound step from queueing the next one. So
+    :meth:`update` only records, in device tensors, the first step whose losses were not
+    finite and which terms; :meth:`check` (one host synchronisation) is called every log
+    step and always before a checkpoint is written, so a non-finite step never reaches a
+    checkpoint, and the error still names the step and the terms.
+    """
+
+    def __init__(self, device: torch.device, start_step: int) -> None:
+        self.start = start_step
+        self.terms: list[str] = []
+        self.seen = torch.zeros((), dtype=torch.int64, device=device)  # steps recorded
+        self.first_bad = torch.zeros((), dtype=torch.int64, device=device)  # 0 = none yet
+        self.bad_terms = torch.zeros(0, dtype=torch.bool, device=device)
+
+    def update(self, losses: Mapping[str, Tensor]) -> None:
+        if not self.terms:
+            self.terms = list(losses)
+            self.bad_terms = torch.zeros(len(self.terms), dtype=torch.bool,
+                                         device=self.seen.device)
+        self.seen += 1
+        bad = ~torch.isfinite(torch.stack([losses[t] for t in self.terms]))  # [T]
+        new = bad.any() & (self.first_bad == 0)
+        self.first_bad = torch.where(new, self.seen, self.first_bad)
+        self.bad_terms = torch.where(new, bad, self.bad_terms)
+
+    def check(self, out: Path, world: int) -> None:
+        """Raise TrainingError if any step so far, on ANY process, had a non-finite loss
+        (reduced across processes, so that all stop at the same check instead of some
+        waiting forever in the next all-reduce)."""
+        first = self.first_bad.clone()
+        if world > 1:
+            dist.all_reduce(first, op=dist.ReduceOp.MAX)
+        offset = int(first)  # the one host synchronisation
+        if not offset:
+            return
+        mine = [t for t, b in zip(self.terms, self.bad_terms.tolist(), strict=True) if b]
+        raise TrainingError(f"step {self.start + offset}: non-finite loss "
+                            f"({', '.join(mine) or 'on another process'}); training "
                             f"stopped, weights not saved. {_last_good(out)} Check the data "
                             f"for constant tiles or lower --lr.")
+
+
+def loss_values(losses: Mapping[str, Tensor]) -> dict[str, float]:
+    """The loss terms as Python floats, in ONE device-to-host transfer."""
+    return dict(zip(losses, torch.stack(list(losses.values())).tolist(), strict=True))
 
 
 def write_samples(nets: Mapping[str, nn.Module], samples: Tensor, n_train: int, out: Path,
@@ -668,6 +769,7 @@ def train(cfg: TrainConfig) -> Path:
     files_a = index_domain(dataset / "trainA", cfg.min_std)
     files_b = index_domain(dataset / "trainB", cfg.min_std)
     radiometry = read_radiometry(dataset)
+    pairs, db_per_unit = paired_setup(cfg, files_a, files_b, radiometry, dataset)
     write_options(cfg, out, d)
 
     nets = build_networks(cfg.model, cfg.seed, device)
@@ -682,27 +784,35 @@ def train(cfg: TrainConfig) -> Path:
     train_rows = fixed_samples(files_a, cfg.n_samples, cfg.img_size, cfg.min_std)
     samples = torch.cat([train_rows, fixed_samples(_test_files(dataset), cfg.n_samples,
                                                    cfg.img_size, cfg.min_std)])
-    loss_log = LossLog(out / "losses.csv", [*LOSS_TERMS, "lr", "seconds"])
+    terms = [*LOSS_TERMS, *(["G_paired"] if pairs else [])]
+    loss_log = LossLog(out / "losses.csv", [*terms, "lr", "seconds"])
     if d.main:
         loss_log.start(start)
-    data = UnpairedDataset(files_a, files_b, cfg.img_size, cfg.seed, d.rank, cfg.min_std)
+    data = UnpairedDataset(files_a, files_b, cfg.img_size, cfg.seed, d.rank, cfg.min_std,
+                           pairs=pairs)
     stream = batches(data, cfg, start, device)
     last = resume_path or checkpoint_path(out, start)
     t0 = time.perf_counter()
+    guard = FiniteGuard(device, start)
     with _progress(d, start, cfg.iterations) as bar:  # closed on errors too
         for step in range(start + 1, cfg.iterations + 1):
             lr = set_lr((opt_g, opt_d), lr_at(step, cfg))
-            real_a, real_b = next(stream)
-            losses = train_step(nets, opt_g, opt_d, real_a, real_b, cfg, d.world)
+            real_a, real_b, *pair = next(stream)
+            losses = train_step(nets, opt_g, opt_d, real_a, real_b, cfg, d.world,
+                                (pair[0], pair[1]) if pair else None, db_per_unit)
             fault_point("train-step")  # test hook (tests/faults)
-            _check_finite(step, losses, out, d.world)
-            if d.main and (step % cfg.log_every == 0 or step == cfg.iterations):
-                values = {k: float(v) for k, v in losses.items()}
+            guard.update(losses)  # no host synchronisation: the next step queues at once
+            logging_step = step % cfg.log_every == 0 or step == cfg.iterations
+            saving_step = step % cfg.save_every == 0 or step == cfg.iterations
+            if logging_step or saving_step or step % cfg.sample_every == 0:
+                guard.check(out, d.world)  # the same steps on every process
+            if d.main and logging_step:
+                values = loss_values(losses)
                 loss_log.append(step, {**values, "lr": lr, "seconds": time.perf_counter() - t0})
                 bar.set_postfix(D=f"{values['D_loss']:.3f}", G=f"{values['G_loss']:.3f}")
             if d.main and step % cfg.sample_every == 0:
                 write_samples(nets, samples, len(train_rows), out, step, loss_log)
-            if step % cfg.save_every == 0 or step == cfg.iterations:  # rank 0 writes
+            if saving_step:  # rank 0 writes
                 last = checkpoint_path(out, step)
                 if d.main:
                     save_training_checkpoint(out, step, nets, opt_g, opt_d, cfg, radiometry)
@@ -710,6 +820,32 @@ def train(cfg: TrainConfig) -> Path:
     if d.world > 1:
         dist.barrier()  # rank 0 has written the last checkpoint before anyone returns
     return last
+
+
+def paired_setup(cfg: TrainConfig, files_a: list[Path], files_b: list[Path],
+                 radiometry: Any, dataset: Path) -> tuple[list[tuple[Path, Path]], float]:
+    """(pairs, dB per tile unit) for ``--paired-weight``; ([], 1.0) when it is 0.
+
+    The term is an L1 in dB, so it needs the dB range the SAR tiles were cut with
+    (dataset.json, written by `pipeline tiles --sar-db-range LOW,HIGH`): a tile unit of
+    the [-1, 1] scale is half that range (12.5 dB for [-25, 0]).
+    """
+    if cfg.paired_weight <= 0:
+        return [], 1.0
+    pairs = find_pairs(files_a, files_b)
+    if not pairs:
+        raise TrainingError(f"--paired-weight {cfg.paired_weight}: {dataset}/trainA and "
+                            f"trainB share no file name, so there are no co-registered pairs "
+                            f"(cut them with `pipeline tiles --paired`)")
+    sar = radiometry.get("sar") if isinstance(radiometry, Mapping) else None
+    db_range = sar.get("db_range") if isinstance(sar, Mapping) else None
+    if not (isinstance(db_range, (list, tuple)) and len(db_range) == 2):
+        raise TrainingError(f"--paired-weight: {dataset}/dataset.json states no single "
+                            f"absolute dB range for the SAR tiles, so the paired L1 has no dB "
+                            f"scale; cut the tiles with `pipeline tiles --sar-db-range LOW,HIGH`")
+    log.info("paired term: %d co-registered pairs, weight %g per dB", len(pairs),
+             cfg.paired_weight)
+    return pairs, (float(db_range[1]) - float(db_range[0])) / 2
 
 
 def _test_files(dataset: Path) -> list[Path]:

@@ -129,3 +129,30 @@ def test_fixed_samples_are_spread_and_skip_constant(dataset: Path) -> None:
     x = fixed_samples(files, 3, 32, 0.02)
     assert x.shape == (2, 3, 32, 32)  # picks 0, 3 (textured), 5 (constant: dropped)
     assert fixed_samples([], 3, 32, 0.02).shape == (0, 3, 32, 32)
+
+
+def test_pairs_are_cropped_alike_and_leave_the_unpaired_streams_alone(tmp_path: Path) -> None:
+    """A pair's EO and SAR get one flip and crop (pixel (i, j) stays the same ground), and
+    adding pairs does not change what the unpaired A and B streams draw."""
+    from ugatit.data import UnpairedDataset, find_pairs
+
+    rng = np.random.default_rng(1)
+    for sub in ("A", "B"):
+        (tmp_path / sub).mkdir()
+    for i in range(3):
+        img = Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
+        img.save(tmp_path / "A" / f"{i}.png")
+        img.save(tmp_path / "B" / f"{i}.png")  # B = A: identical crops prove one draw
+    Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
+        tmp_path / "B" / "unpaired.png")
+    files_a, files_b = sorted((tmp_path / "A").iterdir()), sorted((tmp_path / "B").iterdir())
+    pairs = find_pairs(files_a, files_b)
+    assert [(a.name, b.name) for a, b in pairs] == [("0.png",) * 2, ("1.png",) * 2,
+                                                    ("2.png",) * 2]
+    plain = UnpairedDataset(files_a, files_b, 32, seed=5)
+    paired = UnpairedDataset(files_a, files_b, 32, seed=5, pairs=pairs)
+    for p in range(6):
+        a, b = plain[p]
+        a2, b2, pa, pb = paired[p]
+        assert torch.equal(a, a2) and torch.equal(b, b2)
+        assert pa.shape == (3, 32, 32) and torch.equal(pa, pb)

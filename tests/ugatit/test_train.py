@@ -410,3 +410,168 @@ def test_torchrun_two_processes_keep_identical_weights(dataset: Path, tmp_path: 
     saved = {f"{n}.{k}": v for n, m in ck.networks.items() for k, v in m.state_dict().items()}
     assert all(torch.equal(saved[k], r0["params"][k]) for k in saved)
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["params_0000003.pt"]
+
+
+# ----------------------------------------------------------------------------------------
+# The optional paired term (--paired-weight)
+
+
+def test_paired_weight_zero_ignores_pairs(dataset: Path, tmp_path: Path) -> None:
+    """The default (0) is the original recipe: a dataset whose trainA/trainB share names
+    trains to the same bytes as the same images under names that share nothing."""
+    import shutil
+
+    renamed = tmp_path / "renamed"
+    shutil.copytree(dataset, renamed)
+    for f in sorted((renamed / "trainB").iterdir()):  # "000.png" -> "b000.png": same order
+        f.rename(f.with_name("b" + f.name))
+    runs = [train(tiny(ds, tmp_path / name, iterations=2, sample_every=10))
+            for ds, name in ((dataset, "paired_names"), (renamed, "no_pairs"))]
+    a, b = (params(p) for p in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    header = (tmp_path / "paired_names" / "losses.csv").read_text().splitlines()[0]
+    assert "G_paired" not in header
+
+
+def test_paired_term_is_the_l1_in_db(dataset: Path, tmp_path: Path) -> None:
+    """G_paired = mean |genA2B(EO) - SAR| in dB (tile unit x 12.5 dB for [-25, 0]) and
+    enters G_loss with its weight; it only moves the generators' update."""
+    cfg = tiny(dataset, tmp_path, paired_weight=0.5)
+    torch.manual_seed(3)
+    a, b, pa, pb = torch.rand(4, 1, 3, 32, 32) * 2 - 1
+    nets = tr.build_networks(cfg.model, 0, torch.device("cpu"))
+    with torch.no_grad():
+        expected = float((nets["genA2B"](pa)[0] - pb).abs().mean()) * 12.5
+    opt_g, opt_d = tr.make_optimizers(nets, cfg)
+    losses = tr.train_step(nets, opt_g, opt_d, a, b, cfg, pair=(pa, pb), db_per_unit=12.5)
+    assert float(losses["G_paired"]) == pytest.approx(expected, rel=1e-5)
+    base = sum(w * losses[f"{term}_{s}"] for s in "AB" for term, w in
+               (("G_adv", 1), ("G_cycle", 10), ("G_identity", 10), ("G_cam", 1000)))
+    assert float(losses["G_loss"]) == pytest.approx(float(base) + 0.5 * expected, rel=1e-5)
+    # the same step without the pair: the discriminators move identically, genA2B does not
+    nets0 = tr.build_networks(cfg.model, 0, torch.device("cpu"))
+    opt_g0, opt_d0 = tr.make_optimizers(nets0, cfg)
+    tr.train_step(nets0, opt_g0, opt_d0, a, b, cfg)
+    for name in DISCRIMINATORS:
+        assert all(torch.equal(p, q) for p, q in zip(nets[name].parameters(),
+                                                     nets0[name].parameters(), strict=True))
+    assert any(not torch.equal(p, q) for p, q in zip(nets["genA2B"].parameters(),
+                                                     nets0["genA2B"].parameters(), strict=True))
+
+
+def test_paired_run_logs_the_term(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(tiny(dataset, out, iterations=2, sample_every=10, paired_weight=1.0))
+    with open(out / "losses.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(float(r["G_paired"]) > 0 for r in rows)
+
+
+def test_paired_weight_needs_pairs_and_a_db_range(dataset: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    no_pairs = tmp_path / "no_pairs"
+    shutil.copytree(dataset, no_pairs)
+    for f in (no_pairs / "trainB").iterdir():
+        f.rename(f.with_name("b" + f.name))
+    with pytest.raises(TrainingError, match="no co-registered pairs"):
+        train(tiny(no_pairs, tmp_path / "o1", paired_weight=1.0))
+    relative = tmp_path / "relative"
+    shutil.copytree(dataset, relative)
+    (relative / "dataset.json").write_text(json.dumps(
+        {"radiometry": {"sar": {"units": "linear", "db_range": None}}}))
+    with pytest.raises(TrainingError, match="absolute dB range"):
+        train(tiny(relative, tmp_path / "o2", paired_weight=1.0))
+
+
+# ----------------------------------------------------------------------------------------
+# Host synchronisations and precision (issue: the step on a GPU)
+
+
+SYNC_METHODS = ("item", "__bool__", "__float__", "__int__", "tolist", "cpu", "numpy")
+
+
+def test_steps_between_checks_never_wait_for_the_device(
+        dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counting on CPU what would stall a GPU: no host synchronisation inside a step or in
+    the NaN guard's per-step update; one look at the losses per log/checkpoint step."""
+    counts = {"step": 0, "update": 0, "check": 0}
+    where: list[str] = []
+    for name in SYNC_METHODS:
+        original = getattr(torch.Tensor, name)
+
+        def spy(self: torch.Tensor, *a: object, _orig: object = original, **k: object) -> object:
+            # Adam's step counter is a CPU tensor by design (also on CUDA, unless fused or
+            # capturable): its .item() never waits for the GPU, so it is not counted.
+            if where and "torch/optim" not in sys._getframe(1).f_code.co_filename:
+                counts[where[-1]] += 1
+            return _orig(self, *a, **k)  # type: ignore[operator]
+        monkeypatch.setattr(torch.Tensor, name, spy)
+
+    def within(label: str, fn: object) -> object:
+        def wrapped(*a: object, **k: object) -> object:
+            where.append(label)
+            try:
+                return fn(*a, **k)  # type: ignore[operator]
+            finally:
+                where.pop()
+        return wrapped
+
+    checks = []
+    real_check = tr.FiniteGuard.check
+    monkeypatch.setattr(tr, "train_step", within("step", tr.train_step))
+    monkeypatch.setattr(tr.FiniteGuard, "update", within("update", tr.FiniteGuard.update))
+    monkeypatch.setattr(tr.FiniteGuard, "check",
+                        lambda self, *a: (checks.append(1), within("check", real_check)(self, *a)))
+    train(tiny(dataset, tmp_path / "run", iterations=12, log_every=4, save_every=6,
+               sample_every=100))
+    assert counts["step"] == 0 and counts["update"] == 0
+    assert len(checks) == 4  # steps 4, 6, 8, 12 (log or checkpoint), not 12 times
+    assert counts["check"] == len(checks)  # one transfer per check
+
+
+def test_non_finite_step_between_checks_is_named_and_never_saved(
+        dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NaN at step 3 is found at the next check (step 4, a checkpoint step), named as step
+    3, and the checkpoint of step 4 is not written."""
+    real_step = tr.train_step
+    calls = []
+
+    def poisoned(*args: object, **kw: object) -> dict[str, torch.Tensor]:
+        losses = real_step(*args, **kw)
+        calls.append(1)
+        if len(calls) == 3:
+            losses["D_GB"] = torch.tensor(float("inf"))
+        return losses
+
+    monkeypatch.setattr(tr, "train_step", poisoned)
+    with pytest.raises(TrainingError, match=r"step 3: non-finite loss \(D_GB\)"):
+        train(tiny(dataset, tmp_path / "nan", iterations=6, log_every=4, save_every=4))
+    assert not (tmp_path / "nan" / "checkpoints").exists() or \
+        not list((tmp_path / "nan" / "checkpoints").iterdir())
+
+
+def test_spectral_norm_runs_in_fp32_under_autocast(
+        dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The power iteration runs with autocast OFF: on CUDA bf16 autocast would run its
+    torch.mv in bf16 (CPU autocast leaves mv alone, so the state is what we can check)."""
+    cfg = tiny(dataset, tmp_path)
+    seen: list[bool] = []
+    real_mv = torch.mv
+
+    def spy(*a: object, **k: object) -> torch.Tensor:
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return real_mv(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch, "mv", spy)
+    nets = tr.build_networks(cfg.model, 0, torch.device("cpu"))
+    plain = tr.build_network("disGA", cfg.model).train()  # without the wrapper
+    x = torch.rand(1, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        nets["disGA"](x)
+        wrapped, seen[:] = list(seen), []
+        plain(x)
+    assert wrapped and not any(wrapped)
+    assert seen and all(seen)  # the control: an unwrapped hook runs under autocast
+    assert set(nets["disGA"].state_dict()) == set(plain.state_dict())
