@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo model's data (`make demo-s1-data`; docs/training.md "The demo model"), from the
 # bundled rasters only (tests/data, tests/data/sentinel1):
-#   data/demo_s1/dataset  training tiles: trainA = optical (Landsat 8/7, Haiti, SSL4EO-S12
+#   data/demo_s1/dataset  (R=data/demo_s1 by default) training tiles: trainA = optical (Landsat 8/7, Haiti, SSL4EO-S12
 #                         Sentinel-2), trainB = SAR on ONE absolute scale, sigma0 [-25, 0] dB
 #                         (calibrated Sentinel-1 VV: pyroSAR, SEN12MS-CR, SSL4EO-S12; AIRSAR
 #                         and Pi-SAR co-pol), plus co-registered pairs under the same name in
@@ -12,10 +12,10 @@
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 S=tests/data/sentinel1
-V=data/demo_s1/vrt
-D=data/demo_s1/dataset
-P=data/demo_s1/pairs
-rm -rf "$D" "$P" "$V"
+R=${R:-data/demo_s1}
+V=$R/vrt
+D=$R/dataset
+rm -rf "$D" "$V"
 mkdir -p "$V"
 
 stack() { "$PY" -m scripts.stack_bands "$@"; }
@@ -50,16 +50,17 @@ $T --out "$D" --sar $S/pyrosar/S1A__IW___A_20150309T173017_VV_grd_mli_geo_norm_d
 $T --out "$D" --sar tests/data/airsar_sanfrancisco_fullpol_intensity.tif \
    --sar tests/data/pisar_tsukuba_fullpol_intensity.tif --sar-band 1 --sar-units linear \
    --sar-db-range=-25,0
-echo "pairs (same name in trainA and trainB)"
-$T --paired --min-valid 1 --out "$P/ssl4eo" --eo "$V/ssl4eo_s2_20200604.vrt" --eo-bands 1,2,3 \
+echo "pairs (same name in trainA and trainB; all to train)"
+$T --paired --min-valid 1 --out "$D" --eo "$V/ssl4eo_s2_20200604.vrt" --eo-bands 1,2,3 \
    --sar "$V/ssl4eo_s1_20200607_vv.vrt" --sar-units db --sar-db-range=-25,0
-# SpaceNet 6: the SAR's top 39 % is NaN; 96 px tiles fit in the valid part
-$T --paired --min-valid 1 --out "$P/sn6" --eo tests/data/sn6_rotterdam_eo_rgb.tif \
+# SpaceNet 6: the SAR's top 39 % is NaN; 96 px tiles fit in the valid part. A dataset has
+# one tile size, so they are cut into their own folder and copied in (the trainer resizes
+# every tile to img_size + 30 anyway).
+rm -rf "$R/sn6_pairs"
+$T --paired --min-valid 1 --out "$R/sn6_pairs" --eo tests/data/sn6_rotterdam_eo_rgb.tif \
    --sar tests/data/sn6_rotterdam_sar_quadpol_db.tif --sar-band 1 --sar-units db \
    --sar-db-range=-25,0 --tile-size 96 --stride 24
-for p in "$P"/*/; do
-  cp "$p"testA/*.png "$D/trainA/"
-  cp "$p"testB/*.png "$D/trainB/"
-done
+cp "$R"/sn6_pairs/trainA/*.png "$D/trainA/"
+cp "$R"/sn6_pairs/trainB/*.png "$D/trainB/"
 echo "$D: trainA $(ls $D/trainA | wc -l), trainB $(ls $D/trainB | wc -l)," \
      "pairs $(comm -12 <(ls $D/trainA) <(ls $D/trainB) | wc -l)"
