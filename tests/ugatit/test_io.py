@@ -94,3 +94,17 @@ def test_fault_point_kills_only_at_the_named_arrival(monkeypatch: pytest.MonkeyP
     assert kills == []
     uio.fault_point("cog")
     assert kills == [uio.signal.SIGKILL]
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o604])
+def test_rewriting_keeps_the_mode_of_the_file_it_replaces(tmp_path: Path, mode: int) -> None:
+    """A user who narrowed a page to 0600 keeps it private when it is rewritten (was: the
+    rewrite came back 0644, readable by every local user)."""
+    p = tmp_path / "page.html"
+    p.write_text("old")
+    p.chmod(mode)
+    atomic_write_text(p, "new")
+    assert p.read_text() == "new" and p.stat().st_mode & 0o7777 == mode
+    p.chmod(0o4600)  # set-id bits are never carried over to new contents
+    atomic_write_text(p, "newer")
+    assert p.stat().st_mode & 0o7777 == 0o600
