@@ -141,7 +141,8 @@ def test_run_with_a_symlinked_lock_file_exits_1_and_leaves_the_target(
     victim, before, mtime = _victim(tmp_path)
     lock_path(out_dir / "out.tif").symlink_to(victim)
     res = CliRunner().invoke(main, ["run", str(SN6), str(out_dir / "out.tif"), "--model",
-                                    str(tiny_checkpoint), "--tile-size", "64", "--overlap", "16", "-q"])
+                                    str(tiny_checkpoint), "--tile-size", "64", "--overlap",
+                                    "16", "-q"])
     assert res.exit_code == 1, res.output
     assert res.stderr.strip().count("\n") == 0, res.stderr
     assert res.stderr.startswith("Error: ") and "is a symlink" in res.stderr
