@@ -21,20 +21,20 @@ prints the figure for its own scene.
 `view_directory` writes a page per output of a directory run and an index.html linking
 them (each output's input from its manifest; heatmaps by the directory runner's naming).
 
-A viewed folder may be someone else's: what the viewer reads from it (the output, the
-heatmap, the input its manifest names) goes through pipeline/view_inputs.py, so a
-hostile folder cannot make the page carry a copy of another of the user's files.
+`--serve` serves exactly the page and the pages it links, under a secret token, to
+loopback only (pipeline/view_server.py). A viewed folder may be someone else's: what
+the viewer reads from it (the output, the heatmap, the input its manifest names) goes
+through pipeline/view_inputs.py, so a hostile folder cannot make the page carry a copy
+of another of the user's files.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import http.server
 import io
 import json
 import os
-import socketserver
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,7 @@ from pipeline.view_inputs import (
     refuse_symlink_out,
     view_env,
 )
+from pipeline.view_server import page_server, serve_page
 from pipeline.viewer_page import render_page
 from ugatit.sheets import jet
 
@@ -381,34 +382,3 @@ def view_directory(directory: Path, out_dir: Path | None = None, *,
              f"<h1>eo2sar outputs: {html.escape(directory.name)}</h1>\n<ul>\n"
              + "\n".join(rows) + "\n</ul></body></html>\n")
     return _write(out_dir / "index.html", index, "index page")
-
-
-def page_server(page: Path, port: int = 0) -> tuple[socketserver.TCPServer, str]:
-    """(server, URL of `page`): an HTTP server of `page`'s directory bound to 127.0.0.1
-    (loopback only: nothing is exposed to the network), not yet serving."""
-    page = Path(page).resolve()
-    httpd = socketserver.TCPServer(("127.0.0.1", port), _quiet_handler(page.parent))
-    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/{page.name}"
-
-
-def serve_page(page: Path, port: int = 0) -> None:
-    """Serve `page` until Ctrl-C, printing the URL. The page needs no server; this is
-    for browsers or remote sessions (ssh -L) that prefer http:// to file://."""
-    httpd, url = page_server(page, port)
-    with httpd:
-        print(f"serving {url}  (Ctrl-C to stop)", flush=True)
-        try:
-            httpd.serve_forever()
-        except KeyboardInterrupt:
-            pass
-
-
-def _quiet_handler(root: Path) -> type[http.server.SimpleHTTPRequestHandler]:
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            return
-
-    return Handler
