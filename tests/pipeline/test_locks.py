@@ -169,3 +169,29 @@ def test_tiles_with_a_dangling_lock_symlink_exits_1_and_creates_nothing(tmp_path
     assert len(res.output.strip().splitlines()) == 1
     assert not elsewhere.exists()
     assert not (out.exists() and any(out.iterdir()))
+
+
+def test_directory_run_with_a_planted_lock_stops_with_one_line_and_leaves_the_target(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A directory run meeting such a lock file stops there (exit 1, the same one line;
+    its run report is written), the link's target untouched."""
+    from click.testing import CliRunner
+    from rasterio.windows import Window
+
+    from pipeline.cli import main
+    from tests.helpers import SN6, crop
+
+    scenes, out_dir = tmp_path / "in", tmp_path / "out"
+    scenes.mkdir()
+    out_dir.mkdir()
+    crop(SN6, scenes / "a.tif", Window(0, 0, 64, 64))
+    victim, before, mtime = _victim(tmp_path)
+    lock_path(out_dir / "a.tif").symlink_to(victim)
+    res = CliRunner().invoke(main, ["run", str(scenes), str(out_dir), "--model",
+                                    str(tiny_checkpoint), "--tile-size", "64", "--overlap",
+                                    "16", "-q"])
+    assert res.exit_code == 1, res.output
+    assert res.stderr.strip().splitlines()[-1].startswith(f"Error: {out_dir / 'a.tif'}: the "
+                                                          "lock file .a.tif.eo2sar-lock is")
+    assert victim.read_bytes() == before and victim.stat().st_mtime_ns == mtime
+    assert not (out_dir / "a.tif").exists()
