@@ -74,10 +74,13 @@ def linked_pages(page: Path) -> list[str]:
     return names
 
 
-class PageServer(socketserver.TCPServer):
-    """The server of `serve_page`: `url` is the page's address with the token."""
+class PageServer(socketserver.ThreadingTCPServer):
+    """The server of `serve_page`: `url` is the page's address with the token. One thread
+    per connection and a 10 s socket timeout, so a client that connects and says nothing
+    (another local user) cannot block the page for its user."""
 
     allow_reuse_address = True
+    daemon_threads = True
 
     def __init__(self, page: Path, port: int = 0) -> None:
         page = Path(page).absolute()
@@ -111,6 +114,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server: PageServer
     server_version = "eo2sar-view"
     sys_version = ""
+    timeout = 10  # seconds a connection may stay silent
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._answer(body=True)

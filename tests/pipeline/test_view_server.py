@@ -182,3 +182,13 @@ def test_cli_serve_prints_a_token_url_that_works_and_a_bare_one_that_does_not(
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_silent_connection_does_not_block_the_page(folder, serve):
+    """Another local user connects and says nothing: the user's request is still
+    answered (a thread per connection; the silent one is dropped after 10 s)."""
+    import socket
+
+    server = serve(folder / "v.html")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10):
+        assert get(server, f"/{server.token}/v.html") == (200, PAGE)
