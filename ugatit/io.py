@@ -86,13 +86,15 @@ def _plain_open_mode() -> int:
 
 def kept_mode(path: str | os.PathLike[str]) -> int:
     """The permission bits a rewrite of `path` should have: those of the regular file it
-    replaces (without set-id bits), else a plain `open`'s. Without this an atomic rewrite
-    would widen a file its owner had narrowed (a 0600 viewer page becoming 0644)."""
+    replaces (without set-id bits) if this user owns it, else a plain `open`'s. Without
+    this an atomic rewrite would widen a file its owner had narrowed (a 0600 viewer page
+    becoming 0644); a file of another user's (planted 0666 in a shared folder) lends its
+    mode to nothing."""
     try:
         st = os.lstat(path)
     except OSError:
         return _plain_open_mode()
-    if not stat.S_ISREG(st.st_mode):
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
         return _plain_open_mode()
     return stat.S_IMODE(st.st_mode) & 0o777
 
