@@ -402,7 +402,9 @@ def tiles_cmd(eo: tuple[Path, ...], sar: tuple[Path, ...], out: Path, eo_bands: 
 @click.option("--max-size", type=int, default=None,
               help="Longest side of the embedded layers in px. [default: 2048]")
 @click.option("--serve", is_flag=True,
-              help="Then serve the page on 127.0.0.1 and print its URL (Ctrl-C stops).")
+              help="Then serve the page (and a directory's pages, nothing else) on "
+              "127.0.0.1 and print its URL, which carries a secret token: only that URL "
+              "is answered (Ctrl-C stops).")
 def view_cmd(output_path: Path, input_path: Path | None, heatmap_path: Path | None,
              bands: str | None, page_path: Path | None, max_size: int | None,
              serve: bool) -> None:

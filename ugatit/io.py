@@ -6,8 +6,10 @@ way (DESIGN.md invariant 6) and every hash is computed the same way:
 * `atomic_path` hands out a hidden temporary name in the destination directory (same
   filesystem, so `os.replace` is an atomic rename); once the caller has written it, the
   data are fsynced (a crash right after the rename cannot leave an empty file under the
-  final name), the file gets the mode a plain `open` would give (the temporary is made 0600;
-  these files are for sharing), and it is renamed into place. On any error, Ctrl-C
+  final name), the file gets the mode of the file it replaces, or for a new file the mode
+  a plain `open` would give (the temporary is made 0600; these files are for sharing; a
+  user who made a page 0600 keeps it private when it is rewritten: `kept_mode`), and it
+  is renamed into place. On any error, Ctrl-C
   included, the temporary file is removed and the old file, if any, is untouched.
 * `sha256_file` streams the file in 4 MiB chunks: checkpoints are up to 512 MiB.
 
@@ -31,6 +33,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -42,6 +45,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "fault_point",
+    "kept_mode",
     "no_space_reason",
     "remove_stale_temps",
     "remove_stale_temps_in",
@@ -78,6 +82,21 @@ _UMASK = _read_umask()
 
 def _plain_open_mode() -> int:
     return 0o666 & ~_UMASK
+
+
+def kept_mode(path: str | os.PathLike[str]) -> int:
+    """The permission bits a rewrite of `path` should have: those of the regular file it
+    replaces (without set-id bits) if this user owns it, else a plain `open`'s. Without
+    this an atomic rewrite would widen a file its owner had narrowed (a 0600 viewer page
+    becoming 0644); a file of another user's (planted 0666 in a shared folder) lends its
+    mode to nothing."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return _plain_open_mode()
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        return _plain_open_mode()
+    return stat.S_IMODE(st.st_mode) & 0o777
 
 
 def _host() -> str:
@@ -189,7 +208,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, _plain_open_mode())
+        os.chmod(tmp, kept_mode(path))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
