@@ -175,6 +175,16 @@ def check_remote_dataset(ds: Any, label: str) -> None:
             "file")
 
 
+def _network_hint(gdal_message: str) -> str:
+    """The hint of a remote read that failed; a timeout names the settings to raise."""
+    if "timed out" in gdal_message.lower() or "timeout" in gdal_message.lower():
+        return ("the server did not answer in time: check the URL and the network; for a "
+                "slow server raise GDAL_HTTP_TIMEOUT / GDAL_HTTP_CONNECTTIMEOUT "
+                "(docs/data_sources.md)")
+    return ("check the URL, the credentials (AWS_*, GDAL_HTTP_*) and the network; "
+            "docs/data_sources.md")
+
+
 def _source_facts(band: Band) -> dict[str, Any]:
     try:
         with rasterio.open(band.path) as ds:
@@ -189,10 +199,11 @@ def _source_facts(band: Band) -> dict[str, Any]:
                     "nodata": ds.nodatavals[band.band - 1],
                     "block": ds.block_shapes[band.band - 1]}
     except rasterio.errors.RasterioIOError as exc:
-        raise InputError(f"cannot open asset {band.name} ({str(exc).splitlines()[0]})",
-                         path=band.path,
-                         hint="check the file is there (a remote one: the URL, credentials "
-                         "and network; docs/data_sources.md)") from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot open asset {_short(band.name)} ({first})", path=band.path,
+                         hint="check the file is there" + (
+                             f" ({_network_hint(first)})" if is_network(band.path) else "")
+                         ) from None
 
 
 def _check_same_grid(bands: Sequence[Band], facts: Sequence[Mapping[str, Any]]) -> None:
@@ -306,8 +317,20 @@ def _http_get(url: str, limit: int) -> bytes:
 
     timeout = http_timeout()
     deadline = time.monotonic() + timeout
-    request = urllib.request.Request(url, headers={"Accept": "application/geo+json, "
-                                                   "application/json"})
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    auth = None
+    if parts.username is not None:  # urllib takes no userinfo: send it as Basic auth
+        import base64
+
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        auth = "Basic " + base64.b64encode(pair.encode()).decode()
+        url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    request = urllib.request.Request(
+        url, headers={"Accept": "application/geo+json, application/json"})
+    if auth is not None:  # unredirected: a redirect to another host does not get it
+        request.add_unredirected_header("Authorization", auth)
     chunks, size = [], 0
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http checked)
         while chunk := response.read(65536):
@@ -870,8 +893,7 @@ def _remote(source: str, tmp: Path, assets: Sequence[str] | None) -> ResolvedInp
             desc = (f"remote raster {redact_url(source)}: read in place through "
                     f"{vsi.split('/')[1]}, {ds.width} x {ds.height} px, {ds.count} band(s)")
     except rasterio.errors.RasterioIOError as exc:
-        raise InputError(f"cannot open the remote raster ({str(exc).splitlines()[0]})",
-                         path=source,
-                         hint="check the URL, the credentials (AWS_*, GDAL_HTTP_*) and the "
-                         "network; docs/data_sources.md") from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot open the remote raster ({first})", path=source,
+                         hint=_network_hint(first)) from None
     return ResolvedInput(source, vrt, "remote", desc)
