@@ -362,19 +362,18 @@ def _read_item_bytes(source: str) -> bytes:
 
 
 def _read_stac(source: str) -> dict[str, Any]:
-    import socket
     import urllib.error
 
     try:
         data = json.loads(_read_item_bytes(source))
-    except (TimeoutError, socket.timeout) as exc:
+    except TimeoutError as exc:  # socket.timeout is TimeoutError since Python 3.10
         raise InputError(f"cannot read the STAC Item: no answer within {http_timeout():g} s "
                          f"({exc})", path=source,
                          hint="check the URL and the network; a slow server: raise "
                          "GDAL_HTTP_TIMEOUT (docs/data_sources.md)") from None
     except urllib.error.URLError as exc:
         reason = getattr(exc, "reason", exc)
-        if isinstance(reason, (TimeoutError, socket.timeout)):
+        if isinstance(reason, TimeoutError):
             raise InputError(f"cannot read the STAC Item: no connection within "
                              f"{http_timeout():g} s", path=source,
                              hint="check the URL and the network; raise GDAL_HTTP_TIMEOUT "

@@ -40,7 +40,7 @@ __all__ = [
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]*")
 #: `scheme://user:password@` -> `scheme://` (the authority ends at '/', '?' or '#';
 #: userinfo at its last '@', as a password may hold an unescaped '@')
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")  # to the last '@' 
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")  # to the last '@'
 #: GDAL's option form `/vsicurl?opt=v&url=https://...`: every option may be a secret
 _VSICURL_OPTIONS = re.compile(r"^(/vsi[a-z0-9_]+)\?.*?\burl=([^&]*)", re.IGNORECASE)
 

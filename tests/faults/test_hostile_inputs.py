@@ -30,7 +30,8 @@ S2_NAME = "S2A_MSIL2A_20200101T100000_N0214_R122_T32TQM_20200101T120000"
 #: the error: 9**9 "lol"s), its value nine levels of aliases to the level below
 BILLION_LAUGHS_YAML = "bands: [" + ", ".join(
     ['&a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    + [f"&{c} [{','.join([f'*{p}'] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi")]) + "]\n"
+    + [f"&{c} [{','.join([f'*{p}'] * 9)}]"
+       for p, c in zip("abcdefgh", "bcdefghi", strict=True)]) + "]\n"
 BILLION_LAUGHS_XML = (
     '<?xml version="1.0"?>\n<!DOCTYPE lolz [\n <!ENTITY lol "lol">\n'
     + "".join(f' <!ENTITY lol{i} "{f"&lol{i - 1};" * 10 if i > 1 else "&lol;" * 10}">\n'

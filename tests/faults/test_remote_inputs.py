@@ -9,7 +9,7 @@
   server, /vsi chains and file: are refused), and a remote VRT (which may name local
   files, or raw local bytes) is refused whatever its URL ends with.
 
-The range server is tests/range_server.py in its own process (fixture of
+The range server is tests/range_server.py in its own process (as in
 tests/pipeline/test_remote.py); the runs are real `python -m pipeline run` processes.
 """
 
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,8 +27,8 @@ import rasterio
 from rasterio.windows import Window
 
 from tests.faults.faultlib import run_module
-from tests.helpers import SN6, crop
-from tests.pipeline.test_remote import cog, server  # noqa: F401 (a fixture)
+from tests.helpers import REPO, SN6, crop
+from tests.pipeline.test_remote import cog
 
 SECRET = "S3CRET"
 #: the run's GDAL and Item reader: no proxy, short timeouts
@@ -55,6 +57,22 @@ def no_secret_in(*texts: str | bytes) -> None:
 def files_under(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes()
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def server(tmp_path) -> Iterator[tuple[str, Path]]:
+    """(base URL, served directory) of tests/range_server.py on 127.0.0.1, stopped at the
+    end of the test (the runs get NET_ENV: no proxy)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.range_server", str(root)],
+                            cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())
+        yield f"http://127.0.0.1:{port}", root
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 @pytest.fixture
