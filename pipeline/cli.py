@@ -64,7 +64,11 @@ def _nodata_value(text: str | None) -> float | None:
 def main(ctx: click.Context) -> None:
     """eo2sar scene pipeline: optical scenes -> georeferenced SAR-like rasters."""
     from pipeline.mosaic import gdal_env
+    from pipeline.urls import network_defaults
 
+    # HTTP timeouts before anything is read: a local VRT of a directory run (or of
+    # `tiles`) may name URLs too, and GDAL has none by default (pipeline/urls.py)
+    network_defaults()
     # Every command reads whole scenes (statistics, quicklooks, tiles): GDAL's block cache
     # defaults to 5 % of RAM and would keep what it read (pipeline/mosaic.py).
     ctx.with_resource(gdal_env())

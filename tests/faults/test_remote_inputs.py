@@ -108,6 +108,9 @@ def test_secrets_in_input_urls_reach_no_output_nor_message(server, chip, tiny_ch
         proc = run(url, out, "--model", tiny_checkpoint, "-vv")
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "input: " in proc.stderr
+        # rasterio's log lines name the URL it opens: the filter redacts them
+        assert any(line.startswith("DEBUG") and f"{base}/" in line
+                   for line in proc.stderr.splitlines()), proc.stderr[-3000:]
         no_secret_in(proc.stdout, proc.stderr, *files_under(out.parent).values())
         with rasterio.open(out) as ds:
             tags = ds.tags()
@@ -184,6 +187,23 @@ def test_a_server_that_never_answers_ends_in_a_one_line_error(stalled, tiny_chec
         assert "timed out" in proc.stderr or "no answer within 2 s" in proc.stderr
         assert "GDAL_HTTP_TIMEOUT" in proc.stderr
     assert list(tmp_path.iterdir()) == []
+    # a directory run over a local VRT whose source is on that server: the scene fails
+    scenes, out = tmp_path / "scenes", tmp_path / "out"
+    scenes.mkdir()
+    band = ('<VRTRasterBand dataType="Byte" band="{i}"><SimpleSource><SourceFilename '
+            f'relativeToVRT="0">/vsicurl/{stalled}/scene.tif</SourceFilename>'
+            '<SourceBand>{i}</SourceBand><SourceProperties RasterXSize="64" '
+            'RasterYSize="64" DataType="Byte" BlockXSize="64" BlockYSize="64"/>'
+            "</SimpleSource></VRTRasterBand>")
+    (scenes / "a.vrt").write_text(
+        '<VRTDataset rasterXSize="64" rasterYSize="64"><SRS>EPSG:32631</SRS>'
+        "<GeoTransform>500000, 10, 0, 5000000, 0, -10</GeoTransform>"
+        + "".join(band.format(i=i) for i in (1, 2, 3)) + "</VRTDataset>")
+    proc = run(scenes, out, "--model", tiny_checkpoint, "--pattern", "*.vrt", **short)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads((out / "eo2sar_run_report.json").read_text())
+    assert [s["status"] for s in report["scenes"]] == ["failed"], report
+    assert "timed out" in report["scenes"][0]["message"], report
 
 
 # ---------------------------------------------------------------- remote Items, local files
