@@ -312,18 +312,16 @@ def _http_get(url: str, limit: int) -> bytes:
     """The body of `url` (http/https), at most `limit` bytes, within http_timeout()
     seconds overall: pystac's reader (urllib without a timeout) waits forever on a server
     that accepts the connection and never answers, and reads a body of any size."""
+    import base64
     import time
     import urllib.request
+    from urllib.parse import unquote, urlsplit
 
     timeout = http_timeout()
     deadline = time.monotonic() + timeout
-    from urllib.parse import unquote, urlsplit
-
     parts = urlsplit(url)
     auth = None
     if parts.username is not None:  # urllib takes no userinfo: send it as Basic auth
-        import base64
-
         pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
         auth = "Basic " + base64.b64encode(pair.encode()).decode()
         url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
@@ -378,14 +376,14 @@ def _read_stac(source: str) -> dict[str, Any]:
                              f"{http_timeout():g} s", path=source,
                              hint="check the URL and the network; raise GDAL_HTTP_TIMEOUT "
                              "for a slow server (docs/data_sources.md)") from None
-        raise InputError(f"cannot read the STAC Item ({brief(str(exc))})", path=source,
+        raise InputError(f"cannot read the STAC Item ({_short(str(exc), 200)})", path=source,
                          hint="check the path or URL") from None
     except RecursionError:
         raise InputError("is not a STAC Item: its JSON is nested too deeply to read",
                          path=source, hint="give a STAC Item") from None
     except (OSError, ValueError) as exc:  # file errors, http.client errors, bad JSON
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"cannot read the STAC Item ({brief(first)})",
+        raise InputError(f"cannot read the STAC Item ({_short(first, 200)})",
                          path=source, hint="check the path or URL") from None
     _check_item(data, source)
     return data
@@ -587,7 +585,7 @@ def landsat_bands(mtl_path: Path, names: Sequence[str] | None = None
     try:
         mtl = parse_mtl_xml(text) if text.lstrip().startswith("<") else parse_mtl_text(text)
     except ElementTree.ParseError as exc:
-        raise InputError(f"is not a readable MTL ({brief(str(exc))})", path=mtl_path,
+        raise InputError(f"is not a readable MTL ({_short(str(exc), 200)})", path=mtl_path,
                          hint="re-download the product") from None
     contents = mtl.get("PRODUCT_CONTENTS", {})
     attrs = mtl.get("IMAGE_ATTRIBUTES", {})
@@ -706,7 +704,7 @@ class _Safe:
                     data = f.read(limit + 1)
         except (OSError, zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError,
                 ValueError) as exc:  # damaged member, encrypted, unknown compression
-            raise InputError(f"cannot read {name} ({brief(str(exc))})", path=self.path,
+            raise InputError(f"cannot read {name} ({_short(str(exc), 200)})", path=self.path,
                              hint="re-download the product") from None
         if len(data) > limit:
             raise too_big
@@ -752,7 +750,7 @@ def sentinel2_bands(path: Path, names: Sequence[str] | None = None
         q = float(quant) if quant else 10000.0
         offsets = _s2_offsets(root)
     except (ElementTree.ParseError, ValueError) as exc:  # expat refuses entity bombs too
-        raise InputError(f"{mtd} is not readable product metadata ({brief(str(exc))})",
+        raise InputError(f"{mtd} is not readable product metadata ({_short(str(exc), 200)})",
                          path=path, hint="re-download the product") from None
     if not (q > 0 and math.isfinite(q)):
         raise InputError(f"{mtd} declares a quantification value of {q:g}", path=path,
@@ -883,7 +881,7 @@ def _remote(source: str, tmp: Path, assets: Sequence[str] | None) -> ResolvedInp
         raise ConfigError("--assets applies to a STAC Item or a product", path=source,
                           hint="use --bands for a raster file")
     vsi = gdal_path(source)
-    vrt = tmp / f"{_safe_stem(source)}.vrt"
+    vrt = tmp / f"{_safe_stem(redact_url(source))}.vrt"  # may name an output: no secrets
     try:
         with rasterio.open(vsi) as ds:
             if is_network(vsi):
