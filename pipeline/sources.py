@@ -160,9 +160,10 @@ def check_remote_dataset(ds: Any, label: str) -> None:
     """Refuse a remote dataset (opened from a /vsi... path) that is not a self-contained
     raster: a VRT and friends name other files, and GDAL resolves them on this machine
     (`<SourceFilename>/home/you/secret.tif`), so a stranger's server could make the run
-    read local files into its output. Checked after the open: rasterio takes one
-    allowed driver at most, and the open itself reads no pixel (raw VRT bands, which
-    would, are disabled: pipeline/urls.py GDAL_VRT_ENABLE_RAWRASTERBAND)."""
+    read local files into its output. Checked after the open (rasterio takes one allowed
+    driver at most), before any pixel is read: opening a VRT opens its sources, raw bands
+    included, but reads none of their pixels. GDAL_VRT_ENABLE_RAWRASTERBAND=NO would be a
+    second guard, but the wheel's GDAL 3.10 ignores it (a build option there)."""
     local = [f for f in ds.files if not is_network(f)]
     if ds.driver not in REMOTE_DRIVERS or local:
         what = (f"names local files ({brief(local[0])})" if ds.driver in REMOTE_DRIVERS

@@ -109,10 +109,10 @@ HTTP_DEFAULTS: Mapping[str, str] = {
     "GDAL_HTTP_TIMEOUT": "60",  # seconds one request may take (a COG block, a header)
     "GDAL_HTTP_MAX_RETRY": "2",  # retries of a request that failed with 429/5xx
     "GDAL_HTTP_RETRY_DELAY": "1",  # seconds before the first retry (then doubled)
-    # the pipeline's own VRTs never use raw bands; a remote VRT's raw band could name
-    # any local file (a remote VRT is refused anyway: pipeline/sources.py)
-    "GDAL_VRT_ENABLE_RAWRASTERBAND": "NO",
 }
+# Not here: GDAL_VRT_ENABLE_RAWRASTERBAND. The GDAL of the rasterio wheel (3.10) has it
+# only as a build option, not a setting (a raw band read local bytes with it set to NO);
+# a remote VRT is refused by its driver instead (pipeline.sources.check_remote_dataset).
 
 
 def network_defaults() -> None:

@@ -84,7 +84,7 @@ def test_network_defaults_fill_only_what_the_user_left_unset(monkeypatch):
 
     assert os.environ["GDAL_HTTP_TIMEOUT"] == "7"  # the user's value wins
     assert os.environ["GDAL_HTTP_CONNECTTIMEOUT"] == HTTP_DEFAULTS["GDAL_HTTP_CONNECTTIMEOUT"]
-    assert os.environ["GDAL_VRT_ENABLE_RAWRASTERBAND"] == "NO"
+    assert os.environ["GDAL_HTTP_MAX_RETRY"] == HTTP_DEFAULTS["GDAL_HTTP_MAX_RETRY"]
     assert http_timeout() == 7.0
     monkeypatch.setenv("GDAL_HTTP_TIMEOUT", "nonsense")
     assert http_timeout() == float(HTTP_DEFAULTS["GDAL_HTTP_TIMEOUT"])
