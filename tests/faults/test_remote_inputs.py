@@ -10,7 +10,8 @@
   files, or raw local bytes) is refused whatever its URL ends with.
 
 The range server is tests/range_server.py in its own process (as in
-tests/pipeline/test_remote.py); the runs are real `python -m pipeline run` processes.
+tests/pipeline/test_remote.py); runs that could hang, or whose log lines are checked,
+are real `python -m pipeline run` processes, refusals run in this process.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from pathlib import Path
 
 import pytest
 import rasterio
+from click.testing import CliRunner
 from rasterio.windows import Window
 
+from pipeline.cli import main
 from tests.faults.faultlib import run_module
 from tests.helpers import REPO, SN6, crop
 from tests.pipeline.test_remote import cog
@@ -37,6 +40,8 @@ NET_ENV = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
 
 
 def run(*args: str | Path, **env: str):
+    """`python -m pipeline run ARGS` in a subprocess: real stderr (log lines), and the
+    subprocess timeout bounds a hang."""
     return run_module("pipeline", "run", *args, "--tile-size", "128", "--overlap", "32",
                       **{**NET_ENV, **env})
 
@@ -75,6 +80,19 @@ def server(tmp_path) -> Iterator[tuple[str, Path]]:
         proc.wait(timeout=10)
 
 
+def invoke(*args: str | Path):
+    """`pipeline run ARGS` in this process (CliRunner): for refusals, which cannot hang
+    (the server answers); the `no_proxy` fixture keeps curl and urllib on loopback."""
+    result = CliRunner().invoke(main, ["run", *map(str, args), "--tile-size", "128"])
+    return result.exit_code, result.stderr
+
+
+@pytest.fixture
+def no_proxy(monkeypatch) -> None:
+    for key, value in NET_ENV.items():
+        monkeypatch.setenv(key, value)
+
+
 @pytest.fixture
 def chip(tmp_path) -> Path:
     return crop(SN6, tmp_path / "chip.tif", Window(10, 10, 80, 64))
@@ -84,7 +102,7 @@ def chip(tmp_path) -> Path:
 
 
 def test_secrets_in_input_urls_reach_no_output_nor_message(server, chip, tiny_checkpoint,
-                                                           tmp_path):
+                                                           tmp_path, no_proxy):
     """A signed COG URL and a signed Item URL: the run works (the URL is read as given),
     and no byte of the COG (tags included), the Item, the stderr lines (-vv: log lines,
     GDAL's own messages) or a failed run's error holds the userinfo or the query."""
@@ -105,13 +123,18 @@ def test_secrets_in_input_urls_reach_no_output_nor_message(server, chip, tiny_ch
     for name, url in (("cog", signed(base, "scene.tif")), ("item", signed(base, "item.json"))):
         out = tmp_path / name / "out.tif"
         out.parent.mkdir()
-        proc = run(url, out, "--model", tiny_checkpoint, "-vv")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert "input: " in proc.stderr
-        # rasterio's log lines name the URL it opens: the filter redacts them
-        assert any(line.startswith("DEBUG") and f"{base}/" in line
-                   for line in proc.stderr.splitlines()), proc.stderr[-3000:]
-        no_secret_in(proc.stdout, proc.stderr, *files_under(out.parent).values())
+        if name == "cog":  # a real process at -vv: its log lines go to its stderr
+            proc = run(url, out, "--model", tiny_checkpoint, "-vv")
+            code, stderr = proc.returncode, proc.stdout + proc.stderr
+            # rasterio's log lines name the URL it opens: the filter redacts them
+            assert any(line.startswith("DEBUG") and f"{base}/" in line
+                       for line in stderr.splitlines()), stderr[-3000:]
+            assert f"input: remote raster {base}/scene.tif: read in place" in stderr
+        else:
+            code, stderr = invoke(url, out, "--model", tiny_checkpoint)
+        assert code == 0, stderr[-3000:]
+        assert "input: " in stderr
+        no_secret_in(stderr, *files_under(out.parent).values())
         with rasterio.open(out) as ds:
             tags = ds.tags()
         item = json.loads(out.with_name("out.stac.json").read_text())
@@ -123,15 +146,15 @@ def test_secrets_in_input_urls_reach_no_output_nor_message(server, chip, tiny_ch
 
     # a URL that fails: the one-line error names the URL without its secrets
     for url in (signed(base, "missing.tif"), signed(base, "missing.json")):
-        proc = run(url, tmp_path / "fail.tif", "--model", tiny_checkpoint)
-        assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
-        assert f"{base}/missing." in proc.stderr
-        no_secret_in(proc.stderr)
+        code, stderr = invoke(url, tmp_path / "fail.tif", "--model", tiny_checkpoint)
+        assert code == 1 and stderr.count("\n") == 1, stderr
+        assert f"{base}/missing." in stderr
+        no_secret_in(stderr)
     assert not (tmp_path / "fail.tif").exists()
 
 
 def test_directory_run_over_vrts_naming_signed_urls_records_no_secret(
-        server, chip, tiny_checkpoint, tmp_path):
+        server, chip, tiny_checkpoint, tmp_path, no_proxy):
     """Local VRTs whose sources are signed URLs (one served, one missing): the manifest,
     the run report, the Items, the Collection, the COGs and the stderr table and log lines
     (-vv) hold no secret; the failed scene is reported."""
@@ -187,7 +210,16 @@ def test_a_server_that_never_answers_ends_in_a_one_line_error(stalled, tiny_chec
         assert "timed out" in proc.stderr or "no answer within 2 s" in proc.stderr
         assert "GDAL_HTTP_TIMEOUT" in proc.stderr
     assert list(tmp_path.iterdir()) == []
-    # a directory run over a local VRT whose source is on that server: the scene fails
+
+
+@pytest.mark.slow  # a whole directory run waiting on timeouts: ~8 s
+def test_a_directory_run_over_a_vrt_naming_a_silent_server_reports_the_scene_failed(
+        stalled, tiny_checkpoint, tmp_path):
+    """A local VRT whose source is on the stalled server, in a directory run: the timeouts
+    hold there too (set by every pipeline command, not only for remote INPUTs); the scene
+    is reported failed, `timed out`."""
+    short = {"GDAL_HTTP_TIMEOUT": "2", "GDAL_HTTP_CONNECTTIMEOUT": "2",
+             "GDAL_HTTP_MAX_RETRY": "0"}
     scenes, out = tmp_path / "scenes", tmp_path / "out"
     scenes.mkdir()
     band = ('<VRTRasterBand dataType="Byte" band="{i}"><SimpleSource><SourceFilename '
@@ -217,7 +249,8 @@ def _item(assets: dict[str, str]) -> str:
                    for k, h in assets.items()}})
 
 
-def test_a_remote_item_cannot_reach_local_files(server, chip, tiny_checkpoint, tmp_path):
+def test_a_remote_item_cannot_reach_local_files(server, chip, tiny_checkpoint, tmp_path,
+                                                no_proxy):
     """Items served over HTTP naming this machine's files: an absolute path (a path on
     the server, RFC 3986: the server is asked, answers 404), a /vsi chain and file: URLs
     (refused before any open). Exit 1, nothing written; the local file is never read
@@ -234,15 +267,15 @@ def test_a_remote_item_cannot_reach_local_files(server, chip, tiny_checkpoint, t
     for name, assets in cases.items():
         (www / name).write_text(_item(assets))
         out = tmp_path / f"{name}.tif"
-        proc = run(f"{base}/{name}", out, "--model", tiny_checkpoint)
-        assert proc.returncode == 1, (name, proc.stderr)
-        assert proc.stderr.count("\n") == 1, proc.stderr
+        code, stderr = invoke(f"{base}/{name}", out, "--model", tiny_checkpoint)
+        assert code == 1, (name, stderr)
+        assert stderr.count("\n") == 1, stderr
         if name == "abs.json":  # resolved on the server: it was asked for that path
-            assert "cannot open asset" in proc.stderr and f"{base}{local}" in proc.stderr
+            assert "cannot open asset" in stderr and f"{base}{local}" in stderr
             log = (www.parent / "requests.log").read_text()  # GDAL lists the folder first
             assert str(Path(local).parent) in log
         else:
-            assert "is not a URL" in proc.stderr, proc.stderr
+            assert "is not a URL" in stderr, stderr
         assert not out.exists()
 
 
@@ -267,7 +300,8 @@ def _vrt_naming(local: Path, raw: bool) -> str:
             f"<GeoTransform>{', '.join(map(repr, gt))}</GeoTransform>{bands}</VRTDataset>")
 
 
-def test_a_remote_vrt_naming_local_files_is_refused(server, chip, tiny_checkpoint, tmp_path):
+def test_a_remote_vrt_naming_local_files_is_refused(server, chip, tiny_checkpoint, tmp_path,
+                                                     no_proxy):
     """A VRT served over HTTP whose sources are this machine's files (a simple source, a
     raw band), given directly (as .vrt, and disguised as .tif), or as a remote Item's
     asset: exit 1, one line `refused: the remote raster is a VRT dataset`; nothing
@@ -280,8 +314,8 @@ def test_a_remote_vrt_naming_local_files_is_refused(server, chip, tiny_checkpoin
     (www / "item.json").write_text(_item({c: "simple.vrt" for c in ("red", "green", "blue")}))
     for name in ("simple.vrt", "raw.vrt", "disguised.tif", "item.json"):
         out = tmp_path / f"{name}.out.tif"
-        proc = run(f"{base}/{name}", out, "--model", tiny_checkpoint)
-        assert proc.returncode == 1, (name, proc.stderr)
-        assert proc.stderr.count("\n") == 1, proc.stderr
-        assert "refused: the remote raster is a VRT dataset" in proc.stderr, proc.stderr
+        code, stderr = invoke(f"{base}/{name}", out, "--model", tiny_checkpoint)
+        assert code == 1, (name, stderr)
+        assert stderr.count("\n") == 1, stderr
+        assert "refused: the remote raster is a VRT dataset" in stderr, stderr
         assert not out.exists()
