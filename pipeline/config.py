@@ -510,7 +510,7 @@ class _NoAliasLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses aliases (`*name`).
 
     Why refuse them rather than bound their expansion: a config file is a flat mapping of
-    a few dozen scalar settings, where an alias saves nothing, while a 281-byte file of
+    a few dozen scalar settings, where an alias saves nothing, while a 300-byte file of
     nested aliases (a "billion laughs") expands into billions of references that any
     later walk over the value (a repr in an error message, a hash) takes gigabytes and
     minutes to visit. An anchor alone is harmless and is left alone."""
