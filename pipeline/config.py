@@ -502,18 +502,57 @@ def resolve_for_model(config: PipelineConfig, contract: dict[str, Any] | None,
     )
 
 
+#: bytes a config file may have: configs/pipeline.yaml, every key commented, is ~5 KB
+MAX_CONFIG_BYTES = 1 * 2**20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses aliases (`*name`).
+
+    Why refuse them rather than bound their expansion: a config file is a flat mapping of
+    a few dozen scalar settings, where an alias saves nothing, while a 300-byte file of
+    nested aliases (a "billion laughs") expands into billions of references that any
+    later walk over the value (a repr in an error message, a hash) takes gigabytes and
+    minutes to visit. An anchor alone is harmless and is left alone."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(
+                f"YAML aliases are not accepted in a config file (line "
+                f"{event.start_mark.line + 1}: *{str(event.anchor)[:40]})",
+                hint="write the value out instead of &anchor / *alias")
+        return super().compose_node(parent, index)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
-    """The mapping of a YAML config file (keys may sit under a `pipeline:` section)."""
+    """The mapping of a YAML config file (keys may sit under a `pipeline:` section).
+
+    Bounded: at most MAX_CONFIG_BYTES read, aliases refused (_NoAliasLoader), a nesting
+    too deep for the parser an error, not a RecursionError traceback."""
     try:
-        loaded = yaml.safe_load(path.read_text())
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file is larger than {MAX_CONFIG_BYTES // 2**20} MiB",
+                              path=path, hint="give a YAML file of keys as in "
+                              "configs/pipeline.yaml")
+        loaded = yaml.load(raw, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise ConfigError(
             "config file not found", path=path, hint="check the --config path"
         ) from None
+    except ConfigError as exc:
+        exc.path = exc.path or str(path)
+        raise
+    except RecursionError:
+        raise ConfigError("config file is nested too deeply to read", path=path,
+                          hint="it must be a YAML mapping of keys as in configs/pipeline.yaml"
+                          ) from None
     except (OSError, yaml.YAMLError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(
-            f"cannot read the config file ({first})",
+            f"cannot read the config file ({first[:200]})",
             path=path,
             hint="it must be a YAML mapping of keys as in configs/pipeline.yaml",
         ) from None
