@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 import ugatit.errors
 from pipeline.errors import ConfigError, DeviceError
@@ -52,6 +51,7 @@ from pipeline.radiometry import (
     resolve_radiometry,
 )
 from ugatit.device import parse_device
+from ugatit.io import MAX_CONFIG_BYTES, YamlConfigError, read_yaml_config
 
 SCALE_MODES = ("auto", "fixed", "none")
 OUTPUT_SCALES = ("unit", "uint8", "db")
@@ -503,59 +503,27 @@ def resolve_for_model(config: PipelineConfig, contract: dict[str, Any] | None,
 
 
 #: bytes a config file may have: configs/pipeline.yaml, every key commented, is ~5 KB
-MAX_CONFIG_BYTES = 1 * 2**20
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses aliases (`*name`).
-
-    Why refuse them rather than bound their expansion: a config file is a flat mapping of
-    a few dozen scalar settings, where an alias saves nothing, while a 300-byte file of
-    nested aliases (a "billion laughs") expands into billions of references that any
-    later walk over the value (a repr in an error message, a hash) takes gigabytes and
-    minutes to visit. An anchor alone is harmless and is left alone."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise ConfigError(
-                f"YAML aliases are not accepted in a config file (line "
-                f"{event.start_mark.line + 1}: *{str(event.anchor)[:40]})",
-                hint="write the value out instead of &anchor / *alias")
-        return super().compose_node(parent, index)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     """The mapping of a YAML config file (keys may sit under a `pipeline:` section).
 
-    Bounded: at most MAX_CONFIG_BYTES read, aliases refused (_NoAliasLoader), a nesting
-    too deep for the parser an error, not a RecursionError traceback."""
+    Bounded (ugatit.io.read_yaml_config, shared with `ugatit train --config`): at most
+    MAX_CONFIG_BYTES read, aliases refused, a nesting too deep for the parser an error,
+    not a RecursionError traceback."""
     try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-        if len(raw) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"config file is larger than {MAX_CONFIG_BYTES // 2**20} MiB",
-                              path=path, hint="give a YAML file of keys as in "
-                              "configs/pipeline.yaml")
-        loaded = yaml.load(raw, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader)
+        loaded = read_yaml_config(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigError(
             "config file not found", path=path, hint="check the --config path"
         ) from None
-    except ConfigError as exc:
-        exc.path = exc.path or str(path)
-        raise
-    except RecursionError:
-        raise ConfigError("config file is nested too deeply to read", path=path,
-                          hint="it must be a YAML mapping of keys as in configs/pipeline.yaml"
-                          ) from None
-    except (OSError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(
-            f"cannot read the config file ({first[:200]})",
-            path=path,
-            hint="it must be a YAML mapping of keys as in configs/pipeline.yaml",
-        ) from None
+    except YamlConfigError as exc:
+        hint = "write the value out instead of &anchor / *alias" if "aliases" in str(exc) \
+            else "it must be a YAML mapping of keys as in configs/pipeline.yaml"
+        raise ConfigError(str(exc), path=path, hint=hint) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file ({exc.strerror or exc})", path=path,
+                          hint="check the --config path") from None
     if loaded is None:
         loaded = {}
     if isinstance(loaded, dict) and set(loaded) == {"pipeline"}:

@@ -233,3 +233,58 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------
+# Config files
+
+
+#: Largest YAML config file read (a config is a few dozen keys: kilobytes).
+MAX_CONFIG_BYTES = 1 * 2**20
+
+
+class YamlConfigError(ValueError):
+    """A YAML config file that cannot be read safely; callers turn it into their own
+    typed error (pipeline.ConfigError, ugatit.UgatitError) with the path and a hint."""
+
+
+def _no_alias_loader() -> type:
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        """yaml.SafeLoader that refuses aliases (`*name`).
+
+        Why refuse them rather than bound their expansion: a config file is a flat mapping
+        of a few dozen scalar settings, where an alias saves nothing, while a 300-byte file
+        of nested aliases (a "billion laughs") expands into billions of references that
+        any later walk over the value (a repr in an error message, a hash) takes gigabytes
+        and minutes to visit. An anchor alone is harmless and is left alone."""
+
+        def compose_node(self, parent: object, index: object) -> object:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise YamlConfigError(
+                    f"YAML aliases are not accepted in a config file (line "
+                    f"{event.start_mark.line + 1}: *{str(event.anchor)[:40]})")
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
+
+
+def read_yaml_config(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> object:
+    """The parsed content of a YAML config file, bounded: at most ``max_bytes`` read,
+    aliases refused, a nesting too deep for the parser an error. Raises FileNotFoundError
+    and YamlConfigError (one line, no repr of the content)."""
+    import yaml
+
+    with path.open("rb") as f:
+        raw = f.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise YamlConfigError(f"config file is larger than {max_bytes // 2**20} MiB")
+    try:
+        return yaml.load(raw, Loader=_no_alias_loader())  # noqa: S506 (a SafeLoader)
+    except RecursionError:
+        raise YamlConfigError("config file is nested too deeply to read") from None
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise YamlConfigError(f"cannot read the config file ({first[:200]})") from None
