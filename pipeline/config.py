@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 import ugatit.errors
 from pipeline.errors import ConfigError, DeviceError
 from pipeline.radiometry import (
