@@ -39,6 +39,7 @@ from pipeline.mosaic import (
     output_dtype_nodata,
     overview_count,
 )
+from pipeline.norm_sample import NormSample, choose_sample
 from pipeline.radiometry import Scaling, compute_scaling, scene_is_empty, select_bands
 from pipeline.scheduling import describe, is_remote, local_threads, local_window
 from pipeline.tiling import TileGrid
@@ -101,6 +102,26 @@ class ScenePlan:
     contract: dict[str, Any] | None = None
     #: the input as the user named it (SceneRequest.source, else the file's name)
     source: str = ""
+    #: --norm scene: the tiles whose pooled statistics normalise every tile (None: per
+    #: tile, or a scene with no valid pixel)
+    norm_sample: NormSample | None = None
+
+    def norm_dict(self) -> dict[str, Any]:
+        """The normalisation of this run, for the output tags (EO2SAR_NORM)."""
+        if self.norm_sample is None:
+            return {"mode": "tile"} if self.config.norm == "tile" else {
+                "mode": "scene", "sample": self.config.norm_sample, "tiles": 0}
+        return self.norm_sample.to_dict()
+
+    def describe_norm(self) -> str:
+        s = self.norm_sample
+        if self.config.norm == "tile":
+            return "tile: every tile normalised by its own statistics"
+        if s is None or not s.tiles:
+            return "scene: no valid tile to pool (every tile by its own statistics)"
+        kind = "fully valid" if s.fully_valid else "MOST-valid (no tile is fully valid)"
+        return (f"scene: statistics pooled once over {len(s.tiles)} {kind} tile(s) of "
+                f"{self.grid.count} (--norm-sample {s.requested}), used by every tile")
 
     def describe(self) -> str:
         """Human-readable plan (the --dry-run output)."""
@@ -118,6 +139,7 @@ class ScenePlan:
             f"tiles    {g.count} ({g.nx} x {g.ny}) of {g.tile} px, overlap {g.overlap}, "
             f"stride {g.stride}",
             f"batches  {self.batches}; blocks {self.blocks}",
+            f"norm     {self.describe_norm()}",
             f"model    {self.model_desc} sha256 {self.model_sha256[:12]}",
             f"run on   {self.scheduler}",
             f"memory   ~{self.memory_bytes / 2**20:.0f} MiB (estimate, this process)",
@@ -205,6 +227,18 @@ def scene_scaling(
     return scaling
 
 
+def norm_sample(
+    ds: rasterio.io.DatasetReader, bands: tuple[int, ...], grid: TileGrid,
+    config: PipelineConfig, path: Path
+) -> NormSample:
+    """The tiles of `--norm scene` (pipeline/norm_sample.py): reads, decides nothing else."""
+    try:
+        return choose_sample(ds, bands, grid, config.norm_sample, nodata=config.nodata,
+                             stats_size=config.stats_size)
+    except rasterio.errors.RasterioIOError as exc:
+        raise read_error(exc, path) from None
+
+
 def plan_scene(
     request: SceneRequest, *, client: Any = None, check_output: bool = True
 ) -> tuple[ScenePlan, InferenceJob]:
@@ -234,6 +268,9 @@ def plan_scene(
         config = resolve_for_model(config, contract, str(request.model))  # idempotent
         scaling = scene_scaling(ds, bands, config, inp)
         grid = TileGrid(ds.width, ds.height, config.tile_size, config.overlap)
+        sample = None
+        if config.norm == "scene" and scaling.method != "empty":
+            sample = norm_sample(ds, bands, grid, config, inp)
         out_dtype, out_nodata = output_dtype_nodata(config.output_scale)
         threads = local_threads(config.threads, config.device)
         n_blocks = math.ceil(ds.width / config.block_size) * math.ceil(
@@ -265,6 +302,7 @@ def plan_scene(
             compress=config.compress,
             config=config,
             contract=contract,
+            norm_sample=sample,
         )
     job = InferenceJob(
         input_path=str(inp.resolve()),
