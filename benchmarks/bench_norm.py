@@ -10,7 +10,8 @@ statistics pass.
    `--norm-sample` sizes.
 2. Cost: the statistics pass (`SceneResult.norm_seconds`: one forward of the sample at
    once) as a fraction of the whole scene run, on the full Landsat 8 scene
-   (2041 x 1860, 110 tiles, zero collar), bands 3,2,1; and per tile on one thread, the
+   (2041 x 1860, 110 tiles, zero collar), bands 3,2,1, and a synthetic `--cost-size`
+   scene (4096 px: 441 tiles; a full Landsat scene has ~1700); and per tile on one thread, the
    statistics pass against the run's forwards of one tile each. The pass runs on one
    core (pinned like every CPU forward, for the same bytes) while the run's tiles use
    every core, so its share of a scene is ~ sample x ratio / (tiles / cores).
@@ -38,7 +39,7 @@ from pipeline.metrics import tile_consistency
 from pipeline.plan import SceneRequest, plan_scene
 from pipeline.radiometry import read_masked, to_model_input
 from pipeline.scene import run_scene
-from pipeline.synthetic import crop_raster
+from pipeline.synthetic import crop_raster, write_synthetic_scene
 from ugatit import load_checkpoint
 
 L8 = REPO / "tests" / "data" / "l8_224078_parana_bgr_uint16.tif"
@@ -63,7 +64,7 @@ def whole_image_output(path: Path, model: Path, config: PipelineConfig) -> np.nd
 
 
 def run(path: Path, out: Path, model: Path, **settings: Any) -> tuple[np.ndarray, Any]:
-    config = PipelineConfig(bands=BANDS, nodata=0, **settings)
+    config = PipelineConfig(**{"bands": BANDS, "nodata": 0, **settings})
     result = run_scene(path, out, model_path=model, config=config, overwrite=True,
                        progress=False)
     with rasterio.open(out) as ds:
@@ -83,9 +84,11 @@ def consistency(model: Path, samples: list[int], crop: tuple[int, int, int, int]
     return rows
 
 
-def cost(model: Path, sample: int, tmp: Path, path: Path) -> dict[str, Any]:
+def cost(model: Path, sample: int, tmp: Path, path: Path, bands: tuple[int, ...] = BANDS
+         ) -> dict[str, Any]:
     t0 = time.perf_counter()
-    _, result = run(path, tmp / "cost.tif", model, norm="scene", norm_sample=sample)
+    _, result = run(path, tmp / "cost.tif", model, bands=bands, norm="scene",
+                    norm_sample=sample)
     return {"scene": path.name, "tiles": result.tiles_total, "sample": sample,
             "stats_s": result.norm_seconds, "run_s": time.perf_counter() - t0,
             "stats_fraction": result.norm_seconds / result.seconds}
@@ -120,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, nargs="+", default=[4, 8, 16, 24, 32])
     ap.add_argument("--quick", action="store_true",
                     help="512 px crop, samples 4 and 16, cost on the crop: a smoke run")
+    ap.add_argument("--cost-size", type=int, default=4096,
+                    help="also time a synthetic scene of this size (px), a larger scene's "
+                    "share of the pass; 0: none")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
     samples = [4, DEFAULT_NORM_SAMPLE] if args.quick else args.samples
@@ -129,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = consistency(args.model, samples, crop, tmp)
         cost_scene = tmp / "crop.tif" if args.quick else L8
         costs = [cost(args.model, DEFAULT_NORM_SAMPLE, tmp, cost_scene)]
+        if args.cost_size and not args.quick:
+            big = write_synthetic_scene(tmp / f"synthetic_{args.cost_size}.tif",
+                                        args.cost_size, dtype="uint16")
+            costs.append(cost(args.model, DEFAULT_NORM_SAMPLE, tmp, big, bands=(1, 2, 3)))
     per_tile = per_tile_seconds(args.model, 4 if args.quick else DEFAULT_NORM_SAMPLE)
     print(f"Tile consistency: tiled run vs whole-image forward, L8 crop {crop[2]} x "
           f"{crop[3]} px, {args.model.name} (unit scale, box {BOX} px)")
