@@ -275,8 +275,8 @@ def forward_fixed_shape(
     """Run `x` [N, C, T, T] through `gen` in forwards of exactly `micro` tiles, each
     normalised with the scene's `stats` when given (else by its own statistics).
 
-    The last chunk is padded with zero tiles (instance norm keeps samples independent,
-    so padding cannot change real tiles). Returns float32 outputs [N, 3, T, T] and the
+    The last chunk is padded with zero tiles (per-sample statistics, or the scene's fixed
+    ones, keep samples independent, so padding cannot change real tiles). Returns float32 outputs [N, 3, T, T] and the
     heatmaps upsampled to [N, 1, T, T] (or None), on the CPU. On CUDA the input is
     pinned and copied without blocking, and nothing comes back before the last forward
     is queued, so the GPU runs the task's forwards back to back.
@@ -311,7 +311,9 @@ def scene_norm_stats(job: InferenceJob, tiles: Sequence[int]) -> NormStats:
     pipeline/norm_sample.py) in ONE float32 forward on the job's device; CPU tensors.
 
     Runs where the batch tasks run (this process, or a task on a cluster), pinned like
-    them, so it is deterministic. Tiles are read and scaled exactly as `run_batch` does,
+    them, so it is deterministic: the same process-wide settings, so --precision tf32
+    lets its convolutions use TF32 as the tiles' do (switching TF32 off here would flip
+    it under another scene's tasks running at the same time); bf16/fp16 autocast is off. Tiles are read and scaled exactly as `run_batch` does,
     invalid pixels included (filled with -1), for the fall back of a scene with no fully
     valid tile. Memory: the activations of len(tiles) tiles at once.
     """
