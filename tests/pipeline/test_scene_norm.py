@@ -222,3 +222,22 @@ def test_cli_flags_and_dry_run(scene, ckpt, tmp_path):
     assert res.exit_code != 0 and "norm_sample" in res.output
     help_text = runner.invoke(pipeline_cli, ["run", "--help"]).output
     assert "--norm [scene|tile]" in help_text and "--norm-sample INTEGER" in help_text
+
+
+def test_bf16_run_uses_float32_statistics(scene, ckpt, tmp_path, monkeypatch):
+    """--precision bf16: the statistics pass runs float32 (autocast off), the tiles in
+    bf16 with them; the output stays near the float32 run's."""
+    import pipeline.inference as inference
+
+    seen = []
+    real = inference.scene_norm_stats
+    monkeypatch.setattr(inference, "scene_norm_stats",
+                        lambda *a: seen.append(real(*a)) or seen[-1])
+    run(scene, tmp_path / "bf16.tif", ckpt, precision="bf16", norm_sample=4, **TILE)
+    run(scene, tmp_path / "fp32.tif", ckpt, norm_sample=4, **TILE)
+    assert seen[0].z.dtype == torch.float32
+    assert all(s.mean.dtype == torch.float32 for s in seen[0].layers.values())
+    for key, s in seen[0].layers.items():  # the same statistics, whatever the precision
+        assert torch.equal(s.mean, seen[1].layers[key].mean), key
+    diff = np.abs(read(tmp_path / "bf16.tif") - read(tmp_path / "fp32.tif"))
+    assert diff.mean() < 0.02
