@@ -1,7 +1,8 @@
 """U-GAT-IT networks: one generator (light and full variants) and one discriminator.
 
-This file reads top to bottom: normalisation layers, the two residual blocks, the
-generator, the discriminator. Module names and ``nn.Sequential`` indices are chosen so
+This file reads top to bottom: normalisation layers (and the scene statistics they can
+use instead of each sample's own), the two residual blocks, the generator, the
+discriminator. Module names and ``nn.Sequential`` indices are chosen so
 that ``state_dict()`` keys are *identical* to the published checkpoint (see
 ``tests/data/manifests``): seed files load with no renaming. The math reproduces the
 original code exactly; the subtle points are marked "FORMAT:" and each one is pinned by a
@@ -54,9 +55,12 @@ class LayerStats:
     ln_var: Tensor | None = None
 
     def to(self, device: torch.device | str) -> LayerStats:
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return LayerStats(move(self.mean), move(self.var), move(self.ln_mean),
-                          move(self.ln_var))
+        return LayerStats(self.mean.to(device), self.var.to(device),
+                          _to(self.ln_mean, device), _to(self.ln_var, device))
+
+
+def _to(t: Tensor | None, device: torch.device | str) -> Tensor | None:
+    return None if t is None else t.to(device)
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class NormStats:
     def to(self, device: torch.device | str) -> NormStats:
         """The same statistics on `device` (float32 kept)."""
         return NormStats({k: v.to(device) for k, v in self.layers.items()},
-                         None if self.z is None else self.z.to(device), self.samples)
+                         _to(self.z, device), self.samples)
 
 
 class NormPass:
