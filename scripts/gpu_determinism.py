@@ -149,7 +149,8 @@ def main() -> int:
         res["app_frac_pixels_differing"] = float((diff > 0).mean())
 
     ok = res["fixed_shape_permuted_bitwise_equal"] and res["pipeline_same_bytes"] and all(
-        v for k, v in res.items() if k.endswith("_same_bytes_batch_8_40"))
+        v for k, v in res.items() if k.endswith("_same_bytes_batch_8_40")) and all(
+        v for k, v in res.items() if k.startswith("scene_stats_"))
     res["ok"] = bool(ok)
     print(json.dumps(res, indent=1))
     (out_dir / "gpu_determinism.json").write_text(json.dumps(res, indent=1))
