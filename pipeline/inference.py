@@ -64,8 +64,7 @@ from pipeline.errors import ModelError, PipelineError
 from pipeline.mosaic import gdal_env  # bounds GDAL's block cache in workers too
 from pipeline.radiometry import Scaling, to_model_input
 from pipeline.tiling import TileGrid, read_tiles
-from ugatit import CheckpointError, ModelConfig, load_checkpoint, set_tf32
-from ugatit.networks import NormStats
+from ugatit import CheckpointError, ModelConfig, NormStats, load_checkpoint, set_tf32
 
 __all__ = [
     "CUDA_MICRO_BATCH", "InferenceJob", "TileOutput", "forward_fixed_shape", "get_generator",
@@ -276,10 +275,11 @@ def forward_fixed_shape(
     normalised with the scene's `stats` when given (else by its own statistics).
 
     The last chunk is padded with zero tiles (per-sample statistics, or the scene's fixed
-    ones, keep samples independent, so padding cannot change real tiles). Returns float32 outputs [N, 3, T, T] and the
-    heatmaps upsampled to [N, 1, T, T] (or None), on the CPU. On CUDA the input is
-    pinned and copied without blocking, and nothing comes back before the last forward
-    is queued, so the GPU runs the task's forwards back to back.
+    ones, keep samples independent, so padding cannot change real tiles). Returns
+    float32 outputs [N, 3, T, T] and the heatmaps upsampled to [N, 1, T, T] (or None), on
+    the CPU. On CUDA the input is pinned and copied without blocking, and nothing comes
+    back before the last forward is queued, so the GPU runs the task's forwards back to
+    back.
     """
     size = x.shape[-1]
     cuda = dev.type == "cuda"
@@ -313,9 +313,10 @@ def scene_norm_stats(job: InferenceJob, tiles: Sequence[int]) -> NormStats:
     Runs where the batch tasks run (this process, or a task on a cluster), pinned like
     them, so it is deterministic: the same process-wide settings, so --precision tf32
     lets its convolutions use TF32 as the tiles' do (switching TF32 off here would flip
-    it under another scene's tasks running at the same time); bf16/fp16 autocast is off. Tiles are read and scaled exactly as `run_batch` does,
-    invalid pixels included (filled with -1), for the fall back of a scene with no fully
-    valid tile. Memory: the activations of len(tiles) tiles at once.
+    it under another scene's tasks running at the same time); bf16/fp16 autocast is off.
+    Tiles are read and scaled exactly as `run_batch` does, invalid pixels included
+    (filled with -1), for the fall back of a scene with no fully valid tile. Memory: the
+    activations of len(tiles) tiles at once.
     """
     pin_threads(job.device, job.precision)
     gen, _ = get_generator(job.model_path, job.model_sha256, job.device)
