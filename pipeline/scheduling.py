@@ -209,6 +209,20 @@ def iter_local(job: InferenceJob, order: BatchOrder, *, threads: int, on_done: O
         yield from zip((bi for bi, _ in chunk), outs, strict=True)
 
 
+def run_one_task(client: Any, device: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args) where the batch tasks run: in this process (client None), or as one
+    task on the cluster, asking for a GPU like them and retried like them (the scene's
+    normalisation statistics need the model on the run's device)."""
+    if client is None:
+        return fn(*args)
+    future = client.submit(fn, *args, pure=False, retries=TASK_RETRIES,
+                           resources=task_resources(device))
+    try:
+        return future.result()
+    finally:
+        future.release()
+
+
 def distributed_window(client: Any) -> int:
     """Batches in flight on a cluster: 2 per worker thread (one running, one queued, so no
     thread waits on this process), never the whole scene."""
