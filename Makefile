@@ -59,8 +59,10 @@ demo: $(STAMP)
 		--heatmap demo_out/l8_parana_heatmap.tif --out demo_out/l8_parana_viewer.html
 
 # The viewer's browser test (tests/pipeline/test_viewer.py) drives the system Chromium
-# and is skipped without it. Debian/Ubuntu: `sudo make chromium` (or apt-get install
-# chromium); any other Chromium/Chrome: CHROMIUM=/path/to/chrome make test.
+# and is skipped without it, except where EO2SAR_REQUIRE_CHROMIUM=1: then it fails.
+# CI (.ci/run) installs Chromium when missing (.ci/ensure_chromium) and sets that, so it
+# always runs there. Debian/Ubuntu: `sudo make chromium` (or apt-get install chromium);
+# any other Chromium/Chrome: CHROMIUM=/path/to/chrome make test.
 .PHONY: chromium
 chromium:
 	apt-get update && apt-get install -y chromium

@@ -262,10 +262,12 @@ def ceiling(dev: Any, ngf: int, tile: int, micro: int, seconds: float) -> list[d
 
 
 def run_pipeline(scene: Path, out: Path, model: Path, **options: Any) -> dict[str, Any]:
-    """`run_scene` end to end; tiles/s over the whole call (planning, COG included)."""
+    """`run_scene` end to end; tiles/s over the whole call (planning, COG included).
+    --norm tile: this measures the tiles' path against the model's rate; the scene
+    normalisation's one statistics pass per scene is benchmarks/bench_norm.py's."""
     from pipeline import load_config, run_scene
 
-    config = load_config(None, {"bands": (3, 2, 1), **options})
+    config = load_config(None, {"bands": (3, 2, 1), "norm": "tile", **options})
     res = run_scene(scene, out, model_path=model, config=config, progress=False,
                     overwrite=True)
     return {"tiles": res.tiles_run, "seconds": res.seconds,

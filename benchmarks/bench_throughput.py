@@ -76,11 +76,14 @@ def bench_pipeline(ckpt: Path, scene: Path, batches: list[int], work: Path
     # warm-up run: the first run_scene of a process loads the model (cached per process
     # afterwards) and warms oneDNN; without it batch 1, measured first, would pay for both
     run_scene(scene, work / "pipe_warmup.tif", model_path=ckpt,
-              config=PipelineConfig(batch_size=batches[0]), overwrite=True, progress=False)
+              config=PipelineConfig(batch_size=batches[0], norm="tile"), overwrite=True,
+              progress=False)
     rows = []
     for b in batches:
         out = work / f"pipe_b{b}.tif"
-        cfg = PipelineConfig(batch_size=b)
+        # --norm tile: tiles/s of the tile path (the per-scene statistics pass of the
+        # default --norm scene is benchmarks/bench_norm.py's)
+        cfg = PipelineConfig(batch_size=b, norm="tile")
         t0 = time.perf_counter()
         res = run_scene(scene, out, model_path=ckpt, config=cfg, overwrite=True,
                         progress=False)

@@ -9,7 +9,7 @@ The default run takes ~10 minutes on 2 cores, most of it the memory benchmark at
 acceptance size, 16384 x 16384 (7225 tiles); ``--memory-size 8192`` (1849 tiles) takes a
 quarter of that, ``--quick`` is a ~1-2 minute smoke run of every script.
 
-    python -m benchmarks.run [--only seams throughput memory train dask] [--quick]
+    python -m benchmarks.run [--only speed seams norm throughput memory train dask] [--quick]
                              [--memory-size 16384]
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 from benchmarks._common import DEFAULT_OUT, REPO, format_table, machine
 from ugatit.io import atomic_write_text
 
-ALL = ("speed", "seams", "throughput", "memory", "train", "dask")
+ALL = ("speed", "seams", "norm", "throughput", "memory", "train", "dask")
 
 
 def _commands(args: argparse.Namespace) -> dict[str, tuple[list[str], str]]:
@@ -39,6 +39,8 @@ def _commands(args: argparse.Namespace) -> dict[str, tuple[list[str], str]]:
         "speed": (["-m", "benchmarks.bench_speed", *(["--quick"] if args.quick else []), *out],
                   "speed.json"),
         "seams": (["-m", "benchmarks.bench_seams", *seams, *out], "seams.json"),
+        "norm": (["-m", "benchmarks.bench_norm", *(["--quick"] if args.quick else []), *out],
+                 "norm.json"),
         "throughput": (["-m", "benchmarks.bench_throughput", *thr, *out], "throughput.json"),
         "memory": (["-m", "benchmarks.bench_memory", "--size", str(size), *out],
                    f"memory_{size}.json"),
@@ -79,6 +81,15 @@ def _summary(name: str, doc: dict[str, Any]) -> list[dict[str, Any]]:
                      "value": doc["rows"][-1]["ratio_vs_first"]})
     elif name == "speed":
         rows += _speed_summary(doc)
+    elif name == "norm":
+        for r in doc["rows"]:
+            what = f"--norm {r['norm']}" + (f" sample {r['sample']}" if r["sample"] else "")
+            rows.append({"benchmark": name, "what": f"{what} box-33 |tiled - whole|",
+                         "value": r["box_mean_abs_diff"]})
+        for c in doc["cost"]:
+            rows.append({"benchmark": name,
+                         "what": f"statistics pass / scene time ({c['tiles']} tiles)",
+                         "value": c["stats_fraction"]})
     elif name == "throughput":
         for s in doc["settings"]:
             last = s["rows"][-1]

@@ -64,7 +64,11 @@ def _nodata_value(text: str | None) -> float | None:
 def main(ctx: click.Context) -> None:
     """eo2sar scene pipeline: optical scenes -> georeferenced SAR-like rasters."""
     from pipeline.mosaic import gdal_env
+    from pipeline.urls import network_defaults
 
+    # HTTP timeouts before anything is read: a local VRT of a directory run (or of
+    # `tiles`) may name URLs too, and GDAL has none by default (pipeline/urls.py)
+    network_defaults()
     # Every command reads whole scenes (statistics, quicklooks, tiles): GDAL's block cache
     # defaults to 5 % of RAM and would keep what it read (pipeline/mosaic.py).
     ctx.with_resource(gdal_env())
@@ -124,6 +128,7 @@ def run(
     if verbose >= 2:
         level = logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    _redact_logs()
     from pipeline.sources import is_remote, parse_assets, product_kind, resolve_input
 
     try:
@@ -151,13 +156,27 @@ def run(
         _fail(err)
 
 
+def _redact_logs() -> None:
+    """URLs in log lines lose userinfo and query (pipeline/urls.py): GDAL's messages,
+    logged by rasterio at -v, name the URL they read. On the root logger's handlers, so
+    records of every logger (rasterio's, Dask's) pass through it."""
+    from pipeline.urls import RedactingFilter
+
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+
+
 def _source_label(resolved: Any) -> str | None:
     """The input as the output's EO2SAR_INPUT tag names it: the file name for a plain
-    local raster (as before), what the user gave (a URL, a product, an Item) otherwise."""
+    local raster (as before), what the user gave (a URL, a product, an Item) otherwise;
+    a URL without its userinfo and query (a signed URL's token stays out)."""
+    from pipeline.urls import redact_url
+
     if resolved.kind == "raster":
         return None
     if "://" in resolved.source or resolved.source.startswith("/vsi"):
-        return resolved.source.split("?", 1)[0]  # a signed URL's token stays out
+        return redact_url(resolved.source)
     return Path(resolved.source).name
 
 
@@ -402,7 +421,9 @@ def tiles_cmd(eo: tuple[Path, ...], sar: tuple[Path, ...], out: Path, eo_bands: 
 @click.option("--max-size", type=int, default=None,
               help="Longest side of the embedded layers in px. [default: 2048]")
 @click.option("--serve", is_flag=True,
-              help="Then serve the page on 127.0.0.1 and print its URL (Ctrl-C stops).")
+              help="Then serve the page (and a directory's pages, nothing else) on "
+              "127.0.0.1 and print its URL, which carries a secret token: only that URL "
+              "is answered (Ctrl-C stops).")
 def view_cmd(output_path: Path, input_path: Path | None, heatmap_path: Path | None,
              bands: str | None, page_path: Path | None, max_size: int | None,
              serve: bool) -> None:

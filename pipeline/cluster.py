@@ -16,16 +16,37 @@ Three ways to run on dask.distributed (docs/cluster.md):
   of waiting forever for a worker that can never take the tasks.
 
 Which of these to build is decided by `gpu_worker_plan` (pure: unit-tested with a fake
-GPU count, as CI has no GPU); `make_local_cluster` only builds it.
+GPU count, as CI has no GPU); `cluster_arguments` turns it into the constructor's
+arguments (pure too, so the dask-cuda branch is tested without dask-cuda) and
+`build_cluster` only calls the constructor.
+
+Network exposure. A worker runs whatever task it is sent, so a scheduler or worker that
+another machine can reach is remote code execution for anyone on the network. Every
+cluster made here listens on loopback only: the scheduler, each nanny and worker
+(`host=127.0.0.1`) and their HTTP servers (health, metrics, the dashboard when bokeh is
+installed: off, and on 127.0.0.1 on a free port rather than 8787 on every interface).
+Left to its defaults, distributed binds a SpecCluster's scheduler and workers to
+0.0.0.0 and [::] and a nanny to the machine's address. A remote `--scheduler` is
+reached with Dask's own TLS settings (`remote_security`, docs/cluster.md).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from pipeline.errors import ConfigError, DeviceError, PipelineError
+
+log = logging.getLogger("pipeline")
+
+#: The only interface a local cluster listens on (see the module docstring).
+LOOPBACK = "127.0.0.1"
+#: Where a local cluster's HTTP servers listen: loopback, a free port.
+LOOPBACK_HTTP = f"{LOOPBACK}:0"
 
 #: The resource a GPU worker advertises and a CUDA batch task asks for (one per task).
 GPU_RESOURCE = "GPU"
@@ -112,37 +133,107 @@ def _have_dask_cuda() -> bool:
 
 
 def make_local_cluster(workers: int, device: str) -> Any:
-    """Build the `--workers` cluster (see `gpu_worker_plan`); no dashboard."""
+    """Build the `--workers` cluster (see `gpu_worker_plan`): loopback only, no dashboard."""
     gpus = visible_gpus() if is_cuda(device) else []
     plan = gpu_worker_plan(workers, device, gpus, _have_dask_cuda() if gpus else False)
     return build_cluster(plan)
 
 
-def build_cluster(plan: WorkerPlan) -> Any:
-    """A LocalCUDACluster, a SpecCluster of one Nanny per GPU, or a LocalCluster."""
-    from distributed import LocalCluster
-
-    if plan.dask_cuda:  # pragma: no cover - needs dask-cuda and GPUs
-        from dask_cuda import LocalCUDACluster
-
-        return LocalCUDACluster(
-            CUDA_VISIBLE_DEVICES=",".join(plan.gpus), n_workers=plan.n,
-            threads_per_worker=plan.threads, resources=plan.resources,
-            dashboard_address=None,
-        )
+def cluster_arguments(plan: WorkerPlan) -> tuple[str, dict[str, Any]]:
+    """(constructor name, keyword arguments) of the `--workers` cluster for `plan`:
+    "LocalCUDACluster", "SpecCluster" or "LocalCluster". Every listener on loopback and
+    no dashboard (module docstring): the scheduler, the workers (and nannies) and their
+    HTTP servers get `127.0.0.1`."""
+    if plan.dask_cuda:
+        return "LocalCUDACluster", {
+            "CUDA_VISIBLE_DEVICES": ",".join(plan.gpus), "n_workers": plan.n,
+            "threads_per_worker": plan.threads, "resources": plan.resources,
+            "host": LOOPBACK, "dashboard_address": None,
+            "worker_dashboard_address": None,
+            "scheduler_kwargs": {"dashboard": False, "dashboard_address": LOOPBACK_HTTP},
+        }
     if plan.gpus:
-        from distributed import Nanny, Scheduler, SpecCluster
+        from distributed import Nanny, Scheduler
 
         spec = {
             f"gpu-{i}": {"cls": Nanny, "options": {
                 "nthreads": plan.threads, "env": plan.env(i), "resources": plan.resources,
+                # the nanny's host is also its worker's (distributed passes it on)
+                "host": LOOPBACK, "dashboard": False, "dashboard_address": LOOPBACK_HTTP,
             }}
             for i in range(plan.n)
         }
-        scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
-        return SpecCluster(workers=spec, scheduler=scheduler)
-    return LocalCluster(n_workers=plan.n, threads_per_worker=plan.threads, processes=True,
-                        dashboard_address=None)
+        scheduler = {"cls": Scheduler, "options": {
+            "host": LOOPBACK, "dashboard": False, "dashboard_address": LOOPBACK_HTTP}}
+        return "SpecCluster", {"workers": spec, "scheduler": scheduler}
+    return "LocalCluster", {
+        "n_workers": plan.n, "threads_per_worker": plan.threads, "processes": True,
+        "host": LOOPBACK, "dashboard_address": None, "worker_dashboard_address": None,
+        "scheduler_kwargs": {"dashboard": False, "dashboard_address": LOOPBACK_HTTP},
+    }
+
+
+def build_cluster(plan: WorkerPlan) -> Any:
+    """A LocalCUDACluster, a SpecCluster of one Nanny per GPU, or a LocalCluster, with the
+    arguments of `cluster_arguments`."""
+    kind, kwargs = cluster_arguments(plan)
+    if kind == "LocalCUDACluster":  # pragma: no cover - needs dask-cuda and GPUs
+        from dask_cuda import LocalCUDACluster
+
+        return LocalCUDACluster(**kwargs)
+    if kind == "SpecCluster":
+        from distributed import SpecCluster
+
+        return SpecCluster(**kwargs)
+    from distributed import LocalCluster
+
+    return LocalCluster(**kwargs)
+
+
+TLS_HINT = ("set Dask's TLS settings (distributed.comm.tls.ca-file, .client.cert, "
+            ".client.key) in a Dask config file or the DASK_DISTRIBUTED__COMM__TLS__* "
+            "environment variables (docs/cluster.md, TLS)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def remote_security(address: str) -> Any:
+    """The `distributed.Security` to reach `address` with: Dask's own TLS configuration
+    (config files, `DASK_DISTRIBUTED__COMM__TLS__*` variables), read explicitly so the
+    checks below see what the client will use.
+
+    Refused before connecting (ConfigError, exit 2): a `tls://` address without a CA
+    file (the scheduler's certificate could not be verified), and a plain address when
+    the configuration requires encryption. A plain `tcp://` address of another machine
+    is allowed, with a warning: anyone on that network can run code on its workers.
+    """
+    from distributed.security import Security
+
+    security = Security()
+    scheme = address.split("://", 1)[0] if "://" in address else "tcp"
+    if scheme == "tls":
+        if not security.tls_ca_file:
+            raise ConfigError("a tls:// scheduler, but no TLS CA file is configured",
+                              path="--scheduler", hint=TLS_HINT)
+        return security
+    if security.require_encryption:
+        raise ConfigError(
+            f"{address} is not encrypted, and the Dask configuration requires encryption"
+            " (distributed.comm.require-encryption)", path="--scheduler",
+            hint="use the scheduler's tls:// address")
+    host = urlsplit(address if "://" in address else f"tcp://{address}").hostname or ""
+    if scheme == "tcp" and not _is_loopback(host):
+        log.warning("the connection to %s is not encrypted: anyone who can reach the "
+                    "scheduler or its workers can run code on them. Use tls:// "
+                    "(docs/cluster.md, TLS)", address)
+    return security
 
 
 def wait_for_workers(client: Any, address: str, timeout: float = WORKER_WAIT_S) -> None:

@@ -40,8 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import ugatit.errors
 from pipeline.errors import ConfigError, DeviceError
 from pipeline.radiometry import (
@@ -52,11 +50,20 @@ from pipeline.radiometry import (
     resolve_radiometry,
 )
 from ugatit.device import parse_device
+from ugatit.io import MAX_CONFIG_BYTES, YamlConfigError, read_yaml_config
 
 SCALE_MODES = ("auto", "fixed", "none")
 OUTPUT_SCALES = ("unit", "uint8", "db")
 COMPRESSIONS = ("DEFLATE", "ZSTD", "LZW", "NONE")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+NORM_MODES = ("scene", "tile")
+# Tiles pooled for the scene's normalisation statistics (--norm-sample). Measured on a
+# Landsat 8 crop (docs/pipeline.md, "Scene normalisation"): from 16 tiles the tiled
+# output is within 0.003-0.0075 of the whole-scene forward at tile scale whatever the
+# draw (8: up to 0.039, per tile: 0.036; 24 is no better). The pass costs 1.4-1.9x
+# forwarding them one by one on one core: 26 % of the 110-tile test scene's run, 7 % at
+# 441 tiles, 2-5 % of a full Landsat scene.
+DEFAULT_NORM_SAMPLE = 16
 # Tiles per generator forward on a GPU unless --micro-batch says otherwise. The bare
 # light generator (ngf 64, fp32) ran 552 tiles/s at batch 8 and 647 at batch 32 on an
 # H200 (issue 8); 32 keeps the card fed and its activations (~1 GiB) fit any GPU we target.
@@ -74,7 +81,10 @@ RUNTIME_FIELDS = frozenset(
 # Settings added after outputs were first fingerprinted enter `config_hash` only when
 # they differ from their earlier behaviour, so outputs made before they existed stay up
 # to date in a directory rerun (precision fp32/tf32 is what `tf32` already recorded).
-HASHED_UNLESS = {"precision": ("fp32", "tf32")}
+HASHED_UNLESS = {"precision": ("fp32", "tf32"), "norm": ("tile",)}
+# Settings that change the output only together with another setting's value: hashed
+# only then (the sample size means nothing with per-tile normalisation).
+HASHED_ONLY_WITH = {"norm_sample": ("norm", "scene")}
 
 Parser = Callable[[Any, str], Any]
 
@@ -294,6 +304,18 @@ class PipelineConfig:
         1024, _int_min(16, 16, "GeoTIFF tiles are multiples of 16; use e.g. 512 or 1024"),
         "Output block side written at a time, multiple of 16 (bounds memory; does not "
         "change the output).", flag_type=int)
+    norm: str = setting(
+        "scene", _choice(NORM_MODES),
+        "Normalisation statistics of the generator: scene = computed once per scene from "
+        "a sample of valid tiles and used by every tile (tiles match the model's "
+        "whole-scene output, no per-tile brightness); tile = each tile its own (the "
+        "behaviour before scene statistics; for comparison, or a model trained that way).",
+        choices=NORM_MODES)
+    norm_sample: int = setting(
+        DEFAULT_NORM_SAMPLE, _int_min(1),
+        "--norm scene: tiles pooled for the statistics, spread over the scene, fully valid "
+        "pixels only (one forward of this many tiles at once; its memory grows with it).",
+        flag_type=int)
     # --- output -----------------------------------------------------------------------
     output_bands: int = setting(
         1, _output_bands, "1 = mean of the generator's 3 channels, 3 = all.",
@@ -373,9 +395,12 @@ class PipelineConfig:
 
     def output_dict(self) -> dict[str, Any]:
         """The settings that change the output (what `config_hash` fingerprints)."""
+        values = self.to_dict()
         return {
-            k: v for k, v in self.to_dict().items()
+            k: v for k, v in values.items()
             if k not in RUNTIME_FIELDS and v not in HASHED_UNLESS.get(k, ())
+            and (k not in HASHED_ONLY_WITH
+                 or values[HASHED_ONLY_WITH[k][0]] == HASHED_ONLY_WITH[k][1])
         }
 
     def forward_micro_batch(self) -> int:
@@ -502,21 +527,28 @@ def resolve_for_model(config: PipelineConfig, contract: dict[str, Any] | None,
     )
 
 
+#: bytes a config file may have: configs/pipeline.yaml, every key commented, is ~5 KB
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
-    """The mapping of a YAML config file (keys may sit under a `pipeline:` section)."""
+    """The mapping of a YAML config file (keys may sit under a `pipeline:` section).
+
+    Bounded (ugatit.io.read_yaml_config, shared with `ugatit train --config`): at most
+    MAX_CONFIG_BYTES read, aliases refused, a nesting too deep for the parser an error,
+    not a RecursionError traceback."""
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = read_yaml_config(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigError(
             "config file not found", path=path, hint="check the --config path"
         ) from None
-    except (OSError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(
-            f"cannot read the config file ({first})",
-            path=path,
-            hint="it must be a YAML mapping of keys as in configs/pipeline.yaml",
-        ) from None
+    except YamlConfigError as exc:
+        hint = "write the value out instead of &anchor / *alias" if "aliases" in str(exc) \
+            else "it must be a YAML mapping of keys as in configs/pipeline.yaml"
+        raise ConfigError(str(exc), path=path, hint=hint) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file ({exc.strerror or exc})", path=path,
+                          hint="check the --config path") from None
     if loaded is None:
         loaded = {}
     if isinstance(loaded, dict) and set(loaded) == {"pipeline"}:

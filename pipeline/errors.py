@@ -14,9 +14,34 @@ Exit status used by the CLI (`exit_code`):
 
 from __future__ import annotations
 
+import reprlib
 from os import PathLike
+from typing import Any
 
 import ugatit.errors
+from pipeline.urls import redact_text, redact_url
+
+#: longest message / path an error keeps (characters): an error is one line a person
+#: reads; a hostile input (a huge asset name, an Item id of megabytes) must not make it
+#: megabytes long, nor the run report that records it
+MAX_MESSAGE_CHARS = 2000
+
+
+def _cap(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 20] + f"... ({len(text)} chars)"
+
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxstring = _BRIEF.maxother = 80
+_BRIEF.maxlist = _BRIEF.maxdict = _BRIEF.maxset = _BRIEF.maxtuple = 6
+_BRIEF.maxlevel = 3
+
+
+def brief(value: Any) -> str:
+    """A repr of `value` bounded in size and depth (reprlib), for error messages about
+    values read from a file: building the full repr of a hostile value (an expanded YAML
+    alias bomb, a list of a million names) would cost gigabytes before the error shows."""
+    return _BRIEF.repr(value)
 
 
 class PipelineError(Exception):
@@ -32,10 +57,13 @@ class PipelineError(Exception):
     def __init__(
         self, message: str, *, path: str | PathLike[str] | None = None, hint: str | None = None
     ) -> None:
+        # URLs lose their userinfo and query here, once, so no form of the error (the
+        # CLI's line, the run report, a log line, a pickled copy) carries a secret
+        message = _cap(redact_text(message))
         super().__init__(message)
         self.message = message
-        self.path = None if path is None else str(path)
-        self.hint = hint
+        self.path = None if path is None else _cap(redact_url(str(path)))
+        self.hint = None if hint is None else _cap(redact_text(hint))
 
     def __reduce__(self) -> tuple:
         # keep path and hint when the error crosses a process boundary (Dask workers)

@@ -28,6 +28,14 @@ position (checked on an H200 by scripts/gpu_determinism.py). On CUDA the inputs 
 go through pinned memory with non-blocking copies, every forward of the task is queued
 before the results come back in one copy, and the heatmap is upsampled on the device.
 
+Scene normalisation (`--norm scene`, DESIGN.md invariant 3): `scene_norm_stats` runs the
+scene's sample of tiles (pipeline/norm_sample.py) through the generator ONCE, in one
+float32 forward with autocast off, pooling every normalisation statistic
+(ugatit.networks.ResnetGenerator.collect_stats); the job then carries those small tensors
+(`InferenceJob.norm_stats`) and every forward of every task uses them. They are computed
+before any batch task exists, with the same thread pinning and deterministic settings, so
+the same-bytes guarantees below hold with them too.
+
 Execution options (docs/performance.md has their speed and deviation from fp32):
 `precision` bf16/fp16 run the forward under autocast (weights stay float32; the
 instance/layer norms see reduced-precision activations), tf32 allows TF32 convolutions
@@ -45,7 +53,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import rasterio
@@ -56,18 +64,19 @@ from pipeline.errors import ModelError, PipelineError
 from pipeline.mosaic import gdal_env  # bounds GDAL's block cache in workers too
 from pipeline.radiometry import Scaling, to_model_input
 from pipeline.tiling import TileGrid, read_tiles
-from ugatit import CheckpointError, ModelConfig, load_checkpoint, set_tf32
+from ugatit import CheckpointError, ModelConfig, NormStats, load_checkpoint, set_tf32
 
 __all__ = [
     "CUDA_MICRO_BATCH", "InferenceJob", "TileOutput", "forward_fixed_shape", "get_generator",
-    "prepare_generator", "run_batch",
+    "prepare_generator", "run_batch", "scene_norm_stats",
 ]
 
 log = logging.getLogger("pipeline")
 
 CPU_TORCH_THREADS = 1  # see module docstring: fixed for bit-identical outputs
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-Generator = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+#: gen(x) or gen(x, stats) -> (out, cam_logit, heatmap)
+Generator = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,9 @@ class InferenceJob:
     channels_last: bool = False
     compile: bool = False
     micro_batch: int = 1
+    #: the scene's normalisation statistics (CPU tensors, a few KiB); None = per tile.
+    #: Not compared: a job's identity is its settings (and tensors have no truth value).
+    norm_stats: NormStats | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -158,7 +170,7 @@ def run_batch(job: InferenceJob, tiles: Sequence[int]) -> list[TileOutput | None
     try:
         out, heat = forward_fixed_shape(
             gen, x, torch.device(job.device), job.micro_batch, job.heatmap,
-            precision=job.precision, channels_last=job.channels_last,
+            precision=job.precision, channels_last=job.channels_last, stats=job.norm_stats,
         )
     except torch.OutOfMemoryError:
         raise PipelineError(
@@ -186,34 +198,41 @@ def get_runner(job: InferenceJob) -> Generator:
         return _cached_runner(
             job.model_path, job.model_sha256, job.device, job.channels_last, job.compile,
             (job.micro_batch, len(job.bands), job.grid.tile), job.precision,
+            job.norm_stats is not None,
         )
 
 
 @functools.lru_cache(maxsize=4)
 def _cached_runner(path: str, sha256: str, device: str, channels_last: bool, compile: bool,
-                   shape: tuple[int, int, int], precision: str) -> Generator:
+                   shape: tuple[int, int, int], precision: str, scene_norm: bool = False
+                   ) -> Generator:
     gen, _ = get_generator(path, sha256, device)
     return prepare_generator(gen, torch.device(device), shape, precision=precision,
-                             channels_last=channels_last, compile=compile)
+                             channels_last=channels_last, compile=compile,
+                             scene_norm=scene_norm)
 
 
 def prepare_generator(gen: torch.nn.Module, dev: torch.device, shape: tuple[int, int, int], *,
                       precision: str = "fp32", channels_last: bool = False,
-                      compile: bool = False) -> Generator:
+                      compile: bool = False, scene_norm: bool = False) -> Generator:
     """`gen` made ready for forwards of `shape` = (micro-batch, channels, tile): a
-    channels-last copy and/or a compiled wrapper (the benchmarks time the same object)."""
+    channels-last copy and/or a compiled wrapper (the benchmarks time the same object).
+    `scene_norm`: the forwards will get a scene's NormStats (compiled for that call)."""
     if channels_last:  # .to(memory_format) converts in place: keep the cached one intact
         gen = copy.deepcopy(gen).to(memory_format=torch.channels_last)
     if not compile:
         return gen
-    return _compiled_or_eager(gen, shape, dev, precision, channels_last)
+    return _compiled_or_eager(gen, shape, dev, precision, channels_last, scene_norm)
 
 
 def _compiled_or_eager(gen: torch.nn.Module, shape: tuple[int, int, int], dev: torch.device,
-                       precision: str, channels_last: bool) -> Generator:
+                       precision: str, channels_last: bool, scene_norm: bool = False
+                       ) -> Generator:
     """torch.compile(gen), compiled now by one forward of the fixed shape; `gen` itself
     when that fails (compilation needs a working backend: a C++ compiler on CPU, Triton
-    on CUDA), so `--compile` never makes a run fail that eager would finish."""
+    on CUDA), so `--compile` never makes a run fail that eager would finish. With
+    `scene_norm` the warm-up forward passes statistics (of the zero input: any values
+    do, they are tensor inputs of the graph), so the scene's own do not recompile it."""
     micro, channels, tile = shape
     log.info("compiling the generator for forwards of %d x %d x %d x %d on %s (once per "
              "process; a minute or more on a CPU)", micro, channels, tile, tile, dev)
@@ -222,8 +241,11 @@ def _compiled_or_eager(gen: torch.nn.Module, shape: tuple[int, int, int], dev: t
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     try:
+        with torch.inference_mode():
+            stats = gen.collect_stats(x) if scene_norm else None
+        args = (x,) if stats is None else (x, stats)
         with torch.inference_mode(), _autocast(dev, precision):
-            compiled(x)
+            compiled(*args)
     except torch.OutOfMemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eager
@@ -247,20 +269,24 @@ def forward_fixed_shape(
     *,
     precision: str = "fp32",
     channels_last: bool = False,
+    stats: NormStats | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Run `x` [N, C, T, T] through `gen` in forwards of exactly `micro` tiles.
+    """Run `x` [N, C, T, T] through `gen` in forwards of exactly `micro` tiles, each
+    normalised with the scene's `stats` when given (else by its own statistics).
 
-    The last chunk is padded with zero tiles (instance norm keeps samples independent,
-    so padding cannot change real tiles). Returns float32 outputs [N, 3, T, T] and the
-    heatmaps upsampled to [N, 1, T, T] (or None), on the CPU. On CUDA the input is
-    pinned and copied without blocking, and nothing comes back before the last forward
-    is queued, so the GPU runs the task's forwards back to back.
+    The last chunk is padded with zero tiles (per-sample statistics, or the scene's fixed
+    ones, keep samples independent, so padding cannot change real tiles). Returns
+    float32 outputs [N, 3, T, T] and the heatmaps upsampled to [N, 1, T, T] (or None), on
+    the CPU. On CUDA the input is pinned and copied without blocking, and nothing comes
+    back before the last forward is queued, so the GPU runs the task's forwards back to
+    back.
     """
     size = x.shape[-1]
     cuda = dev.type == "cuda"
     if cuda:
         x = x.pin_memory()
     outs, heats = [], []
+    on_dev = None if stats is None else stats.to(dev)
     with torch.inference_mode(), _autocast(dev, precision):
         for i in range(0, x.shape[0], micro):
             chunk = x[i : i + micro]
@@ -270,7 +296,7 @@ def forward_fixed_shape(
             chunk = chunk.to(dev, non_blocking=cuda)
             if channels_last:
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
-            y, _, h = gen(chunk)
+            y, _, h = gen(chunk) if on_dev is None else gen(chunk, on_dev)
             outs.append(y[:k].float())
             if heatmap:
                 heats.append(torch.nn.functional.interpolate(
@@ -278,3 +304,35 @@ def forward_fixed_shape(
                 ))
     out = torch.cat(outs).cpu().contiguous()
     return out, (torch.cat(heats).cpu().contiguous() if heatmap else None)
+
+
+def scene_norm_stats(job: InferenceJob, tiles: Sequence[int]) -> NormStats:
+    """The scene's normalisation statistics, pooled over `tiles` (the sample of
+    pipeline/norm_sample.py) in ONE float32 forward on the job's device; CPU tensors.
+
+    Runs where the batch tasks run (this process, or a task on a cluster), pinned like
+    them, so it is deterministic: the same process-wide settings, so --precision tf32
+    lets its convolutions use TF32 as the tiles' do (switching TF32 off here would flip
+    it under another scene's tasks running at the same time); bf16/fp16 autocast is off.
+    Tiles are read and scaled exactly as `run_batch` does, invalid pixels included
+    (filled with -1), for the fall back of a scene with no fully valid tile. Memory: the
+    activations of len(tiles) tiles at once.
+    """
+    pin_threads(job.device, job.precision)
+    gen, _ = get_generator(job.model_path, job.model_sha256, job.device)
+    origins = [job.grid.origin(index) for index in tiles]
+    with gdal_env(), rasterio.open(job.input_path) as ds:
+        inputs = [to_model_input(data, valid, job.scaling) for data, valid, _ in
+                  read_tiles(ds, job.bands, origins, job.grid.tile, nodata=job.nodata)]
+    x = torch.from_numpy(np.stack(inputs)).to(job.device)
+    try:
+        with torch.inference_mode():
+            stats = gen.collect_stats(x)
+    except torch.OutOfMemoryError:
+        raise PipelineError(
+            f"out of memory on {job.device} pooling the normalisation statistics of "
+            f"{len(tiles)} tiles of {job.grid.tile} px in one forward",
+            path=job.model_path,
+            hint="lower --norm-sample",
+        ) from None
+    return stats.to("cpu")

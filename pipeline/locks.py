@@ -18,27 +18,71 @@ The lock is `fcntl.flock`: the kernel releases it when the holder dies, SIGKILL 
 so a killed run never leaves a stale lock. The file is removed by its holder on release.
 flock is local to one machine on some network filesystems (older NFS): runs on several
 hosts writing one shared directory are not serialised by it (docs/faults.md).
+
+The lock file is opened with O_NOFOLLOW and must be a regular file with one link: the
+holder truncates and writes it, so a symlink (or a hard link) planted under the lock's
+name in a shared folder would otherwise make a run overwrite the file it points to, or
+create one elsewhere (a dangling link). Such a path is refused (`UnsafeLockFile`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import socket
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline.errors import OutputError
 
-__all__ = ["LOCK_MARK", "OutputBusy", "lock_path", "output_lock"]
+__all__ = ["LOCK_MARK", "OutputBusy", "UnsafeLockFile", "lock_path", "output_lock"]
 
 LOCK_MARK = ".eo2sar-lock"
 
 
 class OutputBusy(OutputError):
     """Another process is writing this output right now."""
+
+
+class UnsafeLockFile(OutputError):
+    """The lock file's path is a symlink, a hard link or not a regular file: not ours to
+    truncate (someone may have planted it to make a run overwrite another file)."""
+
+
+#: O_NOFOLLOW: a symlink at the lock path fails the open (ELOOP) instead of being followed;
+#: O_NOCTTY/O_NONBLOCK: a device or FIFO planted there can neither become our terminal
+#: nor block the open (it is refused right after, by the fstat check).
+_OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK
+_UNSAFE_HINT = ("it is not an eo2sar lock file: remove it (and check who made it), then "
+                "rerun")
+
+
+def _open_lock(final: Path, path: Path) -> int | None:
+    """Open (or create) the lock file without following a symlink; refuse anything but a
+    regular file with a single link. Returns the fd, or None if the file was unlinked
+    (by its releasing holder) right after we opened it."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS, 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise UnsafeLockFile(
+                f"the lock file {path.name} is a symlink or not a regular file",
+                path=final, hint=_UNSAFE_HINT) from None
+        raise
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode) and st.st_nlink == 0:
+        os.close(fd)
+        return None
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        what = "not a regular file" if not stat.S_ISREG(st.st_mode) else "a hard link"
+        raise UnsafeLockFile(f"the lock file {path.name} is {what}", path=final,
+                             hint=_UNSAFE_HINT)
+    return fd
 
 
 def lock_path(final: Path) -> Path:
@@ -68,7 +112,9 @@ def _acquire(final: Path, path: Path, wait: bool, on_wait: Callable[[str], None]
     """flock the lock file; return its fd. Retries when the file it locked was removed by
     the previous holder in the meantime (then it locks a file nobody else will open)."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock(final, path)
+        if fd is None:
+            continue  # removed by its holder between our open and fstat: open again
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -81,7 +127,7 @@ def _acquire(final: Path, path: Path, wait: bool, on_wait: Callable[[str], None]
                 if on_wait is not None:
                     on_wait(_holder(fd))
                 fcntl.flock(fd, fcntl.LOCK_EX)
-            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+            if os.fstat(fd).st_ino == os.lstat(path).st_ino:
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, f"host {socket.gethostname()}, pid {os.getpid()}".encode(), 0)
                 return fd

@@ -9,6 +9,9 @@ change across the lines where tiles start or end with the change across every ot
 On an image with no seam both are samples of the same texture and the ratio is ~1.0;
 a visible seam makes the first larger, so the ratio grows (a step of a few grey levels on
 texture that changes by one level per pixel gives a ratio of a few).
+
+`tile_consistency` measures the same disagreement against a reference instead: the
+model's whole-image output (`--norm scene` should match it, `--norm tile` does not).
 """
 
 from __future__ import annotations
@@ -171,3 +174,27 @@ def seam_ratio(
     if mean_o == 0.0:
         return 1.0 if mean_b == 0.0 else float("inf")
     return mean_b / mean_o
+
+
+def box_mean(image: np.ndarray, size: int) -> np.ndarray:
+    """Mean over every full `size` x `size` window of a 2-D float image ("valid" mode:
+    (H - size + 1) x (W - size + 1)), by an integral image."""
+    s = np.zeros((image.shape[0] + 1, image.shape[1] + 1), dtype=np.float64)
+    s[1:, 1:] = image.astype(np.float64).cumsum(0).cumsum(1)
+    total = s[size:, size:] - s[:-size, size:] - s[size:, :-size] + s[:-size, :-size]
+    return total / (size * size)
+
+
+def tile_consistency(tiled: np.ndarray, whole: np.ndarray, box: int = 33) -> dict[str, float]:
+    """How far a tiled output is from the model's whole-image output (2-D, unit scale):
+    at tile scale (both box-filtered over `box` px, where per-tile brightness shows) the
+    mean |difference| and the correlation, and per pixel the mean |difference|.
+
+    A per-tile normalisation gives every tile its own brightness: large at tile scale.
+    """
+    a, b = box_mean(tiled, box), box_mean(whole, box)
+    return {
+        "box_mean_abs_diff": float(np.abs(a - b).mean()),
+        "box_corr": float(np.corrcoef(a.ravel(), b.ravel())[0, 1]),
+        "pixel_mean_abs_diff": float(np.abs(tiled.astype(np.float64) - whole).mean()),
+    }

@@ -53,7 +53,11 @@ import rasterio.errors
 import rasterio.shutil
 
 # GDAL errors that rasterio does not wrap (rasterio.shutil.copy raises them as they are,
-# e.g. a full disk during the COG copy); the class lives in a private module
+# e.g. a full disk during the COG copy). The class lives in a PRIVATE module and rasterio
+# has no public equivalent (rasterio.errors has none; CPLE_BaseError is not re-exported):
+# this is the project's ONE import of it. tests/pipeline/test_mosaic.py::
+# test_the_private_gdal_error_class_is_still_there fails if a rasterio release moves it,
+# and the full-disk tests (tests/faults/test_disk_full.py) check what it catches.
 from rasterio._err import CPLE_BaseError
 from rasterio.enums import ColorInterp
 from rasterio.windows import Window, WindowError
@@ -62,7 +66,7 @@ from pipeline.errors import OutputError
 from pipeline.locks import output_lock
 
 # the temporary names and their clean-up: the one atomic writer's (ugatit.io)
-from ugatit.io import fault_point, no_space_reason, remove_stale_temps, temp_name
+from ugatit.io import fault_point, kept_mode, no_space_reason, remove_stale_temps, temp_name
 
 log = logging.getLogger("pipeline")
 
@@ -290,6 +294,7 @@ class RasterTarget:
         options["OVERVIEW_COUNT"] = overview_count(self.profile["width"], self.profile["height"])
         rasterio.shutil.copy(str(self.tmp), str(self.cog_tmp), driver="COG", **options)
         fault_point("cog")  # test hook (tests/faults): the COG is written, not yet renamed
+        os.chmod(self.cog_tmp, kept_mode(self.final))  # --overwrite keeps a 0600 output's mode
         os.replace(self.cog_tmp, self.final)
         self.tmp.unlink(missing_ok=True)
 

@@ -37,6 +37,9 @@ def provenance_tags(plan: ScenePlan, config: PipelineConfig, kind: str) -> dict[
         f"{TAG_PREFIX}CONFIG": json.dumps(config.output_dict(), sort_keys=True),
         f"{TAG_PREFIX}CONFIG_HASH": config.config_hash(),
         f"{TAG_PREFIX}SCALING": json.dumps(plan.scaling.to_dict(), sort_keys=True),
+        # how the generator was normalised: per tile, or the scene's pooled statistics
+        # (sample requested, tiles pooled, whether they were all fully valid)
+        f"{TAG_PREFIX}NORM": json.dumps(plan.norm_dict(), sort_keys=True),
         # where the model-dependent settings came from (flag/config/model/default), and
         # the model's own contract
         f"{TAG_PREFIX}RADIOMETRY": json.dumps(

@@ -74,6 +74,12 @@ def run_scaling(output_path: Path) -> tuple[Scaling | None, tuple[int, ...] | No
             tags = ds.tags()
     except RasterioError:
         return None, None  # reported by the panel read, with the path
+    return scaling_from_tags(tags)
+
+
+def scaling_from_tags(tags: dict[str, str]) -> tuple[Scaling | None, tuple[int, ...] | None]:
+    """`run_scaling` of tags already read (the viewer reads them from the dataset it
+    opened under its driver allow-list, not by opening the path again)."""
     try:
         s = json.loads(tags[f"{TAG_PREFIX}SCALING"])
         pct = s.get("percentiles")

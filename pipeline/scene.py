@@ -13,6 +13,7 @@ dropped as soon as no later block needs them (pipeline/blend_order.py).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -28,6 +29,7 @@ import rasterio
 import rasterio.errors
 from rasterio.windows import Window
 
+from pipeline import inference
 from pipeline.blend_order import BlendOrder
 from pipeline.checks import model_sha256, read_error
 from pipeline.config import PipelineConfig
@@ -37,7 +39,7 @@ from pipeline.mosaic import BlockAccumulator, RasterTarget, encode, gdal_env, op
 from pipeline.outputs import TAG_PREFIX, output_targets
 from pipeline.plan import ScenePlan, SceneRequest, plan_scene
 from pipeline.radiometry import read_masked
-from pipeline.scheduling import batch_results, scheduler_client, torch_threads_kept
+from pipeline.scheduling import batch_results, run_one_task, scheduler_client, torch_threads_kept
 from pipeline.tiling import batches, blocks, weight_window
 
 __all__ = [
@@ -69,6 +71,7 @@ class SceneResult:
     heatmap: Path | None = None
     scaling: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    norm_seconds: float = 0.0  # the --norm scene statistics pass (part of `seconds`)
 
 
 def run_scene(
@@ -109,7 +112,11 @@ def run_request(request: SceneRequest, *, client: Any = None, progress: bool = T
         msg = f"{request.input}: no valid pixel; writing an all-nodata output"
         warnings.warn(msg, PipelineWarning, stacklevel=3)
         result_warnings.append(msg)
+    for msg in _norm_warnings(plan):
+        warnings.warn(msg, PipelineWarning, stacklevel=3)
+        result_warnings.append(msg)
     with torch_threads_kept(), scheduler_client(config, client) as run_client, gdal_env():
+        job, norm_seconds = with_norm_stats(plan, job, run_client)
         tiles_run = _write_scene(plan, job, config, run_client, progress=progress,
                                  overwrite=request.overwrite)
     log.info("%s: %d/%d tiles run", request.output, tiles_run, plan.grid.count)
@@ -126,7 +133,38 @@ def run_request(request: SceneRequest, *, client: Any = None, progress: bool = T
         heatmap=request.heatmap,
         scaling=plan.scaling.to_dict(),
         warnings=result_warnings,
+        norm_seconds=norm_seconds,
     )
+
+
+def _norm_warnings(plan: ScenePlan) -> list[str]:
+    """What the user should know about the scene normalisation's sample."""
+    sample = plan.norm_sample
+    if sample is None or (sample.tiles and sample.fully_valid):
+        return []
+    if not sample.tiles:
+        return [f"{plan.input}: --norm scene found no tile to pool statistics from; every "
+                "tile is normalised by its own statistics"]
+    return [f"{plan.input}: no tile is fully valid; the scene's normalisation statistics "
+            f"come from the {len(sample.tiles)} most-valid tiles, nodata filled as the "
+            "model sees it"]
+
+
+def with_norm_stats(plan: ScenePlan, job: InferenceJob, client: Any
+                    ) -> tuple[InferenceJob, float]:
+    """`job` carrying the scene's normalisation statistics (--norm scene), and the
+    seconds they took. Computed once, before any batch task, where the tasks run: in
+    this process, or as one task on the cluster (whose workers hold the device)."""
+    sample = plan.norm_sample
+    if sample is None or not sample.tiles:
+        return job, 0.0
+    t0 = time.perf_counter()
+    tiles = list(sample.tiles)
+    stats = run_one_task(client, job.device, inference.scene_norm_stats, job, tiles)
+    seconds = time.perf_counter() - t0
+    log.info("%s: normalisation statistics of %d tiles in %.2f s", plan.input.name,
+             len(tiles), seconds)
+    return dataclasses.replace(job, norm_stats=stats), seconds
 
 
 def _write_scene(

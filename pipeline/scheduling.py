@@ -23,6 +23,7 @@ from pipeline.cluster import (
     check_gpu_workers,
     is_cuda,
     make_local_cluster,
+    remote_security,
     task_resources,
     wait_for_workers,
 )
@@ -105,10 +106,13 @@ class scheduler_client:
             client = self._connect(Client)
         except OSError as exc:
             self.__exit__(None, None, None)
+            tls = (self.config.scheduler or "").startswith("tls://")
             raise PipelineError(
-                f"cannot reach the Dask scheduler ({exc})",
+                f"cannot reach the Dask scheduler ({' '.join(str(exc).split())})",
                 path=self.config.scheduler or "LocalCluster",
-                hint="check the address (tcp://host:8786) and that the scheduler runs",
+                hint=("check the address, that the scheduler runs, and the TLS settings"
+                      " (CA file, client certificate: docs/cluster.md, TLS)") if tls else
+                "check the address (tcp://host:8786) and that the scheduler runs",
             ) from None
         except PipelineError:
             self.__exit__(None, None, None)
@@ -116,11 +120,13 @@ class scheduler_client:
         return client
 
     def _connect(self, client_cls: Any) -> Any:
-        """The scheduler's client, with a worker present and GPU workers for CUDA; or a
-        new local cluster's client (pipeline/cluster.py builds it)."""
+        """The scheduler's client (TLS from Dask's configuration), with a worker present
+        and GPU workers for CUDA; or a new local cluster's client (pipeline/cluster.py
+        builds it, listening on loopback only)."""
         address = self.config.scheduler
         if address:
-            client = client_cls(address, timeout="10s")
+            # Dask's own TLS configuration (pipeline/cluster.py: remote_security)
+            client = client_cls(address, timeout="10s", security=remote_security(address))
             self.owned.append(client)
             wait_for_workers(client, address)
             check_gpu_workers(client, self.config.device, address)
@@ -201,6 +207,20 @@ def iter_local(job: InferenceJob, order: BatchOrder, *, threads: int, on_done: O
         with _Progress():
             outs = dask.compute(*tasks, scheduler=scheduler, num_workers=threads)
         yield from zip((bi for bi, _ in chunk), outs, strict=True)
+
+
+def run_one_task(client: Any, device: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args) where the batch tasks run: in this process (client None), or as one
+    task on the cluster, asking for a GPU like them and retried like them (the scene's
+    normalisation statistics need the model on the run's device)."""
+    if client is None:
+        return fn(*args)
+    future = client.submit(fn, *args, pure=False, retries=TASK_RETRIES,
+                           resources=task_resources(device))
+    try:
+        return future.result()
+    finally:
+        future.release()
 
 
 def distributed_window(client: Any) -> int:

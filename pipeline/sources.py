@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import shutil
 import tempfile
@@ -50,7 +51,8 @@ import rasterio
 import rasterio.errors
 import rasterio.shutil
 
-from pipeline.errors import ConfigError, InputError
+from pipeline.errors import ConfigError, InputError, brief
+from pipeline.urls import http_timeout, network_defaults, redact_url
 
 __all__ = [
     "Band",
@@ -69,6 +71,21 @@ REMOTE_PREFIXES = ("http://", "https://", "s3://", "gs://", "az://", "/vsi")
 #: URL scheme -> GDAL virtual file system (rasterio maps the same ones)
 _VSI = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsigs/",
         "az": "/vsiaz/"}
+#: GDAL drivers a remote raster may be read with: self-contained formats. A VRT (or an
+#: ERS/ENVI header, a GDAL tile index...) names further files, and one served by a
+#: stranger could name local files that GDAL would then read into the output
+REMOTE_DRIVERS = frozenset({"GTiff", "JP2OpenJPEG", "JPEG", "PNG", "WEBP"})
+#: URL schemes an asset of an Item fetched from a URL may have (after resolving a
+#: relative href against the Item's URL): URLs only, never a local file or /vsi chain
+REMOTE_ASSET_SCHEMES = ("http", "https", "s3", "gs", "az")
+#: bytes a STAC Item may have (real ones are a few KB, STAC API Items tens of KB)
+MAX_ITEM_BYTES = 8 * 2**20
+#: bytes of a product's metadata file read (Sentinel-2 MTD_MSIL2A.xml ~60 KB, Landsat
+#: MTL ~15 KB): checked against the zip's declared size and by a bounded read, so a zip
+#: bomb's metadata (1 MB inflating to 1 GiB) is refused without being inflated
+MAX_METADATA_BYTES = 16 * 2**20
+#: characters of a name taken from an input (an Item id) used in a file name
+_MAX_STEM = 100
 
 
 @dataclass(frozen=True)
@@ -103,6 +120,18 @@ def is_remote(text: str) -> bool:
     return str(text).startswith(REMOTE_PREFIXES)
 
 
+#: GDAL virtual file systems that read over the network (a chain such as
+#: /vsizip//vsicurl/... reads over the network too)
+_NETWORK_VSI = ("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss", "/vsiswift",
+                "/vsiwebhdfs", "/vsihdfs")
+
+
+def is_network(text: str) -> bool:
+    """Read over the network: a URL, or a GDAL path through a network file system."""
+    text = str(text)
+    return "://" in text.split("/vsi", 1)[0] or any(v in text for v in _NETWORK_VSI)
+
+
 def gdal_path(text: str) -> str:
     """`https://h/x.tif` -> `/vsicurl/https://h/x.tif`, `s3://b/k` -> `/vsis3/b/k`;
     a `/vsi...` path or a local path unchanged."""
@@ -127,9 +156,41 @@ def parse_assets(text: str | None) -> tuple[str, str, str] | None:
 # ---------------------------------------------------------------- the VRT
 
 
+def check_remote_dataset(ds: Any, label: str) -> None:
+    """Refuse a remote dataset (opened from a /vsi... path) that is not a self-contained
+    raster: a VRT and friends name other files, and GDAL resolves them on this machine
+    (`<SourceFilename>/home/you/secret.tif`), so a stranger's server could make the run
+    read local files into its output. Checked after the open (rasterio takes one allowed
+    driver at most), before any pixel is read: opening a VRT opens its sources, raw bands
+    included, but reads none of their pixels. GDAL_VRT_ENABLE_RAWRASTERBAND=NO would be a
+    second guard, but the wheel's GDAL 3.10 ignores it (a build option there)."""
+    local = [f for f in ds.files if not is_network(f)]
+    if ds.driver not in REMOTE_DRIVERS or local:
+        what = (f"names local files ({brief(local[0])})" if ds.driver in REMOTE_DRIVERS
+                else f"is a {ds.driver} dataset")
+        raise InputError(
+            f"refused: the remote raster {what}; a remote input must be a self-contained "
+            f"raster ({', '.join(sorted(REMOTE_DRIVERS))}), since a VRT or header file "
+            "served by someone else could make GDAL read files of this machine",
+            path=label, hint="download it, check what it refers to, and give the local "
+            "file")
+
+
+def _network_hint(gdal_message: str) -> str:
+    """The hint of a remote read that failed; a timeout names the settings to raise."""
+    if "timed out" in gdal_message.lower() or "timeout" in gdal_message.lower():
+        return ("the server did not answer in time: check the URL and the network; for a "
+                "slow server raise GDAL_HTTP_TIMEOUT / GDAL_HTTP_CONNECTTIMEOUT "
+                "(docs/data_sources.md)")
+    return ("check the URL, the credentials (AWS_*, GDAL_HTTP_*) and the network; "
+            "docs/data_sources.md")
+
+
 def _source_facts(band: Band) -> dict[str, Any]:
     try:
         with rasterio.open(band.path) as ds:
+            if is_network(band.path):
+                check_remote_dataset(ds, band.path)
             if not 1 <= band.band <= ds.count:
                 raise InputError(f"asset {band.name} has {ds.count} band(s), band "
                                  f"{band.band} asked", path=band.path,
@@ -139,10 +200,11 @@ def _source_facts(band: Band) -> dict[str, Any]:
                     "nodata": ds.nodatavals[band.band - 1],
                     "block": ds.block_shapes[band.band - 1]}
     except rasterio.errors.RasterioIOError as exc:
-        raise InputError(f"cannot open asset {band.name} ({str(exc).splitlines()[0]})",
-                         path=band.path,
-                         hint="check the file is there (a remote one: the URL, credentials "
-                         "and network; docs/data_sources.md)") from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot open asset {_short(band.name)} ({first})", path=band.path,
+                         hint="check the file is there" + (
+                             f" ({_network_hint(first)})" if is_network(band.path) else "")
+                         ) from None
 
 
 def _check_same_grid(bands: Sequence[Band], facts: Sequence[Mapping[str, Any]]) -> None:
@@ -228,7 +290,7 @@ def write_stack_vrt(bands: Sequence[Band], path: Path) -> Path:
 
 
 def _describe(bands: Sequence[Band]) -> str:
-    return ", ".join(f"{b.common_name or f'band {i}'}={b.name}"
+    return ", ".join(f"{_short(b.common_name) or f'band {i}'}={_short(b.name)}"
                      + (f"[{b.band}]" if b.band != 1 else "")
                      for i, b in enumerate(bands, 1))
 
@@ -238,7 +300,8 @@ def _describe(bands: Sequence[Band]) -> str:
 
 def _asset_common_names(asset: Mapping[str, Any]) -> list[str]:
     """Common name of each band of an asset: STAC 1.0 `eo:bands[].common_name` or
-    STAC 1.1 `bands[].eo:common_name` ("" where a band has none)."""
+    STAC 1.1 `bands[].eo:common_name` ("" where a band has none). The lists were checked
+    to hold mappings (`_check_item`)."""
     if isinstance(asset.get("eo:bands"), list):
         return [str(b.get("common_name", "")) for b in asset["eo:bands"]]
     if isinstance(asset.get("bands"), list):
@@ -246,59 +309,202 @@ def _asset_common_names(asset: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def _http_get(url: str, limit: int) -> bytes:
+    """The body of `url` (http/https), at most `limit` bytes, within http_timeout()
+    seconds overall: pystac's reader (urllib without a timeout) waits forever on a server
+    that accepts the connection and never answers, and reads a body of any size."""
+    import base64
+    import time
+    import urllib.request
+    from urllib.parse import unquote, urlsplit
+
+    timeout = http_timeout()
+    deadline = time.monotonic() + timeout
+    parts = urlsplit(url)
+    auth = None
+    if parts.username is not None:  # urllib takes no userinfo: send it as Basic auth
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        auth = "Basic " + base64.b64encode(pair.encode()).decode()
+        url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    request = urllib.request.Request(
+        url, headers={"Accept": "application/geo+json, application/json"})
+    if auth is not None:  # unredirected: a redirect to another host does not get it
+        request.add_unredirected_header("Authorization", auth)
+    chunks, size = [], 0
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http checked)
+        while chunk := response.read(65536):
+            size += len(chunk)
+            if size > limit:
+                raise InputError(f"the STAC Item is larger than {limit // 2**20} MiB",
+                                 path=url, hint="is this URL a STAC Item?")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the read took longer than {timeout:g} s")
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _read_item_bytes(source: str) -> bytes:
+    """The Item's bytes: a local file, or an http(s) URL (with timeouts, bounded)."""
+    if is_remote(source):
+        scheme = source.partition("://")[0].lower()
+        if scheme not in ("http", "https"):
+            raise InputError("a STAC Item is read from a local file or an http(s):// URL",
+                             path=source, hint="download it first (aws s3 cp, gcloud storage "
+                             "cp) and give the local file")
+        return _http_get(source, MAX_ITEM_BYTES)
+    with open(source, "rb") as f:
+        data = f.read(MAX_ITEM_BYTES + 1)
+    if len(data) > MAX_ITEM_BYTES:
+        raise InputError(f"the STAC Item is larger than {MAX_ITEM_BYTES // 2**20} MiB",
+                         path=source, hint="is this file a STAC Item?")
+    return data
+
+
 def _read_stac(source: str) -> dict[str, Any]:
-    import pystac
+    import urllib.error
 
     try:
-        text = pystac.StacIO.default().read_text(source)
-        data = json.loads(text)
-    except (OSError, ValueError) as exc:  # urllib's and file errors are OSErrors
-        raise InputError(f"cannot read the STAC Item ({str(exc).splitlines()[0]})",
+        data = json.loads(_read_item_bytes(source))
+    except TimeoutError as exc:  # socket.timeout is TimeoutError since Python 3.10
+        raise InputError(f"cannot read the STAC Item: no answer within {http_timeout():g} s "
+                         f"({exc})", path=source,
+                         hint="check the URL and the network; a slow server: raise "
+                         "GDAL_HTTP_TIMEOUT (docs/data_sources.md)") from None
+    except urllib.error.URLError as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError):
+            raise InputError(f"cannot read the STAC Item: no connection within "
+                             f"{http_timeout():g} s", path=source,
+                             hint="check the URL and the network; raise GDAL_HTTP_TIMEOUT "
+                             "for a slow server (docs/data_sources.md)") from None
+        raise InputError(f"cannot read the STAC Item ({_short(str(exc), 200)})", path=source,
+                         hint="check the path or URL") from None
+    except RecursionError:
+        raise InputError("is not a STAC Item: its JSON is nested too deeply to read",
+                         path=source, hint="give a STAC Item") from None
+    except (OSError, ValueError) as exc:  # file errors, http.client errors, bad JSON
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot read the STAC Item ({_short(first, 200)})",
                          path=source, hint="check the path or URL") from None
+    _check_item(data, source)
+    return data
+
+
+def _check_item(data: Any, source: str) -> None:
+    """The fields of an Item this module uses have the types it uses them as: a hostile
+    or broken Item (an asset that is a string, `eo:bands` of strings, properties a list)
+    gets one InputError naming the field, never an AttributeError/TypeError traceback.
+    Hrefs are checked where an asset is chosen (`_href_of`)."""
     if not isinstance(data, dict) or data.get("type") != "Feature" or not isinstance(
             data.get("assets"), dict):
         raise InputError("is JSON but not a STAC Item (a Feature with assets)", path=source,
                          hint="give a STAC Item; for a Collection, pick one of its Items")
-    return data
+    _check_fields(data, source)
+
+
+def _check_fields(data: Mapping[str, Any], source: str) -> None:
+    """`_check_item` without the `type`: an Item dict given to stac_bands by a caller."""
+    if not isinstance(data.get("assets"), dict):
+        raise InputError("malformed STAC Item: no assets object", path=source,
+                         hint="give a STAC Item; for a Collection, pick one of its Items")
+
+    def bad(field: str, what: str) -> InputError:
+        return InputError(f"malformed STAC Item: {field} {what}", path=source,
+                          hint="fix the Item (https://github.com/radiantearth/stac-spec)")
+
+    for key, asset in data["assets"].items():
+        if not isinstance(asset, dict):
+            raise bad(f"asset {_short(key)}", f"is a {type(asset).__name__}, not an object")
+        for name in ("eo:bands", "bands"):
+            bands = asset.get(name)
+            if bands is not None and not (isinstance(bands, list)
+                                          and all(isinstance(b, dict) for b in bands)):
+                raise bad(f"{name} of asset {_short(key)}", "is not a list of objects")
+    props = data.get("properties")
+    if props is not None and not isinstance(props, dict):
+        raise bad("properties", f"is a {type(props).__name__}, not an object")
+    for name in ("datetime", "start_datetime"):
+        value = (props or {}).get(name)
+        if value is not None and not isinstance(value, str):
+            raise bad(f"properties.{name}", "is not a string")
+
+
+def _href_of(table: Mapping[str, Any], key: str, source: str) -> str:
+    href = table[key].get("href")
+    if not isinstance(href, str) or not href.strip():
+        raise InputError(f"malformed STAC Item: asset {_short(key)} has no href string "
+                         f"(href: {brief(href)})", path=source,
+                         hint="fix the Item, or pick other assets with --assets")
+    return href
 
 
 def _asset_href(href: str, source: str) -> str:
-    """An asset href made absolute against the Item's own location, as a GDAL path."""
+    """An asset href made absolute against the Item's own location, as a GDAL path.
+
+    An Item read from a URL names URLs only: a relative href, or one that is an absolute
+    path (`/data/x.tif`: a path on the Item's server, RFC 3986), resolves against the
+    Item's URL; a `/vsi` chain, `file:` or another scheme is refused. Otherwise a server
+    could point the run at files of this machine (`/vsizip//home/you/...`) and write
+    their pixels into an output. A local Item may name local files and URLs."""
+    if is_remote(source):
+        from urllib.parse import urljoin, urlsplit
+
+        url = "" if href.startswith("/vsi") else urljoin(source, href)
+        if urlsplit(url).scheme.lower() not in REMOTE_ASSET_SCHEMES:
+            raise InputError(
+                f"refused: the Item was read from a URL and its asset href "
+                f"{brief(redact_url(href))} is not a URL (an Item from the network may "
+                f"only name URLs: {', '.join(s + '://' for s in REMOTE_ASSET_SCHEMES)}, or "
+                "paths relative to it)", path=source,
+                hint="download the Item and its files and give the local Item")
+        return gdal_path(url)
     if is_remote(href) or Path(href).is_absolute():
         return gdal_path(href)
-    if is_remote(source):
-        from urllib.parse import urljoin
-
-        return gdal_path(urljoin(source, href))
     return str((Path(source).resolve().parent / href).resolve())
 
 
 def stac_bands(item: Mapping[str, Any], source: str,
                assets: Sequence[str] | None = None) -> tuple[list[Band], str]:
-    """(R, G, B bands, how they were chosen) of a STAC Item dict."""
+    """(R, G, B bands, how they were chosen) of a STAC Item dict (checked by _check_item
+    when read by this module)."""
+    _check_fields(item, source)
     table = item["assets"]
     if assets is not None:
         missing = [a for a in assets if a not in table]
         if missing:
-            raise InputError(f"the Item has no asset {', '.join(missing)}", path=source,
-                             hint=f"its assets: {', '.join(sorted(table))}")
-        chosen = [Band(a, _asset_href(table[a]["href"], source), 1,
+            raise InputError(f"the Item has no asset {', '.join(map(_short, missing))}",
+                             path=source, hint=f"its assets: {_asset_list(table)}")
+        chosen = [Band(a, _asset_href(_href_of(table, a, source), source), 1,
                        (_asset_common_names(table[a]) or [""])[0]) for a in assets]
         return chosen, "--assets"
     found: dict[str, Band] = {}
     for key, asset in table.items():
         for i, name in enumerate(_asset_common_names(asset), 1):
             if name in RGB and name not in found:
-                found[name] = Band(key, _asset_href(asset["href"], source), i, name)
+                found[name] = Band(key, _asset_href(_href_of(table, key, source), source),
+                                   i, name)
     if all(c in found for c in RGB):
         return [found[c] for c in RGB], "eo:bands common names"
     if "visual" in table:
-        href = _asset_href(table["visual"]["href"], source)
+        href = _asset_href(_href_of(table, "visual", source), source)
         return [Band("visual", href, i, c) for i, c in enumerate(RGB, 1)], "the visual asset"
     raise InputError(
         "no red, green and blue assets found (no eo:bands / bands common names, no "
         "visual asset)", path=source,
-        hint=f"name three with --assets R,G,B; the Item's assets: {', '.join(sorted(table))}")
+        hint=f"name three with --assets R,G,B; the Item's assets: {_asset_list(table)}")
+
+
+def _short(name: str, limit: int = 80) -> str:
+    """A name read from an input, cut for a message (an asset key may be megabytes)."""
+    name = str(name)
+    return name if len(name) <= limit else f"{name[:limit - 3]}..."
+
+
+def _asset_list(table: Mapping[str, Any]) -> str:
+    """The asset names for a hint, bounded (an Item may hold thousands)."""
+    names = sorted(map(str, table))
+    shown = ", ".join(_short(n) for n in names[:30])
+    return shown + (f" and {len(names) - 30} more" if len(names) > 30 else "")
 
 
 def _stac_datetime(item: Mapping[str, Any]) -> datetime | None:
@@ -371,8 +577,17 @@ def _landsat_file(folder: Path, contents: Mapping[str, str], n: int, level2: boo
 def landsat_bands(mtl_path: Path, names: Sequence[str] | None = None
                   ) -> tuple[list[Band], str, datetime | None]:
     """(R, G, B bands, description, acquisition time) of a Landsat C2 L1/L2 product."""
-    text = mtl_path.read_text(errors="replace")
-    mtl = parse_mtl_xml(text) if text.lstrip().startswith("<") else parse_mtl_text(text)
+    with mtl_path.open("rb") as f:
+        raw = f.read(MAX_METADATA_BYTES + 1)
+    if len(raw) > MAX_METADATA_BYTES:
+        raise InputError(f"larger than {MAX_METADATA_BYTES // 2**20} MiB, not a Landsat MTL",
+                         path=mtl_path, hint="re-download the product (an MTL is ~15 KB)")
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        mtl = parse_mtl_xml(text) if text.lstrip().startswith("<") else parse_mtl_text(text)
+    except ElementTree.ParseError as exc:
+        raise InputError(f"is not a readable MTL ({_short(str(exc), 200)})", path=mtl_path,
+                         hint="re-download the product") from None
     contents = mtl.get("PRODUCT_CONTENTS", {})
     attrs = mtl.get("IMAGE_ATTRIBUTES", {})
     level = contents.get("PROCESSING_LEVEL", "")
@@ -471,11 +686,30 @@ class _Safe:
         else:
             self.names = [p.relative_to(path).as_posix() for p in path.rglob("*")]
 
-    def read(self, name: str) -> bytes:
-        if self.zip:
-            with zipfile.ZipFile(self.path) as zf:
-                return zf.read(name)
-        return (self.path / name).read_bytes()
+    def read(self, name: str, limit: int = MAX_METADATA_BYTES) -> bytes:
+        """A metadata member's bytes, at most `limit`: the zip's declared size is checked
+        first and the read is bounded too (a declared size may lie), so a zip bomb is
+        refused without being inflated."""
+        too_big = InputError(f"{name} is larger than {limit // 2**20} MiB, not a "
+                             "product's metadata file", path=self.path,
+                             hint="re-download the product (a metadata file is ~100 KB)")
+        try:
+            if self.zip:
+                with zipfile.ZipFile(self.path) as zf:
+                    if zf.getinfo(name).file_size > limit:
+                        raise too_big
+                    with zf.open(name) as member:
+                        data = member.read(limit + 1)
+            else:
+                with (self.path / name).open("rb") as f:
+                    data = f.read(limit + 1)
+        except (OSError, zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError,
+                ValueError) as exc:  # damaged member, encrypted, unknown compression
+            raise InputError(f"cannot read {name} ({_short(str(exc), 200)})", path=self.path,
+                             hint="re-download the product") from None
+        if len(data) > limit:
+            raise too_big
+        return data
 
     def gdal(self, name: str) -> str:
         return f"/vsizip/{self.path.resolve()}/{name}" if self.zip else str(self.path / name)
@@ -509,12 +743,19 @@ def sentinel2_bands(path: Path, names: Sequence[str] | None = None
     if mtd is None:
         raise InputError("no MTD_MSIL1C.xml / MTD_MSIL2A.xml in the SAFE product", path=path,
                          hint="give the product's .SAFE folder or its zip, complete")
-    root = ElementTree.fromstring(safe.read(mtd))
     level = "L2A" if mtd.endswith("MTD_MSIL2A.xml") else "L1C"
-    quant = _find_text(root, "BOA_QUANTIFICATION_VALUE" if level == "L2A"
-                       else "QUANTIFICATION_VALUE")
-    q = float(quant) if quant else 10000.0
-    offsets = _s2_offsets(root)
+    try:
+        root = ElementTree.fromstring(safe.read(mtd))
+        quant = _find_text(root, "BOA_QUANTIFICATION_VALUE" if level == "L2A"
+                           else "QUANTIFICATION_VALUE")
+        q = float(quant) if quant else 10000.0
+        offsets = _s2_offsets(root)
+    except (ElementTree.ParseError, ValueError) as exc:  # expat refuses entity bombs too
+        raise InputError(f"{mtd} is not readable product metadata ({_short(str(exc), 200)})",
+                         path=path, hint="re-download the product") from None
+    if not (q > 0 and math.isfinite(q)):
+        raise InputError(f"{mtd} declares a quantification value of {q:g}", path=path,
+                         hint="re-download the product")
     baseline = _find_text(root, "PROCESSING_BASELINE") or "?"
     wanted = _S2_RGB if names is None else tuple(_s2_band_name(n, path) for n in names)
     bands = []
@@ -585,7 +826,7 @@ def _safe_stem(text: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(text.rstrip("/").split("?")[0]).name)
     for suffix in (".json", ".SAFE", ".zip", ".tif", ".TIF", ".tiff", "_MTL.txt", "_MTL.xml"):
         stem = stem.removesuffix(suffix)
-    return stem or "input"
+    return stem[:_MAX_STEM] or "input"  # a file name: an Item id may be megabytes
 
 
 def _resolve_bands(source: str, kind: str, assets: Sequence[str] | None
@@ -594,7 +835,7 @@ def _resolve_bands(source: str, kind: str, assets: Sequence[str] | None
     if kind == "stac":
         item = _read_stac(source)
         bands, how = stac_bands(item, source, assets)
-        desc = f"STAC Item {item.get('id', '?')}: {_describe(bands)} (by {how})"
+        desc = f"STAC Item {_short(item.get('id', '?'))}: {_describe(bands)} (by {how})"
         return bands, desc, _stac_datetime(item), _safe_stem(str(item.get("id") or source))
     path = Path(source)
     if kind == "landsat":
@@ -612,6 +853,7 @@ def resolve_input(source: str, *, assets: Sequence[str] | None = None,
     temporary directory until the `with` ends. A local raster or directory is passed
     through untouched. `bands_given`: the user passed --bands (refused for a stack made
     here, whose bands are already R, G, B: --assets chooses them)."""
+    network_defaults()  # timeouts for GDAL's /vsicurl/ and the Item reader (urls.py)
     kind = product_kind(source)
     if kind in ("raster", "directory"):
         if assets is not None:
@@ -640,15 +882,16 @@ def _remote(source: str, tmp: Path, assets: Sequence[str] | None) -> ResolvedInp
         raise ConfigError("--assets applies to a STAC Item or a product", path=source,
                           hint="use --bands for a raster file")
     vsi = gdal_path(source)
-    vrt = tmp / f"{_safe_stem(source)}.vrt"
+    vrt = tmp / f"{_safe_stem(redact_url(source))}.vrt"  # may name an output: no secrets
     try:
         with rasterio.open(vsi) as ds:
+            if is_network(vsi):
+                check_remote_dataset(ds, source)
             rasterio.shutil.copy(ds, vrt, driver="VRT")
-            desc = (f"remote raster {source}: read in place through {vsi.split('/')[1]}, "
-                    f"{ds.width} x {ds.height} px, {ds.count} band(s)")
+            desc = (f"remote raster {redact_url(source)}: read in place through "
+                    f"{vsi.split('/')[1]}, {ds.width} x {ds.height} px, {ds.count} band(s)")
     except rasterio.errors.RasterioIOError as exc:
-        raise InputError(f"cannot open the remote raster ({str(exc).splitlines()[0]})",
-                         path=source,
-                         hint="check the URL, the credentials (AWS_*, GDAL_HTTP_*) and the "
-                         "network; docs/data_sources.md") from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot open the remote raster ({first})", path=source,
+                         hint=_network_hint(first)) from None
     return ResolvedInput(source, vrt, "remote", desc)

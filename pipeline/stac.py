@@ -35,6 +35,7 @@ import rasterio
 from rasterio.warp import transform_geom
 
 from pipeline.errors import OutputError
+from pipeline.urls import redact_url
 from ugatit.io import atomic_write_text
 
 __all__ = [
@@ -126,10 +127,11 @@ def _href(target: str | os.PathLike[str], start: Path) -> str:
 
 
 def _input_href(source: str | os.PathLike[str]) -> str:
-    """The input as given when it is a URL or GDAL path, else its absolute path."""
+    """The input as given when it is a URL or GDAL path (without userinfo and query:
+    pipeline/urls.py), else its absolute path."""
     text = str(source)
     if "://" in text or text.startswith("/vsi"):
-        return text
+        return redact_url(text)
     return str(Path(text).resolve())
 
 
@@ -225,7 +227,7 @@ def _processing_fields(tags: Mapping[str, str], now: datetime, source: Any) -> d
         "processing:software": software,
         "processing:datetime": now.isoformat().replace("+00:00", "Z"),
         "processing:lineage": (
-            f"SAR-like translation of the optical input {Path(str(source)).name} by "
+            f"SAR-like translation of the optical input {Path(redact_url(source)).name} by "
             f"{tags.get(_TAG + 'MODEL', 'a U-GAT-IT generator')} (model sha256 {sha}), "
             f"settings hash {cfg_hash}, with eo2sar's scene pipeline"
         ),

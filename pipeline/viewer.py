@@ -20,17 +20,21 @@ prints the figure for its own scene.
 
 `view_directory` writes a page per output of a directory run and an index.html linking
 them (each output's input from its manifest; heatmaps by the directory runner's naming).
+
+`--serve` serves exactly the page and the pages it links, under a secret token, to
+loopback only (pipeline/view_server.py). A viewed folder may be someone else's: what
+the viewer reads from it (the output, the heatmap, the input its manifest names) goes
+through pipeline/view_inputs.py, so a hostile folder cannot make the page carry a copy
+of another of the user's files.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import http.server
 import io
 import json
 import os
-import socketserver
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +51,7 @@ from rasterio.warp import transform as warp_transform
 from pipeline.batch import heatmap_for
 from pipeline.errors import InputError, OutputError
 from pipeline.manifest import atomic_write_text, manifest_path
-from pipeline.quicklook import run_scaling, to_display
+from pipeline.quicklook import scaling_from_tags, to_display
 from pipeline.radiometry import (
     DEFAULT_PERCENTILES,
     compute_scaling,
@@ -56,6 +60,15 @@ from pipeline.radiometry import (
     scaling_from_samples,
     to_unit,
 )
+from pipeline.view_inputs import (
+    OUTPUT_DRIVERS,
+    manifest_input,
+    open_allowed,
+    open_input,
+    refuse_symlink_out,
+    view_env,
+)
+from pipeline.view_server import page_server, serve_page
 from pipeline.viewer_page import render_page
 from ugatit.sheets import jet
 
@@ -105,9 +118,13 @@ def _jet_palette_image(unit: np.ndarray, valid: np.ndarray) -> Image.Image:
     return img
 
 
-def _open(path: Path, what: str) -> rasterio.io.DatasetReader:
+def _open_output(path: Path, what: str) -> rasterio.io.DatasetReader:
+    """A pipeline output or heatmap: GTiff driver only, no sidecar files, not a symlink
+    out of its folder (pipeline/view_inputs.py)."""
+    path = Path(path)
+    refuse_symlink_out(path, path.parent, what)
     try:
-        return rasterio.open(path)
+        return open_allowed(path, OUTPUT_DRIVERS, what)
     except RasterioError as e:
         raise InputError(f"cannot read the {what} raster ({e})", path=path,
                          hint="check that the path is a readable raster") from None
@@ -144,8 +161,9 @@ def sar_layer(ds: rasterio.io.DatasetReader, shape: tuple[int, int]
 
 def heat_layer(path: Path, out: rasterio.io.DatasetReader, shape: tuple[int, int]) -> Layer:
     """The CAM heatmap at `shape` (the output grid), 2-98 % stretch, jet. A pipeline
-    heatmap is always on its output's grid; another grid is refused, not guessed."""
-    with _open(path, "heatmap") as ds:
+    heatmap is always on its output's grid; another grid is refused, not guessed. Read
+    as a GeoTIFF only, like the output (pipeline/view_inputs.py)."""
+    with _open_output(path, "heatmap") as ds:
         if not _same_grid(ds, out):
             raise InputError("the heatmap is not on the output's grid", path=path,
                              hint="pass the heatmap written by the same run (--heatmap)")
@@ -168,8 +186,11 @@ def optical_layer(
     shape: tuple[int, int],
     out_valid: np.ndarray,
     bands: tuple[int, ...] | None = None,
+    trusted: bool = True,
 ) -> Layer:
     """The optical input on the output grid at `shape`, scaled as the run fed it.
+    `trusted`: the user named it (any GDAL driver); else it came from a manifest and was
+    vetted by pipeline/view_inputs.py, and is read with its driver allow-list.
 
     `bands`: the run's (EO2SAR_BANDS) unless given; scaling: the run's (EO2SAR_SCALING)
     for those bands, else computed by the shared rule on the input itself. An input on
@@ -177,11 +198,16 @@ def optical_layer(
     reads: values stay real pixel values). On the same grid the output's nodata mask is
     applied too (it includes a --nodata the input file does not carry), as the quicklook.
     """
-    scaling, run_bands = run_scaling(Path(out.name))
+    scaling, run_bands = scaling_from_tags(out.tags())
     if bands is not None and bands != run_bands:
         scaling = None  # other bands than the run's: their own scaling, by the same rule
     how = "scaling as the run"
-    with _open(path, "input") as src:
+    try:
+        opened = open_input(path, trusted)
+    except RasterioError as e:
+        raise InputError(f"cannot read the input raster ({e})", path=path,
+                         hint="check that the path is a readable raster") from None
+    with opened as src:
         use = bands or run_bands or ((1, 2, 3) if src.count >= 3 else (1, 1, 1))
         bad = [b for b in use if not 1 <= b <= src.count]
         if bad:
@@ -238,13 +264,16 @@ def lonlat_grid(ds: rasterio.io.DatasetReader, cells: int = LONLAT_CELLS
 
 
 def default_input(output: Path) -> Path | None:
-    """The input recorded by a directory run's manifest beside `output`, if it exists."""
+    """The input recorded by a directory run's manifest beside `output`, if it exists and
+    the viewer may read it (pipeline/view_inputs.py: `manifest_input`; UnsafeInput
+    otherwise, whose hint asks for `--input`)."""
     try:
         doc = json.loads(manifest_path(output).read_text())
-        path = Path(doc["input"]["path"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
         return None
-    return path if path.exists() else None
+    if not isinstance(doc, dict):
+        return None
+    return manifest_input(doc, Path(output).parent)
 
 
 def build_page(
@@ -254,17 +283,26 @@ def build_page(
     heatmap: Path | None = None,
     bands: tuple[int, ...] | None = None,
     max_size: int = VIEW_MAX_SIZE,
+    trusted_input: bool = True,
 ) -> str:
-    """The HTML of the viewer of `output` (see the module docstring)."""
+    """The HTML of the viewer of `output` (see the module docstring). Every read runs
+    under the viewer's GDAL restrictions (pipeline/view_inputs.py: `view_env`);
+    `trusted_input=False` for an input taken from a manifest."""
     if max_size < 16:
         raise ValueError(f"max_size must be >= 16, got {max_size}")
-    output = Path(output)
-    with _open(output, "output") as out:
+    with view_env():
+        return _build_page(Path(output), input_path, heatmap, bands, max_size, trusted_input)
+
+
+def _build_page(output: Path, input_path: Path | None, heatmap: Path | None,
+                bands: tuple[int, ...] | None, max_size: int, trusted_input: bool) -> str:
+    with _open_output(output, "output") as out:
         shape = decimated_shape(out.width, out.height, max_size)
         sar, out_valid = sar_layer(out, shape)
         layers = [sar]
         if input_path is not None:
-            layers.insert(0, optical_layer(Path(input_path), out, shape, out_valid, bands))
+            layers.insert(0, optical_layer(Path(input_path), out, shape, out_valid, bands,
+                                           trusted=trusted_input))
         if heatmap is not None:
             layers.append(heat_layer(Path(heatmap), out, shape))
         grid = lonlat_grid(out)
@@ -309,10 +347,11 @@ def write_viewer(
     `input_path` defaults to the one a directory run's manifest records, if it exists."""
     output = Path(output)
     page = Path(page) if page is not None else output.with_suffix(".html")
+    trusted = input_path is not None
     if input_path is None:
         input_path = default_input(output)
     text = build_page(output, input_path=input_path, heatmap=heatmap, bands=bands,
-                      max_size=max_size)
+                      max_size=max_size, trusted_input=trusted)
     return _write(page, text, "viewer page")
 
 
@@ -330,6 +369,7 @@ def view_directory(directory: Path, out_dir: Path | None = None, *,
                          hint="give the OUTPUT directory of a `pipeline run` directory run")
     rows = []
     for out in outputs:
+        refuse_symlink_out(out, directory, "output")
         rel = out.relative_to(directory)
         page = out_dir / rel.with_suffix(".html")
         page.parent.mkdir(parents=True, exist_ok=True)
@@ -342,34 +382,3 @@ def view_directory(directory: Path, out_dir: Path | None = None, *,
              f"<h1>eo2sar outputs: {html.escape(directory.name)}</h1>\n<ul>\n"
              + "\n".join(rows) + "\n</ul></body></html>\n")
     return _write(out_dir / "index.html", index, "index page")
-
-
-def page_server(page: Path, port: int = 0) -> tuple[socketserver.TCPServer, str]:
-    """(server, URL of `page`): an HTTP server of `page`'s directory bound to 127.0.0.1
-    (loopback only: nothing is exposed to the network), not yet serving."""
-    page = Path(page).resolve()
-    httpd = socketserver.TCPServer(("127.0.0.1", port), _quiet_handler(page.parent))
-    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/{page.name}"
-
-
-def serve_page(page: Path, port: int = 0) -> None:
-    """Serve `page` until Ctrl-C, printing the URL. The page needs no server; this is
-    for browsers or remote sessions (ssh -L) that prefer http:// to file://."""
-    httpd, url = page_server(page, port)
-    with httpd:
-        print(f"serving {url}  (Ctrl-C to stop)", flush=True)
-        try:
-            httpd.serve_forever()
-        except KeyboardInterrupt:
-            pass
-
-
-def _quiet_handler(root: Path) -> type[http.server.SimpleHTTPRequestHandler]:
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            return
-
-    return Handler

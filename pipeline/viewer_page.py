@@ -266,13 +266,23 @@ PAGE = """<!DOCTYPE html>
 """
 
 
+def script_json(data: Any) -> str:
+    """`data` as JSON safe inside a `<script>` element: every `<`, `>` and `&` written as a
+    \\u escape (the same string to JSON.parse). Escaping only `</` is not enough: text
+    with `<!--<script>` (a band unit, a file name) puts the HTML parser in the "double
+    escaped" state, where the page's own `</script>` no longer ends the element and the
+    whole viewer script is swallowed."""
+    text = json.dumps(data, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def render_page(title: str, data: dict[str, Any]) -> str:
-    """The page for `data` (see the module docstring). `</` is escaped in the JSON so no
-    string in it (a file name) can close the script element."""
+    """The page for `data` (see the module docstring); the JSON goes through
+    `script_json`, so no string in it can end or change the script element."""
     values = {
         "CSP": CSP,
         "TITLE": html.escape(title),
-        "DATA": json.dumps(data, separators=(",", ":")).replace("</", "<\\/"),
+        "DATA": script_json(data),
     }
     # one pass: a title or data that happens to contain a placeholder stays as it is
     return re.sub(r"__(CSP|TITLE|DATA)__", lambda m: values[m.group(1)], PAGE)

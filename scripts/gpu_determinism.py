@@ -2,7 +2,9 @@
 
 1. model: 24 tiles through ``forward_fixed_shape`` in two different orders must give
    bit-identical per-tile outputs (a tile's bytes depend neither on its companions nor
-   on its position); the plain variable-batch forward is reported for comparison.
+   on its position); the plain variable-batch forward is reported for comparison; the
+   same with a scene's normalisation statistics (--norm scene), which must also come out
+   bit-identical when recomputed.
 2. pipeline: ``python -m pipeline run --device DEVICE`` on a synthetic scene with
    --batch-size 3, 8, 16 and --block-size 512: identical output bytes expected.
 3. app.py on DEVICE vs cpu with TF32 off: 8-bit level differences.
@@ -83,10 +85,22 @@ def main() -> int:
         b = b[torch.argsort(perm)]
         c, _ = forward_fixed_shape(gen, x[:5], dev, CUDA_MICRO_BATCH, heatmap=False)
         plain16 = gen(x[:16].to(dev))[0].float().cpu()
+        # --norm scene: the same with a scene's statistics (pooled over 16 of the tiles)
+        stats = gen.collect_stats(x[:16].to(dev)).to("cpu")
+        sa, _ = forward_fixed_shape(gen, x, dev, CUDA_MICRO_BATCH, heatmap=False, stats=stats)
+        sb, _ = forward_fixed_shape(gen, x[perm], dev, CUDA_MICRO_BATCH, heatmap=False,
+                                    stats=stats)
+        sb = sb[torch.argsort(perm)]
+        stats_again = gen.collect_stats(x[:16].to(dev)).to("cpu")
     res["fixed_shape_permuted_bitwise_equal"] = bool(torch.equal(a, b))
     res["fixed_shape_padded_bitwise_equal"] = bool(torch.equal(a[:5], c))
     res["fixed_shape_permuted_max_abs"] = float((a - b).abs().max())
     res["plain_batch16_vs_fixed_max_abs"] = float((plain16 - a[:16]).abs().max())
+    res["scene_stats_permuted_bitwise_equal"] = bool(torch.equal(sa, sb))
+    res["scene_stats_recomputed_bitwise_equal"] = all(
+        torch.equal(u, v) for key in stats.layers
+        for u, v in zip(vars(stats.layers[key]).values(), vars(stats_again.layers[key]).values(),
+                        strict=True) if u is not None) and torch.equal(stats.z, stats_again.z)
 
     # 2. pipeline bytes across batch and block sizes
     scene = work / "scene.tif"
@@ -135,7 +149,8 @@ def main() -> int:
         res["app_frac_pixels_differing"] = float((diff > 0).mean())
 
     ok = res["fixed_shape_permuted_bitwise_equal"] and res["pipeline_same_bytes"] and all(
-        v for k, v in res.items() if k.endswith("_same_bytes_batch_8_40"))
+        v for k, v in res.items() if k.endswith("_same_bytes_batch_8_40")) and all(
+        v for k, v in res.items() if k.startswith("scene_stats_"))
     res["ok"] = bool(ok)
     print(json.dumps(res, indent=1))
     (out_dir / "gpu_determinism.json").write_text(json.dumps(res, indent=1))

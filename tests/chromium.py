@@ -3,7 +3,9 @@
 Imported by test modules, never collected (no `test_` prefix). Needs the system's
 Chromium (Debian: `apt-get install chromium`; `make chromium` does it) and the dev
 dependency `websocket-client`; `find_chromium()` returns None without the browser, and
-the tests skip. Nothing is downloaded: no browser build of our own, the system one.
+the tests skip (`chromium_or_skip`), or fail where EO2SAR_REQUIRE_CHROMIUM=1 (.ci/run
+sets it and installs the browser: CI must run them). Nothing is downloaded: no browser
+build of our own, the system one.
 
 What a test gets: real input events (mouse clicks on the page's slider and checkbox,
 drags, wheel), JavaScript evaluation, screenshots as numpy arrays, and every console
@@ -41,6 +43,26 @@ def find_chromium() -> str | None:
         if found:
             return found
     return None
+
+
+#: Set (to 1) by .ci/run: a missing Chromium then FAILS the browser tests instead of
+#: skipping them, so CI cannot pass without having run them.
+REQUIRE_ENV = "EO2SAR_REQUIRE_CHROMIUM"
+_MISSING = ("Chromium not installed (Debian: apt-get install chromium; or make chromium; "
+            "or CHROMIUM=/path/to/chrome)")
+
+
+def chromium_or_skip() -> str:
+    """The browser for a test: its path; else the test is skipped, or fails where
+    EO2SAR_REQUIRE_CHROMIUM=1 (CI)."""
+    import pytest
+
+    binary = find_chromium()
+    if binary is not None:
+        return binary
+    if os.environ.get(REQUIRE_ENV, "") not in ("", "0"):
+        pytest.fail(f"{_MISSING}, and {REQUIRE_ENV} is set: the browser test must run here")
+    pytest.skip(_MISSING)
 
 
 def _free_port() -> int:

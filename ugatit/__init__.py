@@ -16,7 +16,7 @@ from ugatit.config import ModelConfig
 from ugatit.device import check_device, parse_device, resolve_device, set_tf32
 from ugatit.errors import CheckpointError, DeviceError, TrainingError, UgatitError
 from ugatit.io import atomic_path, atomic_write_bytes, atomic_write_text, sha256_file
-from ugatit.networks import Discriminator, ResnetGenerator
+from ugatit.networks import Discriminator, NormStats, ResnetGenerator
 
 # TrainConfig only: `ugatit.train` must stay the module (ugatit.train.train(cfg)).
 from ugatit.train import TrainConfig
@@ -27,6 +27,7 @@ __all__ = [
     "DeviceError",
     "Discriminator",
     "ModelConfig",
+    "NormStats",
     "ResnetGenerator",
     "atomic_path",
     "atomic_write_bytes",

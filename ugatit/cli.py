@@ -131,15 +131,17 @@ def _train_options(fn: Any) -> Any:
 def train(config_path: Path | None, **flags: Any) -> None:
     import logging
 
-    import yaml
-
+    from ugatit.io import YamlConfigError, read_yaml_config
     from ugatit.train import train as run_training
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         merged: dict[str, Any] = {}
         if config_path is not None:
-            loaded = yaml.safe_load(config_path.read_text()) or {}
+            try:  # bounded, aliases refused: a YAML bomb is one line, not gigabytes
+                loaded = read_yaml_config(config_path) or {}
+            except (YamlConfigError, OSError) as exc:
+                raise UgatitError(f"{config_path}: {exc}") from None
             if not isinstance(loaded, dict):
                 raise UgatitError(f"{config_path}: expected a mapping of options")
             merged.update(loaded)

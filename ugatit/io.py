@@ -6,8 +6,10 @@ way (DESIGN.md invariant 6) and every hash is computed the same way:
 * `atomic_path` hands out a hidden temporary name in the destination directory (same
   filesystem, so `os.replace` is an atomic rename); once the caller has written it, the
   data are fsynced (a crash right after the rename cannot leave an empty file under the
-  final name), the file gets the mode a plain `open` would give (the temporary is made 0600;
-  these files are for sharing), and it is renamed into place. On any error, Ctrl-C
+  final name), the file gets the mode of the file it replaces, or for a new file the mode
+  a plain `open` would give (the temporary is made 0600; these files are for sharing; a
+  user who made a page 0600 keeps it private when it is rewritten: `kept_mode`), and it
+  is renamed into place. On any error, Ctrl-C
   included, the temporary file is removed and the old file, if any, is untouched.
 * `sha256_file` streams the file in 4 MiB chunks: checkpoints are up to 512 MiB.
 
@@ -31,6 +33,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -42,6 +45,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "fault_point",
+    "kept_mode",
     "no_space_reason",
     "remove_stale_temps",
     "remove_stale_temps_in",
@@ -78,6 +82,21 @@ _UMASK = _read_umask()
 
 def _plain_open_mode() -> int:
     return 0o666 & ~_UMASK
+
+
+def kept_mode(path: str | os.PathLike[str]) -> int:
+    """The permission bits a rewrite of `path` should have: those of the regular file it
+    replaces (without set-id bits) if this user owns it, else a plain `open`'s. Without
+    this an atomic rewrite would widen a file its owner had narrowed (a 0600 viewer page
+    becoming 0644); a file of another user's (planted 0666 in a shared folder) lends its
+    mode to nothing."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return _plain_open_mode()
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        return _plain_open_mode()
+    return stat.S_IMODE(st.st_mode) & 0o777
 
 
 def _host() -> str:
@@ -189,7 +208,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, _plain_open_mode())
+        os.chmod(tmp, kept_mode(path))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -214,3 +233,58 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------
+# Config files
+
+
+#: Largest YAML config file read (a config is a few dozen keys: kilobytes).
+MAX_CONFIG_BYTES = 1 * 2**20
+
+
+class YamlConfigError(ValueError):
+    """A YAML config file that cannot be read safely; callers turn it into their own
+    typed error (pipeline.ConfigError, ugatit.UgatitError) with the path and a hint."""
+
+
+def _no_alias_loader() -> type:
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        """yaml.SafeLoader that refuses aliases (`*name`).
+
+        Why refuse them rather than bound their expansion: a config file is a flat mapping
+        of a few dozen scalar settings, where an alias saves nothing, while a 300-byte file
+        of nested aliases (a "billion laughs") expands into billions of references that
+        any later walk over the value (a repr in an error message, a hash) takes gigabytes
+        and minutes to visit. An anchor alone is harmless and is left alone."""
+
+        def compose_node(self, parent: object, index: object) -> object:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise YamlConfigError(
+                    f"YAML aliases are not accepted in a config file (line "
+                    f"{event.start_mark.line + 1}: *{str(event.anchor)[:40]})")
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
+
+
+def read_yaml_config(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> object:
+    """The parsed content of a YAML config file, bounded: at most ``max_bytes`` read,
+    aliases refused, a nesting too deep for the parser an error. Raises FileNotFoundError
+    and YamlConfigError (one line, no repr of the content)."""
+    import yaml
+
+    with path.open("rb") as f:
+        raw = f.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise YamlConfigError(f"config file is larger than {max_bytes // 2**20} MiB")
+    try:
+        return yaml.load(raw, Loader=_no_alias_loader())  # noqa: S506 (a SafeLoader)
+    except RecursionError:
+        raise YamlConfigError("config file is nested too deeply to read") from None
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise YamlConfigError(f"cannot read the config file ({first[:200]})") from None

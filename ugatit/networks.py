@@ -1,7 +1,8 @@
 """U-GAT-IT networks: one generator (light and full variants) and one discriminator.
 
-This file reads top to bottom: normalisation layers, the two residual blocks, the
-generator, the discriminator. Module names and ``nn.Sequential`` indices are chosen so
+This file reads top to bottom: normalisation layers (and the scene statistics they can
+use instead of each sample's own), the two residual blocks, the generator, the
+discriminator. Module names and ``nn.Sequential`` indices are chosen so
 that ``state_dict()`` keys are *identical* to the published checkpoint (see
 ``tests/data/manifests``): seed files load with no renaming. The math reproduces the
 original code exactly; the subtle points are marked "FORMAT:" and each one is pinned by a
@@ -12,7 +13,7 @@ Shapes are written for the published model (ngf=64, 256x256 input, batch B).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -26,10 +27,98 @@ EPS = 1e-5
 
 # ----------------------------------------------------------------------------------------
 # Normalisation
+#
+# Every normalisation layer of the generator can take its statistics from one of three
+# sources, chosen per forward by a `NormPass` handed down the layers (None = the first):
+#   * per sample ("tile"): each sample's own statistics, the published model's exact math;
+#   * collect: pooled over the batch AND space, i.e. the samples of a scene treated as
+#     one image, normalising the batch with the pooled values (so the next layer sees
+#     what it would see in the scene) and recording them in a `NormStats`;
+#   * fixed: the recorded `NormStats` of a scene, applied to every sample, so tiles cut
+#     from one scene are normalised alike (docs/DESIGN.md invariant 3).
+# The pass object lives for one forward call, never on a module: a generator shared by
+# threads (the pipeline's Dask tasks) stays safe.
 
 
-def _instance_layer_norm(x: Tensor, rho: Tensor) -> Tensor:
-    """rho * IN(x) + (1 - rho) * LN(x), both with the UNBIASED variance (FORMAT)."""
+@dataclass(frozen=True)
+class LayerStats:
+    """The statistics one normalisation layer uses (float32 tensors, broadcastable).
+
+    mean/var: per channel, [1, C, 1, 1] (biased variance for the encoder's InstanceNorm,
+    unbiased for ILN/adaILN, as each layer's per-sample math has it). ln_mean/ln_var: the
+    layer-norm pair of ILN/adaILN, [1, 1, 1, 1]; None for InstanceNorm.
+    """
+
+    mean: Tensor
+    var: Tensor
+    ln_mean: Tensor | None = None
+    ln_var: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> LayerStats:
+        return LayerStats(self.mean.to(device), self.var.to(device),
+                          _to(self.ln_mean, device), _to(self.ln_var, device))
+
+
+def _to(t: Tensor | None, device: torch.device | str) -> Tensor | None:
+    return None if t is None else t.to(device)
+
+
+@dataclass(frozen=True)
+class NormStats:
+    """A scene's normalisation statistics, from `ResnetGenerator.collect_stats`.
+
+    layers: per normalisation layer, keyed by its module name (``DownBlock.2``,
+    ``DownBlock.12.conv_block.2``, ``UpBlock1_1.norm1``, ``UpBlock2.3``, ...), in forward
+    order. z: the light generator's pooled CAM feature [1, dim] (the mean over every
+    sample and pixel), from which gamma/beta follow; None for the full generator, whose
+    gamma/beta come from each tile's flattened bottleneck and so stay per tile. Tensors,
+    not Python numbers, so a compiled generator sees new values, not a new graph.
+    """
+
+    layers: dict[str, LayerStats]
+    z: Tensor | None
+    samples: int  # how many samples (tiles) were pooled
+
+    def to(self, device: torch.device | str) -> NormStats:
+        """The same statistics on `device` (float32 kept)."""
+        return NormStats({k: v.to(device) for k, v in self.layers.items()},
+                         _to(self.z, device), self.samples)
+
+
+class NormPass:
+    """Where the norm layers of ONE forward get their statistics (see the section top)."""
+
+    def __init__(self, fixed: NormStats | None = None) -> None:
+        self.fixed = fixed  # None: collect
+        self.recorded: dict[str, LayerStats] = {}
+
+    def stats(self, key: str, x: Tensor, *, unbiased: bool, layer: bool) -> LayerStats:
+        """The statistics of layer `key` for input x [B, C, H, W]: the fixed ones, or
+        the pooled ones of x (computed in float32 and recorded)."""
+        if self.fixed is not None:
+            return self.fixed.layers[key]
+        xf = x.float()
+        var, mean = torch.var_mean(xf, dim=(0, 2, 3), keepdim=True, unbiased=unbiased)
+        ln_var = ln_mean = None
+        if layer:
+            ln_var, ln_mean = torch.var_mean(xf, dim=(0, 1, 2, 3), keepdim=True,
+                                             unbiased=unbiased)
+        self.recorded[key] = LayerStats(mean, var, ln_mean, ln_var)  # [1,C,1,1], [1,1,1,1]
+        return self.recorded[key]
+
+
+def _normalise(x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
+    return (x - mean) / torch.sqrt(var + EPS)
+
+
+def _instance_layer_norm(x: Tensor, rho: Tensor, stats: LayerStats | None = None) -> Tensor:
+    """rho * IN(x) + (1 - rho) * LN(x), both with the UNBIASED variance (FORMAT);
+    per sample, or with a scene's pooled `stats`."""
+    if stats is not None:
+        assert stats.ln_mean is not None and stats.ln_var is not None
+        out_in = _normalise(x, stats.mean, stats.var)
+        out_ln = _normalise(x, stats.ln_mean, stats.ln_var)
+        return rho * out_in + (1 - rho) * out_ln
     in_mean = x.mean(dim=(2, 3), keepdim=True)  # [B,C,1,1]
     in_var = x.var(dim=(2, 3), keepdim=True, unbiased=True)
     out_in = (x - in_mean) / torch.sqrt(in_var + EPS)
@@ -39,15 +128,32 @@ def _instance_layer_norm(x: Tensor, rho: Tensor) -> Tensor:
     return rho * out_in + (1 - rho) * out_ln  # rho: [1,C,1,1]
 
 
+class InstanceNorm(nn.InstanceNorm2d):
+    """The encoder's affine-free InstanceNorm2d (biased variance, eps 1e-5), which can
+    also use a scene's statistics. A subclass without parameters: state_dict keys stay."""
+
+    stats_key = ""  # its module name, set by ResnetGenerator
+
+    def forward(self, x: Tensor, norms: NormPass | None = None) -> Tensor:
+        if norms is None:
+            return super().forward(x)  # torch's own kernel: the published math, bit for bit
+        s = norms.stats(self.stats_key, x, unbiased=False, layer=False)
+        return _normalise(x, s.mean, s.var)
+
+
 class AdaILN(nn.Module):
     """Adaptive instance-layer norm: gamma/beta come from the CAM features, per sample."""
+
+    stats_key = ""
 
     def __init__(self, num_features: int) -> None:
         super().__init__()
         self.rho = nn.Parameter(torch.full((1, num_features, 1, 1), 0.9))
 
-    def forward(self, x: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
-        out = _instance_layer_norm(x, self.rho)
+    def forward(self, x: Tensor, gamma: Tensor, beta: Tensor,
+                norms: NormPass | None = None) -> Tensor:
+        s = None if norms is None else norms.stats(self.stats_key, x, unbiased=True, layer=True)
+        out = _instance_layer_norm(x, self.rho, s)
         # FORMAT: gamma/beta are used as they are (not 1 + gamma).  [B,C] -> [B,C,1,1]
         return out * gamma[:, :, None, None] + beta[:, :, None, None]
 
@@ -55,14 +161,25 @@ class AdaILN(nn.Module):
 class ILN(nn.Module):
     """Instance-layer norm with its own learned affine (decoder upsampling path)."""
 
+    stats_key = ""
+
     def __init__(self, num_features: int) -> None:
         super().__init__()
         self.rho = nn.Parameter(torch.zeros(1, num_features, 1, 1))
         self.gamma = nn.Parameter(torch.ones(1, num_features, 1, 1))
         self.beta = nn.Parameter(torch.zeros(1, num_features, 1, 1))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return _instance_layer_norm(x, self.rho) * self.gamma + self.beta
+    def forward(self, x: Tensor, norms: NormPass | None = None) -> Tensor:
+        s = None if norms is None else norms.stats(self.stats_key, x, unbiased=True, layer=True)
+        return _instance_layer_norm(x, self.rho, s) * self.gamma + self.beta
+
+
+def _run_sequential(seq: nn.Sequential, x: Tensor, norms: NormPass | None) -> Tensor:
+    """`seq(x)`, handing `norms` to the layers that normalise (nn.Sequential passes one
+    argument only); the same ops in the same order as `seq(x)` when norms is None."""
+    for layer in seq:
+        x = layer(x, norms) if isinstance(layer, (InstanceNorm, ILN, ResnetBlock)) else layer(x)
+    return x
 
 
 # ----------------------------------------------------------------------------------------
@@ -78,15 +195,15 @@ class ResnetBlock(nn.Module):
         self.conv_block = nn.Sequential(
             nn.ReflectionPad2d(1),
             nn.Conv2d(dim, dim, kernel_size=3, bias=False),
-            nn.InstanceNorm2d(dim),  # affine-free, biased variance, eps 1e-5
+            InstanceNorm(dim),  # affine-free, biased variance, eps 1e-5
             nn.ReLU(True),
             nn.ReflectionPad2d(1),
             nn.Conv2d(dim, dim, kernel_size=3, bias=False),
-            nn.InstanceNorm2d(dim),
+            InstanceNorm(dim),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.conv_block(x)
+    def forward(self, x: Tensor, norms: NormPass | None = None) -> Tensor:
+        return x + _run_sequential(self.conv_block, x, norms)
 
 
 class ResnetAdaILNBlock(nn.Module):
@@ -102,9 +219,10 @@ class ResnetAdaILNBlock(nn.Module):
         self.conv2 = nn.Conv2d(dim, dim, kernel_size=3, bias=False)
         self.norm2 = AdaILN(dim)
 
-    def forward(self, x: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
-        out = self.relu1(self.norm1(self.conv1(self.pad1(x)), gamma, beta))
-        out = self.norm2(self.conv2(self.pad2(out)), gamma, beta)
+    def forward(self, x: Tensor, gamma: Tensor, beta: Tensor,
+                norms: NormPass | None = None) -> Tensor:
+        out = self.relu1(self.norm1(self.conv1(self.pad1(x)), gamma, beta, norms))
+        out = self.norm2(self.conv2(self.pad2(out)), gamma, beta, norms)
         return x + out
 
 
@@ -141,14 +259,14 @@ class ResnetGenerator(nn.Module):
         down: list[nn.Module] = [
             nn.ReflectionPad2d(3),
             nn.Conv2d(config.in_ch, ngf, kernel_size=7, bias=False),
-            nn.InstanceNorm2d(ngf),
+            InstanceNorm(ngf),
             nn.ReLU(True),
         ]
         for mult in (1, 2):
             down += [
                 nn.ReflectionPad2d(1),
                 nn.Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, bias=False),
-                nn.InstanceNorm2d(ngf * mult * 2),
+                InstanceNorm(ngf * mult * 2),
                 nn.ReLU(True),
             ]
         down += [ResnetBlock(dim) for _ in range(n_res)]
@@ -181,6 +299,12 @@ class ResnetGenerator(nn.Module):
         ]
         self.UpBlock2 = nn.Sequential(*up)
 
+        # Each norm layer knows its module name: the key of its statistics in NormStats
+        # (a plain attribute, not in state_dict).
+        for name, module in self.named_modules():
+            if isinstance(module, (InstanceNorm, ILN, AdaILN)):
+                module.stats_key = name
+
     def check_input(self, x: Tensor) -> None:
         """Fail with a readable message instead of a shape error deep inside the net."""
         cfg = self.config
@@ -199,9 +323,35 @@ class ResnetGenerator(nn.Module):
                 f"got {h}x{w}"
             )
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x: Tensor, stats: NormStats | None = None
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """stats None: every sample normalised by its own statistics (the published
+        model). stats given (`collect_stats` of a scene): every norm layer uses the
+        scene's statistics, and the light generator the scene's gamma/beta, so tiles of
+        one scene are normalised alike. cam_logit and heatmap stay per sample."""
         self.check_input(x)
-        x = self.DownBlock(x)  # [B, 256, 64, 64]
+        out, cam_logit, heatmap, _ = self._forward(x, None if stats is None else NormPass(stats))
+        return out, cam_logit, heatmap
+
+    @torch.no_grad()
+    def collect_stats(self, x: Tensor) -> NormStats:
+        """The normalisation statistics of the samples x [N, in_ch, H, W] pooled as ONE
+        image: one forward in which every norm layer pools over the batch and space,
+        normalises with the pooled values and records them; the light generator pools the
+        CAM feature z over every sample and pixel too. Float32 with autocast off, whatever
+        precision the forwards that use the statistics run in. The full generator's
+        gamma/beta are not pooled (they come from each tile's own flattened bottleneck,
+        which only a tile of img_size has), so NormStats.z is None for it."""
+        self.check_input(x)
+        norms = NormPass()
+        with torch.autocast(x.device.type, enabled=False):
+            z = self._forward(x.float(), norms, collect=True)[3]
+        return NormStats(norms.recorded, z, samples=x.shape[0])
+
+    def _forward(self, x: Tensor, norms: NormPass | None, collect: bool = False
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """(out, cam_logit, heatmap, pooled z or None); norms None = per sample."""
+        x = _run_sequential(self.DownBlock, x, norms)  # [B, 256, 64, 64]
         b = x.shape[0]
 
         # Class activation map: the two CAM classifiers' weights re-weight the channels.
@@ -213,17 +363,25 @@ class ResnetGenerator(nn.Module):
         x = self.relu(self.conv1x1(torch.cat([gap, gmp], dim=1)))  # [B, 512->256, 64, 64]
         heatmap = torch.sum(x, dim=1, keepdim=True)  # [B, 1, 64, 64]
 
-        if self.config.light:
-            z = F.adaptive_avg_pool2d(x, 1).reshape(b, -1)  # [B, 256]
+        pooled_z = None
+        if not self.config.light:
+            z = x.reshape(b, -1)  # [B, 256*64*64], C,H,W order: per tile in every mode
+        elif collect:
+            pooled_z = x.float().mean(dim=(0, 2, 3))[None]  # [1, 256]: the scene's z
+            z = pooled_z
+        elif norms is not None and norms.fixed is not None and norms.fixed.z is not None:
+            z = norms.fixed.z  # [1, 256]
         else:
-            z = x.reshape(b, -1)  # [B, 256*64*64], C,H,W order
-        z = self.FC(z)  # [B, 256]
-        gamma, beta = self.gamma(z), self.beta(z)  # [B, 256] each
+            z = F.adaptive_avg_pool2d(x, 1).reshape(b, -1)  # [B, 256]
+        z = self.FC(z)  # [B or 1, 256]
+        # a scene's gamma/beta: computed once from [1, 256], the same for every sample
+        gamma = self.gamma(z).expand(b, -1)  # [B, 256]
+        beta = self.beta(z).expand(b, -1)
 
         for i in range(1, self.config.n_res + 1):
-            x = getattr(self, f"UpBlock1_{i}")(x, gamma, beta)  # [B, 256, 64, 64]
-        out = self.UpBlock2(x)  # [B, 3, 256, 256]
-        return out, cam_logit, heatmap
+            x = getattr(self, f"UpBlock1_{i}")(x, gamma, beta, norms)  # [B, 256, 64, 64]
+        out = _run_sequential(self.UpBlock2, x, norms)  # [B, 3, 256, 256]
+        return out, cam_logit, heatmap, pooled_z
 
 
 # ----------------------------------------------------------------------------------------

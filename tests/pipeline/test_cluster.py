@@ -224,3 +224,125 @@ def test_a_failed_task_is_retried_and_the_bytes_kept(tiny_checkpoint, tmp_path, 
     assert marker.exists()  # the failure happened, and was absorbed by a retry
     with rasterio.open(local) as a, rasterio.open(remote) as b:
         assert a.read().tobytes() == b.read().tobytes()
+
+
+# --- network exposure of the clusters made here (docs/faults.md, Security) ----------------
+
+
+def _listeners() -> list[tuple[int, str, int]]:
+    """(pid, address, port) of every listening inet socket of this process and its
+    children (the cluster's scheduler thread, nanny and worker processes)."""
+    import psutil
+
+    me = psutil.Process()
+    found = []
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            conns = proc.net_connections(kind="inet")
+        except psutil.Error:
+            continue  # exited meanwhile
+        found += [(proc.pid, c.laddr.ip, c.laddr.port) for c in conns
+                  if c.status == psutil.CONN_LISTEN]
+    return found
+
+
+def _outside_addresses() -> list[str]:
+    """This machine's non-loopback IPv4 addresses: where another host would connect."""
+    import ipaddress
+
+    import psutil
+
+    return [a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+            if a.family.name == "AF_INET" and not ipaddress.ip_address(a.address).is_loopback]
+
+
+def _assert_loopback_only(before: set[tuple[int, str, int]]) -> None:
+    """Every new listener is on 127.0.0.1, none on 8787, and connecting to those ports
+    through the machine's other addresses is refused (the attack from the network)."""
+    import socket
+
+    new = [x for x in _listeners() if x not in before]
+    assert new, "the cluster listens nowhere?"
+    assert {ip for _, ip, _ in new} == {"127.0.0.1"}, new
+    assert 8787 not in {port for _, _, port in new}
+    for ip in _outside_addresses():
+        for _, _, port in new:
+            with socket.socket() as s:
+                s.settimeout(5)
+                assert s.connect_ex((ip, port)) != 0, f"{ip}:{port} accepted a connection"
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_local_clusters_listen_on_loopback_only(monkeypatch, device):
+    """`--workers 1` (CPU: LocalCluster; `--device cuda` without dask-cuda: a SpecCluster
+    of Nannies) binds its scheduler, nanny, worker and HTTP servers to 127.0.0.1 only.
+    Was: with `--device cuda` they listened on 0.0.0.0 and [::] (the scheduler's HTTP
+    server on 8787), the nanny on the machine's address: any host on the network could
+    submit code to the workers."""
+    pytest.importorskip("distributed")
+    pytest.importorskip("psutil")
+    monkeypatch.setattr(cluster, "visible_gpus", lambda: ["4"])
+    monkeypatch.setattr(cluster, "_have_dask_cuda", lambda: False)
+    before = set(_listeners())
+    with scheduler_client(PipelineConfig(workers=1, device=device), None) as client:
+        client.wait_for_workers(1, timeout=30)
+        _assert_loopback_only(before)
+
+
+def test_the_dask_cuda_cluster_is_asked_for_loopback_only():
+    """The LocalCUDACluster branch cannot run here (no dask-cuda, no GPU): its arguments
+    are checked, and, LocalCUDACluster being a LocalCluster that passes them on, the same
+    arguments (less its CUDA_VISIBLE_DEVICES) build a LocalCluster listening on loopback
+    only."""
+    from distributed import LocalCluster
+
+    kind, kwargs = cluster.cluster_arguments(gpu_worker_plan(2, "cuda", ["3", "5"], True))
+    assert kind == "LocalCUDACluster" and kwargs["CUDA_VISIBLE_DEVICES"] == "3,5"
+    assert kwargs["host"] == "127.0.0.1"
+    assert kwargs["dashboard_address"] is None and kwargs["worker_dashboard_address"] is None
+    assert kwargs["scheduler_kwargs"] == {"dashboard": False,
+                                          "dashboard_address": "127.0.0.1:0"}
+    pytest.importorskip("psutil")
+    base = {k: v for k, v in kwargs.items() if k != "CUDA_VISIBLE_DEVICES"}
+    base.update(n_workers=1)
+    before = set(_listeners())
+    with LocalCluster(**base) as lc:
+        assert lc.scheduler_address.startswith("tcp://127.0.0.1:")
+        _assert_loopback_only(before)
+
+
+def test_every_cluster_kind_binds_loopback():
+    for plan in (gpu_worker_plan(2, "cpu", [], False), gpu_worker_plan(1, "cuda", ["0"], False)):
+        kind, kwargs = cluster.cluster_arguments(plan)
+        if kind == "SpecCluster":
+            assert kwargs["scheduler"]["options"]["host"] == "127.0.0.1"
+            assert all(w["options"]["host"] == "127.0.0.1" for w in kwargs["workers"].values())
+        else:
+            assert kwargs["host"] == "127.0.0.1" and kwargs["processes"] is True
+
+
+def test_remote_security_reads_dasks_tls_settings_and_refuses_what_would_leak(caplog):
+    """--scheduler tls://... needs Dask's TLS settings (a CA to check the scheduler); a
+    configuration that requires encryption refuses a plain address; a plain address of
+    another machine is allowed with a warning, loopback quietly."""
+    import dask
+
+    from pipeline.cluster import remote_security
+
+    with pytest.raises(ConfigError, match="no TLS CA file") as err:
+        remote_security("tls://10.0.0.5:8786")
+    assert err.value.exit_code == 2 and "DASK_DISTRIBUTED__COMM__TLS__" in err.value.hint
+    with dask.config.set({"distributed.comm.tls.ca-file": "/ca.pem",
+                          "distributed.comm.tls.client.cert": "/c.pem",
+                          "distributed.comm.require-encryption": True}):
+        sec = remote_security("tls://10.0.0.5:8786")
+        assert sec.tls_ca_file == "/ca.pem" and sec.tls_client_cert == "/c.pem"
+        with pytest.raises(ConfigError, match="requires encryption"):
+            remote_security("tcp://10.0.0.5:8786")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pipeline"):
+        remote_security("tcp://127.0.0.1:8786")
+        remote_security("localhost:8786")
+        assert not caplog.records
+        remote_security("tcp://gpu1:8786")
+    assert "not encrypted" in caplog.text and "tcp://gpu1:8786" in caplog.text

@@ -230,3 +230,122 @@ def test_cuda_asked_of_workers_without_a_gpu_resource_names_the_fix(
         assert "--resources GPU=1" in result.output
         assert not out.exists() or not any(out.iterdir())
     assert _model_calls(cli_cluster.client) == before
+
+
+# --- TLS: a remote scheduler reached with Dask's own TLS settings (docs/cluster.md) -------
+
+
+def _self_signed_tls(folder: Path) -> dict[str, Path]:
+    """A throw-away CA and one certificate it signs for 127.0.0.1 (scheduler, worker and
+    client share it here; on a real cluster each gets its own): ca.pem, cert.pem, key.pem,
+    and a second CA's certificate (rogue.pem) that this CA does not trust."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    life = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1))
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def cert(subject: str, key: Any, issuer: str, issuer_key: Any, ca: bool) -> x509.Certificate:
+        b = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(life[0]).not_valid_after(life[1])
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            import ipaddress
+
+            b = b.add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+        return b.sign(issuer_key, hashes.SHA256())
+
+    def pem(c: x509.Certificate) -> bytes:
+        return c.public_bytes(serialization.Encoding.PEM)
+
+    ca_key, key, rogue_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    out = {"ca": folder / "ca.pem", "cert": folder / "cert.pem", "key": folder / "key.pem",
+           "rogue": folder / "rogue.pem", "rogue_key": folder / "rogue-key.pem"}
+    out["ca"].write_bytes(pem(cert("eo2sar test CA", ca_key, "eo2sar test CA", ca_key, True)))
+    out["cert"].write_bytes(pem(cert("127.0.0.1", key, "eo2sar test CA", ca_key, False)))
+    out["rogue"].write_bytes(pem(cert("127.0.0.1", rogue_key, "rogue", rogue_key, False)))
+    for path, k in ((out["key"], key), (out["rogue_key"], rogue_key)):
+        path.write_bytes(k.private_bytes(serialization.Encoding.PEM,
+                                         serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()))
+        path.chmod(0o600)
+    return out
+
+
+def _tls_env(ca: Path, cert: Path, key: Path) -> dict[str, str]:
+    """Dask's TLS configuration as environment variables (what a user sets, or writes in
+    ~/.config/dask/distributed.yaml: docs/cluster.md)."""
+    return {"DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(ca),
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(cert),
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(key),
+            "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True"}
+
+
+def _pipeline(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in _env().items() if not k.startswith("DASK_")}
+    return subprocess.run([sys.executable, "-m", "pipeline", "run", *args], cwd=REPO,
+                          env={**base, **env}, capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT_S, check=False)
+
+
+@pytest.mark.slow  # three processes and four runs: about 30 s on 2 cores
+def test_tls_scheduler_and_worker_on_loopback(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A `dask scheduler --protocol tls` and a TLS `dask worker` on 127.0.0.1 (certificates
+    made here): `pipeline run --scheduler tls://...` with Dask's TLS settings in the
+    environment gives the in-process run's bytes. Without them it is refused before
+    connecting (exit 2, one line); with a certificate the cluster's CA did not sign, or
+    over plain tcp://, the scheduler does not let it in (exit 1, one line); nothing is
+    written in either case."""
+    tls = _self_signed_tls(tmp_path)
+    flags = ["--tls-ca-file", str(tls["ca"]), "--tls-cert", str(tls["cert"]),
+             "--tls-key", str(tls["key"])]
+    scheduler_file = tmp_path / "scheduler.json"
+    procs: list[subprocess.Popen] = []
+    scene = crop(L8, tmp_path / "scene.tif", Window(700, 600, 200, 200))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    args = [str(scene), str(out_dir / "o.tif"), "--model", str(tiny_checkpoint), *RUN_FLAGS,
+            "-q"]
+    try:
+        procs.append(_start([*_dask_command("scheduler"), "--protocol", "tls", "--host",
+                             "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file",
+                             str(scheduler_file), *flags], tmp_path / "scheduler.log"))
+        deadline = time.monotonic() + START_TIMEOUT_S
+        address = _wait_for_file(scheduler_file, procs[0], deadline)["address"]
+        assert address.startswith("tls://127.0.0.1:"), address
+        procs.insert(0, _start([*_dask_command("worker"), address, "--nworkers", "1",
+                                "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard",
+                                "--local-directory", str(tmp_path / "w"), *flags],
+                               tmp_path / "worker.log"))
+
+        # the attacks: no TLS settings, a certificate of another CA, plain tcp://
+        bare = _pipeline([*args, "--scheduler", address], {})
+        assert bare.returncode == 2, bare.stderr
+        assert bare.stderr.startswith("Error: --scheduler: a tls:// scheduler, but no TLS CA")
+        rogue = _pipeline([*args, "--scheduler", address],
+                          _tls_env(tls["ca"], tls["rogue"], tls["rogue_key"]))
+        plain = _pipeline([*args, "--scheduler", address.replace("tls://", "tcp://")], {})
+        for refused in (rogue, plain):
+            assert refused.returncode == 1, refused.stderr
+            last = refused.stderr.strip().splitlines()[-1]
+            assert last.startswith("Error: ") and "cannot reach the Dask scheduler" in last
+        assert list(out_dir.iterdir()) == []
+
+        good = _pipeline([*args, "--scheduler", address],
+                         _tls_env(tls["ca"], tls["cert"], tls["key"]))
+        logs = "".join(p.read_text()[-2000:] for p in tmp_path.glob("*.log"))
+        assert good.returncode == 0, good.stderr + logs
+    finally:
+        _stop(procs)
+    _run_local(scene, tmp_path / "local.tif", "--model", tiny_checkpoint)
+    assert_same_raster(tmp_path / "local.tif", out_dir / "o.tif")

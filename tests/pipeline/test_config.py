@@ -68,7 +68,8 @@ def test_config_hash_ignores_scheduling_only():
     assert same.config_hash() == base.config_hash()
     for change in ({"overlap": 32}, {"bands": (3, 2, 1)}, {"nodata": 0},
                    {"output_scale": "db"}, {"compress": "ZSTD"}, {"precision": "bf16"},
-                   {"precision": "fp16"}, {"precision": "tf32"}):
+                   {"precision": "fp16"}, {"precision": "tf32"}, {"norm": "tile"},
+                   {"norm_sample": 7}):
         assert base.replace(**change).config_hash() != base.config_hash(), change
 
 
@@ -76,14 +77,17 @@ def test_precision_folds_tf32_and_keeps_earlier_hashes():
     """`tf32: true` (older configs) and `--precision tf32` are one setting, and the
     precision field added later leaves the fingerprint of fp32/tf32 configs as it was
     (so a directory rerun does not redo outputs made before it existed): the hash of the
-    default config is the one recorded by eo2sar 0.1 manifests."""
+    default config with --norm tile (the per-tile normalisation of those outputs; scene
+    normalisation is the default since, and changes the pixels) is the one recorded by
+    eo2sar 0.1 manifests."""
     assert PipelineConfig(tf32=True).precision == "tf32"
     assert PipelineConfig(precision="tf32").tf32 is True
     assert PipelineConfig(tf32=True).config_hash() == PipelineConfig(precision="tf32").config_hash()
     assert "precision" not in PipelineConfig().output_dict()
     assert PipelineConfig(precision="bf16").output_dict()["precision"] == "bf16"
-    assert PipelineConfig().config_hash() == (
+    assert PipelineConfig(norm="tile").config_hash() == (
         "754ce970e0527f544f3eb524948ed184839622319eade637fce70f52eaf10b47")
+    assert PipelineConfig().config_hash() != PipelineConfig(norm="tile").config_hash()
     with pytest.raises(ConfigError, match="contradict"):
         PipelineConfig(tf32=True, precision="bf16")
     with pytest.raises(ConfigError, match="precision"):

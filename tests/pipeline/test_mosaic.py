@@ -79,3 +79,42 @@ def test_stale_temps_of_dead_writers_are_removed(tmp_path):
     assert sorted(remove_stale_temps(final)) == sorted([dead, dead_ovr])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         p.name for p in (live, other_host, other_output))
+
+
+def test_the_private_gdal_error_class_is_still_there():
+    """pipeline/mosaic.py imports CPLE_BaseError from rasterio's PRIVATE `_err` module (no
+    public equivalent): GDAL errors rasterio.shutil.copy raises unwrapped, such as a full
+    disk during the COG copy. If a rasterio release moves or renames it, this fails here
+    (and the full-disk detection with it: tests/faults/test_disk_full.py)."""
+    import rasterio._err
+    import rasterio.errors
+
+    from pipeline import mosaic
+
+    assert mosaic.CPLE_BaseError is rasterio._err.CPLE_BaseError
+    assert issubclass(rasterio._err.CPLE_AppDefinedError, mosaic.CPLE_BaseError)
+    assert mosaic.CPLE_BaseError in mosaic.WRITE_ERRORS
+    assert not hasattr(rasterio.errors, "CPLE_BaseError")  # if it appears: use that one
+    from pathlib import Path
+
+    repo = Path(mosaic.__file__).resolve().parents[1]
+    users = [p.relative_to(repo).as_posix() for d in ("pipeline", "ugatit", "app.py")
+             for p in ((repo / d).rglob("*.py") if (repo / d).is_dir() else [repo / d])
+             if "rasterio._err" in p.read_text(encoding="utf-8")]
+    assert users == ["pipeline/mosaic.py"]  # ONE place
+
+
+def test_overwrite_keeps_the_mode_of_the_output_it_replaces(tiny_checkpoint, tmp_path):
+    """`--overwrite` of a 0600 output leaves a 0600 output (the COG is renamed into place
+    with the replaced file's mode, not the umask's)."""
+    from pipeline import load_config, run_scene
+    from tests.helpers import SN6, crop
+
+    scene = crop(SN6, tmp_path / "s.tif", Window(0, 0, 64, 64))
+    out = tmp_path / "o.tif"
+    cfg = load_config(None, {"tile_size": 64, "overlap": 16})
+    run_scene(scene, out, model_path=tiny_checkpoint, config=cfg, progress=False)
+    out.chmod(0o600)
+    run_scene(scene, out, model_path=tiny_checkpoint, config=cfg, progress=False,
+              overwrite=True)
+    assert out.stat().st_mode & 0o777 == 0o600

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.config import PipelineConfig
+from pipeline.mosaic import GDAL_CACHE_BYTES
 from pipeline.plan import SceneRequest, estimate_memory, plan_scene
 from pipeline.tiling import TileGrid
 from tests.helpers import SN6
@@ -36,3 +37,14 @@ def test_memory_is_bounded_by_block_and_batch_not_scene_height():
     bigger_blocks = estimate_memory(PipelineConfig(block_size=2048),
                                     TileGrid(4096, 4096, 256, 64), 3, 4, False)
     assert bigger_blocks > short
+
+
+def test_memory_counts_the_statistics_pass_when_it_is_larger():
+    """--norm scene pools its sample in one forward before the run: the estimate is the
+    larger of the two (16 tiles of a ngf 64 model: ~1.75 GiB measured, +1.73 GiB)."""
+    config, grid = PipelineConfig(), TileGrid(4096, 4096, 256, 64)
+    run_only = estimate_memory(config, grid, 3, 4, False)
+    assert estimate_memory(config, grid, 3, 4, False, norm_tiles=1, ngf=4) == run_only
+    with_pass = estimate_memory(config, grid, 3, 4, False, norm_tiles=16, ngf=64)
+    assert with_pass > run_only
+    assert 1.7 * 2**30 < with_pass - (350 * 2**20 + GDAL_CACHE_BYTES) < 1.8 * 2**30

@@ -39,7 +39,7 @@ from pipeline.viewer import (
     write_viewer,
 )
 from pipeline.viewer_page import CSP, render_page
-from tests.chromium import Chromium, find_chromium
+from tests.chromium import Chromium, chromium_or_skip
 from tests.helpers import L8, SN6, crop
 
 
@@ -141,6 +141,34 @@ def test_names_cannot_break_out_of_the_page():
     assert text.count("</script>") == 2  # the data block's and the code's
 
 
+HOSTILE_UNIT = "<!--<script>"
+
+
+def with_unit(out: Path, dst: Path, unit: str) -> Path:
+    """A copy of the output `out` whose band 1 has the unit `unit` (what the page's legend
+    prints: text a folder's author controls)."""
+    import shutil
+
+    shutil.copyfile(out, dst)
+    with rasterio.open(dst, "r+", IGNORE_COG_LAYOUT_BREAK="YES") as ds:
+        ds.set_band_unit(1, unit)
+    return dst
+
+
+def test_comment_and_script_text_cannot_change_the_script_block(l8_run, tmp_path):
+    """`<!--<script>` in a band unit (or any string) once put the HTML parser in the
+    script's "double escaped" state, where the page's own `</script>` did not end the
+    data block: every `<`, `>`, `&` of the JSON is now a \\u escape."""
+    hostile = with_unit(l8_run["out"], tmp_path / "u.tif", HOSTILE_UNIT)
+    text = build_page(hostile, max_size=32)
+    block = text.split('id="eo2sar-data">', 1)[1].split("</script>", 1)[0]
+    assert not set("<>&") & set(block)
+    data = page_data(text)
+    assert HOSTILE_UNIT in data["layers"][0]["legend"]  # the same string for JSON.parse
+    weird = "x<!--<script>y</script>&amp;"
+    assert page_data(render_page("t", {"notes": [weird]})) == {"notes": [weird]}
+
+
 def test_optical_warped_onto_the_output_grid(l8_run, tmp_path):
     """An input in another CRS (here lon/lat) is warped onto the output grid: it lines
     up with the same-grid layer (high correlation), unlike a copy shifted by 4 px."""
@@ -236,10 +264,11 @@ def test_directory_index_links_a_page_per_output(tiny_checkpoint, tmp_path):
 # --------------------------------------------------------------------------------------
 # In a real browser
 
-CHROMIUM = find_chromium()
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="Chromium not installed (Debian: apt-get install chromium; "
-    "or make chromium)")
+@pytest.fixture
+def chromium() -> str:
+    """The system Chromium; skipped without it, a failure where EO2SAR_REQUIRE_CHROMIUM=1
+    (CI: .ci/run installs it and sets that)."""
+    return chromium_or_skip()
 
 
 def image_box(browser: Chromium) -> tuple[int, int, int, int]:
@@ -266,16 +295,14 @@ def colourful(pixels: np.ndarray) -> float:
     return float((p.max(axis=-1) - p.min(axis=-1))[scene].mean())
 
 
-@needs_chromium
-def test_viewer_in_headless_chromium(l8_run, tmp_path):
+def test_viewer_in_headless_chromium(l8_run, tmp_path, chromium):
     """The page loads without a console error; the optical, SAR-like and heatmap layers
     render and differ where the layers differ; clicking the slider moves the swipe; the
     checkbox shows the heatmap; wheel zooms about the cursor, a drag pans; the lon/lat
     under the cursor is the projection's to the stated accuracy."""
     page = write_viewer(l8_run["out"], tmp_path / "v.html", input_path=l8_run["scene"],
                         heatmap=l8_run["heat"], max_size=300)
-    assert CHROMIUM is not None
-    with Chromium(CHROMIUM, width=900, height=640) as browser:
+    with Chromium(chromium, width=900, height=640) as browser:
         browser.open(page.as_uri())
         browser.wait_for("document.body.dataset.ready === '1'")
         left, top, right, bottom = image_box(browser)
@@ -352,17 +379,28 @@ def test_viewer_in_headless_chromium(l8_run, tmp_path):
     assert errors == []
 
 
-@needs_chromium
-def test_console_errors_are_caught(tmp_path):
+def test_console_errors_are_caught(tmp_path, chromium):
     """The harness is not blind: a page with a script error reports it."""
     bad = tmp_path / "bad.html"
     bad.write_text("<html><body><script>console.error('boom'); undefinedCall();</script>"
                    "</body></html>")
-    assert CHROMIUM is not None
-    with Chromium(CHROMIUM, width=300, height=200) as browser:
+    with Chromium(chromium, width=300, height=200) as browser:
         browser.open(bad.as_uri())
         errors = browser.errors()
     assert any("boom" in e for e in errors) and any("undefinedCall" in e for e in errors)
+
+
+def test_hostile_unit_text_leaves_the_page_working_in_chromium(l8_run, tmp_path, chromium):
+    """The page with `<!--<script>` in its band unit loads, runs its script and shows
+    the unit as text, without a console error."""
+    hostile = with_unit(l8_run["out"], tmp_path / "u.tif", HOSTILE_UNIT)
+    page = write_viewer(hostile, tmp_path / "u.html", max_size=64)
+    with Chromium(chromium, width=600, height=400) as browser:
+        browser.open(page.as_uri())
+        browser.wait_for("document.body.dataset.ready === '1'")
+        legend = browser.evaluate("document.getElementById('legend').textContent")
+        errors = browser.errors()
+    assert HOSTILE_UNIT in legend and errors == []
 
 
 def test_page_server_serves_the_page_on_loopback(l8_run, tmp_path):
@@ -395,3 +433,14 @@ def test_warped_input_is_transparent_where_it_has_no_data(tiny_checkpoint, tmp_p
     cols = alpha.shape[1]
     assert (alpha[:, : cols // 2 - 10] == 255).mean() > 0.95
     assert (alpha[:, cols // 2 + 10:] == 0).all()
+
+
+def test_rewriting_a_private_page_keeps_it_private(l8_run, tmp_path):
+    """`pipeline view` over a page its owner made 0600 leaves it 0600 (was: 0644)."""
+    page = tmp_path / "p.html"
+    args = ["view", str(l8_run["out"]), "--out", str(page), "--max-size", "32"]
+    assert CliRunner().invoke(pipeline_cli, args).exit_code == 0
+    page.chmod(0o600)
+    res = CliRunner().invoke(pipeline_cli, args)
+    assert res.exit_code == 0, res.output
+    assert page.stat().st_mode & 0o777 == 0o600

@@ -82,3 +82,17 @@ def test_train_help_defaults_are_trainconfig_defaults() -> None:
         assert param.type_cast_value(ctx, text) == field.default, (name, text)
         checked += 1
     assert checked >= 15
+
+
+def test_train_config_yaml_bomb_is_one_line(tmp_path: Path) -> None:
+    """The alias bomb refused by `pipeline run --config` is refused by `ugatit train
+    --config` too (one reader, ugatit.io.read_yaml_config), before anything expands."""
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text('a: &a ["x","x","x","x","x","x","x","x","x"]\n'
+                    + "".join(f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n"
+                              for p, c in zip("abcdefgh", "bcdefghi", strict=True)))
+    result = CliRunner().invoke(main, ["train", "--config", str(bomb), "--out",
+                                       str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "YAML aliases are not accepted" in result.output
+    assert not (tmp_path / "out").exists()

@@ -94,3 +94,41 @@ def test_fault_point_kills_only_at_the_named_arrival(monkeypatch: pytest.MonkeyP
     assert kills == []
     uio.fault_point("cog")
     assert kills == [uio.signal.SIGKILL]
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o604])
+def test_rewriting_keeps_the_mode_of_the_file_it_replaces(tmp_path: Path, mode: int) -> None:
+    """A user who narrowed a page to 0600 keeps it private when it is rewritten (was: the
+    rewrite came back 0644, readable by every local user)."""
+    p = tmp_path / "page.html"
+    p.write_text("old")
+    p.chmod(mode)
+    atomic_write_text(p, "new")
+    assert p.read_text() == "new" and p.stat().st_mode & 0o7777 == mode
+    p.chmod(0o4600)  # set-id bits are never carried over to new contents
+    atomic_write_text(p, "newer")
+    assert p.stat().st_mode & 0o7777 == 0o600
+
+
+def test_a_file_of_another_user_lends_its_mode_to_nothing(tmp_path: Path) -> None:
+    """A 0666 file planted by someone else: the rewrite gets a plain open's mode (as a
+    symlink there does), not world-writable bits."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a file owned by another user")
+    p = tmp_path / "page.html"
+    p.write_text("planted")
+    p.chmod(0o666)
+    os.chown(p, 12345, 12345)
+    atomic_write_text(p, "ours")
+    assert p.stat().st_uid == 0 and p.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    link = tmp_path / "link.html"
+    link.symlink_to(p)
+    atomic_write_text(link, "via the link")
+    assert not link.is_symlink() and link.read_text() == "via the link"
+    assert p.read_text() == "ours"  # the link was replaced, its target not written
+
+
+def _umask() -> int:
+    from ugatit.io import _UMASK
+
+    return _UMASK
