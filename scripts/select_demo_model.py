@@ -95,16 +95,18 @@ def rank(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("checkpoints", type=Path, help="folder of params_*.pt (or one file)")
+    ap.add_argument("checkpoints", type=Path, nargs="+",
+                    help="folders of params_*.pt and/or checkpoint files (all ranked together)")
     ap.add_argument("--json", type=Path, required=True, help="selection report")
     args = ap.parse_args(argv)
-    files = sorted(args.checkpoints.glob("*.pt"), key=step_of) \
-        if args.checkpoints.is_dir() else [args.checkpoints]
+    files = [f for c in args.checkpoints
+             for f in (sorted(c.glob("*.pt"), key=step_of) if c.is_dir() else [c])]
     if not files:
-        print(f"error: no checkpoint in {args.checkpoints}", file=sys.stderr)
+        print(f"error: no checkpoint in {' '.join(map(str, args.checkpoints))}",
+              file=sys.stderr)
         return 1
     rows = []
-    print(f"{'checkpoint':<24} {'corr9 sel':>9} {'red':>6}  water dB darker (Olinda, Haiti)")
+    print(f"{'checkpoint':<36} {'corr9 sel':>9} {'red':>6}  water dB darker (Olinda, Haiti)")
     with tempfile.TemporaryDirectory(prefix="eo2sar_select_") as tmp:
         for f in files:
             rep = evaluate_pairs(SELECTION, f, {}, OpticalOptions())
@@ -114,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
                          "corr9_red": rep["mean"]["corr9_red"],
                          "corr9_pairs": {r["name"]: r["corr9_output"] for r in rep["pairs"]},
                          "water_db": water})
-            print(f"{f.name:<24} {rows[-1]['corr9']:>9.3f} {rows[-1]['corr9_red']:>6.3f}  "
+            name = f"{f.parent.parent.name}/{f.name}" if f.parent.name == "checkpoints" \
+                else f.name
+            print(f"{name:<36} {rows[-1]['corr9']:>9.3f} {rows[-1]['corr9_red']:>6.3f}  "
                   + ", ".join(f"{v:+.1f}" for v in water.values()), flush=True)
     best, rule = rank(rows)
     doc = {"rule": rule, "water_min_db": WATER_MIN_DB,
