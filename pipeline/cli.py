@@ -301,10 +301,17 @@ def _dry_run_directory(request: SceneRequest, pattern: str) -> None:
               "(OUTPUT's tags), else 1,2,3]")
 @click.option("--max-size", type=int, default=PANEL_MAX_SIZE, show_default=True,
               help="Longest side of each panel in px (decimated reads).")
+@click.option("--reference", type=click.Path(path_type=Path), default=None,
+              help="A real SAR image of the same place (e.g. the Sentinel-1 VV of a "
+              "co-registered pair) shown as a third panel, read onto OUTPUT's grid. "
+              "[default: none]")
+@click.option("--reference-band", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Band of --reference shown.")
 def quicklook_cmd(input_path: str, output_path: Path, png_path: Path, bands: str | None,
-                  max_size: int) -> None:
+                  max_size: int, reference: Path | None, reference_band: int) -> None:
     """Write PNG: the optical INPUT, scaled exactly as the run fed it to the model (the
-    scaling recorded in OUTPUT's tags), beside the SAR-like OUTPUT (2-98% stretch)."""
+    scaling recorded in OUTPUT's tags), beside the SAR-like OUTPUT (2-98% stretch), and
+    beside a real SAR image of the same place with --reference."""
     from pipeline.config import parse_int_tuple
     from pipeline.quicklook import quicklook
     from pipeline.sources import resolve_input
@@ -313,7 +320,7 @@ def quicklook_cmd(input_path: str, output_path: Path, png_path: Path, bands: str
         band_tuple = parse_int_tuple(bands, "bands", "--bands", minimum=1)
         with resolve_input(input_path, bands_given=band_tuple is not None) as resolved:
             quicklook(resolved.path, output_path, png_path, bands=band_tuple,
-                      max_size=max_size)
+                      max_size=max_size, reference=reference, reference_band=reference_band)
     except PipelineError as err:
         _fail(err)
     click.echo(f"wrote {png_path}", err=True)
