@@ -203,7 +203,8 @@ def _manifest_state(
 
 
 def scene_status(
-    scene: Path | Product, out: Path, *, model_sha: str, cfg_hash: str, overwrite: bool, heatmap: bool
+    scene: Path | Product, out: Path, *, model_sha: str, cfg_hash: str, overwrite: bool,
+    heatmap: bool
 ) -> str:
     """What a directory run would do with one scene (for ``--dry-run``): ``skip (up to
     date)``, ``run (forced: --overwrite)`` or ``run (<why>)``; the same test as the run."""

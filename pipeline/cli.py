@@ -139,7 +139,7 @@ def run(
         level = logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
     _redact_logs()
-    from pipeline.sources import is_remote, parse_assets, product_kind, resolve_input
+    from pipeline.sources import is_remote, parse_assets, resolve_input
 
     try:
         if is_remote(output_path):

@@ -114,10 +114,8 @@ def run_scene(
         )
         result = run_request(request, client=client, progress=progress)
     if write_stac:
-        from pipeline.stac import write_item
-
         from pipeline.errors import OutputError
-        from pipeline.stac import item_path
+        from pipeline.stac import item_path, write_item
 
         try:
             write_item(result.output, source=text if product_kind(text) != "raster"
