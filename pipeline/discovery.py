@@ -288,13 +288,19 @@ def check_unique_outputs(products: Sequence[Product], output_dir: Path
         if out in outputs:
             other = outputs[out]
             raise InputError(
-                f"{other.label if other.item is None else other.name} and "
-                f"{product.label if product.item is None else product.name} would both "
-                f"be written to {out}", path=out.parent,
+                f"{_described(other)} and {_described(product)} would both be written to "
+                f"{out}", path=out.parent,
                 hint="leave one out (--exclude '*.zip' for zips beside their unzipped "
                 "folders, or narrow --pattern); Items of one id: give one of them")
         outputs[out] = product
     return outputs
+
+
+def _described(product: Product) -> str:
+    """A product for an error: its path or URL; an Item its id and where it came from."""
+    if product.item is None:
+        return product.label
+    return f"{product.name} ({redact_url(product.item_href or product.source)})"
 
 
 # ---------------------------------------------------------------- fingerprints
