@@ -240,13 +240,13 @@ def _products_of(path: Path, kind: str, input_dir: Path) -> list[Product]:
         ident = _read_item_id(path)
         return [Product(str(path), name, output_stem(ident or path.stem), kind, subdir,
                         item_href=str(path.resolve()))]
+    # names of local files and folders are the user's own: kept as they are (spaces,
+    # brackets, non-ASCII), only a product's suffix goes; an Item id is sanitised
     if kind == "landsat":
-        return [Product(str(path), name, output_stem(path.name.removesuffix("_MTL")),
-                        kind, subdir)]
+        return [Product(str(path), name, path.name, kind, subdir)]
     if kind == "sentinel2":
         return sentinel2_products(path, name, subdir)
-    stem = output_stem(path.stem) if kind == "raster" else output_stem(path.name)
-    return [Product(str(path), name, stem, kind, subdir)]
+    return [Product(str(path), name, path.stem, kind, subdir)]
 
 
 def sentinel2_products(path: Path, name: str, subdir: str = "") -> list[Product]:
@@ -254,7 +254,9 @@ def sentinel2_products(path: Path, name: str, subdir: str = "") -> list[Product]
     (the old format). An unreadable product stays one product: its run reports why."""
     from pipeline.sources import sentinel2_granules
 
-    stem = output_stem(path.name)
+    stem = path.name
+    for suffix in (".SAFE", ".zip", ".ZIP"):
+        stem = stem.removesuffix(suffix)
     try:
         granules = sentinel2_granules(path)
     except InputError:
