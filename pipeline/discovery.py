@@ -360,8 +360,14 @@ def fingerprint_product(product: Product) -> InputFingerprint:
     re-signed URL is the same input."""
     path = product.local_path
     if product.item is not None:
-        digest = hashlib.sha256(_redacted_item(product.item)).hexdigest()
-        return InputFingerprint(0, 0, digest, "stac-item-redacted")
+        h = hashlib.sha256(_redacted_item(product.item))
+        newest = 0
+        if "://" not in product.source:  # a local catalog's Item may name local files
+            for asset in _local_assets(product.item, Path(product.source).parent):
+                st = asset.stat()
+                newest = max(newest, st.st_mtime_ns)
+                h.update(f"{asset.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return InputFingerprint(0, newest, h.hexdigest(), "stac-item-redacted")
     if path is None:
         digest = hashlib.sha256(redact_url(product.source).encode()).hexdigest()
         return InputFingerprint(0, 0, digest, "url-redacted")

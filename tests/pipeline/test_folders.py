@@ -241,6 +241,17 @@ def test_item_collection_of_three_items_runs_and_resumes(bgr, model, reference, 
     third = invoke(search, out, "--model", model, "-q")
     assert third.exit_code == 0
     assert statuses(out) == {"a": "skipped", "b": "done", "c": "skipped"}
+    # an asset file of the Items changes: every Item naming it is redone
+    band = src / "assets_c" / "r.tif"
+    band.write_bytes(band.read_bytes())
+    assert invoke(search, out, "--model", model, "-q").exit_code == 0
+    assert statuses(out) == {"a": "skipped", "b": "skipped", "c": "done"}
+    # the dry run says what a run would do, per Item, and writes nothing
+    (out / "a.tif").unlink()
+    dry = invoke(search, out, "--model", model, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "3 scene(s) in" in dry.stdout and "a: run (no output)" in dry.stdout
+    assert "b: skip (up to date)" in dry.stdout and not (out / "a.tif").exists()
 
 
 def test_repeated_item_ids_are_an_error_naming_both(bgr, tmp_path):
