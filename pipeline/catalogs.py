@@ -19,8 +19,9 @@ business at all. Here:
   detection on its resolved location); MAX_DOCUMENTS documents at most in all;
 * an ItemCollection's `next` link (GET; a POST search's body is not replayed) is followed
   for MAX_PAGES pages at most, then the run goes on with what it has and says so;
-* a document read from a URL may only link to URLs (relative links resolve against it),
-  the rule of remote Items' assets: a server must not point the run at local files;
+* a document read from a URL may only link to URLs (http(s), s3; relative links resolve
+  against it), the rule of remote Items' assets: a server must not point the run at
+  local files; documents on s3:// are read with the user's AWS settings (pipeline/s3.py);
 * Items are checked as single Items are, and their assets resolved against the
   document they came from.
 """
@@ -58,7 +59,7 @@ MAX_DOCUMENTS = 10_000
 
 
 def read_document(source: str) -> dict[str, Any]:
-    """A STAC JSON document (local file or http(s) URL), bounded and with timeouts;
+    """A STAC JSON document (local file, http(s) or s3 URL), bounded and with timeouts;
     InputError if it cannot be read or is not a JSON object."""
     import json
     import urllib.error
@@ -103,20 +104,20 @@ def _link_href(href: Any, base: str) -> str:
     """A link's target resolved against the document `base` it is in: a URL (relative
     against a URL base), or a local path (relative against a local base's folder). A
     document read from a URL may only link to http(s) URLs."""
-    from urllib.parse import urljoin, urlsplit
+    from urllib.parse import urlsplit
 
-    from pipeline.sources import brief, is_remote
+    from pipeline.sources import brief, is_remote, join_url
 
     if not isinstance(href, str) or not href.strip():
         raise InputError(f"malformed STAC link (href: {brief(href)})", path=base,
                          hint="fix the catalog (https://github.com/radiantearth/stac-spec)")
     if is_remote(base):
-        url = "" if href.startswith("/vsi") else urljoin(base, href)
-        if urlsplit(url).scheme.lower() not in ("http", "https"):
+        url = "" if href.startswith("/vsi") else join_url(base, href)
+        if urlsplit(url).scheme.lower() not in ("http", "https", "s3"):
             raise InputError(
                 f"refused: the document was read from a URL and its link "
-                f"{brief(redact_url(href))} is not an http(s) URL (a catalog from the "
-                "network may only name URLs)", path=base,
+                f"{brief(redact_url(href))} is not an http(s) or s3 URL (a catalog from "
+                "the network may only name URLs)", path=base,
                 hint="download the catalog and give the local file")
         return url
     if "://" in href:

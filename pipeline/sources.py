@@ -310,7 +310,7 @@ def _asset_common_names(asset: Mapping[str, Any]) -> list[str]:
     return []
 
 
-def _http_get(url: str, limit: int) -> bytes:
+def _http_get(url: str, limit: int, headers: Mapping[str, str] | None = None) -> bytes:
     """The body of `url` (http/https), at most `limit` bytes, within http_timeout()
     seconds overall: pystac's reader (urllib without a timeout) waits forever on a server
     that accepts the connection and never answers, and reads a body of any size."""
@@ -328,7 +328,7 @@ def _http_get(url: str, limit: int) -> bytes:
         auth = "Basic " + base64.b64encode(pair.encode()).decode()
         url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
     request = urllib.request.Request(
-        url, headers={"Accept": "application/geo+json, application/json"})
+        url, headers={"Accept": "application/geo+json, application/json", **(headers or {})})
     if auth is not None:  # unredirected: a redirect to another host does not get it
         request.add_unredirected_header("Authorization", auth)
     chunks, size = [], 0
@@ -345,13 +345,19 @@ def _http_get(url: str, limit: int) -> bytes:
 
 
 def _read_item_bytes(source: str) -> bytes:
-    """The Item's bytes: a local file, or an http(s) URL (with timeouts, bounded)."""
+    """The Item's bytes: a local file, an http(s) URL or an s3:// URL (signed with the
+    user's AWS settings: pipeline/s3.py), with timeouts, bounded."""
     if is_remote(source):
         scheme = source.partition("://")[0].lower()
+        if scheme == "s3":
+            from pipeline.s3 import s3_request
+
+            url, headers = s3_request(source)
+            return _http_get(url, MAX_ITEM_BYTES, headers)
         if scheme not in ("http", "https"):
-            raise InputError("a STAC Item is read from a local file or an http(s):// URL",
-                             path=source, hint="download it first (aws s3 cp, gcloud storage "
-                             "cp) and give the local file")
+            raise InputError("a STAC Item is read from a local file, an http(s):// or an "
+                             "s3:// URL", path=source, hint="download it first (gcloud "
+                             "storage cp, azcopy) and give the local file")
         return _http_get(source, MAX_ITEM_BYTES)
     with open(source, "rb") as f:
         data = f.read(MAX_ITEM_BYTES + 1)
@@ -448,9 +454,9 @@ def _asset_href(href: str, source: str) -> str:
     could point the run at files of this machine (`/vsizip//home/you/...`) and write
     their pixels into an output. A local Item may name local files and URLs."""
     if is_remote(source):
-        from urllib.parse import urljoin, urlsplit
+        from urllib.parse import urlsplit
 
-        url = "" if href.startswith("/vsi") else urljoin(source, href)
+        url = "" if href.startswith("/vsi") else join_url(source, href)
         if urlsplit(url).scheme.lower() not in REMOTE_ASSET_SCHEMES:
             raise InputError(
                 f"refused: the Item was read from a URL and its asset href "
@@ -462,6 +468,27 @@ def _asset_href(href: str, source: str) -> str:
     if is_remote(href) or Path(href).is_absolute():
         return gdal_path(href)
     return str((Path(source).resolve().parent / href).resolve())
+
+
+def join_url(base: str, href: str) -> str:
+    """`href` resolved against the URL `base` (urljoin; for an `s3://` base, which urljoin
+    does not resolve against, a relative href is a key beside the document's)."""
+    import posixpath
+    from urllib.parse import urljoin
+
+    if base.lower().startswith("s3://") and "://" not in href:
+        bucket, _, key = base[5:].split("?", 1)[0].partition("/")
+        joined = href.lstrip("/") if href.startswith("/") else posixpath.join(
+            posixpath.dirname(key), href)
+        parts: list[str] = []
+        for part in joined.split("/"):  # normpath without leaving the bucket
+            if part == "..":
+                if parts:
+                    parts.pop()
+            elif part not in ("", "."):
+                parts.append(part)
+        return f"s3://{bucket}/{'/'.join(parts)}"
+    return urljoin(base, href)
 
 
 def stac_bands(item: Mapping[str, Any], source: str,

@@ -115,8 +115,8 @@ def test_a_remote_catalog_may_link_only_urls(server, tmp_path):
     base, www = server
     secret = tmp_path / "private.json"
     secret.write_text(json.dumps(item_dict("private", {})))
-    for href, what in ((f"file://{secret}", r"is not an http\(s\) URL"),
-                       (f"/vsizip/{secret}", r"is not an http\(s\) URL"),
+    for href, what in ((f"file://{secret}", r"is not an http\(s\) or s3 URL"),
+                       (f"/vsizip/{secret}", r"is not an http\(s\) or s3 URL"),
                        (str(secret), "cannot read the STAC document")):  # on the server
         (www / "cat.json").write_text(json.dumps({
             "type": "Catalog", "id": "c", "links": [{"rel": "item", "href": href}]}))
