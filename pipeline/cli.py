@@ -281,13 +281,6 @@ def _run_products(request: SceneRequest, list_products: Any, pattern: str | None
     from pipeline.urls import redact_url
 
     config = request.config
-    if request.output.exists() and not request.output.is_dir():
-        raise OutputError(
-            "input holds several scenes (a directory, a catalog, the granules of a "
-            "product) but the output is a file",
-            path=request.output,
-            hint="give an output directory",
-        )
     # What would fail every scene the same way fails once, up front, before the output
     # directory is created: the device (exit 2) and the checkpoint (exit 1).
     if not is_remote(config, None):
@@ -298,7 +291,16 @@ def _run_products(request: SceneRequest, list_products: Any, pattern: str | None
     config = resolve_model_config(request.model, config)
     request = dataclasses.replace(request, config=config)
     source = request.source or str(request.input)
-    products = list_products()
+    products = list_products()  # before the output's check: a catalog without Items says so
+    if (request.output.exists() and not request.output.is_dir()) or (
+            not request.output.exists()
+            and request.output.suffix.lower() in (".tif", ".tiff")):
+        raise OutputError(
+            "input holds several scenes (a directory, a catalog, the granules of a "
+            "product) but the output is a file",
+            path=request.output,
+            hint="give an output directory",
+        )
     from pipeline.sources import product_kind
 
     catalog = source if product_kind(source) == "stac" else None  # linked from the output

@@ -334,6 +334,9 @@ def old_format_product(root: Path, bgr: Path) -> Path:
 def test_multi_granule_product_gives_one_output_per_granule(bgr, model, reference,
                                                             tmp_path):
     safe = old_format_product(tmp_path, bgr)
+    refused = invoke(safe, tmp_path / "o.tif", "--model", model, "-q")
+    assert refused.exit_code == 1 and "give an output directory" in refused.stderr
+    assert not (tmp_path / "o.tif").exists()
     out = tmp_path / "out"
     result = invoke(safe, out, "--model", model, "-q")
     assert result.exit_code == 0, result.output
