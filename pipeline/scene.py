@@ -137,10 +137,11 @@ def run_request(request: SceneRequest, *, client: Any = None, progress: bool = T
     config = plan.config  # model-dependent settings resolved
     result_warnings: list[str] = []
     if plan.scaling.method == "empty":
-        msg = f"{request.input}: no valid pixel; writing an all-nodata output"
+        # a product's or URL's warnings name it, not the temporary VRT made for the run
+        msg = f"{request.source or request.input}: no valid pixel; writing an all-nodata output"
         warnings.warn(msg, PipelineWarning, stacklevel=3)
         result_warnings.append(msg)
-    for msg in _norm_warnings(plan):
+    for msg in _norm_warnings(plan, request.source or request.input):
         warnings.warn(msg, PipelineWarning, stacklevel=3)
         result_warnings.append(msg)
     with torch_threads_kept(), scheduler_client(config, client) as run_client, gdal_env():
@@ -165,15 +166,15 @@ def run_request(request: SceneRequest, *, client: Any = None, progress: bool = T
     )
 
 
-def _norm_warnings(plan: ScenePlan) -> list[str]:
+def _norm_warnings(plan: ScenePlan, label: object) -> list[str]:
     """What the user should know about the scene normalisation's sample."""
     sample = plan.norm_sample
     if sample is None or (sample.tiles and sample.fully_valid):
         return []
     if not sample.tiles:
-        return [f"{plan.input}: --norm scene found no tile to pool statistics from; every "
+        return [f"{label}: --norm scene found no tile to pool statistics from; every "
                 "tile is normalised by its own statistics"]
-    return [f"{plan.input}: no tile is fully valid; the scene's normalisation statistics "
+    return [f"{label}: no tile is fully valid; the scene's normalisation statistics "
             f"come from the {len(sample.tiles)} most-valid tiles, nodata filled as the "
             "model sees it"]
 
