@@ -64,10 +64,10 @@ def read_document(source: str) -> dict[str, Any]:
     import json
     import urllib.error
 
-    from pipeline.sources import _read_item_bytes, _short, http_timeout
+    from pipeline.sources import _short, http_timeout, read_stac_bytes
 
     try:
-        data = json.loads(_read_item_bytes(source))
+        data = json.loads(read_stac_bytes(source))
     except TimeoutError:
         raise InputError(f"cannot read the STAC document: no answer within "
                          f"{http_timeout():g} s", path=source,

@@ -117,8 +117,21 @@ def _is_within(path: Path, parent: Path) -> bool:
 
 
 def _read_item_id(path: Path) -> str | None:
-    """The `id` of a local STAC Item file, None if the file is not an Item (bounded read:
-    an 8 MiB cap, like the Item reader's)."""
+    """The `id` of a local STAC Item file (its stem if it has none), None if the file is
+    not an Item (bounded read: an 8 MiB cap, like the Item reader's)."""
+    doc = _read_json(path)
+    if not isinstance(doc, dict) or doc.get("type") != "Feature":
+        return None
+    ident = doc.get("id")
+    return ident if isinstance(ident, str) and ident else path.stem
+
+
+_BROKEN = object()  # a .json file that is no JSON: a broken download, reported as failed
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON of a local file, _BROKEN if it cannot be read or parsed, None if it is
+    larger than an Item may be."""
     from pipeline.sources import MAX_ITEM_BYTES
 
     try:
@@ -126,13 +139,9 @@ def _read_item_id(path: Path) -> str | None:
             data = f.read(MAX_ITEM_BYTES + 1)
         if len(data) > MAX_ITEM_BYTES:
             return None
-        doc = json.loads(data)
+        return json.loads(data)
     except (OSError, ValueError, RecursionError):
-        return None
-    if not isinstance(doc, dict) or doc.get("type") != "Feature":
-        return None
-    ident = doc.get("id")
-    return ident if isinstance(ident, str) and ident else path.stem
+        return _BROKEN
 
 
 def _product_root(path: Path, input_dir: Path, cache: dict[Path, Path | None]
@@ -140,14 +149,14 @@ def _product_root(path: Path, input_dir: Path, cache: dict[Path, Path | None]
     """The product folder `path` lies in (itself included), below `input_dir`, if any
     (`cache`: folder -> is it a product, shared by one search: `**/*` lists every file
     of every SAFE folder)."""
-    from pipeline.sources import _is_safe, _landsat_mtl
+    from pipeline.sources import is_sentinel2_product, landsat_mtl
 
     rel = path.relative_to(input_dir)
     for i in range(1, len(rel.parts) + 1):
         candidate = input_dir.joinpath(*rel.parts[:i])
         if candidate not in cache:
             cache[candidate] = candidate if candidate.is_dir() and (
-                _landsat_mtl(candidate) is not None or _is_safe(candidate)) else None
+                landsat_mtl(candidate) is not None or is_sentinel2_product(candidate)) else None
         if cache[candidate] is not None:
             return candidate
     return None
@@ -155,19 +164,20 @@ def _product_root(path: Path, input_dir: Path, cache: dict[Path, Path | None]
 
 def _classify(path: Path, explicit: bool) -> str | None:
     """The kind of one candidate, None if it is not a product (left out)."""
-    from pipeline.sources import _is_safe, _landsat_mtl
+    from pipeline.sources import is_sentinel2_product, landsat_mtl
 
     if path.is_dir():
-        if _landsat_mtl(path) is not None:
+        if landsat_mtl(path) is not None:
             return "landsat"
-        return "sentinel2" if _is_safe(path) else None
+        return "sentinel2" if is_sentinel2_product(path) else None
     if not path.is_file():
         return None
     suffix = path.suffix.lower()
     if suffix == ".zip":
-        return "sentinel2" if _is_safe(path) else ("raster" if explicit else None)
-    if suffix == ".json":
-        return "stac" if explicit or _read_item_id(path) is not None else None
+        return "sentinel2" if is_sentinel2_product(path) else ("raster" if explicit else None)
+    if suffix == ".json":  # an Item, or a file that is no JSON (a truncated download)
+        return "stac" if explicit or _read_item_id(path) is not None or (
+            _read_json(path) is _BROKEN) else None
     if suffix in RASTER_SUFFIXES or explicit:
         return "raster"
     return None

@@ -59,7 +59,11 @@ __all__ = [
     "ResolvedInput",
     "gdal_path",
     "is_remote",
+    "is_sentinel2_product",
+    "join_url",
+    "landsat_mtl",
     "landsat_bands",
+    "read_stac_bytes",
     "resolve_input",
     "sentinel2_bands",
     "sentinel2_granules",
@@ -344,7 +348,7 @@ def _http_get(url: str, limit: int, headers: Mapping[str, str] | None = None) ->
     return b"".join(chunks)
 
 
-def _read_item_bytes(source: str) -> bytes:
+def read_stac_bytes(source: str) -> bytes:
     """The Item's bytes: a local file, an http(s) URL or an s3:// URL (signed with the
     user's AWS settings: pipeline/s3.py), with timeouts, bounded."""
     if is_remote(source):
@@ -371,7 +375,7 @@ def _read_stac(source: str) -> dict[str, Any]:
     import urllib.error
 
     try:
-        data = json.loads(_read_item_bytes(source))
+        data = json.loads(read_stac_bytes(source))
     except TimeoutError as exc:  # socket.timeout is TimeoutError since Python 3.10
         raise InputError(f"cannot read the STAC Item: no answer within {http_timeout():g} s "
                          f"({exc})", path=source,
@@ -754,7 +758,8 @@ class _Safe:
 
 
 #: product metadata of a SAFE: the current name, or the old (pre-2016) format's
-_S2_MTD = re.compile(r"(^|/)(MTD_MSIL(1C|2A)|S2[A-D]_OPER_MTD_SAFL(1C|2A)_[^/]*)\.xml$")
+_S2_MTD = re.compile(
+    r"(^|/)(MTD_MSIL(1C|2A)|S2[A-D]_(OPER|USER)_MTD_SAFL(1C|2A)_[^/]*)\.xml$")
 _S2_GRANULE_IMAGE = re.compile(r"GRANULE/([^/]+)/IMG_DATA/(R\d+m/)?[^/]*\.jp2$")
 
 
@@ -842,7 +847,8 @@ def _iso(text: str | None) -> datetime | None:
 # ---------------------------------------------------------------- recognising INPUT
 
 
-def _landsat_mtl(path: Path) -> Path | None:
+def landsat_mtl(path: Path) -> Path | None:
+    """The MTL of a Landsat C2 product: `path` itself, or the one in the folder `path`."""
     if path.is_file() and re.search(r"_MTL\.(txt|xml)$", path.name, re.IGNORECASE):
         return path
     if path.is_dir():
@@ -851,10 +857,11 @@ def _landsat_mtl(path: Path) -> Path | None:
     return None
 
 
-def _is_safe(path: Path) -> bool:
+def is_sentinel2_product(path: Path) -> bool:
+    """A Sentinel-2 SAFE folder (or a folder holding its product metadata), or its zip."""
     if path.is_dir():
         return path.suffix.upper() == ".SAFE" or any(path.glob("MTD_MSIL[12][CA].xml")) \
-            or any(path.glob("S2?_OPER_MTD_SAFL[12][CA]_*.xml"))
+            or any(path.glob("S2?_*_MTD_SAFL[12][CA]_*.xml"))
     return path.is_file() and path.suffix.lower() == ".zip" and bool(
         re.search(r"MSIL(1C|2A)", path.name))
 
@@ -869,9 +876,9 @@ def product_kind(source: str) -> str:
     path = Path(source)
     if path.is_file() and path.suffix.lower() == ".json":
         return "stac"
-    if _landsat_mtl(path) is not None:
+    if landsat_mtl(path) is not None:
         return "landsat"
-    if _is_safe(path):
+    if is_sentinel2_product(path):
         return "sentinel2"
     return "directory" if path.is_dir() else "raster"
 
@@ -899,7 +906,7 @@ def _resolve_bands(source: str, kind: str, assets: Sequence[str] | None,
         return bands, desc, _stac_datetime(item), _safe_stem(str(item.get("id") or source))
     path = Path(source)
     if kind == "landsat":
-        mtl = _landsat_mtl(path) or path  # product_kind found it
+        mtl = landsat_mtl(path) or path  # product_kind found it
         bands, desc, when = landsat_bands(mtl, assets)
         return bands, desc, when, mtl.name.rsplit("_MTL", 1)[0]
     bands, desc, when = sentinel2_bands(path, assets, granule)

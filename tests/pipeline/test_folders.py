@@ -176,16 +176,21 @@ def test_unreadable_products_are_named_and_the_rest_done(bgr, model, tmp_path):
     (dl / S2_ZIPPED.replace(".SAFE", ".zip")).write_bytes(b"PK\x03\x04 truncated")
     rgb_item(dl, bgr, "good")
     (dl / "broken.json").write_text('{"type": "Feature", "id": "broken", "assets": 3}')
+    (dl / "cut.json").write_text('{"type": "Feature", "id": "cu')  # a truncated download
+    (dl / "other.json").write_text('{"type": "Catalog", "id": "c", "links": []}')  # no scene
     out = tmp_path / "out"
     result = invoke(dl, out, "--model", model, "-q")
     assert result.exit_code == 1, result.output
     assert statuses(out) == {L2_ID: "failed", S2_ZIPPED.replace(".SAFE", ".zip"): "failed",
-                             "broken.json": "failed", "good.json": "done"}
+                             "broken.json": "failed", "cut.json": "failed",
+                             "good.json": "done"}
     report = json.loads((out / "eo2sar_run_report.json").read_text())
     messages = {s["scene"]: s["message"] for s in report["scenes"]}
     assert f"{L2_ID}_SR_B3.TIF named in the MTL is missing" in messages[L2_ID]
     assert "not a readable zip" in messages[S2_ZIPPED.replace(".SAFE", ".zip")]
     assert "broken.json" in messages["broken.json"]
+    assert "cannot read the STAC Item" in messages["cut.json"] and "cut.json" in messages[
+        "cut.json"]
     assert "failed" in result.stderr and L2_ID in result.stderr  # the table names them
     assert outputs(out) == ["good"]
 
