@@ -320,10 +320,14 @@ def _described(product: Product) -> str:
 
 def _hash_listing(folder: Path) -> tuple[int, int, str]:
     """(total size, newest mtime, sha256 of every file's relative path, size and mtime)
-    of a product folder: a replaced or added band file is seen without reading pixels."""
+    of a product folder: a replaced or added band file is seen without reading pixels.
+    GDAL's side-car files (`*.aux.xml`, which reading may write beside a band file) and
+    hidden files are not the product: they must not make every rerun a redo."""
     h = hashlib.sha256()
     size = newest = 0
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    files = (p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+             and not p.name.lower().endswith(".aux.xml"))
+    for path in sorted(files):
         st = path.stat()
         size += st.st_size
         newest = max(newest, st.st_mtime_ns)

@@ -153,6 +153,8 @@ def test_mixed_folder_runs_in_one_command_and_reruns_nothing(bgr, model, referen
         assert ds.tags()["EO2SAR_INPUT"] == L2_ID  # the product, not its temporary VRT
 
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tif")}
+    # a GDAL side-car written beside a band file is not a change of the product
+    (dl / L2_ID / f"{L2_ID}_SR_B4.TIF.aux.xml").write_text("<PAMDataset/>\n")
     again = invoke(dl, out, "--model", model, "-q")
     assert again.exit_code == 0, again.output
     assert set(statuses(out).values()) == {"skipped"}
