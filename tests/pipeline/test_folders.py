@@ -159,6 +159,9 @@ def test_mixed_folder_runs_in_one_command_and_reruns_nothing(bgr, model, referen
     assert again.exit_code == 0, again.output
     assert set(statuses(out).values()) == {"skipped"}
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.tif")} == before
+    dry = invoke(dl, out, "--model", model, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "5 scene(s) in" in dry.stdout and dry.stdout.count("skip (up to date)") == 5
 
     # a product that changes is redone, and only it (a band file of the Landsat folder)
     band = dl / L2_ID / f"{L2_ID}_SR_B4.TIF"
