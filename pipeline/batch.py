@@ -62,9 +62,11 @@ __all__ = [
     "REPORT_NAME",
     "BatchReport",
     "SceneOutcome",
+    "directory_products",
     "find_scenes",
     "heatmap_for",
     "output_for",
+    "product_raster",
     "run_directory",
     "run_products",
     "scene_status",
@@ -281,7 +283,7 @@ def run_directory(
     before any scene is run: those would fail every scene the same way.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
-    products = _directory_products(input_dir, output_dir, pattern, excludes)
+    products = directory_products(input_dir, output_dir, pattern, excludes)
     return run_products(
         products, output_dir, model_path=model_path, config=config, input_label=input_dir,
         pattern=pattern, overwrite=overwrite, run_scene=run_scene, heatmap=heatmap,
@@ -402,7 +404,7 @@ def _in_flight(one: Callable[..., SceneOutcome], items: list[tuple[Path, Product
                 fut.cancel()
 
 
-def _directory_products(input_dir: Path, output_dir: Path, pattern: str | None,
+def directory_products(input_dir: Path, output_dir: Path, pattern: str | None,
                         excludes: Sequence[str]) -> list[Product]:
     """The products of a directory run; InputError if there is none."""
     if not input_dir.is_dir():
@@ -493,7 +495,7 @@ def _run_one(
         remove_stale_temps(manifest_path(out))  # a killed run's half-written manifest
         out.parent.mkdir(parents=True, exist_ok=True)
         started = utc_now()
-        with _product_raster(product, assets) as (raster, acquired, description):
+        with product_raster(product, assets) as (raster, acquired, description):
             if description:
                 log.info("%s: input: %s", product.name, description)
             extra = {} if product.kind == "raster" else {"source": _tag_source(product)}
@@ -534,7 +536,7 @@ def _run_one(
 
 
 @contextlib.contextmanager
-def _product_raster(product: Product, assets: Sequence[str] | None
+def product_raster(product: Product, assets: Sequence[str] | None
                     ) -> Iterator[tuple[Path, Any, str]]:
     """(the raster run_scene reads, acquisition time, the `input:` description) of a
     product: a local raster as it is, anything else the VRT pipeline.sources makes (in a

@@ -251,14 +251,18 @@ def _several_products(input_path: str, pattern: str | None, excludes: tuple[str,
 
     kind = product_kind(input_path)
     if kind == "directory":
-        from pipeline.batch import _directory_products
+        from pipeline.batch import directory_products
 
-        return lambda: _directory_products(Path(input_path), output, pattern, excludes)
+        return lambda: directory_products(Path(input_path), output, pattern, excludes)
     if kind == "stac":
-        from pipeline.catalogs import CATALOG_TYPES, catalog_products, stac_type
+        from pipeline.catalogs import CATALOG_TYPES, catalog_products, read_document
 
-        if stac_type(input_path) in CATALOG_TYPES:
-            return lambda: catalog_products(input_path)
+        try:
+            doc = read_document(input_path)  # read once, walked later
+        except PipelineError:
+            return None  # the single-Item path says why it cannot be read
+        if doc.get("type") in CATALOG_TYPES:
+            return lambda: catalog_products(input_path, doc)
         return None
     if kind == "sentinel2":
         from pipeline.discovery import product_from_source
@@ -321,7 +325,7 @@ def _run_products(request: SceneRequest, list_products: Any, pattern: str | None
 def _dry_run_products(request: SceneRequest, products: Any, pattern: str | None,
                       assets: Any) -> None:
     """Print, per product, what a real run would do and the scene's plan."""
-    from pipeline.batch import _product_raster, heatmap_for, scene_status
+    from pipeline.batch import heatmap_for, product_raster, scene_status
     from pipeline.discovery import check_unique_outputs
     from pipeline.scene import model_sha256, plan_scene
 
@@ -341,7 +345,7 @@ def _dry_run_products(request: SceneRequest, products: Any, pattern: str | None,
         if status.startswith("skip"):
             continue
         try:
-            with _product_raster(product, assets) as (raster, _, _):
+            with product_raster(product, assets) as (raster, _, _):
                 scene_request = dataclasses.replace(
                     request, input=raster, output=out,
                     heatmap=heatmap_for(out) if heatmap else None)
