@@ -429,5 +429,6 @@ def test_killed_run_leaves_no_output_and_the_rerun_cleans_up(tiny_checkpoint, tm
     assert leftovers and all(n.startswith((".l8.tif.eo2sar-tmp-", ".l8.tif.eo2sar-lock"))
                              for n in leftovers)
     run(L8, out, tiny_checkpoint, bands=(3, 2, 1), nodata=0)
-    assert [p.name for p in out_dir.iterdir()] == ["l8.tif"]
+    # the output and its STAC Item (run_scene writes it, as the CLI does), nothing hidden
+    assert sorted(p.name for p in out_dir.iterdir()) == ["l8.stac.json", "l8.tif"]
     assert_cog(out)
