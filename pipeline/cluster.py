@@ -13,8 +13,8 @@ Three ways to run on dask.distributed (docs/cluster.md):
   ask for half a GPU each (`TASK_GPU_SHARE`), so they land only on GPU workers and two
   batch tasks run per GPU: one reads and scales its tiles while the other's forwards
   run. Their forwards take turns on a per-process lock (pipeline/inference.py:
-  `forward_lock`), so the GPU's memory still holds one task's forwards at a time. Asked of a cluster with no
-  GPU worker, the run stops before any work with a DeviceError naming that fix, instead
+  `forward_lock`), so the GPU's memory still holds one task's forwards at a time.
+  Asked of a cluster with no GPU worker, the run stops before any work with a DeviceError naming that fix, instead
   of waiting forever for a worker that can never take the tasks.
 
 Which of these to build is decided by `gpu_worker_plan` (pure: unit-tested with a fake
@@ -110,8 +110,8 @@ def gpu_worker_plan(workers: int, device: str, gpus: list[str], have_dask_cuda: 
     CPU: N processes x 1 thread (one core each; see pipeline/inference.py on why 1).
     CUDA: one process per GPU, the first N visible ones; 2 threads, as in-process on a
     GPU, and GPU=1, of which each task asks TASK_GPU_SHARE: two tasks at once, one
-    reading tiles while the other's forwards hold the GPU (the forward lock). Each worker sees only its GPU,
-    so the device must be `cuda` or `cuda:0` (its own GPU 0).
+    reading tiles while the other's forwards hold the GPU (the forward lock). Each
+    worker sees only its GPU, so the device must be `cuda` or `cuda:0` (its GPU 0).
     """
     if not is_cuda(device):
         return WorkerPlan(n=workers, threads=1)

@@ -13,6 +13,7 @@ dropped as soon as no later block needs them (pipeline/blend_order.py).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -184,8 +185,11 @@ def _write_scene(
         bar.update(grid.count)
     tiles_run = 0
     try:
-        with open_targets(targets, overwrite=overwrite), rasterio.open(plan.input) as src:
-            results = batch_results(job, blend.order, config, client, on_done=bar.update)
+        with open_targets(targets, overwrite=overwrite), rasterio.open(plan.input) as src, \
+                contextlib.closing(batch_results(job, blend.order, config, client,
+                                                 on_done=bar.update)) as results:
+            # closing: on an error the batches in flight finish or are cancelled before
+            # the temporary files are removed (the iterators compute ahead)
             for window, tiles in zip(windows, block_tiles, strict=True):
                 while not blend.ready(tiles):
                     tiles_run += blend.add(*next(results))
