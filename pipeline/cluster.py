@@ -14,8 +14,9 @@ Three ways to run on dask.distributed (docs/cluster.md):
   batch tasks run per GPU: one reads and scales its tiles while the other's forwards
   run. Their forwards take turns on a per-process lock (pipeline/inference.py:
   `forward_lock`), so the GPU's memory still holds one task's forwards at a time.
-  Asked of a cluster with no GPU worker, the run stops before any work with a DeviceError naming that fix, instead
-  of waiting forever for a worker that can never take the tasks.
+  Asked of a cluster with no GPU worker, the run stops before any work with a
+  DeviceError naming that fix, instead of waiting forever for a worker that can never
+  take the tasks.
 
 Which of these to build is decided by `gpu_worker_plan` (pure: unit-tested with a fake
 GPU count, as CI has no GPU); `cluster_arguments` turns it into the constructor's
