@@ -109,11 +109,15 @@ class InferenceJob:
 
 @dataclass
 class TileOutput:
-    """Generator output of one tile: out [C, T, T] in [-1, 1], heat [T, T] or None."""
+    """Generator output of one tile: out [C, T, T] in [-1, 1], heat [T, T] or None, and
+    the input's validity [T, T] as the task read it (`valid`; the pixels past the scene
+    edge are padding): the client builds each output block's mask from its tiles'
+    masks instead of reading every band of the block again (~19 ms per block)."""
 
     index: int
     out: np.ndarray
     heat: np.ndarray | None
+    valid: np.ndarray | None = None
 
 
 _load_lock = threading.RLock()  # get_runner -> get_generator
@@ -160,6 +164,7 @@ def run_batch(job: InferenceJob, tiles: Sequence[int]) -> list[TileOutput | None
     gen = get_runner(job)
     size = job.grid.tile
     inputs: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
     keep: list[int] = []
     results: list[TileOutput | None] = [None] * len(tiles)
     origins = [job.grid.origin(index) for index in tiles]
@@ -168,6 +173,7 @@ def run_batch(job: InferenceJob, tiles: Sequence[int]) -> list[TileOutput | None
         for k, (data, valid, inside) in enumerate(reads):
             if inside:
                 inputs.append(to_model_input(data, valid, job.scaling))
+                masks.append(valid)
                 keep.append(k)
     if not inputs:
         return results
@@ -192,6 +198,7 @@ def run_batch(job: InferenceJob, tiles: Sequence[int]) -> list[TileOutput | None
             index=tiles[k],
             out=np.ascontiguousarray(out_np[j]),
             heat=None if heat_np is None else np.ascontiguousarray(heat_np[j]),
+            valid=masks[j],
         )
     return results
 

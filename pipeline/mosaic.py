@@ -91,16 +91,21 @@ def gdal_env() -> rasterio.Env:
 
 
 class BlockAccumulator:
-    """float64 sum(w * y) and sum(w) for one output block."""
+    """float64 sum(w * y) and sum(w) for one output block, and the input's validity
+    gathered from the tiles' masks (`valid`: a pixel is valid if a tile that read it
+    found it valid)."""
 
     def __init__(self, window: Window, bands: int) -> None:
         self.window = window
         shape = (int(window.height), int(window.width))
         self.num = np.zeros((bands, *shape), dtype=np.float64)
         self.den = np.zeros(shape, dtype=np.float64)
+        self.valid = np.zeros(shape, dtype=bool)
 
-    def add(self, row: int, col: int, values: np.ndarray, weight: np.ndarray) -> None:
-        """Add a tile whose top-left pixel is at scene (row, col); values [C, T, T]."""
+    def add(self, row: int, col: int, values: np.ndarray, weight: np.ndarray,
+            valid: np.ndarray | None = None) -> None:
+        """Add a tile whose top-left pixel is at scene (row, col); values [C, T, T];
+        `valid` [T, T]: the input's validity as the tile's task read it."""
         tile = Window(col, row, weight.shape[1], weight.shape[0])
         try:
             common = self.window.intersection(tile)  # scene pixels of both
@@ -111,6 +116,8 @@ class BlockAccumulator:
         wt = weight[src]
         self.num[(slice(None), *dst)] += values[(slice(None), *src)] * wt
         self.den[dst] += wt
+        if valid is not None:
+            self.valid[dst] |= valid[src]
 
     def blended(self, valid: np.ndarray) -> np.ndarray:
         """sum(w y) / sum(w) where the input is valid, NaN elsewhere ([C, h, w] float64)."""

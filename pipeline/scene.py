@@ -212,17 +212,26 @@ def _write_block(
     targets: list[RasterTarget],
 ) -> None:
     """Blend the block's tile outputs (ascending tile number: the fixed order), mask
-    what the input has invalid, encode, write."""
+    what the input has invalid, encode, write.
+
+    The mask is the union of the tiles' own masks (each task read its tiles' validity):
+    validity is a per-pixel rule (pipeline/tiling.py: read_tiles), every pixel of the
+    scene lies in some tile, and a tile that was not run has no valid pixel, so the
+    union is what reading the block's bands again would give, without that read. Tile
+    outputs without a mask (a stand-in task) fall back to the read."""
     grid = plan.grid
     weight = _weight(grid.tile, grid.overlap)
-    _, valid = read_masked(src, plan.bands, window, nodata=config.nodata)
     acc = BlockAccumulator(window, config.output_bands)
     hacc = BlockAccumulator(window, 1) if plan.heatmap is not None else None
     for t, out in tiles:
         row, col = grid.origin(t)
-        acc.add(row, col, out.out, weight)
+        acc.add(row, col, out.out, weight, out.valid)
         if hacc is not None and out.heat is not None:
             hacc.add(row, col, out.heat[None], weight)
+    if all(out.valid is not None for _, out in tiles):
+        valid = acc.valid
+    else:
+        _, valid = read_masked(src, plan.bands, window, nodata=config.nodata)
     targets[0].write(encode(acc.blended(valid), config.output_scale, config.db_range), window)
     if hacc is not None:
         targets[1].write(hacc.blended(valid).astype(np.float32), window)
