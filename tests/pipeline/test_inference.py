@@ -208,15 +208,16 @@ def test_band_mean_has_the_bytes_of_the_host_mean() -> None:
     """Issue 16 item 10: the 3 -> 1 band mean moved from numpy on the host to the device;
     same operations in the same order, so the same float32 bytes as numpy's float64
     mean (the CPU path's outputs do not change)."""
-    from pipeline.inference import band_mean
+    from pipeline.inference import band_mean, device_band_mean
 
     gen = torch.Generator().manual_seed(3)
     y = torch.rand((6, 3, 32, 32), generator=gen) * 2 - 1
     y[0, :, 0, :4] = torch.tensor([1.0, -1.0, 1 / 3, 2 / 3])[:, None].T  # awkward values
     want = y.numpy().mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
-    got = band_mean(y)
-    assert got.dtype == torch.float32 and got.shape == (6, 1, 32, 32)
-    assert got.numpy().tobytes() == want.tobytes()
+    for fn in (band_mean, device_band_mean):  # the GPU's operations, run here on the CPU
+        got = fn(y)
+        assert got.dtype == torch.float32 and got.shape == (6, 1, 32, 32)
+        assert got.numpy().tobytes() == want.tobytes()
 
 
 def test_padding_is_written_into_the_one_input_buffer() -> None:
