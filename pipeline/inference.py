@@ -70,9 +70,8 @@ from ugatit import CheckpointError, ModelConfig, NormStats, load_checkpoint, set
 
 __all__ = [
     "CUDA_MICRO_BATCH", "InferenceJob", "TileOutput", "band_mean", "device_band_mean",
-    "forward_fixed_shape",
-    "forward_lock", "get_generator", "padded_input", "prepare_generator", "run_batch",
-    "scene_norm_stats",
+    "forward_fixed_shape", "forward_lock", "get_generator", "padded_input",
+    "prepare_generator", "run_batch", "scene_norm_stats",
 ]
 
 log = logging.getLogger("pipeline")
@@ -192,7 +191,7 @@ def run_batch(job: InferenceJob, tiles: Sequence[int]) -> list[TileOutput | None
             path=job.model_path,
             hint="lower --micro-batch (or --tile-size)",
         ) from None
-    out_np = out.numpy()  # [N, output_bands, T, T]: the band mean is taken on the device
+    out_np = out.numpy()  # [N, output_bands, T, T]: forward_fixed_shape took the band mean
     heat_np = None if heat is None else heat.numpy()[:, 0]
     for j, k in enumerate(keep):
         results[k] = TileOutput(
