@@ -13,6 +13,7 @@ dropped as soon as no later block needs them (pipeline/blend_order.py).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -213,8 +214,11 @@ def _write_scene(
         bar.update(grid.count)
     tiles_run = 0
     try:
-        with open_targets(targets, overwrite=overwrite), rasterio.open(plan.input) as src:
-            results = batch_results(job, blend.order, config, client, on_done=bar.update)
+        with open_targets(targets, overwrite=overwrite), rasterio.open(plan.input) as src, \
+                contextlib.closing(batch_results(job, blend.order, config, client,
+                                                 on_done=bar.update)) as results:
+            # closing: on an error the batches in flight finish or are cancelled before
+            # the temporary files are removed (the iterators compute ahead)
             for window, tiles in zip(windows, block_tiles, strict=True):
                 while not blend.ready(tiles):
                     tiles_run += blend.add(*next(results))
@@ -237,17 +241,26 @@ def _write_block(
     targets: list[RasterTarget],
 ) -> None:
     """Blend the block's tile outputs (ascending tile number: the fixed order), mask
-    what the input has invalid, encode, write."""
+    what the input has invalid, encode, write.
+
+    The mask is the union of the tiles' own masks (each task read its tiles' validity):
+    validity is a per-pixel rule (pipeline/tiling.py: read_tiles), every pixel of the
+    scene lies in some tile, and a tile that was not run has no valid pixel, so the
+    union is what reading the block's bands again would give, without that read. Tile
+    outputs without a mask (a stand-in task) fall back to the read."""
     grid = plan.grid
     weight = _weight(grid.tile, grid.overlap)
-    _, valid = read_masked(src, plan.bands, window, nodata=config.nodata)
     acc = BlockAccumulator(window, config.output_bands)
     hacc = BlockAccumulator(window, 1) if plan.heatmap is not None else None
     for t, out in tiles:
         row, col = grid.origin(t)
-        acc.add(row, col, out.out, weight)
+        acc.add(row, col, out.out, weight, out.valid)
         if hacc is not None and out.heat is not None:
             hacc.add(row, col, out.heat[None], weight)
+    if all(out.valid is not None for _, out in tiles):
+        valid = acc.valid
+    else:
+        _, valid = read_masked(src, plan.bands, window, nodata=config.nodata)
     targets[0].write(encode(acc.blended(valid), config.output_scale, config.db_range), window)
     if hacc is not None:
         targets[1].write(hacc.blended(valid).astype(np.float32), window)
