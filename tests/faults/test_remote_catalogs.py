@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from pipeline.catalogs import catalog_products
 from pipeline.errors import InputError
 from pipeline.sources import resolve_input
 from tests.faults.faultlib import run_module
-from tests.helpers import REPO, SN6, crop
+from tests.helpers import SN6, crop, range_server
 from tests.products import item_dict
 
 SECRET = "S3CRET"
@@ -43,14 +41,8 @@ def server(tmp_path, monkeypatch) -> Iterator[tuple[str, Path]]:
         monkeypatch.setenv(key, value)
     root = tmp_path / "www"
     root.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.range_server", str(root)],
-                            cwd=REPO, stdout=subprocess.PIPE, text=True)
-    try:
-        port = int(proc.stdout.readline())
-        yield f"http://127.0.0.1:{port}", root
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with range_server(root) as url:
+        yield url, root
 
 
 def rgb_assets(www: Path, chip: Path) -> dict:
