@@ -21,6 +21,11 @@ STAMP := $(VENV)/.installed
 DEMO_SCENE ?= tests/data/l8_224078_parana_bgr_uint16.tif
 DEMO_IMG ?= tests/data/sn6_rotterdam_eo_rgb.tif
 DEMO_MODEL ?= checkpoints/eo2sar_demo_ngf16.pt
+# A held-out BigEarthNet pair (never in training): Sentinel-2 band files and Sentinel-1 VV dB
+DEMO_PAIR ?= 20170617T113321_36_85
+DEMO_PAIR_NAME ?= ben_36_85
+DEMO_PAIR_DIR ?= tests/data/sentinel1/bigearthnet
+DEMO_PAIR_SAR ?= $(DEMO_PAIR_DIR)/S1A_IW_GRDH_1SDV_20170617T064724_29UPU_36_85/S1A_IW_GRDH_1SDV_20170617T064724_29UPU_36_85_VV.tif
 
 .PHONY: install test test-all test-slow lint demo bench clean
 
@@ -57,6 +62,13 @@ demo: $(STAMP)
 		--out demo_out/gen_sar_demo.png --heatmap
 	$(VPY) -m pipeline view demo_out/l8_parana_sar_like.tif --input $(DEMO_SCENE) \
 		--heatmap demo_out/l8_parana_heatmap.tif --out demo_out/l8_parana_viewer.html
+	@echo "A Sentinel-2 patch the model never saw, beside the real Sentinel-1 VV of the same day:"
+	$(VPY) -m scripts.stack_bands demo_out/$(DEMO_PAIR_NAME).vrt \
+		$(foreach b,B04 B03 B02,$(DEMO_PAIR_DIR)/S2A_MSIL2A_$(DEMO_PAIR)/S2A_MSIL2A_$(DEMO_PAIR)_$(b).tif)
+	$(VPY) -m pipeline run demo_out/$(DEMO_PAIR_NAME).vrt demo_out/$(DEMO_PAIR_NAME)_sar_like.tif \
+		--model $(DEMO_MODEL) --output-scale db --overwrite
+	$(VPY) -m pipeline quicklook demo_out/$(DEMO_PAIR_NAME).vrt demo_out/$(DEMO_PAIR_NAME)_sar_like.tif \
+		demo_out/$(DEMO_PAIR_NAME)_quicklook.png --reference $(DEMO_PAIR_SAR)
 
 # The viewer's browser test (tests/pipeline/test_viewer.py) drives the system Chromium
 # and is skipped without it, except where EO2SAR_REQUIRE_CHROMIUM=1: then it fails.
@@ -159,25 +171,38 @@ else
 		--tile-size $(or $(TILE),128) --stride $(or $(STRIDE),64)
 endif
 
-# How the demo model was made (checkpoints/README.md), end to end on CPU: the demo tiles,
-# 4000 steps of the light model at ngf 16 / 128 px (about 65 min on 2 cores; one torch
-# thread is faster than two on a loaded 2-core machine), every checkpoint evaluated on the
-# held-out optical tiles against all real SAR tiles (data/demo/eval), the best one exported
-# generator-only. GAN outputs swing between checkpoints: the choice is the evaluation's.
-DEMO_RUN ?= runs/demo
+# How the demo model was made (checkpoints/README.md), end to end on CPU:
+# 1. scripts/demo_s1_data.sh: training tiles from the bundled rasters, SAR on one absolute
+#    scale (sigma0 [-25, 0] dB: calibrated Sentinel-1 VV, AIRSAR, Pi-SAR) and co-registered
+#    pairs (SSL4EO-S12 June S2/S1, SpaceNet 6) for the paired term; the BigEarthNet pairs
+#    stay out of training (selection: 87_48, 56_35; report: 36_85, 4_55);
+# 2. the light model, ngf 16, 96 px crops, one torch thread (faster than two on a loaded
+#    2-core machine), a checkpoint every 250 steps;
+# 3. every checkpoint through the scene pipeline on the selection pairs (and two optical
+#    scenes with open water): scripts/select_demo_model.py ranks them by a rule fixed
+#    before looking; the chosen one is exported generator-only;
+# 4. the report pairs, evaluated once, on the chosen model only (evaluate-pairs).
+# GAN outputs swing between checkpoints: the choice is the evaluation's, never the last step.
+DEMO_RUN ?= runs/demo_s1
+DEMO_TRAIN_ARGS ?= --iterations 2500 --paired-weight 10 --lr 2e-4
+BEN_PAIRS = tests/data/sentinel1/bigearthnet
 .PHONY: demo-model
-demo-model: tiles
-	rm -rf data/demo/eval && mkdir -p data/demo/eval/testB
-	cp data/demo/dataset/trainB/*.png data/demo/dataset/testB/*.png data/demo/eval/testB/
-	cp -r data/demo/dataset/testA data/demo/dataset/dataset.json data/demo/eval/
+demo-model: $(STAMP)
+	PY=$(VPY) bash scripts/demo_s1_data.sh
 	OMP_NUM_THREADS=1 $(VPY) -m ugatit train --config $(TRAIN_CONFIG) \
-		--dataset data/demo/dataset --out $(DEMO_RUN) --iterations 4000 --ngf 16 --n-res 4 \
-		--img-size 128 --device cpu --save-every 250 --sample-every 500 --keep 0 \
-		--workers 1 --seed 0
-	OMP_NUM_THREADS=1 $(VPY) -m ugatit evaluate --checkpoint $(DEMO_RUN)/checkpoints \
-		--dataset data/demo/eval --json $(DEMO_RUN)/evaluation.json
-	$(VPY) -m ugatit export $$($(VPY) -c "import json; print(json.load(open('$(DEMO_RUN)/evaluation.json'))['best']['path'])") \
+		--dataset data/demo_s1/dataset --out $(DEMO_RUN) --ngf 16 --n-res 4 --img-size 96 \
+		--device cpu --save-every 250 --sample-every 500 --keep 0 --workers 1 --seed 0 \
+		$(DEMO_TRAIN_ARGS)
+	OMP_NUM_THREADS=1 $(VPY) -m scripts.select_demo_model $(DEMO_RUN)/checkpoints \
+		--json $(DEMO_RUN)/selection.json
+	$(VPY) -m ugatit export $$($(VPY) -c "import json; print(json.load(open('$(DEMO_RUN)/selection.json'))['best']['path'])") \
 		$(DEMO_RUN)/eo2sar_demo_ngf16.pt --overwrite
+	OMP_NUM_THREADS=1 $(VPY) -m pipeline evaluate-pairs --model $(DEMO_RUN)/eo2sar_demo_ngf16.pt \
+		--pair $(BEN_PAIRS)/S2A_MSIL2A_20170617T113321_36_85 \
+		       $(BEN_PAIRS)/S1A_IW_GRDH_1SDV_20170617T064724_29UPU_36_85 \
+		--pair $(BEN_PAIRS)/S2A_MSIL2A_20170617T113321_4_55 \
+		       $(BEN_PAIRS)/S1A_IW_GRDH_1SDV_20170617T064724_29UPU_4_55 \
+		--json $(DEMO_RUN)/evaluation_report_pairs.json
 	@echo "best checkpoint exported to $(DEMO_RUN)/eo2sar_demo_ngf16.pt"
 
 bench: $(STAMP)

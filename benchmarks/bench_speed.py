@@ -27,8 +27,10 @@ Sections (seed-size light generator unless --ngf: ngf 64, 4 blocks, 256 px tiles
              ours (fp32) and the fastest option, against the model-only tiles/s of the
              same option: the pipeline's overhead
   gpu        with CUDA present: the model table on the GPU and a pipeline run on a
-             Sentinel-2-sized synthetic scene (10980 x 10980 x 3 uint16) with the GPU's
-             busy fraction sampled every 100 ms (NVML through torch, or nvidia-smi)
+             Sentinel-2-like synthetic scene (--s2-size, 10980 x 10980 x 3 uint16 by
+             default) with the GPU's busy fraction sampled every 100 ms (NVML through
+             torch, or nvidia-smi); compile/model-load time reported apart (warmup_s),
+             results saved after every row (--gpu-only: speed_gpu.json, `partial`)
 
     python -m benchmarks.bench_speed [--quick] [--seconds 20] [--rounds 2] [--ngf 64]
 """
@@ -148,8 +150,14 @@ def build_generator(ngf: int, n_res: int = 4) -> Any:
 
 
 def model_rows(gen: Any, dev: Any, tile: int, micro: int, variants: tuple[Variant, ...],
-               seconds: float) -> list[dict[str, Any]]:
-    """Model-only tiles/s: naive loop, then each variant in the pipeline's layout."""
+               seconds: float, on_row: Callable[[list[dict[str, Any]]], None] | None = None,
+               in_budget: Callable[[], bool] = lambda: True) -> list[dict[str, Any]]:
+    """Model-only tiles/s: naive loop, then each variant in the pipeline's layout.
+
+    `prepare_s` is each variant's preparation (the compilation for compile rows), kept
+    apart: tiles/s is timed after it and a warm-up call. `on_row(rows)` after each row
+    (the GPU section saves partial results); variants are left out once `in_budget()`
+    is false."""
     import torch
 
     from pipeline.inference import forward_fixed_shape, pin_threads, prepare_generator
@@ -169,9 +177,15 @@ def model_rows(gen: Any, dev: Any, tile: int, micro: int, variants: tuple[Varian
 
     rows = [{"variant": "naive (original loop, batch 8)", "tiles_per_s": rate(naive, seconds,
                                                                              dev)}]
+    if on_row:
+        on_row(rows)
     workers = cores() if dev.type == "cpu" else 1
     xs = x8.repeat(max(1, -(-micro // 8)), 1, 1, 1)[:micro]
     for v in variants:
+        if not in_budget():
+            rows.append({"variant": f"ours {v.name}", **v.options(), "tiles_per_s": None,
+                         "skipped": "time budget"})
+            continue
         pin_threads(str(dev), v.precision)
         t0 = time.perf_counter()
         runner = prepare_generator(copy.deepcopy(gen), dev, (micro, 3, tile),
@@ -186,6 +200,8 @@ def model_rows(gen: Any, dev: Any, tile: int, micro: int, variants: tuple[Varian
 
         rows.append({"variant": f"ours {v.name}", **v.options(),
                      "tiles_per_s": rate(ours, seconds, dev, workers), "prepare_s": prep_s})
+        if on_row:
+            on_row(rows)
     return rows
 
 
@@ -342,8 +358,8 @@ class BusySampler:
 
 
 def _best(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    ours = [r for r in rows if r["variant"].startswith("ours ")]
-    return max(ours, key=lambda r: r["tiles_per_s"])
+    ours = [r for r in rows if r["variant"].startswith("ours ") and r["tiles_per_s"]]
+    return max(ours, key=lambda r: r["tiles_per_s"]) if ours else rows[1]
 
 
 def _annotate(rows: list[dict[str, Any]], gflop: float, ceilings: dict[str, float]) -> None:
@@ -352,9 +368,11 @@ def _annotate(rows: list[dict[str, Any]], gflop: float, ceilings: dict[str, floa
     naive = rows[0]["tiles_per_s"]
     fp32 = next(r for r in rows if r["variant"] == "ours fp32")["tiles_per_s"]
     for r in rows:
+        if not r["tiles_per_s"]:
+            continue  # left out (time budget)
         half = r.get("precision") in ("bf16", "fp16")
         r["vs_naive"] = r["tiles_per_s"] / naive
-        r["vs_ours_fp32"] = r["tiles_per_s"] / fp32
+        r["vs_ours_fp32"] = r["tiles_per_s"] / fp32 if fp32 else None
         r["gflop_per_s"] = r["tiles_per_s"] * gflop / 1e9
         r["of_ceiling"] = r["gflop_per_s"] / ceilings["bf16" if half else "fp32"]
 
@@ -381,34 +399,79 @@ def pipeline_rows(scene: Path, work: Path, model: Path, models: list[dict[str, A
     return rows
 
 
-def gpu_section(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """The same table on the GPU, and a Sentinel-2-sized scene with busy fraction."""
+def gpu_section(args: argparse.Namespace, work: Path,
+                save: Callable[[dict[str, Any]], None] = lambda doc: None) -> dict[str, Any]:
+    """The same table on the GPU, and a Sentinel-2-like scene with busy fraction.
+
+    Built for a lent GPU machine's short time (issue 16): `save(doc)` is called after
+    every row and section with what is measured so far (`sections_done`), so a call cut
+    short still returns results; once `--budget-s` seconds are spent the remaining model
+    variants and scene runs are left out (recorded as skipped). The scene is
+    `--s2-size` px a side (10980 is a whole Sentinel-2 tile; the session script passes
+    a smaller one that fits the budget, and `full_size_seconds_estimate` scales its time
+    by area). Each scene run is preceded by a warm-up run of the same options on a small
+    scene in the same process, so the model load and compilation (`warmup_s`) are not
+    in the scene's seconds. On a CPU (`--gpu-device cpu`, a smoke run of this code) the
+    fp16 variants are left out: CPU fp16 is refused by the pipeline (minutes per tile).
+    """
     import torch
 
     from pipeline.config import CUDA_MICRO_BATCH
     from pipeline.synthetic import write_synthetic_scene
 
+    t0 = time.monotonic()
+
+    def in_budget() -> bool:
+        return not args.budget_s or time.monotonic() - t0 < args.budget_s
+
     dev = torch.device(args.gpu_device)
     micro = args.micro_batch or CUDA_MICRO_BATCH
+    name = torch.cuda.get_device_name(0) if dev.type == "cuda" else f"{dev} (smoke run)"
+    doc: dict[str, Any] = {"device": name, "micro_batch": micro, "s2_size": args.s2_size,
+                           "budget_s": args.budget_s, "sections_done": [], "model": [],
+                           "ceiling": [], "s2_scene": []}
+
+    def done(section: str) -> None:
+        doc["sections_done"].append(section)
+        doc["elapsed_s"] = time.monotonic() - t0
+        save(doc)
+
     gen = build_generator(args.ngf)
-    variants = tuple(v for v in CUDA_VARIANTS if not (args.no_compile and v.compile))
-    models = model_rows(gen, dev, 256, micro, variants, args.seconds)
+    variants = tuple(v for v in CUDA_VARIANTS if not (args.no_compile and v.compile)
+                     and (dev.type == "cuda" or v.precision != "fp16"))
     ceil = ceiling(dev, args.ngf, 256, micro, args.seconds)
+    doc["ceiling"] = ceil
+    done("ceiling")
+    models = model_rows(gen, dev, 256, micro, variants, args.seconds,
+                        on_row=lambda rows: (doc.__setitem__("model", rows), save(doc)),
+                        in_budget=in_budget)
     _annotate(models, flops_per_tile(gen.cpu(), 256), _ceilings(ceil))
+    doc["model"] = models
+    done("model")
     scene = write_synthetic_scene(work / "s2.tif", args.s2_size, dtype="uint16")
+    warm_scene = write_synthetic_scene(work / "warm.tif", min(512, args.s2_size),
+                                       dtype="uint16")
     model = make_checkpoint(work / f"ngf{args.ngf}.pt", ngf=args.ngf, n_res=4)
-    scenes = []
-    for r in (models[1], _best(models)):
+    area = (S2_SIZE / args.s2_size) ** 2
+    for r in {id(x): x for x in (models[1], _best(models))}.values():
+        if not in_budget() or not r["tiles_per_s"]:
+            doc["s2_scene"].append({"variant": r["variant"], "skipped": "time budget"})
+            continue
         options = {k: r[k] for k in ("precision", "channels_last", "compile")}
+        warm = run_pipeline(warm_scene, work / "warm_out.tif", model,
+                            device=args.gpu_device, micro_batch=micro, **options)
         with BusySampler() as busy:
             got = run_pipeline(scene, work / "s2_out.tif", model, device=args.gpu_device,
                                micro_batch=micro, **options)
-        scenes.append({"variant": r["variant"], **got, "busy_fraction": busy.busy_fraction(),
-                       "model_only_tiles_per_s": r["tiles_per_s"],
-                       "pipeline_vs_model": got["tiles_per_s"] / r["tiles_per_s"]})
-    name = torch.cuda.get_device_name(0) if dev.type == "cuda" else f"{dev} (smoke run)"
-    return {"device": name, "micro_batch": micro, "model": models,
-            "ceiling": ceil, "s2_scene": scenes}
+        doc["s2_scene"].append({
+            "variant": r["variant"], **got, "warmup_s": warm["seconds"],
+            "full_size_seconds_estimate": got["seconds"] * area,
+            "busy_fraction": busy.busy_fraction(),
+            "model_only_tiles_per_s": r["tiles_per_s"],
+            "pipeline_vs_model": got["tiles_per_s"] / r["tiles_per_s"]})
+        save(doc)
+    done("s2_scene")
+    return doc
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -421,6 +484,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--crop", type=int, default=768, help="side of the real scene crop (px)")
     p.add_argument("--micro-batch", type=int, default=None, help="GPU forward size")
     p.add_argument("--s2-size", type=int, default=S2_SIZE, help="GPU scene side (px)")
+    p.add_argument("--budget-s", type=float, default=0.0,
+                   help="GPU section: leave out what would start after this many seconds "
+                        "(0: no limit); results are saved after every row either way")
     p.add_argument("--gpu-only", action="store_true",
                    help="only the GPU section (a lent GPU machine's time is short)")
     p.add_argument("--gpu-device", default="cuda",
@@ -440,8 +506,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     dev = torch.device("cpu")
     if args.gpu_only:
+        def save(gpu: dict[str, Any]) -> None:
+            write_json(args.out, "speed_gpu", {"gpu": gpu, "ngf": args.ngf, "partial": True})
+
         with tempfile.TemporaryDirectory(prefix="eo2sar_speed_") as tmp:
-            doc = {"gpu": gpu_section(args, Path(tmp)), "ngf": args.ngf}
+            doc = {"gpu": gpu_section(args, Path(tmp), save), "ngf": args.ngf,
+                   "partial": False}
         _print_gpu(doc["gpu"])
         path = write_json(args.out, "speed_gpu", doc)
         print(f"wrote {path}")
@@ -501,6 +571,7 @@ def _print_gpu(gpu: dict[str, Any]) -> None:
     print(format_table(gpu["model"], cols))
     print(format_table(gpu["ceiling"]))
     print(format_table(gpu["s2_scene"], ["variant", "tiles", "seconds", "tiles_per_s",
+                                         "warmup_s", "full_size_seconds_estimate",
                                          "busy_fraction", "pipeline_vs_model"]))
 
 

@@ -4,6 +4,12 @@ Library entry points (the CLI `python -m pipeline run` is a thin layer over them
     from pipeline import load_config, run_scene
     cfg = load_config(None, {"bands": (3, 2, 1), "nodata": 0})
     run_scene(Path("in.tif"), Path("out.tif"), model_path=Path("model.pt"), config=cfg)
+    # a product, an Item (file or URL) or a remote raster, as the CLI takes them; the STAC
+    # Item is written beside the output (write_stac=False: not)
+    run_scene("S2A_MSIL2A_....SAFE", "s2.tif", model_path="model.pt", config=cfg)
+    # a folder of products, or every Item of a STAC catalog, resumable
+    run_directory(Path("downloads"), Path("out"), model_path=Path("model.pt"), config=cfg)
+    run_products(catalog_products("search.json"), Path("out"), model_path=..., config=cfg)
 """
 
 from __future__ import annotations
@@ -15,7 +21,10 @@ try:
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
+from pipeline.batch import run_directory, run_products  # noqa: E402
+from pipeline.catalogs import catalog_products  # noqa: E402
 from pipeline.config import PipelineConfig, load_config  # noqa: E402
+from pipeline.discovery import find_products  # noqa: E402
 from pipeline.errors import (  # noqa: E402
     ConfigError,
     DeviceError,
@@ -45,8 +54,12 @@ __all__ = [
     "SceneRequest",
     "SceneResult",
     "__version__",
+    "catalog_products",
+    "find_products",
     "load_config",
     "model_sha256",
+    "run_directory",
+    "run_products",
     "run_request",
     "run_scene",
 ]

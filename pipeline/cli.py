@@ -84,8 +84,14 @@ def main(ctx: click.Context) -> None:
               help="Also write the CAM attention heatmap mosaic here (file input) or "
               "beside each output (directory input: any value turns it on). [default: off]")
 @overwrite_option
-@click.option("--pattern", default="*.tif", show_default=True,
-              help="Glob of the scenes to process when INPUT is a directory.")
+@click.option("--pattern", default=None,
+              help="Glob (relative to INPUT, a directory) of the scenes to process; '**' "
+              "recurses, a match inside a product folder stands for the product. "
+              "[default: every raster (.tif, .tiff, .vrt), SAFE folder or zip, Landsat "
+              "folder and STAC Item JSON in the directory]")
+@click.option("--exclude", "excludes", multiple=True,
+              help="Glob of directory entries to leave out (relative path or name), e.g. "
+              "'*.zip' beside unzipped SAFE folders; repeatable. [default: none]")
 @click.option("--assets", default=None,
               help="The R,G,B assets of a STAC Item INPUT (or bands of a Landsat / "
               "Sentinel-2 product, e.g. B5,B4,B3). [default: by eo:bands common names, "
@@ -101,7 +107,8 @@ def run(
     config_path: Path | None,
     heatmap_path: Path | None,
     overwrite: bool,
-    pattern: str,
+    pattern: str | None,
+    excludes: tuple[str, ...],
     assets: str | None,
     dry_run: bool,
     verbose: int,
@@ -112,14 +119,17 @@ def run(
     SAR-like Cloud Optimized GeoTIFF at OUTPUT (a file, or a directory), on the same
     grid, nodata where the input is invalid, with a STAC Item beside it (OUT.stac.json).
     INPUT may also be a STAC Item (file or URL), a Landsat Collection 2 folder, a
-    Sentinel-2 SAFE folder or zip, or a remote raster (https://, s3://, /vsi...):
-    docs/data_sources.md.
+    Sentinel-2 SAFE folder or zip, or a remote raster (https://, s3://, /vsi...); a
+    directory of any of those, or a STAC Catalog, Collection or ItemCollection (file or
+    URL: every Item), runs each into OUTPUT, a directory: docs/data_sources.md.
 
     \b
     Examples:
       python -m pipeline run scene.tif out.tif --model eo2sar_params_latest.pt
       python -m pipeline run l8.tif out.tif --model m.pt --bands 3,2,1
       python -m pipeline run scenes/ out/ --model m.pt --device cuda:0
+      python -m pipeline run downloads/ out/ --model m.pt --exclude '*.zip'
+      python -m pipeline run search.json out/ --model m.pt
       python -m pipeline run item.json out.tif --model m.pt --assets B04,B03,B02
       python -m pipeline run S2B_MSIL2A_..._.SAFE out.tif --model m.pt
       python -m pipeline run https://host/cog.tif out.tif --model m.pt
@@ -129,7 +139,7 @@ def run(
         level = logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
     _redact_logs()
-    from pipeline.sources import is_remote, parse_assets, product_kind, resolve_input
+    from pipeline.sources import is_remote, parse_assets, resolve_input
 
     try:
         if is_remote(output_path):
@@ -141,9 +151,16 @@ def run(
             config=load_config(config_path, options), heatmap=heatmap_path,
             overwrite=overwrite,
         )
-        if product_kind(input_path) == "directory" and assets is None:
-            _run_directory(request, pattern, quiet=quiet, dry_run=dry_run)
+        products = _several_products(input_path, pattern, excludes, request.output)
+        if products is not None:
+            request = dataclasses.replace(request, source=input_path)
+            _run_products(request, products, pattern, quiet=quiet, dry_run=dry_run,
+                          assets=parse_assets(assets))
             return
+        if pattern is not None or excludes:
+            raise ConfigError("--pattern and --exclude select the scenes of a directory",
+                              path="--pattern" if pattern is not None else "--exclude",
+                              hint="give a directory as INPUT, or leave them out")
         with resolve_input(input_path, assets=parse_assets(assets),
                            bands_given=request.config.bands is not None) as resolved:
             if resolved.description and not quiet:
@@ -225,20 +242,49 @@ def _write_stac_item(output: Path, *, quiet: bool, **kwargs: Any) -> None:
         click.echo(f"{path}: STAC Item", err=True)
 
 
-def _run_directory(request: SceneRequest, pattern: str, *, quiet: bool, dry_run: bool) -> None:
-    from pipeline.batch import run_directory
+def _several_products(input_path: str, pattern: str | None, excludes: tuple[str, ...],
+                      output: Path) -> Any:
+    """The products of an INPUT that holds several (a directory, a STAC Catalog /
+    Collection / ItemCollection, a multi-granule Sentinel-2 product) as a callable that
+    lists them (called once the checkpoint and device are checked), else None."""
+    from pipeline.sources import product_kind
+
+    kind = product_kind(input_path)
+    if kind == "directory":
+        from pipeline.batch import directory_products
+
+        return lambda: directory_products(Path(input_path), output, pattern, excludes)
+    if kind == "stac":
+        from pipeline.catalogs import CATALOG_TYPES, catalog_products, read_document
+
+        try:
+            doc = read_document(input_path)  # read once, walked later
+        except PipelineError:
+            return None  # the single-Item path says why it cannot be read
+        if doc.get("type") in CATALOG_TYPES:
+            return lambda: catalog_products(input_path, doc)
+        return None
+    if kind == "sentinel2":
+        from pipeline.discovery import product_from_source
+
+        products = product_from_source(input_path)
+        if len(products) > 1:
+            return lambda: products
+    return None
+
+
+def _run_products(request: SceneRequest, list_products: Any, pattern: str | None, *,
+                  quiet: bool, dry_run: bool, assets: Any = None) -> None:
+    """A run of several products (a directory, a catalog, the granules of a product)
+    into the output directory: pipeline.batch.run_products."""
+    from pipeline.batch import run_products
     from pipeline.checks import check_device, load_model_info
     from pipeline.plan import resolve_model_config
     from pipeline.scene import run_scene
     from pipeline.scheduling import is_remote, scheduler_client
+    from pipeline.urls import redact_url
 
     config = request.config
-    if request.output.exists() and not request.output.is_dir():
-        raise OutputError(
-            "input is a directory but the output is a file",
-            path=request.output,
-            hint="give an output directory",
-        )
     # What would fail every scene the same way fails once, up front, before the output
     # directory is created: the device (exit 2) and the checkpoint (exit 1).
     if not is_remote(config, None):
@@ -248,43 +294,62 @@ def _run_directory(request: SceneRequest, pattern: str, *, quiet: bool, dry_run:
     # which outputs are up to date sees the values the scenes are run with
     config = resolve_model_config(request.model, config)
     request = dataclasses.replace(request, config=config)
+    source = request.source or str(request.input)
+    products = list_products()  # before the output's check: a catalog without Items says so
+    if (request.output.exists() and not request.output.is_dir()) or (
+            not request.output.exists()
+            and request.output.suffix.lower() in (".tif", ".tiff")):
+        raise OutputError(
+            "input holds several scenes (a directory, a catalog, the granules of a "
+            "product) but the output is a file",
+            path=request.output,
+            hint="give an output directory",
+        )
+    from pipeline.sources import product_kind
+
+    catalog = source if product_kind(source) == "stac" else None  # linked from the output
     if dry_run:
-        _dry_run_directory(request, pattern)
+        _dry_run_products(request, products, pattern, assets)
         return
     with scheduler_client(config, None) as client:
-        report = run_directory(
-            request.input, request.output, model_path=request.model, config=config,
-            pattern=pattern, overwrite=request.overwrite, run_scene=run_scene,
-            heatmap=request.heatmap is not None, quiet=quiet, client=client,
+        report = run_products(
+            products, request.output, model_path=request.model, config=config,
+            input_label=redact_url(source), pattern=pattern, overwrite=request.overwrite,
+            run_scene=run_scene, heatmap=request.heatmap is not None, quiet=quiet,
+            client=client, assets=assets, sources_link=catalog,
         )
     if report.exit_code:
         sys.exit(report.exit_code)
 
 
-def _dry_run_directory(request: SceneRequest, pattern: str) -> None:
-    """Print, per scene, what a real directory run would do and the scene's plan."""
-    from pipeline.batch import find_scenes, heatmap_for, output_for, scene_status
+def _dry_run_products(request: SceneRequest, products: Any, pattern: str | None,
+                      assets: Any) -> None:
+    """Print, per product, what a real run would do and the scene's plan."""
+    from pipeline.batch import heatmap_for, product_raster, scene_status
+    from pipeline.discovery import check_unique_outputs
     from pipeline.scene import model_sha256, plan_scene
 
-    input_dir, output_dir, heatmap = request.input, request.output, request.heatmap is not None
-    scenes = find_scenes(input_dir, pattern, exclude=output_dir)  # as a real run
-    click.echo(f"{len(scenes)} scene(s) in {input_dir} matching {pattern!r} -> {output_dir}")
+    output_dir, heatmap = request.output, request.heatmap is not None
+    outputs = check_unique_outputs(products, output_dir)  # as a real run
+    what = f"matching {pattern!r}" if pattern is not None else "(every product kind)"
+    click.echo(f"{len(products)} scene(s) in {request.source or request.input} {what} -> "
+               f"{output_dir}")
     model_sha, cfg_hash = model_sha256(request.model), request.config.config_hash()
-    for scene in scenes:
-        out = output_for(scene, input_dir, output_dir)
+    for out, product in outputs.items():
         try:
-            status = scene_status(scene, out, model_sha=model_sha, cfg_hash=cfg_hash,
+            status = scene_status(product, out, model_sha=model_sha, cfg_hash=cfg_hash,
                                   overwrite=request.overwrite, heatmap=heatmap)
         except OSError as err:
             status = f"run (cannot check the manifest: {err.strerror})"
-        click.echo(f"\n{scene.relative_to(input_dir).as_posix()}: {status}")
+        click.echo(f"\n{product.name}: {status}")
         if status.startswith("skip"):
             continue
-        scene_request = dataclasses.replace(
-            request, input=scene, output=out, heatmap=heatmap_for(out) if heatmap else None
-        )
         try:
-            plan, _ = plan_scene(scene_request, check_output=False)
+            with product_raster(product, assets) as (raster, _, _):
+                scene_request = dataclasses.replace(
+                    request, input=raster, output=out,
+                    heatmap=heatmap_for(out) if heatmap else None)
+                plan, _ = plan_scene(scene_request, check_output=False)
         except PipelineError as err:
             click.echo(f"  would fail: {err.format()}")
             continue
@@ -301,10 +366,17 @@ def _dry_run_directory(request: SceneRequest, pattern: str) -> None:
               "(OUTPUT's tags), else 1,2,3]")
 @click.option("--max-size", type=int, default=PANEL_MAX_SIZE, show_default=True,
               help="Longest side of each panel in px (decimated reads).")
+@click.option("--reference", type=click.Path(path_type=Path), default=None,
+              help="A real SAR image of the same place (e.g. the Sentinel-1 VV of a "
+              "co-registered pair) shown as a third panel, read onto OUTPUT's grid. "
+              "[default: none]")
+@click.option("--reference-band", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Band of --reference shown.")
 def quicklook_cmd(input_path: str, output_path: Path, png_path: Path, bands: str | None,
-                  max_size: int) -> None:
+                  max_size: int, reference: Path | None, reference_band: int) -> None:
     """Write PNG: the optical INPUT, scaled exactly as the run fed it to the model (the
-    scaling recorded in OUTPUT's tags), beside the SAR-like OUTPUT (2-98% stretch)."""
+    scaling recorded in OUTPUT's tags), beside the SAR-like OUTPUT (2-98% stretch), and
+    beside a real SAR image of the same place with --reference."""
     from pipeline.config import parse_int_tuple
     from pipeline.quicklook import quicklook
     from pipeline.sources import resolve_input
@@ -313,7 +385,7 @@ def quicklook_cmd(input_path: str, output_path: Path, png_path: Path, bands: str
         band_tuple = parse_int_tuple(bands, "bands", "--bands", minimum=1)
         with resolve_input(input_path, bands_given=band_tuple is not None) as resolved:
             quicklook(resolved.path, output_path, png_path, bands=band_tuple,
-                      max_size=max_size)
+                      max_size=max_size, reference=reference, reference_band=reference_band)
     except PipelineError as err:
         _fail(err)
     click.echo(f"wrote {png_path}", err=True)

@@ -10,10 +10,13 @@ Three ways to run on dask.distributed (docs/cluster.md):
   visible GPU in its environment. Every worker advertises the resource `GPU=1`.
 * `--scheduler ADDRESS`: an existing cluster. With a CUDA device its workers must
   advertise a `GPU` resource (`dask worker ADDRESS --resources GPU=1`): the batch tasks
-  ask for one GPU each, so they land only on GPU workers and at most one batch task
-  holds a GPU at a time (two would compete for its memory). Asked of a cluster with no
-  GPU worker, the run stops before any work with a DeviceError naming that fix, instead
-  of waiting forever for a worker that can never take the tasks.
+  ask for half a GPU each (`TASK_GPU_SHARE`), so they land only on GPU workers and two
+  batch tasks run per GPU: one reads and scales its tiles while the other's forwards
+  run. Their forwards take turns on a per-process lock (pipeline/inference.py:
+  `forward_lock`), so the GPU's memory still holds one task's forwards at a time.
+  Asked of a cluster with no GPU worker, the run stops before any work with a
+  DeviceError naming that fix, instead of waiting forever for a worker that can never
+  take the tasks.
 
 Which of these to build is decided by `gpu_worker_plan` (pure: unit-tested with a fake
 GPU count, as CI has no GPU); `cluster_arguments` turns it into the constructor's
@@ -48,8 +51,13 @@ LOOPBACK = "127.0.0.1"
 #: Where a local cluster's HTTP servers listen: loopback, a free port.
 LOOPBACK_HTTP = f"{LOOPBACK}:0"
 
-#: The resource a GPU worker advertises and a CUDA batch task asks for (one per task).
+#: The resource a GPU worker advertises (1 per GPU) and a CUDA batch task asks for.
 GPU_RESOURCE = "GPU"
+#: What one CUDA task asks of it: half, so two tasks share a GPU worker and one reads
+#: its tiles while the other's forwards run (with one task per GPU, as before issue 16,
+#: the reads of the next task never overlapped a forward). The forwards themselves take
+#: turns (pipeline/inference.py: forward_lock).
+TASK_GPU_SHARE = 0.5
 #: Seconds `--scheduler` waits for a first worker before giving up with a clear error.
 WORKER_WAIT_S = 30.0
 WORKER_HINT = ("start one worker per GPU: CUDA_VISIBLE_DEVICES=i dask worker {address}"
@@ -62,8 +70,9 @@ def is_cuda(device: str) -> bool:
 
 
 def task_resources(device: str) -> dict[str, float] | None:
-    """What one batch task asks of a worker: one GPU on CUDA, nothing on CPU."""
-    return {GPU_RESOURCE: 1} if is_cuda(device) else None
+    """What one batch task asks of a worker: half a GPU on CUDA (two tasks per GPU
+    worker, see TASK_GPU_SHARE), nothing on CPU."""
+    return {GPU_RESOURCE: TASK_GPU_SHARE} if is_cuda(device) else None
 
 
 def visible_gpus() -> list[str]:
@@ -101,9 +110,9 @@ def gpu_worker_plan(workers: int, device: str, gpus: list[str], have_dask_cuda: 
 
     CPU: N processes x 1 thread (one core each; see pipeline/inference.py on why 1).
     CUDA: one process per GPU, the first N visible ones; 2 threads, as in-process on a
-    GPU (one can read tiles while the other's task waits on the GPU; the GPU resource
-    still lets one batch task at a time hold the GPU). Each worker sees only its GPU,
-    so the device must be `cuda` or `cuda:0` (its own GPU 0).
+    GPU, and GPU=1, of which each task asks TASK_GPU_SHARE: two tasks at once, one
+    reading tiles while the other's forwards hold the GPU (the forward lock). Each
+    worker sees only its GPU, so the device must be `cuda` or `cuda:0` (its GPU 0).
     """
     if not is_cuda(device):
         return WorkerPlan(n=workers, threads=1)

@@ -456,6 +456,15 @@ def _check_combinations(c: PipelineConfig) -> None:
             f"tf32 and precision {c.precision} contradict each other",
             hint="tf32 is the same as --precision tf32; pass one precision",
         )
+    if c.precision == "fp16" and c.device == "cpu":
+        # Measured (issue 16): a 4-tile seed-size scene ran for over 8 minutes under fp16
+        # autocast on this project's CPU (fp32: seconds); CPU kernels have no fast fp16
+        # convolution. Refused here, before any model is loaded or any forward runs.
+        raise ConfigError(
+            "precision fp16 on the CPU is pathologically slow (minutes per tile)",
+            path="--precision",
+            hint="use --precision bf16 on a CPU (fast with AVX512-BF16 or AMX), or fp32",
+        )
     if c.tf32 or c.precision == "tf32":  # one spelling from here on (frozen: setattr)
         object.__setattr__(c, "precision", "tf32")
         object.__setattr__(c, "tf32", True)

@@ -26,7 +26,6 @@ the default options; only the bands and `output_scale unit` are set.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import tempfile
@@ -43,10 +42,10 @@ import rasterio.warp
 
 from pipeline.config import load_config
 from pipeline.errors import InputError, PipelineError, PipelineWarning
-from pipeline.manifest import atomic_write_text
 from pipeline.radiometry import is_relative_db, read_masked
 from pipeline.sources import Band, write_stack_vrt
 from ugatit import metrics
+from ugatit.evaluate import write_json
 
 #: Water: NIR surface reflectance below 4 % (open water absorbs NIR; vegetation reflects
 #: 20-50 %, bare soil and towns 15-35 %, so 4 % separates them with a wide margin).
@@ -411,21 +410,11 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def write_report(report: dict[str, Any], path: Path) -> Path:
     """The JSON report, atomically (NaN -> null: JSON has no NaN)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(_finite(report), indent=1, allow_nan=False))
+        write_json(report, path)  # NaN -> null, atomically: the one JSON report writer
     except OSError as exc:
         raise PipelineError(f"cannot write the report ({exc.strerror or exc})", path=path,
                             hint="choose a writable --json path") from None

@@ -183,7 +183,7 @@ def software_versions() -> dict[str, str]:
 def write_manifest(
     output_path: Path,
     *,
-    input_path: Path,
+    input_path: Path | str,
     input_fingerprint: InputFingerprint,
     model_path: Path,
     model_sha256: str,
@@ -193,17 +193,25 @@ def write_manifest(
     result: Mapping[str, Any] | None = None,
     heatmap_path: Path | None = None,
     hash_output: bool = True,
+    input_kind: str = "raster",
 ) -> Path:
     """Write ``<output>.manifest.json`` atomically; call only once the output is complete.
 
     The output's sha256 costs one read of the output; it lets anyone verify a copied
     result later. ``hash_output=False`` skips it (the skip check uses the size only).
+    ``input_kind``: what the input is (pipeline/sources.py's kinds: "raster", "stac",
+    "landsat", "sentinel2", "remote"); a URL input is recorded without its secrets.
     """
+    from pipeline.urls import redact_url
+
     output_path = Path(output_path)
     out_stat = os.stat(output_path)
+    text = str(input_path)
+    recorded = (redact_url(text) if "://" in text or text.startswith("/vsi")
+                else str(Path(text).resolve()))
     doc: dict[str, Any] = {
         "schema": MANIFEST_SCHEMA,
-        "input": {"path": str(Path(input_path).resolve()), **input_fingerprint.to_dict()},
+        "input": {"path": recorded, "kind": input_kind, **input_fingerprint.to_dict()},
         "model": {"path": str(Path(model_path).resolve()), "sha256": model_sha256},
         "config": {"hash": config_hash, "settings": config_settings},
         "output": {

@@ -13,6 +13,7 @@ dropped as soon as no later block needs them (pipeline/blend_order.py).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -41,6 +42,7 @@ from pipeline.plan import ScenePlan, SceneRequest, plan_scene
 from pipeline.radiometry import read_masked
 from pipeline.scheduling import batch_results, run_one_task, scheduler_client, torch_threads_kept
 from pipeline.tiling import batches, blocks, weight_window
+from pipeline.urls import redact_url
 
 __all__ = [
     "TAG_PREFIX",
@@ -84,20 +86,47 @@ def run_scene(
     overwrite: bool = False,
     client: Any = None,
     progress: bool = True,
+    write_stac: bool = True,
+    source: str | None = None,
+    assets: tuple[str, str, str] | None = None,
 ) -> SceneResult:
-    """Translate one scene into a SAR-like COG at `output_path` (atomically).
+    """Translate one scene into a SAR-like COG at `output_path` (atomically), and write
+    its STAC Item beside it (`out.stac.json`) unless `write_stac` is False.
 
-    The library entry point (keyword form of `run_request`). `client`: a
-    dask.distributed Client to run on (else config.scheduler / config.workers / the
-    in-process threaded scheduler). Raises PipelineError subclasses; on any error
-    nothing is left behind.
+    The library entry point (keyword form of `run_request`). `input_path` takes what
+    `python -m pipeline run` takes for one input: a raster, a STAC Item (file or URL), a
+    Landsat / Sentinel-2 product, a remote raster (pipeline/sources.py; `assets` picks
+    the bands of an Item or product). `client`: a dask.distributed Client to run on (else
+    config.scheduler / config.workers / the in-process threaded scheduler). `source`:
+    the input as the output's tags name it (default: what was given). Raises
+    PipelineError subclasses; on any error nothing is left behind.
     """
-    request = SceneRequest(
-        input=Path(input_path), output=Path(output_path), model=Path(model_path),
-        config=config, heatmap=None if heatmap_path is None else Path(heatmap_path),
-        overwrite=overwrite,
-    )
-    return run_request(request, client=client, progress=progress)
+    from pipeline.sources import product_kind, resolve_input
+
+    text = os.fspath(input_path)
+    with resolve_input(text, assets=assets) as resolved:
+        if resolved.kind != "raster" and source is None:
+            source = redact_url(text) if resolved.kind in ("remote", "stac") and (
+                "://" in text) else Path(text).name
+        request = SceneRequest(
+            input=resolved.path, output=Path(output_path), model=Path(model_path),
+            config=config, heatmap=None if heatmap_path is None else Path(heatmap_path),
+            overwrite=overwrite, source=source,
+        )
+        result = run_request(request, client=client, progress=progress)
+    if write_stac:
+        from pipeline.errors import OutputError
+        from pipeline.stac import item_path, write_item
+
+        try:
+            write_item(result.output, source=text if product_kind(text) != "raster"
+                       else resolved.path, heatmap=result.heatmap,
+                       acquired=resolved.acquired)
+        except OSError as err:  # the COG is complete; say what is missing and why
+            raise OutputError(f"cannot write the STAC Item ({err.strerror or err})",
+                              path=item_path(result.output), hint="check the output "
+                              "directory's free space and permissions") from None
+    return result
 
 
 def run_request(request: SceneRequest, *, client: Any = None, progress: bool = True
@@ -109,10 +138,11 @@ def run_request(request: SceneRequest, *, client: Any = None, progress: bool = T
     config = plan.config  # model-dependent settings resolved
     result_warnings: list[str] = []
     if plan.scaling.method == "empty":
-        msg = f"{request.input}: no valid pixel; writing an all-nodata output"
+        # a product's or URL's warnings name it, not the temporary VRT made for the run
+        msg = f"{request.source or request.input}: no valid pixel; writing an all-nodata output"
         warnings.warn(msg, PipelineWarning, stacklevel=3)
         result_warnings.append(msg)
-    for msg in _norm_warnings(plan):
+    for msg in _norm_warnings(plan, request.source or request.input):
         warnings.warn(msg, PipelineWarning, stacklevel=3)
         result_warnings.append(msg)
     with torch_threads_kept(), scheduler_client(config, client) as run_client, gdal_env():
@@ -137,15 +167,15 @@ def run_request(request: SceneRequest, *, client: Any = None, progress: bool = T
     )
 
 
-def _norm_warnings(plan: ScenePlan) -> list[str]:
+def _norm_warnings(plan: ScenePlan, label: object) -> list[str]:
     """What the user should know about the scene normalisation's sample."""
     sample = plan.norm_sample
     if sample is None or (sample.tiles and sample.fully_valid):
         return []
     if not sample.tiles:
-        return [f"{plan.input}: --norm scene found no tile to pool statistics from; every "
+        return [f"{label}: --norm scene found no tile to pool statistics from; every "
                 "tile is normalised by its own statistics"]
-    return [f"{plan.input}: no tile is fully valid; the scene's normalisation statistics "
+    return [f"{label}: no tile is fully valid; the scene's normalisation statistics "
             f"come from the {len(sample.tiles)} most-valid tiles, nodata filled as the "
             "model sees it"]
 
@@ -184,8 +214,11 @@ def _write_scene(
         bar.update(grid.count)
     tiles_run = 0
     try:
-        with open_targets(targets, overwrite=overwrite), rasterio.open(plan.input) as src:
-            results = batch_results(job, blend.order, config, client, on_done=bar.update)
+        with open_targets(targets, overwrite=overwrite), rasterio.open(plan.input) as src, \
+                contextlib.closing(batch_results(job, blend.order, config, client,
+                                                 on_done=bar.update)) as results:
+            # closing: on an error the batches in flight finish or are cancelled before
+            # the temporary files are removed (the iterators compute ahead)
             for window, tiles in zip(windows, block_tiles, strict=True):
                 while not blend.ready(tiles):
                     tiles_run += blend.add(*next(results))
@@ -208,17 +241,26 @@ def _write_block(
     targets: list[RasterTarget],
 ) -> None:
     """Blend the block's tile outputs (ascending tile number: the fixed order), mask
-    what the input has invalid, encode, write."""
+    what the input has invalid, encode, write.
+
+    The mask is the union of the tiles' own masks (each task read its tiles' validity):
+    validity is a per-pixel rule (pipeline/tiling.py: read_tiles), every pixel of the
+    scene lies in some tile, and a tile that was not run has no valid pixel, so the
+    union is what reading the block's bands again would give, without that read. Tile
+    outputs without a mask (a stand-in task) fall back to the read."""
     grid = plan.grid
     weight = _weight(grid.tile, grid.overlap)
-    _, valid = read_masked(src, plan.bands, window, nodata=config.nodata)
     acc = BlockAccumulator(window, config.output_bands)
     hacc = BlockAccumulator(window, 1) if plan.heatmap is not None else None
     for t, out in tiles:
         row, col = grid.origin(t)
-        acc.add(row, col, out.out, weight)
+        acc.add(row, col, out.out, weight, out.valid)
         if hacc is not None and out.heat is not None:
             hacc.add(row, col, out.heat[None], weight)
+    if all(out.valid is not None for _, out in tiles):
+        valid = acc.valid
+    else:
+        _, valid = read_masked(src, plan.bands, window, nodata=config.nodata)
     targets[0].write(encode(acc.blended(valid), config.output_scale, config.db_range), window)
     if hacc is not None:
         targets[1].write(hacc.blended(valid).astype(np.float32), window)

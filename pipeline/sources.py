@@ -59,9 +59,14 @@ __all__ = [
     "ResolvedInput",
     "gdal_path",
     "is_remote",
+    "is_sentinel2_product",
+    "join_url",
+    "landsat_mtl",
     "landsat_bands",
+    "read_stac_bytes",
     "resolve_input",
     "sentinel2_bands",
+    "sentinel2_granules",
     "stac_bands",
     "write_stack_vrt",
 ]
@@ -309,7 +314,7 @@ def _asset_common_names(asset: Mapping[str, Any]) -> list[str]:
     return []
 
 
-def _http_get(url: str, limit: int) -> bytes:
+def _http_get(url: str, limit: int, headers: Mapping[str, str] | None = None) -> bytes:
     """The body of `url` (http/https), at most `limit` bytes, within http_timeout()
     seconds overall: pystac's reader (urllib without a timeout) waits forever on a server
     that accepts the connection and never answers, and reads a body of any size."""
@@ -327,7 +332,7 @@ def _http_get(url: str, limit: int) -> bytes:
         auth = "Basic " + base64.b64encode(pair.encode()).decode()
         url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
     request = urllib.request.Request(
-        url, headers={"Accept": "application/geo+json, application/json"})
+        url, headers={"Accept": "application/geo+json, application/json", **(headers or {})})
     if auth is not None:  # unredirected: a redirect to another host does not get it
         request.add_unredirected_header("Authorization", auth)
     chunks, size = [], 0
@@ -343,14 +348,20 @@ def _http_get(url: str, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _read_item_bytes(source: str) -> bytes:
-    """The Item's bytes: a local file, or an http(s) URL (with timeouts, bounded)."""
+def read_stac_bytes(source: str) -> bytes:
+    """The Item's bytes: a local file, an http(s) URL or an s3:// URL (signed with the
+    user's AWS settings: pipeline/s3.py), with timeouts, bounded."""
     if is_remote(source):
         scheme = source.partition("://")[0].lower()
+        if scheme == "s3":
+            from pipeline.s3 import s3_request
+
+            url, headers = s3_request(source)
+            return _http_get(url, MAX_ITEM_BYTES, headers)
         if scheme not in ("http", "https"):
-            raise InputError("a STAC Item is read from a local file or an http(s):// URL",
-                             path=source, hint="download it first (aws s3 cp, gcloud storage "
-                             "cp) and give the local file")
+            raise InputError("a STAC Item is read from a local file, an http(s):// or an "
+                             "s3:// URL", path=source, hint="download it first (gcloud "
+                             "storage cp, azcopy) and give the local file")
         return _http_get(source, MAX_ITEM_BYTES)
     with open(source, "rb") as f:
         data = f.read(MAX_ITEM_BYTES + 1)
@@ -364,7 +375,7 @@ def _read_stac(source: str) -> dict[str, Any]:
     import urllib.error
 
     try:
-        data = json.loads(_read_item_bytes(source))
+        data = json.loads(read_stac_bytes(source))
     except TimeoutError as exc:  # socket.timeout is TimeoutError since Python 3.10
         raise InputError(f"cannot read the STAC Item: no answer within {http_timeout():g} s "
                          f"({exc})", path=source,
@@ -447,9 +458,9 @@ def _asset_href(href: str, source: str) -> str:
     could point the run at files of this machine (`/vsizip//home/you/...`) and write
     their pixels into an output. A local Item may name local files and URLs."""
     if is_remote(source):
-        from urllib.parse import urljoin, urlsplit
+        from urllib.parse import urlsplit
 
-        url = "" if href.startswith("/vsi") else urljoin(source, href)
+        url = "" if href.startswith("/vsi") else join_url(source, href)
         if urlsplit(url).scheme.lower() not in REMOTE_ASSET_SCHEMES:
             raise InputError(
                 f"refused: the Item was read from a URL and its asset href "
@@ -461,6 +472,27 @@ def _asset_href(href: str, source: str) -> str:
     if is_remote(href) or Path(href).is_absolute():
         return gdal_path(href)
     return str((Path(source).resolve().parent / href).resolve())
+
+
+def join_url(base: str, href: str) -> str:
+    """`href` resolved against the URL `base` (urljoin; for an `s3://` base, which urljoin
+    does not resolve against, a relative href is a key beside the document's)."""
+    import posixpath
+    from urllib.parse import urljoin
+
+    if base.lower().startswith("s3://") and "://" not in href:
+        bucket, _, key = base[5:].split("?", 1)[0].partition("/")
+        joined = href.lstrip("/") if href.startswith("/") else posixpath.join(
+            posixpath.dirname(key), href)
+        parts: list[str] = []
+        for part in joined.split("/"):  # normpath without leaving the bucket
+            if part == "..":
+                if parts:
+                    parts.pop()
+            elif part not in ("", "."):
+                parts.append(part)
+        return f"s3://{bucket}/{'/'.join(parts)}"
+    return urljoin(base, href)
 
 
 def stac_bands(item: Mapping[str, Any], source: str,
@@ -715,35 +747,59 @@ class _Safe:
         return f"/vsizip/{self.path.resolve()}/{name}" if self.zip else str(self.path / name)
 
     def metadata_name(self) -> str | None:
-        found = [n for n in self.names if re.search(r"(^|/)MTD_MSIL(1C|2A)\.xml$", n)]
+        """The product metadata: `MTD_MSIL1C.xml` / `MTD_MSIL2A.xml` (since 2016), or the
+        old format's `S2A_OPER_MTD_SAFL1C_PDMC_....xml` (multi-granule products)."""
+        found = [n for n in self.names if _S2_MTD.search(n)]
         return min(found, key=len) if found else None
 
+    def granules(self) -> list[str]:
+        """Ids (folder names) of the granules that hold band images, sorted."""
+        return sorted({m.group(1) for n in self.names if (m := _S2_GRANULE_IMAGE.search(n))})
 
-def _s2_band_file(safe: _Safe, band: str) -> str:
-    """The JP2 of `band` at its finest resolution (L2A has R10m/R20m/R60m; L1C one file)."""
-    pattern = re.compile(rf"GRANULE/[^/]+/IMG_DATA/(R\d+m/)?[^/]*_{band}(_(\d+)m)?\.jp2$")
-    matches = [(m, n) for n in safe.names if (m := pattern.search(n))]
-    found = [n for m, n in sorted(matches, key=lambda mn: (int(mn[0].group(3) or 0), mn[1]))]
+
+#: product metadata of a SAFE: the current name, or the old (pre-2016) format's
+_S2_MTD = re.compile(
+    r"(^|/)(MTD_MSIL(1C|2A)|S2[A-D]_(OPER|USER)_MTD_SAFL(1C|2A)_[^/]*)\.xml$")
+_S2_GRANULE_IMAGE = re.compile(r"GRANULE/([^/]+)/IMG_DATA/(R\d+m/)?[^/]*\.jp2$")
+
+
+def _s2_band_file(safe: _Safe, band: str, granule: str | None = None) -> str:
+    """The JP2 of `band` at its finest resolution (L2A has R10m/R20m/R60m; L1C one file),
+    in `granule` (a product of several granules, the old format, must name one)."""
+    pattern = re.compile(rf"GRANULE/([^/]+)/IMG_DATA/(R\d+m/)?[^/]*_{band}(_(\d+)m)?\.jp2$")
+    matches = [(m, n) for n in safe.names if (m := pattern.search(n))
+               and (granule is None or m.group(1) == granule)]
+    found = [n for m, n in sorted(matches, key=lambda mn: (int(mn[0].group(4) or 0), mn[1]))]
     if not found:
-        raise InputError(f"no {band} image in GRANULE/*/IMG_DATA", path=safe.path,
+        where = f"GRANULE/{granule}/IMG_DATA" if granule else "GRANULE/*/IMG_DATA"
+        raise InputError(f"no {band} image in {where}", path=safe.path,
                          hint="the SAFE product is incomplete: re-download it")
     granules = {n.split("GRANULE/")[1].split("/")[0] for n in found}  # 1 since 2016
     if len(granules) > 1:
-        raise InputError(f"{len(granules)} granules in one product", path=safe.path,
-                         hint="give the granule's band files as a VRT "
-                         "(gdalbuildvrt -separate) or a STAC Item")
+        raise InputError(f"{len(granules)} granules in one product (the old, pre-2016 "
+                         "format)", path=safe.path,
+                         hint="give an output directory: each granule becomes one output "
+                         "(docs/data_sources.md, whole folders and catalogs)")
     return found[0]
 
 
-def sentinel2_bands(path: Path, names: Sequence[str] | None = None
-                    ) -> tuple[list[Band], str, datetime | None]:
-    """(R, G, B bands, description, acquisition time) of a Sentinel-2 SAFE folder/zip."""
+def sentinel2_granules(path: Path) -> list[str]:
+    """The granule ids of a SAFE folder or zip that hold band images (one since 2016;
+    the old format's products hold several, each its own tile)."""
+    return _Safe(path).granules()
+
+
+def sentinel2_bands(path: Path, names: Sequence[str] | None = None,
+                    granule: str | None = None) -> tuple[list[Band], str, datetime | None]:
+    """(R, G, B bands, description, acquisition time) of a Sentinel-2 SAFE folder/zip
+    (of its granule `granule`, for a product of several)."""
     safe = _Safe(path)
     mtd = safe.metadata_name()
     if mtd is None:
-        raise InputError("no MTD_MSIL1C.xml / MTD_MSIL2A.xml in the SAFE product", path=path,
+        raise InputError("no MTD_MSIL1C.xml / MTD_MSIL2A.xml (or old-format "
+                         "*_MTD_SAFL1C_*.xml) in the SAFE product", path=path,
                          hint="give the product's .SAFE folder or its zip, complete")
-    level = "L2A" if mtd.endswith("MTD_MSIL2A.xml") else "L1C"
+    level = "L2A" if re.search(r"(MSIL|SAFL)2A", mtd.rsplit("/", 1)[-1]) else "L1C"
     try:
         root = ElementTree.fromstring(safe.read(mtd))
         quant = _find_text(root, "BOA_QUANTIFICATION_VALUE" if level == "L2A"
@@ -761,9 +817,11 @@ def sentinel2_bands(path: Path, names: Sequence[str] | None = None
     bands = []
     for band, common in zip(wanted, RGB if names is None else ("",) * 3, strict=True):
         offset = offsets.get(_S2_BAND_IDS.get(band, -1), 0.0)
-        bands.append(Band(band, safe.gdal(_s2_band_file(safe, band)), 1, common,
+        bands.append(Band(band, safe.gdal(_s2_band_file(safe, band, granule)), 1, common,
                           nodata=0.0, scale=1.0 / q, offset=offset / q))
     product = _find_text(root, "PRODUCT_URI") or path.name
+    if granule is not None:
+        product += f" granule {_short(granule)}"
     what = "BOA" if level == "L2A" else "TOA"
     desc = (f"Sentinel-2 {level} product {product} (baseline {baseline}): {_describe(bands)} "
             f"({what} reflectance = (DN {offsets.get(3, 0.0):+g}) / {q:g}, 0 -> nodata)")
@@ -789,7 +847,8 @@ def _iso(text: str | None) -> datetime | None:
 # ---------------------------------------------------------------- recognising INPUT
 
 
-def _landsat_mtl(path: Path) -> Path | None:
+def landsat_mtl(path: Path) -> Path | None:
+    """The MTL of a Landsat C2 product: `path` itself, or the one in the folder `path`."""
     if path.is_file() and re.search(r"_MTL\.(txt|xml)$", path.name, re.IGNORECASE):
         return path
     if path.is_dir():
@@ -798,9 +857,11 @@ def _landsat_mtl(path: Path) -> Path | None:
     return None
 
 
-def _is_safe(path: Path) -> bool:
+def is_sentinel2_product(path: Path) -> bool:
+    """A Sentinel-2 SAFE folder (or a folder holding its product metadata), or its zip."""
     if path.is_dir():
-        return path.suffix.upper() == ".SAFE" or any(path.glob("MTD_MSIL[12][CA].xml"))
+        return path.suffix.upper() == ".SAFE" or any(path.glob("MTD_MSIL[12][CA].xml")) \
+            or any(path.glob("S2?_*_MTD_SAFL[12][CA]_*.xml"))
     return path.is_file() and path.suffix.lower() == ".zip" and bool(
         re.search(r"MSIL(1C|2A)", path.name))
 
@@ -815,9 +876,9 @@ def product_kind(source: str) -> str:
     path = Path(source)
     if path.is_file() and path.suffix.lower() == ".json":
         return "stac"
-    if _landsat_mtl(path) is not None:
+    if landsat_mtl(path) is not None:
         return "landsat"
-    if _is_safe(path):
+    if is_sentinel2_product(path):
         return "sentinel2"
     return "directory" if path.is_dir() else "raster"
 
@@ -829,32 +890,42 @@ def _safe_stem(text: str) -> str:
     return stem[:_MAX_STEM] or "input"  # a file name: an Item id may be megabytes
 
 
-def _resolve_bands(source: str, kind: str, assets: Sequence[str] | None
+def _resolve_bands(source: str, kind: str, assets: Sequence[str] | None,
+                   item: Mapping[str, Any] | None = None, granule: str | None = None
                    ) -> tuple[list[Band], str, datetime | None, str]:
-    """(bands, description, acquisition time, VRT stem) of a STAC Item or product."""
+    """(bands, description, acquisition time, VRT stem) of a STAC Item or product.
+    `item`: an Item already read (a feature of an ItemCollection), `source` the document
+    it came from (relative hrefs resolve against it, and the URL-only rule applies)."""
     if kind == "stac":
-        item = _read_stac(source)
+        if item is None:
+            item = _read_stac(source)
+        else:
+            _check_item(item, source)
         bands, how = stac_bands(item, source, assets)
         desc = f"STAC Item {_short(item.get('id', '?'))}: {_describe(bands)} (by {how})"
         return bands, desc, _stac_datetime(item), _safe_stem(str(item.get("id") or source))
     path = Path(source)
     if kind == "landsat":
-        mtl = _landsat_mtl(path) or path  # product_kind found it
+        mtl = landsat_mtl(path) or path  # product_kind found it
         bands, desc, when = landsat_bands(mtl, assets)
         return bands, desc, when, mtl.name.rsplit("_MTL", 1)[0]
-    bands, desc, when = sentinel2_bands(path, assets)
-    return bands, desc, when, _safe_stem(path.name)
+    bands, desc, when = sentinel2_bands(path, assets, granule)
+    stem = _safe_stem(path.name) + (f"__{_safe_stem(granule)}" if granule else "")
+    return bands, desc, when, stem
 
 
 @contextlib.contextmanager
 def resolve_input(source: str, *, assets: Sequence[str] | None = None,
-                  bands_given: bool = False) -> Iterator[ResolvedInput]:
+                  bands_given: bool = False, item: Mapping[str, Any] | None = None,
+                  granule: str | None = None) -> Iterator[ResolvedInput]:
     """INPUT -> a ResolvedInput whose `path` the pipeline opens; a VRT made here lives in a
     temporary directory until the `with` ends. A local raster or directory is passed
     through untouched. `bands_given`: the user passed --bands (refused for a stack made
-    here, whose bands are already R, G, B: --assets chooses them)."""
+    here, whose bands are already R, G, B: --assets chooses them). `item`: a STAC Item
+    already read from the document `source` (an ItemCollection's feature). `granule`:
+    the granule of a Sentinel-2 product of several (old format)."""
     network_defaults()  # timeouts for GDAL's /vsicurl/ and the Item reader (urls.py)
-    kind = product_kind(source)
+    kind = "stac" if item is not None else product_kind(source)
     if kind in ("raster", "directory"):
         if assets is not None:
             raise ConfigError("--assets applies to a STAC Item or a Landsat/Sentinel-2 "
@@ -869,7 +940,7 @@ def resolve_input(source: str, *, assets: Sequence[str] | None = None,
         if bands_given:
             raise ConfigError("--bands selects bands of a raster file", path=source,
                               hint="for a STAC Item or a product, name them with --assets")
-        bands, desc, when, stem = _resolve_bands(source, kind, assets)
+        bands, desc, when, stem = _resolve_bands(source, kind, assets, item, granule)
         vrt = write_stack_vrt(bands, tmp / f"{stem}.vrt")
         yield ResolvedInput(source, vrt, kind, desc, when, bands)
     finally:

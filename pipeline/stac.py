@@ -252,9 +252,11 @@ def write_item(output: str | os.PathLike[str], **kwargs: Any) -> Path:
 def build_collection(
     output_dir: str | os.PathLike[str], items: Iterable[str | os.PathLike[str]],
     *, collection_id: str | None = None, description: str | None = None,
+    sources: Iterable[str] = (),
 ) -> Any:
     """The pystac.Collection of a directory run: an `item` link per Item file, the extent
-    the union of their bboxes and datetimes."""
+    the union of their bboxes and datetimes; a `derived_from` link per source (the STAC
+    Items or catalog the run read: URLs without their secrets)."""
     import pystac
 
     output_dir = Path(output_dir)
@@ -282,6 +284,10 @@ def build_collection(
     )
     for link in links:
         collection.add_link(link)
+    for source in dict.fromkeys(sources):  # once each, in order
+        collection.add_link(pystac.Link("derived_from", _input_href(source),
+                                        media_type="application/json",
+                                        title="source STAC document"))
     return collection
 
 

@@ -213,6 +213,11 @@ def manifest_input(doc: dict[str, Any], folder: Path) -> Path | None:
         return None
     if not isinstance(raw, str) or not raw:
         return None
+    if entry.get("kind", "raster") != "raster":
+        # a product, STAC Item or URL (a directory or catalog run): what the run read was
+        # a VRT made for the run and removed after it; it is never re-made from a
+        # folder's manifest (a page without the optical layer; `--input` shows it)
+        return None
     if raw.startswith("/vsi") or "://" in raw or not os.path.isabs(raw):
         raise UnsafeInput(f"the manifest's input is not a local absolute path ({raw!r})",
                           path=folder, hint=_HINT)

@@ -6,8 +6,12 @@ a test module can be moved or renamed without breaking another.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -120,3 +124,17 @@ def help_defaults(group: click.Group, command_name: str) -> dict[str, tuple[clic
         if match:
             shown[param.name] = (param, match.group(1))
     return shown
+
+
+@contextlib.contextmanager
+def range_server(root: Path) -> Iterator[str]:
+    """Serve ``root`` with tests/range_server.py (byte ranges, loopback only) in its own
+    process; yields the base URL and stops the server at the end."""
+    proc = subprocess.Popen([sys.executable, "-m", "tests.range_server", str(root)],
+                            cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -54,13 +54,13 @@ class LayerStats:
     ln_mean: Tensor | None = None
     ln_var: Tensor | None = None
 
-    def to(self, device: torch.device | str) -> LayerStats:
-        return LayerStats(self.mean.to(device), self.var.to(device),
-                          _to(self.ln_mean, device), _to(self.ln_var, device))
+    def to(self, device: torch.device | str, *, copy: bool = False) -> LayerStats:
+        return LayerStats(self.mean.to(device, copy=copy), self.var.to(device, copy=copy),
+                          _to(self.ln_mean, device, copy), _to(self.ln_var, device, copy))
 
 
-def _to(t: Tensor | None, device: torch.device | str) -> Tensor | None:
-    return None if t is None else t.to(device)
+def _to(t: Tensor | None, device: torch.device | str, copy: bool = False) -> Tensor | None:
+    return None if t is None else t.to(device, copy=copy)
 
 
 @dataclass(frozen=True)
@@ -79,10 +79,13 @@ class NormStats:
     z: Tensor | None
     samples: int  # how many samples (tiles) were pooled
 
-    def to(self, device: torch.device | str) -> NormStats:
-        """The same statistics on `device` (float32 kept)."""
-        return NormStats({k: v.to(device) for k, v in self.layers.items()},
-                         _to(self.z, device), self.samples)
+    def to(self, device: torch.device | str, *, copy: bool = False) -> NormStats:
+        """The same statistics on `device` (float32 kept). `copy`: always new tensors,
+        even on the same device; made under `torch.inference_mode()` they are then
+        inference tensors whatever these were (a compiled generator's guards check the
+        dispatch keys of its inputs, so every call must pass the same kind)."""
+        return NormStats({k: v.to(device, copy=copy) for k, v in self.layers.items()},
+                         _to(self.z, device, copy), self.samples)
 
 
 class NormPass:

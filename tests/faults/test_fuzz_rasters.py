@@ -270,7 +270,9 @@ def problems(results: dict[str, dict]) -> list[str]:
                 bad.append(f"{name}: {stage} {r[stage]}")
         if r["run"] == "ok":
             facts = r["facts"]
-            if not facts["same_grid"] or facts["count"] != 1 or r["left"] != ["sar.tif"]:
+            # the output and its STAC Item (run_scene writes it, as the CLI does)
+            if not facts["same_grid"] or facts["count"] != 1 or r["left"] != [
+                    "sar.stac.json", "sar.tif"]:
                 bad.append(f"{name}: output not on the input's grid or extra files: {r}")
         elif r["left"]:
             bad.append(f"{name}: refused but left {r['left']}")

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from rasterio.windows import Window
 
 from pipeline.cli import main
 from tests.faults.faultlib import run_module
-from tests.helpers import REPO, SN6, crop
+from tests.helpers import SN6, crop, range_server
 from tests.pipeline.test_remote import cog
 
 SECRET = "S3CRET"
@@ -70,14 +68,8 @@ def server(tmp_path) -> Iterator[tuple[str, Path]]:
     end of the test (the runs get NET_ENV: no proxy)."""
     root = tmp_path / "www"
     root.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.range_server", str(root)],
-                            cwd=REPO, stdout=subprocess.PIPE, text=True)
-    try:
-        port = int(proc.stdout.readline())
-        yield f"http://127.0.0.1:{port}", root
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with range_server(root) as url:
+        yield url, root
 
 
 def invoke(*args: str | Path):

@@ -283,12 +283,18 @@ def test_empty_directory_is_an_input_error_with_pattern_hint(tmp_path: Path,
                                                              ckpt: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
+    (empty / "notes.txt").write_text("not a scene")
     (empty / "scene.TIF").write_text("upper-case extension")
+    # an explicit pattern is case-sensitive; without one, .TIF is a raster like .tif
     with pytest.raises(InputError) as info:
-        _run(empty, tmp_path / "out", ckpt, FakeRunScene())
+        _run(empty, tmp_path / "out", ckpt, FakeRunScene(), pattern="*.tif")
     assert "--pattern" in info.value.format()
     assert info.value.path == str(empty)
     assert not (tmp_path / "out").exists()  # nothing left behind
+    (empty / "scene.TIF").unlink()
+    with pytest.raises(InputError, match="no raster, product folder") as info:
+        _run(empty, tmp_path / "out", ckpt, FakeRunScene())
+    assert "--pattern" in info.value.format()
 
 
 def test_absolute_pattern_is_an_input_error(good_scenes: Path, tmp_path: Path,

@@ -406,3 +406,23 @@ def test_quicklook_command(tmp_path: Path, tiny_checkpoint: Path) -> None:
     res = CliRunner().invoke(cli_main, ["quicklook", str(src), str(out), str(png),
                                         "--bands", "0,1,2"])
     assert res.exit_code == 2 and "bands" in res.output
+
+
+def test_fp16_on_cpu_is_refused_before_any_forward(tiny_checkpoint, outdir, monkeypatch):
+    """Issue 16 item 7: fp16 autocast on a CPU ran a 4-tile scene for over 8 minutes.
+    The run is refused at the configuration (exit 2, one line naming bf16), before the
+    model is loaded or any tile is forwarded, and leaves nothing behind."""
+    from pipeline import inference
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was used although fp16 on CPU is refused")
+
+    monkeypatch.setattr(inference, "get_generator", never)
+    monkeypatch.setattr(inference, "run_batch", never)
+    result = invoke(SN6, outdir / "o.tif", "--model", tiny_checkpoint, "--precision", "fp16")
+    assert_refused(result, 2, "fp16", "--precision bf16")
+    assert listing(outdir) == []
+    cfg = outdir.parent / "c.yaml"
+    cfg.write_text("precision: fp16\n")  # a config file is refused the same way
+    result = invoke(SN6, outdir / "o.tif", "--model", tiny_checkpoint, "--config", cfg)
+    assert_refused(result, 2, "fp16", "bf16")

@@ -7,6 +7,7 @@ environment variable to a worker that never touches CUDA).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from pipeline.cluster import (
     GPU_RESOURCE,
     WorkerPlan,
     check_gpu_workers,
+    cluster_arguments,
     gpu_worker_plan,
     task_resources,
     wait_for_workers,
@@ -42,6 +44,19 @@ def test_cuda_workers_one_process_per_gpu_each_seeing_its_own(dask_cuda):
     assert gpu_worker_plan(1, "cuda:0", ["0"], False).gpus == ("0",)
 
 
+def test_a_gpu_worker_runs_two_tasks_at_once():
+    """Issue 16 item 3: a GPU worker (GPU=1, 2 threads) fits two CUDA tasks, so one reads
+    its tiles while the other's forwards run (they take turns on the forward lock:
+    tests/pipeline/test_inference.py); a CPU task asks for nothing."""
+    plan = gpu_worker_plan(1, "cuda", ["0"], have_dask_cuda=False)
+    share = task_resources("cuda")[GPU_RESOURCE]
+    assert plan.resources[GPU_RESOURCE] / share == plan.threads == 2
+    kind, kwargs = cluster_arguments(plan)
+    opts = kwargs["workers"]["gpu-0"]["options"]
+    assert kind == "SpecCluster" and opts["nthreads"] == 2
+    assert opts["resources"][GPU_RESOURCE] / share == 2
+
+
 def test_cuda_workers_refused_beyond_the_visible_gpus_or_for_another_index():
     with pytest.raises(ConfigError, match="needs 3 GPUs, 2 visible") as err:
         gpu_worker_plan(3, "cuda", ["0", "1"], have_dask_cuda=False)
@@ -64,7 +79,7 @@ def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
 
 def test_task_resources_and_describe():
     assert task_resources("cpu") is None
-    assert task_resources("cuda") == task_resources("cuda:1") == {GPU_RESOURCE: 1}
+    assert task_resources("cuda") == task_resources("cuda:1") == {GPU_RESOURCE: 0.5}
     assert "one GPU each" in describe(PipelineConfig(workers=2, device="cuda"), None)
 
 
@@ -125,7 +140,7 @@ def test_distributed_work_in_flight_is_bounded_retried_and_gpu_tagged(fake_batch
     assert got == [(b, [b * 10]) for b, _ in fake_batches]  # order kept
     assert client.max_in_flight == 4  # 2 per worker thread, never the 50 batches
     assert all(s["retries"] == TASK_RETRIES >= 1 for s in client.submits)
-    want = {GPU_RESOURCE: 1} if device == "cuda" else None
+    want = {GPU_RESOURCE: 0.5} if device == "cuda" else None
     assert all(s["resources"] == want for s in client.submits)
     assert len({s["key"] for s in client.submits}) == 50
 
@@ -182,6 +197,21 @@ def test_gpu_local_cluster_without_dask_cuda_gives_each_worker_its_gpu(monkeypat
         assert [w["resources"] for w in info] == [{GPU_RESOURCE: 1}] * 2
         assert sorted(client.nthreads().values()) == [2, 2]
         check_gpu_workers(client, "cuda")
+        # two tasks asking what a CUDA batch task asks run at the same time on ONE GPU
+        # worker: each waits for the other at a barrier (one task per GPU would time out)
+        first = next(iter(client.scheduler_info()["workers"]))
+        futures = [client.submit(_meet_another_task, i, resources=task_resources("cuda"),
+                                 workers=[first], pure=False) for i in range(2)]
+        assert client.gather(futures) == [True, True]
+
+
+_TWO_TASKS = threading.Barrier(2)
+
+
+def _meet_another_task(i: int) -> bool:
+    """Runs on a worker: returns once a second task reached the same barrier."""
+    _TWO_TASKS.wait(timeout=20)
+    return True
 
 
 def _fail_once_then_run(marker: str, job: Any, tiles: Any) -> Any:

@@ -68,7 +68,7 @@ def test_config_hash_ignores_scheduling_only():
     assert same.config_hash() == base.config_hash()
     for change in ({"overlap": 32}, {"bands": (3, 2, 1)}, {"nodata": 0},
                    {"output_scale": "db"}, {"compress": "ZSTD"}, {"precision": "bf16"},
-                   {"precision": "fp16"}, {"precision": "tf32"}, {"norm": "tile"},
+                   {"precision": "fp16", "device": "cuda"}, {"precision": "tf32"}, {"norm": "tile"},
                    {"norm_sample": 7}):
         assert base.replace(**change).config_hash() != base.config_hash(), change
 

@@ -138,3 +138,123 @@ def test_execution_options_end_to_end(tiny_checkpoint, tmp_path) -> None:
     assert np.abs(cl - ref)[valid].max() < 1e-5
     assert np.abs(bf - ref)[valid].max() < 0.05
     _cached_runner.cache_clear()
+
+
+def _counting_backend(monkeypatch):
+    """A torch.compile backend that counts the graphs dynamo compiles and runs them as
+    traced (no C++ compiler needed), put where --compile looks for its backend."""
+    from torch._dynamo.testing import CompileCounter
+
+    from pipeline import inference
+
+    counter = CompileCounter()
+    monkeypatch.setattr(inference, "COMPILE_BACKEND", counter)
+    _cached_runner.cache_clear()
+    torch._dynamo.reset()
+    return counter
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_compile_compiles_once_per_shape_across_tasks_and_scenes(monkeypatch, channels_last
+                                                                 ) -> None:
+    """Issue 16 item 1: the warm-up forward is a real call, so the first real task does
+    not recompile (it did: its inputs were made inside inference mode, the warm-up's
+    outside, and dynamo's guard on the dispatch keys failed). Full and padded forwards,
+    statistics fresh from `collect_stats` (inference tensors) and a second scene's that
+    crossed a process boundary (pickled: normal tensors), all run the one graph."""
+    import pickle
+
+    from pipeline.inference import prepare_generator
+
+    counter = _counting_backend(monkeypatch)
+    gen = _generator()
+    dev = torch.device("cpu")
+    runner = prepare_generator(gen, dev, (2, 3, 16), channels_last=channels_last,
+                               compile=True, scene_norm=True)
+    assert counter.frame_count == 1  # the warm-up compiled
+    torch.manual_seed(1)
+    x = torch.rand(5, 3, 16, 16) * 2 - 1
+    with torch.inference_mode():
+        scene1 = gen.collect_stats(x[:4]).to("cpu")
+        scene2 = pickle.loads(pickle.dumps(gen.collect_stats(-x[1:])))
+    for stats, tiles in ((scene1, x), (scene1, x[:4]), (scene2, x[:3]), (scene2, x)):
+        got, _ = forward_fixed_shape(runner, tiles, dev, 2, False, stats=stats,
+                                     channels_last=channels_last)
+        want, _ = forward_fixed_shape(gen, tiles, dev, 2, False, stats=stats)
+        assert torch.allclose(got, want, atol=1e-5)
+    assert counter.frame_count == 1, "a real forward compiled the generator again"
+    _cached_runner.cache_clear()
+
+
+def test_compile_once_per_process_through_two_scenes(tiny_checkpoint, tmp_path,
+                                                     monkeypatch) -> None:
+    """The whole path (plan, scene statistics pass, batch tasks on 2 threads, a second
+    scene with other statistics): one compilation in the process."""
+    counter = _counting_backend(monkeypatch)
+    other = tmp_path / "inverted.tif"
+    with rasterio.open(SN6) as src:
+        profile, data = src.profile, src.read()
+    with rasterio.open(other, "w", **profile) as dst:
+        dst.write(255 - data)
+    cfg = {"compile": True, "tile_size": 64, "overlap": 16, "batch_size": 2, "threads": 2}
+    a = _run(SN6, tmp_path / "a.tif", tiny_checkpoint, **cfg)
+    b = _run(other, tmp_path / "b.tif", tiny_checkpoint, **cfg)
+    assert counter.frame_count == 1
+    assert not np.array_equal(a, b)
+    _cached_runner.cache_clear()
+
+
+def test_band_mean_has_the_bytes_of_the_host_mean() -> None:
+    """Issue 16 item 10: the 3 -> 1 band mean moved from numpy on the host to the device;
+    same operations in the same order, so the same float32 bytes as numpy's float64
+    mean (the CPU path's outputs do not change)."""
+    from pipeline.inference import band_mean, device_band_mean
+
+    gen = torch.Generator().manual_seed(3)
+    y = torch.rand((6, 3, 32, 32), generator=gen) * 2 - 1
+    y[0, :, 0, :4] = torch.tensor([1.0, -1.0, 1 / 3, 2 / 3])[:, None].T  # awkward values
+    want = y.numpy().mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
+    for fn in (band_mean, device_band_mean):  # the GPU's operations, run here on the CPU
+        got = fn(y)
+        assert got.dtype == torch.float32 and got.shape == (6, 1, 32, 32)
+        assert got.numpy().tobytes() == want.tobytes()
+
+
+def test_padding_is_written_into_the_one_input_buffer() -> None:
+    """Issue 16 item 4: the padded last forward comes from the same preallocated (on CUDA
+    pinned) buffer as the others, not from a torch.cat with new zeros (pageable memory,
+    whose non-blocking copy synchronises)."""
+    from pipeline.inference import padded_input
+
+    x = torch.rand(5, 3, 8, 8)
+    buf = padded_input(x, 4, pin=False)
+    assert buf.shape == (8, 3, 8, 8)
+    assert torch.equal(buf[:5], x) and not buf[5:].any()
+    chunks = [buf[i : i + 4] for i in range(0, 8, 4)]
+    assert all(c.untyped_storage().data_ptr() == buf.untyped_storage().data_ptr()
+               for c in chunks)
+    seen: list[torch.Tensor] = []
+
+    def gen(t: torch.Tensor):
+        seen.append(t)
+        return t * 2, t[:, :2, 0, 0], t[:, :1, ::4, ::4]
+
+    out, _ = forward_fixed_shape(gen, x, torch.device("cpu"), 4, heatmap=False)
+    assert torch.equal(out, x * 2)
+    # on the CPU the forwards get views of one buffer, the padded one included
+    assert len({t.untyped_storage().data_ptr() for t in seen}) == 1
+
+
+def test_forwards_take_turns_per_gpu_not_on_cpu() -> None:
+    """Issue 16 item 3: two tasks per GPU; their forwards share one lock per process and
+    GPU (reads are outside it); CPU forwards take no lock (one core each, in parallel)."""
+    import contextlib
+    import threading
+
+    from pipeline.inference import forward_lock
+
+    assert isinstance(forward_lock(torch.device("cpu")), contextlib.nullcontext)
+    lock = forward_lock(torch.device("cuda"))
+    assert isinstance(lock, type(threading.Lock()))
+    assert forward_lock(torch.device("cuda:0")) is lock
+    assert forward_lock(torch.device("cuda:1")) is not lock

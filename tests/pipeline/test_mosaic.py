@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from rasterio.windows import Window
 
 from pipeline.mosaic import BlockAccumulator, encode, overview_count, tmp_block_size
@@ -118,3 +119,35 @@ def test_overwrite_keeps_the_mode_of_the_output_it_replaces(tiny_checkpoint, tmp
     run_scene(scene, out, model_path=tiny_checkpoint, config=cfg, progress=False,
               overwrite=True)
     assert out.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_torn_cog_is_caught_before_the_rename(tmp_path):
+    """Issue 16 item 10: the COG is written with every core, and checked block by block
+    (full resolution and overviews) before it is renamed into place: a file cut short,
+    as a full disk unreported by a compression thread leaves it, raises OSError."""
+    import shutil
+
+    import rasterio
+    import rasterio.shutil
+    from rasterio.transform import from_origin
+
+    from pipeline.mosaic import check_cog_blocks
+
+    src = tmp_path / "part.tif"
+    data = np.random.default_rng(0).random((2, 700, 900)).astype(np.float32)
+    with rasterio.open(src, "w", driver="GTiff", width=900, height=700, count=2,
+                       dtype="float32", crs="EPSG:32631", transform=from_origin(0, 0, 1, 1),
+                       tiled=True, blockxsize=256, blockysize=256) as ds:
+        ds.write(data)
+    cog = tmp_path / "cog.tif"
+    rasterio.shutil.copy(str(src), str(cog), driver="COG", COMPRESS="DEFLATE",
+                         BLOCKSIZE=512, OVERVIEW_COUNT=2, NUM_THREADS="ALL_CPUS")
+    check_cog_blocks(cog)  # complete: no error
+    with rasterio.open(cog) as ds:
+        assert np.array_equal(ds.read(), data)
+    torn = tmp_path / "torn.tif"
+    shutil.copy(cog, torn)
+    with open(torn, "r+b") as f:
+        f.truncate(cog.stat().st_size - 1000)
+    with pytest.raises(OSError, match="incomplete COG"):
+        check_cog_blocks(torn)

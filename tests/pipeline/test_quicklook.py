@@ -79,3 +79,46 @@ def test_stretch_percentiles_and_nodata() -> None:
     assert img[9, 9, 0] == 255 and img[0, 1, 0] == 0
     flat = stretch(np.full((1, 4, 4), 7.0), np.ones((4, 4), bool))
     assert (flat == 128).all()
+
+
+def test_quicklook_reference_panel_on_the_output_grid(tmp_path: Path) -> None:
+    """--reference adds the real SAR as a third panel; on the same grid it is the
+    reference's own stretch, and a reference on a shifted grid is warped onto the
+    output's grid (the SpaceNet 6 SAR, band 1, its NaN top black)."""
+    from tests.helpers import DATA
+
+    sar = DATA / "sn6_rotterdam_sar_quadpol_db.tif"
+    out = tmp_path / "out.tif"
+    _fake_output(SN6, out)
+    png = quicklook(SN6, out, tmp_path / "ql.png", reference=sar)
+    arr = np.asarray(Image.open(png))
+    assert arr.shape == (200, 3 * 200 + 2 * 4, 3)
+    third = arr[:, 408:, 0]
+    with rasterio.open(sar) as ds:
+        ref = ds.read(1)
+    assert (third[~np.isfinite(ref)] == 0).all()  # nodata black
+    expected = stretch(ref[None], np.isfinite(ref))[..., 0]
+    # within one display level: the panel reads through read_masked (float64 limits)
+    assert np.abs(third.astype(int) - expected.astype(int)).max() <= 1
+    # a copy shifted by 10 px east: warped back onto the output grid, the same picture
+    # moved by 10 px (columns 10.. of the panel = columns 0.. of the reference)
+    with rasterio.open(sar) as ds:
+        profile, data = ds.profile.copy(), ds.read()
+    t = profile["transform"]
+    profile["transform"] = rasterio.Affine(t.a, t.b, t.c + 10 * t.a, t.d, t.e, t.f)
+    shifted = tmp_path / "shifted.tif"
+    with rasterio.open(shifted, "w", **profile) as dst:
+        dst.write(data)
+    arr2 = np.asarray(Image.open(quicklook(SN6, out, tmp_path / "ql2.png",
+                                           reference=shifted)))[:, 408:, 0]
+    assert (arr2[:, :10] == 0).all()  # no reference there: nodata
+    rows = np.isfinite(ref).all(axis=1)  # the stretch differs a little (10 columns fewer):
+    a, b = arr2[rows, 11:].ravel(), third[rows, 1:190].ravel()  # compare by correlation
+    assert np.corrcoef(a, b)[0, 1] > 0.98
+
+
+def test_quicklook_reference_bad_band(tmp_path: Path) -> None:
+    out = tmp_path / "out.tif"
+    _fake_output(SN6, out)
+    with pytest.raises(InputError, match="band 9 asked for"):
+        quicklook(SN6, out, tmp_path / "ql.png", reference=SN6, reference_band=9)

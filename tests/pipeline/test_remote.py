@@ -8,8 +8,6 @@ are cleared so curl talks to loopback directly.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from rasterio.windows import Window
 
 from pipeline.cli import main
 from pipeline.sources import gdal_path, product_kind
-from tests.helpers import REPO, SN6, crop
+from tests.helpers import SN6, crop, range_server
 
 
 @pytest.fixture
@@ -34,14 +32,8 @@ def server(tmp_path, monkeypatch) -> Iterator[tuple[str, Path]]:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     root = tmp_path / "www"
     root.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.range_server", str(root)],
-                            cwd=REPO, stdout=subprocess.PIPE, text=True)
-    try:
-        port = int(proc.stdout.readline())
-        yield f"http://127.0.0.1:{port}", root
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with range_server(root) as url:
+        yield url, root
 
 
 def ranged_requests(root: Path) -> list[str]:

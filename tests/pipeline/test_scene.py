@@ -429,5 +429,43 @@ def test_killed_run_leaves_no_output_and_the_rerun_cleans_up(tiny_checkpoint, tm
     assert leftovers and all(n.startswith((".l8.tif.eo2sar-tmp-", ".l8.tif.eo2sar-lock"))
                              for n in leftovers)
     run(L8, out, tiny_checkpoint, bands=(3, 2, 1), nodata=0)
-    assert [p.name for p in out_dir.iterdir()] == ["l8.tif"]
+    # the output and its STAC Item (run_scene writes it, as the CLI does), nothing hidden
+    assert sorted(p.name for p in out_dir.iterdir()) == ["l8.stac.json", "l8.tif"]
     assert_cog(out)
+
+
+def test_block_masks_come_from_the_tiles_with_the_same_bytes(tiny_checkpoint, tmp_path,
+                                                             l8_crop, monkeypatch):
+    """Issue 16 item 10: each block's validity is the union of its tiles' masks (read by
+    the tasks) instead of a second read of every band of the block; on a scene with a
+    nodata collar and edge tiles the output and heatmap bytes are those of the read."""
+    from pipeline import inference, scene
+
+    cfg = {"tile_size": 64, "overlap": 16, "block_size": 128, "bands": (3, 2, 1)}
+    reads: list[object] = []
+    real_read = scene.read_masked
+
+    def counting_read(*args, **kwargs):
+        reads.append(args[2])
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(scene, "read_masked", counting_read)
+    run(l8_crop, tmp_path / "a.tif", tiny_checkpoint, heatmap=tmp_path / "ha.tif", **cfg)
+    assert reads == []  # no block read its mask again
+    real_batch = inference.run_batch
+
+    def without_masks(job, tiles):
+        outs = real_batch(job, tiles)
+        for o in outs:
+            if o is not None:
+                o.valid = None
+        return outs
+
+    monkeypatch.setattr(inference, "run_batch", without_masks)
+    run(l8_crop, tmp_path / "b.tif", tiny_checkpoint, heatmap=tmp_path / "hb.tif", **cfg)
+    assert reads  # the fall back read the masks
+    for x, y in (("a.tif", "b.tif"), ("ha.tif", "hb.tif")):
+        with rasterio.open(tmp_path / x) as a, rasterio.open(tmp_path / y) as b:
+            pa, pb = a.read(), b.read()
+        assert pa.tobytes() == pb.tobytes()
+        assert np.isnan(pa).any() and not np.isnan(pa).all()  # the collar is nodata

@@ -20,45 +20,11 @@ from rasterio.windows import Window
 from pipeline.cli import main
 from pipeline.sources import stac_bands
 from tests.helpers import SN6, assert_same_grid, crop
-
-COLOURS = ("red", "green", "blue")
+from tests.products import split_bands, stac_item
 
 
 def invoke(*args):
     return CliRunner().invoke(main, ["run", *map(str, args)])
-
-
-def split_bands(src: Path, folder: Path, names=COLOURS, **profile) -> list[Path]:
-    """One single-band GeoTIFF per band of `src` (optionally with other profile keys)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    with rasterio.open(src) as ds:
-        base = {**ds.profile, "count": 1, "tiled": False}
-        base.pop("blockxsize", None)
-        base.pop("blockysize", None)
-        for i, name in enumerate(names, 1):
-            path = folder / f"{name}.tif"
-            with rasterio.open(path, "w", **{**base, **profile}) as out:
-                out.write(ds.read(i), 1)
-            paths.append(path)
-    return paths
-
-
-def stac_item(path: Path, assets: dict, style: str = "eo") -> Path:
-    """A minimal STAC Item at `path` with `assets` {key: (href, common_name or None)}."""
-    table = {}
-    for key, (href, common) in assets.items():
-        asset = {"href": href, "type": "image/tiff; application=geotiff", "roles": ["data"]}
-        if common and style == "eo":  # STAC 1.0 + eo extension
-            asset["eo:bands"] = [{"name": key, "common_name": common}]
-        elif common:  # STAC 1.1 bands
-            asset["bands"] = [{"name": key, "eo:common_name": common}]
-        table[key] = asset
-    item = {"type": "Feature", "stac_version": "1.1.0" if style != "eo" else "1.0.0",
-            "id": "chip-1", "geometry": None,
-            "properties": {"datetime": "2019-08-04T10:31:00Z"}, "links": [], "assets": table}
-    path.write_text(json.dumps(item))
-    return path
 
 
 @pytest.fixture
