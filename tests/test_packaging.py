@@ -169,10 +169,12 @@ def test_demo_checkpoint_and_image() -> None:
     assert out.shape == (1, 3, 64, 64) and bool(torch.isfinite(out).all())
     contract = ckpt.radiometry
     assert contract is not None and contract["eo"]["percentiles"] == [2.0, 98.0]
-    assert contract["sar"]["db_scale"] == "relative" and contract["sar"]["db_range"] is None
+    # trained against calibrated Sentinel-1 on one absolute scale: --output-scale db works
+    assert contract["sar"]["db_scale"] == "absolute"
+    assert contract["sar"]["db_range"] == [-25.0, 0.0]
     assert ckpt.meta["train"]["ngf"] == 16 and ckpt.meta["step"] > 0
     readme = (ROOT / "checkpoints" / "README.md").read_text()
-    assert f"{path.name}: trained on a handful of real SAR patches" in readme
+    assert f"{path.name}: trained against calibrated Sentinel-1" in readme
     assert "not a production model" in readme
 
     random_file = ROOT / "checkpoints" / "eo2sar_demo_ngf8_random.pt"
