@@ -19,14 +19,13 @@ from pipeline.config import PipelineConfig
 from pipeline.mosaic import RasterTarget, output_profile
 from pipeline.plan import ScenePlan, radiometry_sources
 from pipeline.radiometry import is_relative_db
+from pipeline.version import __version__
 
 TAG_PREFIX = "EO2SAR_"
 
 
 def provenance_tags(plan: ScenePlan, config: PipelineConfig, kind: str) -> dict[str, str]:
     """The EO2SAR_* tags of an output of `kind` ("sar_like" or "cam_heatmap")."""
-    from pipeline import __version__
-
     return {
         f"{TAG_PREFIX}VERSION": __version__,
         f"{TAG_PREFIX}PRODUCT": kind,
