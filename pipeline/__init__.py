@@ -15,9 +15,7 @@ Library entry points (the CLI `python -m pipeline run` is a thin layer over them
 from __future__ import annotations
 
 from pipeline.batch import run_directory, run_products
-from pipeline.catalogs import catalog_products
 from pipeline.config import PipelineConfig, load_config
-from pipeline.discovery import find_products
 from pipeline.errors import (
     ConfigError,
     DeviceError,
@@ -27,6 +25,8 @@ from pipeline.errors import (
     PipelineError,
     PipelineWarning,
 )
+from pipeline.inputs.catalogs import catalog_products
+from pipeline.inputs.discovery import find_products
 from pipeline.scene import (
     SceneRequest,
     SceneResult,

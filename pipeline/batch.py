@@ -5,11 +5,11 @@ lifting (tiling, inference, atomic output) is ``run_scene``'s; this module adds 
 matters for many scenes:
 
 - which entries are scenes: every product kind `pipeline run` reads on its own
-  (pipeline/discovery.py: rasters, Sentinel-2 SAFE folders and zips, Landsat folders,
+  (pipeline/inputs/discovery.py: rasters, Sentinel-2 SAFE folders and zips, Landsat folders,
   STAC Item JSON), or the matches of ``pattern`` (a glob relative to the input
   directory; ``**`` recurses); and where each output goes (``out/<relative dir>/<product
   name>.tif``, so two directories with an ``a.tif`` each do not collide). A STAC
-  Catalog, Collection or ItemCollection (pipeline/catalogs.py) gives its Items the same
+  Catalog, Collection or ItemCollection (pipeline/inputs/catalogs.py) gives its Items the same
   way: ``run_products`` is the runner of both;
 - a manifest beside each output (:mod:`pipeline.manifest`) written after the output is
   complete, so a rerun skips exactly the scenes that are finished and current, and
@@ -36,13 +36,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from pipeline.discovery import (
+from pipeline.errors import InputError, ModelError, OutputError, PipelineError
+from pipeline.inputs.discovery import (
     Product,
     check_unique_outputs,
     find_products,
     fingerprint_product,
 )
-from pipeline.errors import InputError, ModelError, OutputError, PipelineError
 from pipeline.locks import OutputBusy, output_lock
 from pipeline.manifest import (
     atomic_write_text,
@@ -169,7 +169,7 @@ def _is_within(path: Path, parent: Path) -> bool:
 
 def find_scenes(input_dir: Path, pattern: str | None = "*.tif", exclude: Path | None = None
                 ) -> list[Path]:
-    """The local products under `input_dir` (pipeline/discovery.py: `find_products`):
+    """The local products under `input_dir` (pipeline/inputs/discovery.py: `find_products`):
     files matching `pattern`, or with None every product kind. Hidden entries and
     anything under `exclude` (the output directory) are left out; an `exclude` that is
     the input directory itself is an OutputError."""
@@ -179,7 +179,7 @@ def find_scenes(input_dir: Path, pattern: str | None = "*.tif", exclude: Path | 
 
 def output_for(scene: Path, input_dir: Path, output_dir: Path) -> Path:
     """``in/sub/x.vrt`` -> ``out/sub/x.tif`` (the output is always a GeoTIFF; a product is
-    named after itself: pipeline/discovery.py)."""
+    named after itself: pipeline/inputs/discovery.py)."""
     rel = scene.relative_to(input_dir)
     return output_dir / rel.parent / (rel.stem + ".tif")
 
@@ -275,7 +275,7 @@ def run_directory(
     stream: TextIO | None = None,
     assets: Sequence[str] | None = None,
 ) -> BatchReport:
-    """Run every product of ``input_dir`` (pipeline/discovery.py; ``pattern``: a glob
+    """Run every product of ``input_dir`` (pipeline/inputs/discovery.py; ``pattern``: a glob
     instead, ``excludes``: globs to leave out) into ``output_dir``: ``run_products``.
 
     Raises InputError (missing directory, no product, two products mapping to one
@@ -313,7 +313,7 @@ def run_products(
     sha256, config hash, output size) are skipped unless ``overwrite``; all others are
     (re)done with ``run_scene(input, output, model_path=..., config=..., heatmap_path=...,
     overwrite=True, client=..., progress=...)`` on the product's raster (a product,
-    Item or URL is first made a VRT by pipeline.sources; ``overwrite=True`` there because
+    Item or URL is first made a VRT by pipeline.inputs.sources; ``overwrite=True`` there because
     a stale output is ours to replace). A product that raises is recorded as failed and
     the run goes on. The summary table goes to ``stream`` (default stderr; with ``quiet``
     only failed scenes are listed), the JSON report to ``output_dir/eo2sar_run_report.
@@ -539,12 +539,12 @@ def _run_one(
 def product_raster(product: Product, assets: Sequence[str] | None
                     ) -> Iterator[tuple[Path, Any, str]]:
     """(the raster run_scene reads, acquisition time, the `input:` description) of a
-    product: a local raster as it is, anything else the VRT pipeline.sources makes (in a
+    product: a local raster as it is, anything else the VRT pipeline.inputs.sources makes (in a
     temporary directory, removed when the `with` ends)."""
     if product.kind == "raster" and product.item is None and assets is None:
         yield Path(product.source), None, ""
         return
-    from pipeline.sources import resolve_input
+    from pipeline.inputs.sources import resolve_input
 
     with resolve_input(product.source, assets=assets, item=product.item,
                        granule=product.granule) as resolved:

@@ -139,7 +139,7 @@ def run(
         level = logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
     _redact_logs()
-    from pipeline.sources import is_remote, parse_assets, resolve_input
+    from pipeline.inputs.sources import is_remote, parse_assets, resolve_input
 
     try:
         if is_remote(output_path):
@@ -199,7 +199,7 @@ def _source_label(resolved: Any) -> str | None:
 
 def _run_file(request: SceneRequest, *, quiet: bool, dry_run: bool, source: str,
               acquired: Any = None) -> None:
-    """One scene (request.input: a local raster, or the VRT pipeline.sources made for
+    """One scene (request.input: a local raster, or the VRT pipeline.inputs.sources made for
     `source`), then its STAC Item, derived from `source`."""
     from pipeline.scene import plan_scene, run_request
 
@@ -247,7 +247,7 @@ def _several_products(input_path: str, pattern: str | None, excludes: tuple[str,
     """The products of an INPUT that holds several (a directory, a STAC Catalog /
     Collection / ItemCollection, a multi-granule Sentinel-2 product) as a callable that
     lists them (called once the checkpoint and device are checked), else None."""
-    from pipeline.sources import product_kind
+    from pipeline.inputs.sources import product_kind
 
     kind = product_kind(input_path)
     if kind == "directory":
@@ -255,7 +255,7 @@ def _several_products(input_path: str, pattern: str | None, excludes: tuple[str,
 
         return lambda: directory_products(Path(input_path), output, pattern, excludes)
     if kind == "stac":
-        from pipeline.catalogs import CATALOG_TYPES, catalog_products, read_document
+        from pipeline.inputs.catalogs import CATALOG_TYPES, catalog_products, read_document
 
         try:
             doc = read_document(input_path)  # read once, walked later
@@ -265,7 +265,7 @@ def _several_products(input_path: str, pattern: str | None, excludes: tuple[str,
             return lambda: catalog_products(input_path, doc)
         return None
     if kind == "sentinel2":
-        from pipeline.discovery import product_from_source
+        from pipeline.inputs.discovery import product_from_source
 
         products = product_from_source(input_path)
         if len(products) > 1:
@@ -305,7 +305,7 @@ def _run_products(request: SceneRequest, list_products: Any, pattern: str | None
             path=request.output,
             hint="give an output directory",
         )
-    from pipeline.sources import product_kind
+    from pipeline.inputs.sources import product_kind
 
     catalog = source if product_kind(source) == "stac" else None  # linked from the output
     if dry_run:
@@ -326,7 +326,7 @@ def _dry_run_products(request: SceneRequest, products: Any, pattern: str | None,
                       assets: Any) -> None:
     """Print, per product, what a real run would do and the scene's plan."""
     from pipeline.batch import heatmap_for, product_raster, scene_status
-    from pipeline.discovery import check_unique_outputs
+    from pipeline.inputs.discovery import check_unique_outputs
     from pipeline.scene import model_sha256, plan_scene
 
     output_dir, heatmap = request.output, request.heatmap is not None
@@ -378,8 +378,8 @@ def quicklook_cmd(input_path: str, output_path: Path, png_path: Path, bands: str
     scaling recorded in OUTPUT's tags), beside the SAR-like OUTPUT (2-98% stretch), and
     beside a real SAR image of the same place with --reference."""
     from pipeline.config import parse_int_tuple
+    from pipeline.inputs.sources import resolve_input
     from pipeline.quicklook import quicklook
-    from pipeline.sources import resolve_input
 
     try:
         band_tuple = parse_int_tuple(bands, "bands", "--bands", minimum=1)

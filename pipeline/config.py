@@ -42,7 +42,7 @@ from typing import Any
 
 import ugatit.errors
 from pipeline.errors import ConfigError, DeviceError
-from pipeline.radiometry import (
+from pipeline.inputs.radiometry import (
     CONTRACT_KEYS,
     DEFAULT_PERCENTILES,
     DEFAULT_SAR_DB_RANGE,

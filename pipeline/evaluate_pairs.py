@@ -42,8 +42,8 @@ import rasterio.warp
 
 from pipeline.config import load_config
 from pipeline.errors import InputError, PipelineError, PipelineWarning
-from pipeline.radiometry import is_relative_db, read_masked
-from pipeline.sources import Band, write_stack_vrt
+from pipeline.inputs.radiometry import is_relative_db, read_masked
+from pipeline.inputs.sources import Band, write_stack_vrt
 from ugatit import metrics
 from ugatit.evaluate import write_json
 

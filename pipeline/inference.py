@@ -63,8 +63,8 @@ import torch
 
 from pipeline.config import CUDA_MICRO_BATCH
 from pipeline.errors import ModelError, PipelineError
+from pipeline.inputs.radiometry import Scaling, to_model_input
 from pipeline.mosaic import gdal_env  # bounds GDAL's block cache in workers too
-from pipeline.radiometry import Scaling, to_model_input
 from pipeline.tiling import TileGrid, read_tiles
 from ugatit import CheckpointError, ModelConfig, NormStats, load_checkpoint, set_tf32
 

@@ -21,13 +21,13 @@ import platform
 import sys
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import OutputError
+from pipeline.inputs.fingerprint import InputFingerprint
 
 # the one atomic writer and file hash (re-exported: the pipeline's small files use them)
 from ugatit.io import (
@@ -42,13 +42,11 @@ from ugatit.io import (
 __all__ = [
     "MANIFEST_SCHEMA",
     "MANIFEST_SUFFIX",
-    "InputFingerprint",
     "atomic_write_bytes",
     "atomic_write_text",
     "cached_sha256",
     "check_manifest",
     "config_fingerprint",
-    "fingerprint_input",
     "manifest_path",
     "read_manifest",
     "sha256_file",
@@ -60,16 +58,6 @@ __all__ = [
 MANIFEST_SCHEMA = "eo2sar.scene-manifest/1"
 MANIFEST_SUFFIX = ".manifest.json"
 
-# Inputs up to this size are hashed in full; bigger ones by their first and last MiB.
-# Reading 2 MiB costs the same whether the scene is 20 MB or 20 GB, so checking a
-# directory of 10,000 scenes for changes stays fast even on network storage, while a full
-# hash of every multi-GB scene on every rerun would cost as much I/O as the run itself.
-# What head+tail misses is only a change that keeps the size, the mtime (to the
-# nanosecond) and both ends of the file: a GeoTIFF keeps its header, IFD and tile offsets
-# at the start (classic layout) or end (GDAL appends them after an update), so a rewritten
-# scene changes them.
-FULL_HASH_LIMIT = 16 * 1024 * 1024
-HEAD_TAIL_BYTES = 1024 * 1024
 
 
 def utc_now() -> str:
@@ -101,40 +89,6 @@ def cached_sha256(path: Path) -> str:
         if key not in _sha_cache:
             _sha_cache[key] = sha256_file(p)
         return _sha_cache[key]
-
-
-@dataclass(frozen=True)
-class InputFingerprint:
-    """Identity of an input scene: cheap to compute, sensitive to any edit.
-
-    ``mtime_ns`` is part of it on purpose: like ``make``, touching an input asks for a
-    redo. ``sha256`` is the full hash for small files and the hash of
-    ``size || first MiB || last MiB`` for large ones (``method`` says which), which
-    catches a same-size, same-mtime replacement (``cp -p``/``rsync -t`` of another
-    version, filesystems with 1-2 s mtime granularity).
-    """
-
-    size: int
-    mtime_ns: int
-    sha256: str
-    method: str  # "full" or "head-tail-1MiB"
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def fingerprint_input(path: Path) -> InputFingerprint:
-    """Fingerprint an input file (see :class:`InputFingerprint`)."""
-    st = os.stat(path)
-    if st.st_size <= FULL_HASH_LIMIT:
-        return InputFingerprint(st.st_size, st.st_mtime_ns, sha256_file(path), "full")
-    h = hashlib.sha256()
-    h.update(str(st.st_size).encode())
-    with open(path, "rb") as f:
-        h.update(f.read(HEAD_TAIL_BYTES))
-        f.seek(-HEAD_TAIL_BYTES, os.SEEK_END)
-        h.update(f.read(HEAD_TAIL_BYTES))
-    return InputFingerprint(st.st_size, st.st_mtime_ns, h.hexdigest(), "head-tail-1MiB")
 
 
 def config_fingerprint(config: Any) -> tuple[str, dict[str, Any] | None]:
@@ -199,7 +153,7 @@ def write_manifest(
 
     The output's sha256 costs one read of the output; it lets anyone verify a copied
     result later. ``hash_output=False`` skips it (the skip check uses the size only).
-    ``input_kind``: what the input is (pipeline/sources.py's kinds: "raster", "stac",
+    ``input_kind``: what the input is (pipeline/inputs/sources.py's kinds: "raster", "stac",
     "landsat", "sentinel2", "remote"); a URL input is recorded without its secrets.
     """
     from pipeline.urls import redact_url

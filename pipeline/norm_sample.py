@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import rasterio
 
-from pipeline.radiometry import decimated_shape, read_masked
+from pipeline.inputs.radiometry import decimated_shape, read_masked
 from pipeline.tiling import TileGrid, read_tiles
 
 SEED = 0  # the sample's seed: fixed, so a scene always gets the same sample

@@ -16,9 +16,9 @@ import math
 from typing import Any
 
 from pipeline.config import PipelineConfig
+from pipeline.inputs.radiometry import is_relative_db
 from pipeline.mosaic import RasterTarget, output_profile
 from pipeline.plan import ScenePlan, radiometry_sources
-from pipeline.radiometry import is_relative_db
 from pipeline.version import __version__
 
 TAG_PREFIX = "EO2SAR_"
@@ -59,7 +59,7 @@ HEATMAP_DESCRIPTION = "CAM attention heatmap (generator A->B, not normalised)"
 def db_mapping(plan: ScenePlan, config: PipelineConfig) -> tuple[float, float] | None:
     """The dB range the output's 0..1 maps to, or None when there is none to claim.
 
-    None exactly when `--output-scale db` would refuse (pipeline.radiometry
+    None exactly when `--output-scale db` would refuse (pipeline.inputs.radiometry
     .check_absolute_db): the model learned RELATIVE backscatter (per-scene SAR
     stretches) and nobody chose a range. A range given by flag or config, an absolute
     model's own range, or the seed model's default [-25, 0] (what `--output-scale db`

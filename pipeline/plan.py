@@ -32,6 +32,7 @@ from pipeline.checks import (
 from pipeline.config import PipelineConfig, resolve_for_model
 from pipeline.errors import ModelError
 from pipeline.inference import InferenceJob, get_generator
+from pipeline.inputs.radiometry import Scaling, compute_scaling, scene_is_empty, select_bands
 from pipeline.mosaic import (
     COG_BLOCK,
     GDAL_CACHE_BYTES,
@@ -40,7 +41,6 @@ from pipeline.mosaic import (
     overview_count,
 )
 from pipeline.norm_sample import NormSample, choose_sample
-from pipeline.radiometry import Scaling, compute_scaling, scene_is_empty, select_bands
 from pipeline.scheduling import describe, is_remote, local_threads, local_window
 from pipeline.tiling import TileGrid
 from ugatit import UgatitError, read_meta
@@ -62,7 +62,7 @@ class SceneRequest:
     heatmap: Path | None = None
     overwrite: bool = False
     #: what the user named when `input` is a VRT made for it (a product, a STAC Item, a
-    #: URL: pipeline/sources.py), recorded in the output's tags instead of the VRT's name
+    #: URL: pipeline/inputs/sources.py), recorded in the output's tags instead of the VRT's name
     source: str | None = None
 
     def __post_init__(self) -> None:

@@ -6,7 +6,7 @@ and memory are those of a ``max_size`` image whatever the scene size.
 
 The optical panel shows EXACTLY what the run fed the model: the scaling recorded in the
 output's ``EO2SAR_SCALING`` tag (per-band limits, or uint8 /255) applied by the shared
-code (``pipeline.radiometry.to_unit``), the run's bands (``EO2SAR_BANDS``) unless asked
+code (``pipeline.inputs.radiometry.to_unit``), the run's bands (``EO2SAR_BANDS``) unless asked
 otherwise, invalid pixels black like the model's fill; only quantised to 8 bits for
 display. For a raster that is not a pipeline output (no tag), the scaling is computed with
 the same rule the run would use (``compute_scaling``, default percentiles). The SAR-like
@@ -35,8 +35,7 @@ from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 
 from pipeline.errors import InputError, OutputError
-from pipeline.manifest import atomic_write_bytes
-from pipeline.radiometry import (
+from pipeline.inputs.radiometry import (
     DEFAULT_PERCENTILES,
     Scaling,
     compute_scaling,
@@ -45,6 +44,7 @@ from pipeline.radiometry import (
     scaling_from_samples,
     to_unit,
 )
+from pipeline.manifest import atomic_write_bytes
 
 __all__ = ["quicklook", "run_scaling", "stretch"]
 

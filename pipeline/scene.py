@@ -36,10 +36,10 @@ from pipeline.checks import model_sha256, read_error
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineWarning
 from pipeline.inference import InferenceJob
+from pipeline.inputs.radiometry import read_masked
 from pipeline.mosaic import BlockAccumulator, RasterTarget, encode, gdal_env, open_targets
 from pipeline.outputs import TAG_PREFIX, output_targets
 from pipeline.plan import ScenePlan, SceneRequest, plan_scene
-from pipeline.radiometry import read_masked
 from pipeline.scheduling import batch_results, run_one_task, scheduler_client, torch_threads_kept
 from pipeline.tiling import batches, blocks, weight_window
 from pipeline.urls import redact_url
@@ -95,13 +95,13 @@ def run_scene(
 
     The library entry point (keyword form of `run_request`). `input_path` takes what
     `python -m pipeline run` takes for one input: a raster, a STAC Item (file or URL), a
-    Landsat / Sentinel-2 product, a remote raster (pipeline/sources.py; `assets` picks
+    Landsat / Sentinel-2 product, a remote raster (pipeline/inputs/sources.py; `assets` picks
     the bands of an Item or product). `client`: a dask.distributed Client to run on (else
     config.scheduler / config.workers / the in-process threaded scheduler). `source`:
     the input as the output's tags name it (default: what was given). Raises
     PipelineError subclasses; on any error nothing is left behind.
     """
-    from pipeline.sources import product_kind, resolve_input
+    from pipeline.inputs.sources import product_kind, resolve_input
 
     text = os.fspath(input_path)
     with resolve_input(text, assets=assets) as resolved:

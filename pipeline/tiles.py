@@ -20,7 +20,7 @@ BigEarthNet patch gives one 120 px tile instead of none. Recorded per tile (inde
 Radiometry is GLOBAL per scene (DESIGN.md invariants 2 and 8): EO tiles go through the very
 functions `pipeline run` uses (`compute_scaling` on a decimated read of the whole scene,
 `read_masked`, `scale_to_unit`), so a tile is `round(unit * 255)` of what the model is fed
-at inference; SAR tiles through the "SAR targets" section of pipeline/radiometry.py.
+at inference; SAR tiles through the "SAR targets" section of pipeline/inputs/radiometry.py.
 
 Split (invariant 9, no leakage): the scene is cut into square blocks of `split_block` px;
 a seeded hash of (seed, scene, block) ranks the blocks and the first
@@ -76,9 +76,7 @@ from shapely.geometry import Polygon, mapping, shape
 from pipeline.checks import check_declared_size, check_readable, open_input, read_error
 from pipeline.config import PipelineConfig, parse_float_pair, parse_int_tuple
 from pipeline.errors import ConfigError, InputError, OutputError, PipelineWarning
-from pipeline.locks import output_lock
-from pipeline.manifest import atomic_write_bytes, atomic_write_text
-from pipeline.radiometry import (
+from pipeline.inputs.radiometry import (
     DEFAULT_PERCENTILES,
     DEFAULT_SAR_DB_RANGE,
     SAR_UNITS,
@@ -92,6 +90,8 @@ from pipeline.radiometry import (
     select_bands,
     to_unit,
 )
+from pipeline.locks import output_lock
+from pipeline.manifest import atomic_write_bytes, atomic_write_text
 from ugatit.data import DEFAULT_MIN_STD
 
 log = logging.getLogger("pipeline")
@@ -292,9 +292,9 @@ def band_folder(folder: Path) -> dict[str, Path] | None:
 def stack_band_folder(folder: Path, files: dict[str, Path], vrt: Path) -> Path:
     """A VRT of a band folder in R, G, B order (B04, B03, B02), each band a reference to
     its file (nothing copied), 0 declared nodata (Sentinel-2's fill): the same stack
-    `pipeline run` makes of a SAFE product (pipeline.sources.write_stack_vrt), so a band
+    `pipeline run` makes of a SAFE product (pipeline.inputs.sources.write_stack_vrt), so a band
     folder is radiometrically the product it was cut from."""
-    from pipeline.sources import Band, write_stack_vrt
+    from pipeline.inputs.sources import Band, write_stack_vrt
 
     bands = [Band(name, str(files[n].resolve()), common_name=common, nodata=0.0)
              for n, name, common in _S2_RGB]

@@ -33,7 +33,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window, subdivide
 
-from pipeline.radiometry import read_masked
+from pipeline.inputs.radiometry import read_masked
 
 
 @dataclass(frozen=True)

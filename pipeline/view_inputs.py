@@ -204,7 +204,7 @@ def manifest_input(doc: dict[str, Any], folder: Path) -> Path | None:
     """The input a manifest (`doc`, of an output in `folder`) records, if it may be read:
     None when it names none or the file is gone (a page without the optical layer, as
     before); UnsafeInput when it names one the viewer refuses (module docstring)."""
-    from pipeline.manifest import fingerprint_input
+    from pipeline.inputs.fingerprint import fingerprint_input
 
     try:
         entry = doc["input"]

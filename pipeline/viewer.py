@@ -50,9 +50,7 @@ from rasterio.warp import transform as warp_transform
 
 from pipeline.batch import heatmap_for
 from pipeline.errors import InputError, OutputError
-from pipeline.manifest import atomic_write_text, manifest_path
-from pipeline.quicklook import scaling_from_tags, to_display
-from pipeline.radiometry import (
+from pipeline.inputs.radiometry import (
     DEFAULT_PERCENTILES,
     compute_scaling,
     decimated_shape,
@@ -60,6 +58,8 @@ from pipeline.radiometry import (
     scaling_from_samples,
     to_unit,
 )
+from pipeline.manifest import atomic_write_text, manifest_path
+from pipeline.quicklook import scaling_from_tags, to_display
 from pipeline.view_inputs import (
     OUTPUT_DRIVERS,
     manifest_input,

@@ -29,8 +29,8 @@ from rasterio.windows import Window
 
 import pipeline.inference
 from pipeline.cli import main as pipeline_cli
+from pipeline.inputs.radiometry import compute_scaling, read_masked, to_model_input
 from pipeline.quicklook import quicklook
-from pipeline.radiometry import compute_scaling, read_masked, to_model_input
 from tests.helpers import DATA, crop
 from ugatit import load_checkpoint, read_meta, save_checkpoint
 from ugatit.networks import GENERATORS

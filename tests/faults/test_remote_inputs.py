@@ -10,7 +10,7 @@
   files, or raw local bytes) is refused whatever its URL ends with.
 
 The range server is tests/range_server.py in its own process (as in
-tests/pipeline/test_remote.py); runs that could hang, or whose log lines are checked,
+tests/pipeline/inputs/test_remote.py); runs that could hang, or whose log lines are checked,
 are real `python -m pipeline run` processes, refusals run in this process.
 """
 

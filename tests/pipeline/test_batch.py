@@ -30,10 +30,10 @@ from pipeline.batch import REPORT_NAME, BatchReport, find_scenes, run_directory
 from pipeline.cli import main as cli_main
 from pipeline.config import PipelineConfig
 from pipeline.errors import InputError, ModelError, PipelineError
+from pipeline.inputs.fingerprint import fingerprint_input
 from pipeline.manifest import (
     MANIFEST_SCHEMA,
     check_manifest,
-    fingerprint_input,
     manifest_path,
     read_manifest,
 )

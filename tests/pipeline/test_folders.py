@@ -1,6 +1,7 @@
 """Whole folders and catalogs: `pipeline run DIR OUT/` over every product kind,
 `pipeline run CATALOG.json OUT/` over every Item, multi-granule SAFE products, and the
-Python API on products (pipeline/discovery.py, pipeline/catalogs.py, pipeline/batch.py).
+Python API on products (pipeline/inputs/discovery.py, pipeline/inputs/catalogs.py,
+pipeline/batch.py).
 
 The products are the small faithful ones of tests/products.py over a 128 x 96 crop of the
 bundled Landsat 8 scene (stored B, G, R): a product run without flags equals the crop's run
@@ -19,10 +20,10 @@ import rasterio
 from click.testing import CliRunner
 from rasterio.windows import Window
 
-from pipeline.catalogs import catalog_products
 from pipeline.cli import main
-from pipeline.discovery import find_products
 from pipeline.errors import InputError
+from pipeline.inputs.catalogs import catalog_products
+from pipeline.inputs.discovery import find_products
 from pipeline.view_inputs import manifest_input
 from tests.helpers import L8, crop
 from tests.products import (
@@ -267,7 +268,7 @@ def test_item_collection_of_three_items_runs_and_resumes(bgr, model, reference, 
 def test_repeated_item_ids_are_an_error_naming_both(bgr, tmp_path):
     search = item_collection(tmp_path, bgr, ids=("a", "a"))
     with pytest.raises(InputError, match="would both be written") as info:
-        from pipeline.discovery import check_unique_outputs
+        from pipeline.inputs.discovery import check_unique_outputs
 
         check_unique_outputs(catalog_products(str(search)), tmp_path / "out")
     assert info.value.message.count("a (") == 2
@@ -303,7 +304,7 @@ def test_nested_catalog_with_a_cycle_gives_each_item_once(bgr, model, reference,
     assert [ln["href"] for ln in item["links"] if ln["rel"] == "derived_from"] == [
         str((tmp_path / "cat" / "sub" / "x.json").resolve())]
     # the depth cap: Items deeper than MAX_DEPTH links are left out, and said so
-    import pipeline.catalogs as catalogs
+    import pipeline.inputs.catalogs as catalogs
 
     monkeypatch.setattr(catalogs, "MAX_DEPTH", 1)
     with pytest.raises(InputError, match="leads to no STAC Item"):

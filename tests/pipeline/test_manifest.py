@@ -11,12 +11,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import PipelineConfig
+from pipeline.inputs.fingerprint import FULL_HASH_LIMIT, HEAD_TAIL_BYTES, fingerprint_input
 from pipeline.manifest import (
-    FULL_HASH_LIMIT,
-    HEAD_TAIL_BYTES,
     check_manifest,
     config_fingerprint,
-    fingerprint_input,
     manifest_path,
     read_manifest,
     sha256_file,

@@ -23,9 +23,9 @@ from pipeline import PipelineWarning, load_config, run_scene
 from pipeline.cli import main as pipeline_cli
 from pipeline.config import PipelineConfig
 from pipeline.inference import scene_norm_stats
+from pipeline.inputs.radiometry import read_masked, to_model_input
 from pipeline.metrics import tile_consistency
 from pipeline.plan import SceneRequest, plan_scene
-from pipeline.radiometry import read_masked, to_model_input
 from pipeline.synthetic import write_synthetic_scene
 from ugatit import load_checkpoint
 

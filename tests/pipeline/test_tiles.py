@@ -30,8 +30,8 @@ from rasterio.windows import Window
 from pipeline import load_config
 from pipeline.cli import main
 from pipeline.errors import ConfigError, InputError, PipelineWarning
+from pipeline.inputs.radiometry import sar_to_uint8, to_model_input
 from pipeline.plan import SceneRequest, plan_scene
-from pipeline.radiometry import sar_to_uint8, to_model_input
 from pipeline.tiles import (
     MIN_TILE_STD,
     TilesConfig,

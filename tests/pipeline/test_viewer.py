@@ -28,8 +28,8 @@ from rasterio.windows import Window
 
 from pipeline.cli import main as pipeline_cli
 from pipeline.config import load_config
+from pipeline.inputs.radiometry import decimated_shape, read_masked, to_unit
 from pipeline.quicklook import run_scaling, to_display
-from pipeline.radiometry import decimated_shape, read_masked, to_unit
 from pipeline.scene import run_scene
 from pipeline.viewer import (
     build_page,

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from rasterio.windows import Window
 
 from pipeline.cli import main
-from pipeline.sources import gdal_path, product_kind
+from pipeline.inputs.sources import gdal_path, product_kind
 from tests.helpers import SN6, crop, range_server
 
 

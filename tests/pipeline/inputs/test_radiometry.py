@@ -8,7 +8,7 @@ import rasterio
 from rasterio.windows import Window
 
 from pipeline.errors import ConfigError, InputError
-from pipeline.radiometry import (
+from pipeline.inputs.radiometry import (
     Scaling,
     compute_scaling,
     decimated_shape,
@@ -105,7 +105,7 @@ def test_model_input_range_and_invalid_fill():
 
 def test_scene_is_empty_reads_only_when_the_scaling_saw_no_pixel(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline import radiometry as r
+    from pipeline.inputs import radiometry as r
 
     calls: list[int] = []
     monkeypatch.setattr(r, "has_valid_pixel", lambda *a, **k: calls.append(1) or False)

@@ -1,4 +1,4 @@
-"""The "SAR targets" section of pipeline/radiometry.py on known values: linear -> dB ->
+"""The "SAR targets" section of pipeline/inputs/radiometry.py on known values: linear -> dB ->
 [0, 1] -> 8 bit, dB passed through, clipping, invalid values, and the per-scene auto range
 (on a known array and on a real, uncalibrated Sentinel-1 patch)."""
 
@@ -11,7 +11,7 @@ import pytest
 import rasterio
 
 from pipeline.errors import ConfigError
-from pipeline.radiometry import (
+from pipeline.inputs.radiometry import (
     DEFAULT_SAR_DB_RANGE,
     compute_sar_db_range,
     sar_db_range_auto,

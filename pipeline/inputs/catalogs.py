@@ -13,7 +13,7 @@ back to its parent recurses until Python's stack gives out), reads URLs without 
 timeout and a body of any size, and an ItemCollection's `next` pages are not its
 business at all. Here:
 
-* documents are read with the Item reader's bounds (pipeline/sources.py: 8 MiB, the
+* documents are read with the Item reader's bounds (pipeline/inputs/sources.py: 8 MiB, the
   HTTP timeouts of pipeline/urls.py);
 * `child` / `item` links are followed MAX_DEPTH deep at most, each document once (cycle
   detection on its resolved location); MAX_DOCUMENTS documents at most in all;
@@ -21,7 +21,7 @@ business at all. Here:
   for MAX_PAGES pages at most, then the run goes on with what it has and says so;
 * a document read from a URL may only link to URLs (http(s), s3; relative links resolve
   against it), the rule of remote Items' assets: a server must not point the run at
-  local files; documents on s3:// are read with the user's AWS settings (pipeline/s3.py);
+  local files; documents on s3:// are read with the user's AWS settings (pipeline/inputs/s3.py);
 * Items are checked as single Items are, and their assets resolved against the
   document they came from.
 """
@@ -33,8 +33,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.discovery import Product, output_stem
 from pipeline.errors import InputError
+from pipeline.inputs.discovery import Product, output_stem
 from pipeline.urls import redact_url
 
 __all__ = [
@@ -64,7 +64,7 @@ def read_document(source: str) -> dict[str, Any]:
     import json
     import urllib.error
 
-    from pipeline.sources import _short, http_timeout, read_stac_bytes
+    from pipeline.inputs.sources import _short, http_timeout, read_stac_bytes
 
     try:
         data = json.loads(read_stac_bytes(source))
@@ -106,7 +106,7 @@ def _link_href(href: Any, base: str) -> str:
     document read from a URL may only link to http(s) URLs."""
     from urllib.parse import urlsplit
 
-    from pipeline.sources import brief, is_remote, join_url
+    from pipeline.inputs.sources import brief, is_remote, join_url
 
     if not isinstance(href, str) or not href.strip():
         raise InputError(f"malformed STAC link (href: {brief(href)})", path=base,

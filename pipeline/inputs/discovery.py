@@ -5,7 +5,7 @@ folder holds: Sentinel-2 SAFE zips and folders, Landsat Collection 2 folders, ST
 JSON saved from a search, loose GeoTIFF/VRT scenes. Each of those is one *product*, run
 into one output named after it, however many band files it holds: a SAFE folder is not
 walked for its JP2 files, a Landsat folder not for its TIFs (their band files are found
-by pipeline/sources.py when the product is read). Part of the future `pipeline/inputs/`
+by pipeline/inputs/sources.py when the product is read). Part of the future `pipeline/inputs/`
 wing, with sources.py (one product -> one raster) and catalogs.py (STAC catalogs).
 
 Rules (docs/data_sources.md, "Whole folders and catalogs"):
@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputError, OutputError
-from pipeline.manifest import InputFingerprint, fingerprint_input
+from pipeline.inputs.fingerprint import InputFingerprint, fingerprint_input
 from pipeline.urls import redact_url
 
 __all__ = [
@@ -67,7 +67,7 @@ _MAX_STEM = 100
 class Product:
     """One input of a multi-product run, and where its output goes.
 
-    `source` is what pipeline.sources reads (a path, a URL, or for an inline Item the
+    `source` is what pipeline.inputs.sources reads (a path, a URL, or for an inline Item the
     document holding it); `name` the label of the table and report; `stem` and `subdir`
     make the output `OUT/subdir/stem.tif`; `item` an Item already read (a feature of an
     ItemCollection); `granule` one granule of an old-format Sentinel-2 product;
@@ -132,7 +132,7 @@ _BROKEN = object()  # a .json file that is no JSON: a broken download, reported 
 def _read_json(path: Path) -> Any:
     """The JSON of a local file, _BROKEN if it cannot be read or parsed, None if it is
     larger than an Item may be."""
-    from pipeline.sources import MAX_ITEM_BYTES
+    from pipeline.inputs.sources import MAX_ITEM_BYTES
 
     try:
         with path.open("rb") as f:
@@ -149,7 +149,7 @@ def _product_root(path: Path, input_dir: Path, cache: dict[Path, Path | None]
     """The product folder `path` lies in (itself included), below `input_dir`, if any
     (`cache`: folder -> is it a product, shared by one search: `**/*` lists every file
     of every SAFE folder)."""
-    from pipeline.sources import is_sentinel2_product, landsat_mtl
+    from pipeline.inputs.sources import is_sentinel2_product, landsat_mtl
 
     rel = path.relative_to(input_dir)
     for i in range(1, len(rel.parts) + 1):
@@ -164,7 +164,7 @@ def _product_root(path: Path, input_dir: Path, cache: dict[Path, Path | None]
 
 def _classify(path: Path, explicit: bool) -> str | None:
     """The kind of one candidate, None if it is not a product (left out)."""
-    from pipeline.sources import is_sentinel2_product, landsat_mtl
+    from pipeline.inputs.sources import is_sentinel2_product, landsat_mtl
 
     if path.is_dir():
         if landsat_mtl(path) is not None:
@@ -262,7 +262,7 @@ def _products_of(path: Path, kind: str, input_dir: Path) -> list[Product]:
 def sentinel2_products(path: Path, name: str, subdir: str = "") -> list[Product]:
     """A SAFE folder/zip as products: itself, or one per granule when it holds several
     (the old format). An unreadable product stays one product: its run reports why."""
-    from pipeline.sources import sentinel2_granules
+    from pipeline.inputs.sources import sentinel2_granules
 
     stem = path.name
     for suffix in (".SAFE", ".zip", ".ZIP"):
@@ -279,7 +279,7 @@ def sentinel2_products(path: Path, name: str, subdir: str = "") -> list[Product]
 
 def product_from_source(source: str) -> list[Product]:
     """The products of one INPUT given on its own (a multi-granule SAFE gives several)."""
-    from pipeline.sources import product_kind
+    from pipeline.inputs.sources import product_kind
 
     kind = product_kind(source)
     name = redact_url(source)

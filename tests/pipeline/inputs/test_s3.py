@@ -1,8 +1,8 @@
-"""STAC documents on s3:// (pipeline/s3.py): the AWS Signature V4 of the reader, checked
+"""STAC documents on s3:// (pipeline/inputs/s3.py): the AWS Signature V4 of the reader, checked
 against AWS's published example, and an Item on a loopback S3 endpoint (tests/
 range_server.py as the store: AWS_S3_ENDPOINT, path-style, plain HTTP), whose relative
 assets GDAL's /vsis3/ reads with the same settings. What is not tested: a real AWS
-endpoint, instance roles and SSO profiles (not supported: module doc of pipeline/s3.py).
+endpoint, instance roles and SSO profiles (not supported: module doc of pipeline/inputs/s3.py).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from rasterio.windows import Window
 
 from pipeline.cli import main
 from pipeline.errors import InputError
-from pipeline.s3 import EMPTY_SHA256, s3_request, sign_v4
-from pipeline.sources import join_url
+from pipeline.inputs.s3 import EMPTY_SHA256, s3_request, sign_v4
+from pipeline.inputs.sources import join_url
 from tests.helpers import REPO, SN6, crop
 from tests.products import split_bands, stac_item
 

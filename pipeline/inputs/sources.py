@@ -350,11 +350,11 @@ def _http_get(url: str, limit: int, headers: Mapping[str, str] | None = None) ->
 
 def read_stac_bytes(source: str) -> bytes:
     """The Item's bytes: a local file, an http(s) URL or an s3:// URL (signed with the
-    user's AWS settings: pipeline/s3.py), with timeouts, bounded."""
+    user's AWS settings: pipeline/inputs/s3.py), with timeouts, bounded."""
     if is_remote(source):
         scheme = source.partition("://")[0].lower()
         if scheme == "s3":
-            from pipeline.s3 import s3_request
+            from pipeline.inputs.s3 import s3_request
 
             url, headers = s3_request(source)
             return _http_get(url, MAX_ITEM_BYTES, headers)

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from rasterio.windows import Window
 
 from pipeline.cli import main
-from pipeline.sources import stac_bands
+from pipeline.inputs.sources import stac_bands
 from tests.helpers import SN6, assert_same_grid, crop
 from tests.products import split_bands, stac_item
 

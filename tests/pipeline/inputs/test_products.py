@@ -5,7 +5,7 @@ MTL (ODL text and XML) layout, the SAFE tree (MTD_MSIL2A.xml, GRANULE/*/MTD_TL.x
 IMG_DATA/R10m and R20m JP2s), with the pixels of a 128 x 96 crop of the bundled Landsat 8
 scene (uint16, 80 % zero collar). A product run without --bands must then give exactly
 the output of the crop run with `--bands 3,2,1` (the crop is stored B, G, R): the same
-bands, the fill (0) as nodata, and no scaling applied (module doc of pipeline.sources).
+bands, the fill (0) as nodata, and no scaling applied (module doc of pipeline.inputs.sources).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from PIL import Image
 from rasterio.windows import Window
 
 from pipeline.cli import main
-from pipeline.sources import landsat_bands, resolve_input, sentinel2_bands
+from pipeline.inputs.sources import landsat_bands, resolve_input, sentinel2_bands
 from tests.helpers import L8, assert_same_grid, crop
 from tests.products import (
     L1_ID,

@@ -5,8 +5,8 @@ Why this exists: rasters on `s3://` are read by GDAL's `/vsis3/`, but GDAL has n
 for a JSON document that rasterio exposes, and boto3 is not a dependency (nor worth one
 for a GET of a few KB). So a signed GET is built here: AWS Signature Version 4 (the
 `hmac`/`hashlib` recipe of the AWS documentation, checked against its published example
-in tests/pipeline/test_s3.py), sent with the Item reader's bounds and timeouts
-(pipeline/sources.py `_http_get`).
+in tests/pipeline/inputs/test_s3.py), sent with the Item reader's bounds and timeouts
+(pipeline/inputs/sources.py `_http_get`).
 
 Settings read, the same variables GDAL's `/vsis3/` reads, so one environment serves the
 Item and its assets: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`;

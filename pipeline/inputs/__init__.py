@@ -1,0 +1,1 @@
+"""pipeline/inputs/: see README, "Code layout"."""
