@@ -51,7 +51,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.checks import check_declared_size, read_error
 from pipeline.errors import PipelineError
 from pipeline.inputs.radiometry import (
     DEFAULT_PERCENTILES,
@@ -64,6 +63,7 @@ from pipeline.inputs.radiometry import (
     unit_to_model,
     valid_from_values,
 )
+from pipeline.run.checks import check_declared_size, read_error
 from ugatit import UgatitError, atomic_path, load_checkpoint, resolve_device, set_tf32
 
 #: The seed's network input size (the published model's img_size).

@@ -14,7 +14,6 @@ Library entry points (the CLI `python -m pipeline run` is a thin layer over them
 
 from __future__ import annotations
 
-from pipeline.batch import run_directory, run_products
 from pipeline.config import PipelineConfig, load_config
 from pipeline.errors import (
     ConfigError,
@@ -27,7 +26,8 @@ from pipeline.errors import (
 )
 from pipeline.inputs.catalogs import catalog_products
 from pipeline.inputs.discovery import find_products
-from pipeline.scene import (
+from pipeline.run.batch import run_directory, run_products
+from pipeline.run.scene import (
     SceneRequest,
     SceneResult,
     model_sha256,

@@ -1,6 +1,6 @@
 """`python -m pipeline run | quicklook | tiles | view`: thin click commands over the library.
 
-`run` builds a `SceneRequest` and hands it to pipeline.scene (a file) or pipeline.batch
+`run` builds a `SceneRequest` and hands it to pipeline.run.scene (a file) or pipeline.run.batch
 (a directory). Flags override the YAML config file (`--config`), which overrides the
 defaults of PipelineConfig; the flags, their help and `[default: ...]` come from the
 dataclass fields (pipeline/options.py), so a default is written once. Errors of the pipeline
@@ -36,8 +36,8 @@ from pipeline.options import (
     quiet_option,
     verbose_option,
 )
-from pipeline.plan import SceneRequest
 from pipeline.quicklook import PANEL_MAX_SIZE
+from pipeline.run.plan import SceneRequest
 from pipeline.tiles import TilesConfig
 
 log = logging.getLogger("pipeline")
@@ -63,14 +63,14 @@ def _nodata_value(text: str | None) -> float | None:
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """eo2sar scene pipeline: optical scenes -> georeferenced SAR-like rasters."""
-    from pipeline.mosaic import gdal_env
+    from pipeline.run.mosaic import gdal_env
     from pipeline.urls import network_defaults
 
     # HTTP timeouts before anything is read: a local VRT of a directory run (or of
     # `tiles`) may name URLs too, and GDAL has none by default (pipeline/urls.py)
     network_defaults()
     # Every command reads whole scenes (statistics, quicklooks, tiles): GDAL's block cache
-    # defaults to 5 % of RAM and would keep what it read (pipeline/mosaic.py).
+    # defaults to 5 % of RAM and would keep what it read (pipeline/run/mosaic.py).
     ctx.with_resource(gdal_env())
 
 
@@ -201,7 +201,7 @@ def _run_file(request: SceneRequest, *, quiet: bool, dry_run: bool, source: str,
               acquired: Any = None) -> None:
     """One scene (request.input: a local raster, or the VRT pipeline.inputs.sources made for
     `source`), then its STAC Item, derived from `source`."""
-    from pipeline.scene import plan_scene, run_request
+    from pipeline.run.scene import plan_scene, run_request
 
     if request.output.is_dir():  # the name a directory run would give it (x.vrt -> x.tif)
         output = request.output / (request.input.stem + ".tif")
@@ -229,8 +229,8 @@ def _run_file(request: SceneRequest, *, quiet: bool, dry_run: bool, source: str,
 
 
 def _write_stac_item(output: Path, *, quiet: bool, **kwargs: Any) -> None:
-    """The output's STAC Item beside it (pipeline/stac.py): `out.tif` -> `out.stac.json`."""
-    from pipeline.stac import item_path, write_item
+    """The output's STAC Item beside it (pipeline/run/stac.py): `out.tif` -> `out.stac.json`."""
+    from pipeline.run.stac import item_path, write_item
 
     try:
         path = write_item(output, **kwargs)
@@ -251,7 +251,7 @@ def _several_products(input_path: str, pattern: str | None, excludes: tuple[str,
 
     kind = product_kind(input_path)
     if kind == "directory":
-        from pipeline.batch import directory_products
+        from pipeline.run.batch import directory_products
 
         return lambda: directory_products(Path(input_path), output, pattern, excludes)
     if kind == "stac":
@@ -276,12 +276,12 @@ def _several_products(input_path: str, pattern: str | None, excludes: tuple[str,
 def _run_products(request: SceneRequest, list_products: Any, pattern: str | None, *,
                   quiet: bool, dry_run: bool, assets: Any = None) -> None:
     """A run of several products (a directory, a catalog, the granules of a product)
-    into the output directory: pipeline.batch.run_products."""
-    from pipeline.batch import run_products
-    from pipeline.checks import check_device, load_model_info
-    from pipeline.plan import resolve_model_config
-    from pipeline.scene import run_scene
-    from pipeline.scheduling import is_remote, scheduler_client
+    into the output directory: pipeline.run.batch.run_products."""
+    from pipeline.run.batch import run_products
+    from pipeline.run.checks import check_device, load_model_info
+    from pipeline.run.plan import resolve_model_config
+    from pipeline.run.scene import run_scene
+    from pipeline.run.scheduling import is_remote, scheduler_client
     from pipeline.urls import redact_url
 
     config = request.config
@@ -325,9 +325,9 @@ def _run_products(request: SceneRequest, list_products: Any, pattern: str | None
 def _dry_run_products(request: SceneRequest, products: Any, pattern: str | None,
                       assets: Any) -> None:
     """Print, per product, what a real run would do and the scene's plan."""
-    from pipeline.batch import heatmap_for, product_raster, scene_status
     from pipeline.inputs.discovery import check_unique_outputs
-    from pipeline.scene import model_sha256, plan_scene
+    from pipeline.run.batch import heatmap_for, product_raster, scene_status
+    from pipeline.run.scene import model_sha256, plan_scene
 
     output_dir, heatmap = request.output, request.heatmap is not None
     outputs = check_unique_outputs(products, output_dir)  # as a real run
@@ -389,7 +389,7 @@ def quicklook_cmd(input_path: str, output_path: Path, png_path: Path, bands: str
     except PipelineError as err:
         _fail(err)
     click.echo(f"wrote {png_path}", err=True)
-    from pipeline.stac import add_quicklook
+    from pipeline.run.stac import add_quicklook
 
     item = add_quicklook(output_path, png_path)  # the run's STAC Item, when beside OUTPUT
     if item is not None:
@@ -570,7 +570,7 @@ def evaluate_pairs_cmd(model_path: Path, pairs: tuple[tuple[Path, Path], ...], b
           --pair S2A_..._36_85 S1A_..._36_85 --pair S2A_..._4_55 S1A_..._4_55
     """
     from pipeline.config import parse_float_pair, parse_int_tuple
-    from pipeline.evaluate_pairs import (
+    from pipeline.run.evaluate_pairs import (
         OpticalOptions,
         Pair,
         evaluate_pairs,

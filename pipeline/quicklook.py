@@ -44,7 +44,7 @@ from pipeline.inputs.radiometry import (
     scaling_from_samples,
     to_unit,
 )
-from pipeline.manifest import atomic_write_bytes
+from pipeline.run.manifest import atomic_write_bytes
 
 __all__ = ["quicklook", "run_scaling", "stretch"]
 

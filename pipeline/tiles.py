@@ -73,7 +73,6 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from shapely.geometry import Polygon, mapping, shape
 
-from pipeline.checks import check_declared_size, check_readable, open_input, read_error
 from pipeline.config import PipelineConfig, parse_float_pair, parse_int_tuple
 from pipeline.errors import ConfigError, InputError, OutputError, PipelineWarning
 from pipeline.inputs.radiometry import (
@@ -90,8 +89,9 @@ from pipeline.inputs.radiometry import (
     select_bands,
     to_unit,
 )
-from pipeline.locks import output_lock
-from pipeline.manifest import atomic_write_bytes, atomic_write_text
+from pipeline.run.checks import check_declared_size, check_readable, open_input, read_error
+from pipeline.run.locks import output_lock
+from pipeline.run.manifest import atomic_write_bytes, atomic_write_text
 from ugatit.data import DEFAULT_MIN_STD
 
 log = logging.getLogger("pipeline")

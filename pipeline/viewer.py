@@ -48,7 +48,6 @@ from rasterio.transform import xy
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform as warp_transform
 
-from pipeline.batch import heatmap_for
 from pipeline.errors import InputError, OutputError
 from pipeline.inputs.radiometry import (
     DEFAULT_PERCENTILES,
@@ -58,8 +57,9 @@ from pipeline.inputs.radiometry import (
     scaling_from_samples,
     to_unit,
 )
-from pipeline.manifest import atomic_write_text, manifest_path
 from pipeline.quicklook import scaling_from_tags, to_display
+from pipeline.run.batch import heatmap_for
+from pipeline.run.manifest import atomic_write_text, manifest_path
 from pipeline.view_inputs import (
     OUTPUT_DRIVERS,
     manifest_input,

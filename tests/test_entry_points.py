@@ -27,7 +27,7 @@ from click.testing import CliRunner
 from PIL import Image
 from rasterio.windows import Window
 
-import pipeline.inference
+import pipeline.run.inference
 from pipeline.cli import main as pipeline_cli
 from pipeline.inputs.radiometry import compute_scaling, read_masked, to_model_input
 from pipeline.quicklook import quicklook
@@ -112,8 +112,8 @@ def app_input(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, img: Path, ckpt: 
 def pipeline_input(monkeypatch: pytest.MonkeyPatch, img: Path, out: Path, ckpt: Path,
                    *extra: str) -> torch.Tensor:
     """The tensor `python -m pipeline run` gives the generator (one tile here)."""
-    cap = Capture(pipeline.inference.forward_fixed_shape, 1)
-    monkeypatch.setattr(pipeline.inference, "forward_fixed_shape", cap)
+    cap = Capture(pipeline.run.inference.forward_fixed_shape, 1)
+    monkeypatch.setattr(pipeline.run.inference, "forward_fixed_shape", cap)
     res = CliRunner().invoke(pipeline_cli, ["run", str(img), str(out), "--model", str(ckpt),
                                             "-q", "--overwrite", *extra])
     assert res.exit_code == 0, res.output

@@ -365,7 +365,7 @@ def _local_assets(item: Mapping[str, Any], base: Path) -> list[Path]:
 
 
 def fingerprint_product(product: Product) -> InputFingerprint:
-    """What a rerun compares to know the product is unchanged (pipeline/manifest.py).
+    """What a rerun compares to know the product is unchanged (pipeline/run/manifest.py).
 
     A file (raster, SAFE zip): its own fingerprint. A product folder: its listing (paths,
     sizes, mtimes) and the full hash of its metadata file. A local Item: its bytes and the

@@ -1,6 +1,6 @@
 """Radiometry: THE place where EO input scaling is decided, for every entry point.
 
-`python -m pipeline run` (pipeline/scene.py, pipeline/inference.py), `python -m pipeline
+`python -m pipeline run` (pipeline/run/scene.py, pipeline/run/inference.py), `python -m pipeline
 tiles` (training tiles), `python -m pipeline quicklook` and `app.py` all call the functions
 below, so one model is fed the same numbers whichever command runs it, and a model is fed
 at run time what it saw in training (DESIGN.md, invariants 2 and 8).

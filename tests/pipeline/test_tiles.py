@@ -31,7 +31,8 @@ from pipeline import load_config
 from pipeline.cli import main
 from pipeline.errors import ConfigError, InputError, PipelineWarning
 from pipeline.inputs.radiometry import sar_to_uint8, to_model_input
-from pipeline.plan import SceneRequest, plan_scene
+from pipeline.run.plan import SceneRequest, plan_scene
+from pipeline.run.tiling import read_tile
 from pipeline.tiles import (
     MIN_TILE_STD,
     TilesConfig,
@@ -39,7 +40,6 @@ from pipeline.tiles import (
     choose_test_blocks,
     window_split,
 )
-from pipeline.tiling import read_tile
 from tests.helpers import DATA, crop
 
 L8 = DATA / "l8_224078_parana_bgr_uint16.tif"
@@ -129,7 +129,7 @@ def test_declared_size_is_checked_before_reading(tmp_path: Path, l8_crop: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A header declaring more samples than a run accepts (a damaged file, fuzzed in
     tests/faults) is refused by the tile builder before any pixel is read, as by `run`."""
-    from pipeline import checks
+    from pipeline.run import checks
 
     monkeypatch.setattr(checks, "MAX_SCENE_SAMPLES", 320 * 256 * 3 - 1)
     with pytest.raises(InputError, match="declares 320 x 256 px x 3 bands"):

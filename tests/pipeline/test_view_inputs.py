@@ -24,7 +24,7 @@ from rasterio.windows import Window
 from pipeline import load_config, run_scene
 from pipeline.cli import main
 from pipeline.inputs.fingerprint import fingerprint_input
-from pipeline.manifest import manifest_path
+from pipeline.run.manifest import manifest_path
 from pipeline.view_inputs import UnsafeInput, check_vrt, manifest_input
 from tests.helpers import SN6, crop
 

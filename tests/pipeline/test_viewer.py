@@ -30,7 +30,7 @@ from pipeline.cli import main as pipeline_cli
 from pipeline.config import load_config
 from pipeline.inputs.radiometry import decimated_shape, read_masked, to_unit
 from pipeline.quicklook import run_scaling, to_display
-from pipeline.scene import run_scene
+from pipeline.run.scene import run_scene
 from pipeline.viewer import (
     build_page,
     lonlat_grid,

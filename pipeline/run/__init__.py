@@ -1,0 +1,1 @@
+"""pipeline/run/: see README, "Code layout"."""
