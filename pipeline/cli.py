@@ -36,9 +36,9 @@ from pipeline.options import (
     quiet_option,
     verbose_option,
 )
-from pipeline.quicklook import PANEL_MAX_SIZE
 from pipeline.run.plan import SceneRequest
 from pipeline.tiles import TilesConfig
+from pipeline.viewing.quicklook import PANEL_MAX_SIZE
 
 log = logging.getLogger("pipeline")
 
@@ -379,7 +379,7 @@ def quicklook_cmd(input_path: str, output_path: Path, png_path: Path, bands: str
     beside a real SAR image of the same place with --reference."""
     from pipeline.config import parse_int_tuple
     from pipeline.inputs.sources import resolve_input
-    from pipeline.quicklook import quicklook
+    from pipeline.viewing.quicklook import quicklook
 
     try:
         band_tuple = parse_int_tuple(bands, "bands", "--bands", minimum=1)
@@ -510,7 +510,7 @@ def view_cmd(output_path: Path, input_path: Path | None, heatmap_path: Path | No
       python -m pipeline view out/ --serve
     """
     from pipeline.config import parse_int_tuple
-    from pipeline.viewer import VIEW_MAX_SIZE, serve_page, view_directory, write_viewer
+    from pipeline.viewing.viewer import VIEW_MAX_SIZE, serve_page, view_directory, write_viewer
 
     size = VIEW_MAX_SIZE if max_size is None else max_size
     try:

@@ -30,7 +30,7 @@ from rasterio.windows import Window
 import pipeline.run.inference
 from pipeline.cli import main as pipeline_cli
 from pipeline.inputs.radiometry import compute_scaling, read_masked, to_model_input
-from pipeline.quicklook import quicklook
+from pipeline.viewing.quicklook import quicklook
 from tests.helpers import DATA, crop
 from ugatit import load_checkpoint, read_meta, save_checkpoint
 from ugatit.networks import GENERATORS

@@ -24,7 +24,7 @@ from pipeline.cli import main
 from pipeline.errors import InputError
 from pipeline.inputs.catalogs import catalog_products
 from pipeline.inputs.discovery import find_products
-from pipeline.view_inputs import manifest_input
+from pipeline.viewing.view_inputs import manifest_input
 from tests.helpers import L8, crop
 from tests.products import (
     L2_ID,

@@ -1,4 +1,4 @@
-"""Tests for pipeline.quicklook: a side-by-side PNG of input and output."""
+"""Tests for pipeline.viewing.quicklook: a side-by-side PNG of input and output."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import rasterio
 from PIL import Image
 
 from pipeline.errors import InputError
-from pipeline.quicklook import quicklook, stretch
+from pipeline.viewing.quicklook import quicklook, stretch
 from tests.helpers import L8, SN6
 
 

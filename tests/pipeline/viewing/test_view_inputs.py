@@ -1,4 +1,4 @@
-"""`pipeline view` on a folder prepared by someone else (pipeline/view_inputs.py).
+"""`pipeline view` on a folder prepared by someone else (pipeline/viewing/view_inputs.py).
 
 Each test builds the hostile folder an attacker would leave in a shared place, runs
 `pipeline view` on it as the victim would, and checks that nothing of the victim's
@@ -6,7 +6,7 @@ private file reaches a page: exit 1 with one line naming the refusal, no page wr
 The victim's "key" is 64 x 64 random bytes, the output grid 64 x 64 px, so the attack
 (before the fix) made the optical layer a byte-exact copy of it: every RGB channel of
 the layer equalled the key, byte for byte (`test_the_attack_works_without_the_checks`
-shows it still would without pipeline/view_inputs.py).
+shows it still would without pipeline/viewing/view_inputs.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pipeline import load_config, run_scene
 from pipeline.cli import main
 from pipeline.inputs.fingerprint import fingerprint_input
 from pipeline.run.manifest import manifest_path
-from pipeline.view_inputs import UnsafeInput, check_vrt, manifest_input
+from pipeline.viewing.view_inputs import UnsafeInput, check_vrt, manifest_input
 from tests.helpers import SN6, crop
 
 SIDE = 64
@@ -131,7 +131,7 @@ def test_the_attack_works_without_the_checks(made, victim, tmp_path, monkeypatch
 
     from PIL import Image
 
-    from pipeline import viewer
+    from pipeline.viewing import viewer
 
     key, data = victim
     out = hostile_output(made, tmp_path / "shared")

@@ -1,6 +1,6 @@
 """The viewer's HTML page: one self-contained file, hand-written canvas viewer, no library.
 
-Kept apart from pipeline/viewer.py (which reads rasters and fills the page) because it is
+Kept apart from pipeline/viewing/viewer.py (which reads rasters and fills the page) because it is
 mostly HTML, CSS and JavaScript. Everything is inline: the page's Content-Security-Policy
 allows no network at all (only inline script and style, and `data:` images), so the page
 works offline, from a file:// URL, and cannot leak what it shows.

@@ -3,7 +3,7 @@
 The viewer embeds what it reads into a page that is then looked at, shared or served.
 A folder prepared by another user (a shared project directory, a downloaded result) must
 not be able to make that page carry a copy of one of the *viewer's* files. The attacks
-this module stops (docs/faults.md, Security; tests/pipeline/test_view_inputs.py):
+this module stops (docs/faults.md, Security; tests/pipeline/viewing/test_view_inputs.py):
 
 * a manifest whose `input.path` is a VRT with a raw band (`VRTRawRasterBand`) reading
   `~/.ssh/id_rsa`, next to an output whose scaling tags say "0..255, fixed": the

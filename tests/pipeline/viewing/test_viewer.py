@@ -1,4 +1,4 @@
-"""The HTML viewer (pipeline/viewer.py, pipeline/viewer_page.py, `pipeline view`).
+"""The HTML viewer (pipeline/viewing/viewer.py, pipeline/viewing/viewer_page.py, `pipeline view`).
 
 Python-level tests decode the page's embedded layers and compare them with the rasters;
 the browser test drives the real page in headless Chromium over the DevTools protocol
@@ -29,16 +29,16 @@ from rasterio.windows import Window
 from pipeline.cli import main as pipeline_cli
 from pipeline.config import load_config
 from pipeline.inputs.radiometry import decimated_shape, read_masked, to_unit
-from pipeline.quicklook import run_scaling, to_display
 from pipeline.run.scene import run_scene
-from pipeline.viewer import (
+from pipeline.viewing.quicklook import run_scaling, to_display
+from pipeline.viewing.viewer import (
     build_page,
     lonlat_grid,
     page_server,
     view_directory,
     write_viewer,
 )
-from pipeline.viewer_page import CSP, render_page
+from pipeline.viewing.viewer_page import CSP, render_page
 from tests.chromium import Chromium, chromium_or_skip
 from tests.helpers import L8, SN6, crop
 

@@ -1,4 +1,4 @@
-"""`pipeline view --serve` (pipeline/view_server.py): exactly the page, only to its user.
+"""`pipeline view --serve` (pipeline/viewing/view_server.py): exactly the page, only to its user.
 
 Real HTTP requests to 127.0.0.1 only (http.client, so the Host header can be set as a
 DNS-rebinding page's would be); each server runs in a thread and is shut down by the
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.view_server import PageServer, linked_pages, page_server
+from pipeline.viewing.view_server import PageServer, linked_pages, page_server
 from tests.helpers import REPO
 
 PAGE = b"<!DOCTYPE html><html><body>the viewer page</body></html>\n"

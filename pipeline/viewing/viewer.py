@@ -3,14 +3,14 @@
 Layers, all ON THE OUTPUT GRID and read at a bounded size (``max_size`` px on the long
 side; decimated reads use the COG's overviews), embedded as PNG data URIs:
   optical   the input as the run fed it to the model (the scaling and bands recorded in
-            the output's tags, `pipeline.quicklook.run_scaling`, applied by the shared
+            the output's tags, `pipeline.viewing.quicklook.run_scaling`, applied by the shared
             radiometry code), reprojected onto the output grid with a WarpedVRT when the
             grids differ; invalid pixels transparent;
   sar       the SAR-like output band 1, 2-98 % stretch of its valid pixels (for looking,
             not measuring: the legend gives the stretch in the band's units, dB when the
             output reads as dB), nodata transparent;
   heat      the CAM heatmap, 2-98 % stretch, jet colours (as app.py), nodata transparent.
-The page (pipeline/viewer_page.py) swipes between optical and SAR-like, zooms and pans,
+The page (pipeline/viewing/viewer_page.py) swipes between optical and SAR-like, zooms and pans,
 and shows lon/lat, CRS x/y and the full-resolution pixel under the cursor. CRS x/y are
 exact (the output's affine transform); lon/lat are bilinear in a (n+1) x (n+1) grid of
 exactly projected nodes, and the page states the interpolation error measured at the
@@ -22,9 +22,9 @@ prints the figure for its own scene.
 them (each output's input from its manifest; heatmaps by the directory runner's naming).
 
 `--serve` serves exactly the page and the pages it links, under a secret token, to
-loopback only (pipeline/view_server.py). A viewed folder may be someone else's: what
+loopback only (pipeline/viewing/view_server.py). A viewed folder may be someone else's: what
 the viewer reads from it (the output, the heatmap, the input its manifest names) goes
-through pipeline/view_inputs.py, so a hostile folder cannot make the page carry a copy
+through pipeline/viewing/view_inputs.py, so a hostile folder cannot make the page carry a copy
 of another of the user's files.
 """
 
@@ -57,10 +57,10 @@ from pipeline.inputs.radiometry import (
     scaling_from_samples,
     to_unit,
 )
-from pipeline.quicklook import scaling_from_tags, to_display
 from pipeline.run.batch import heatmap_for
 from pipeline.run.manifest import atomic_write_text, manifest_path
-from pipeline.view_inputs import (
+from pipeline.viewing.quicklook import scaling_from_tags, to_display
+from pipeline.viewing.view_inputs import (
     OUTPUT_DRIVERS,
     manifest_input,
     open_allowed,
@@ -68,8 +68,8 @@ from pipeline.view_inputs import (
     refuse_symlink_out,
     view_env,
 )
-from pipeline.view_server import page_server, serve_page
-from pipeline.viewer_page import render_page
+from pipeline.viewing.view_server import page_server, serve_page
+from pipeline.viewing.viewer_page import render_page
 from ugatit.sheets import jet
 
 __all__ = ["VIEW_MAX_SIZE", "build_page", "lonlat_grid", "page_server", "serve_page",
@@ -120,7 +120,7 @@ def _jet_palette_image(unit: np.ndarray, valid: np.ndarray) -> Image.Image:
 
 def _open_output(path: Path, what: str) -> rasterio.io.DatasetReader:
     """A pipeline output or heatmap: GTiff driver only, no sidecar files, not a symlink
-    out of its folder (pipeline/view_inputs.py)."""
+    out of its folder (pipeline/viewing/view_inputs.py)."""
     path = Path(path)
     refuse_symlink_out(path, path.parent, what)
     try:
@@ -162,7 +162,7 @@ def sar_layer(ds: rasterio.io.DatasetReader, shape: tuple[int, int]
 def heat_layer(path: Path, out: rasterio.io.DatasetReader, shape: tuple[int, int]) -> Layer:
     """The CAM heatmap at `shape` (the output grid), 2-98 % stretch, jet. A pipeline
     heatmap is always on its output's grid; another grid is refused, not guessed. Read
-    as a GeoTIFF only, like the output (pipeline/view_inputs.py)."""
+    as a GeoTIFF only, like the output (pipeline/viewing/view_inputs.py)."""
     with _open_output(path, "heatmap") as ds:
         if not _same_grid(ds, out):
             raise InputError("the heatmap is not on the output's grid", path=path,
@@ -190,7 +190,7 @@ def optical_layer(
 ) -> Layer:
     """The optical input on the output grid at `shape`, scaled as the run fed it.
     `trusted`: the user named it (any GDAL driver); else it came from a manifest and was
-    vetted by pipeline/view_inputs.py, and is read with its driver allow-list.
+    vetted by pipeline/viewing/view_inputs.py, and is read with its driver allow-list.
 
     `bands`: the run's (EO2SAR_BANDS) unless given; scaling: the run's (EO2SAR_SCALING)
     for those bands, else computed by the shared rule on the input itself. An input on
@@ -265,7 +265,7 @@ def lonlat_grid(ds: rasterio.io.DatasetReader, cells: int = LONLAT_CELLS
 
 def default_input(output: Path) -> Path | None:
     """The input recorded by a directory run's manifest beside `output`, if it exists and
-    the viewer may read it (pipeline/view_inputs.py: `manifest_input`; UnsafeInput
+    the viewer may read it (pipeline/viewing/view_inputs.py: `manifest_input`; UnsafeInput
     otherwise, whose hint asks for `--input`)."""
     try:
         doc = json.loads(manifest_path(output).read_text())
@@ -286,7 +286,7 @@ def build_page(
     trusted_input: bool = True,
 ) -> str:
     """The HTML of the viewer of `output` (see the module docstring). Every read runs
-    under the viewer's GDAL restrictions (pipeline/view_inputs.py: `view_env`);
+    under the viewer's GDAL restrictions (pipeline/viewing/view_inputs.py: `view_env`);
     `trusted_input=False` for an input taken from a manifest."""
     if max_size < 16:
         raise ValueError(f"max_size must be >= 16, got {max_size}")

@@ -1,0 +1,1 @@
+"""pipeline/viewing/: see README, "Code layout"."""
