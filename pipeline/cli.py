@@ -24,6 +24,7 @@ from typing import Any
 import click
 
 from pipeline.config import load_config
+from pipeline.dataset.tiles import TilesConfig
 from pipeline.errors import ConfigError, OutputError, PipelineError, PipelineWarning
 from pipeline.options import (
     config_file_option,
@@ -37,7 +38,6 @@ from pipeline.options import (
     verbose_option,
 )
 from pipeline.run.plan import SceneRequest
-from pipeline.tiles import TilesConfig
 from pipeline.viewing.quicklook import PANEL_MAX_SIZE
 
 log = logging.getLogger("pipeline")
@@ -453,7 +453,7 @@ def tiles_cmd(eo: tuple[Path, ...], sar: tuple[Path, ...], out: Path, eo_bands: 
       python -m pipeline tiles --paired --resample-sar --eo 'ssl4eo/s2a/0000200/*' \\
           --sar 'ssl4eo/s1/0000200/*/VV.tif' --sar-units db --out data/ssl4eo
     """
-    from pipeline.tiles import build_tiles, parse_bands, parse_db_range
+    from pipeline.dataset.tiles import build_tiles, parse_bands, parse_db_range
 
     try:
         try:

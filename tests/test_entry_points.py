@@ -7,7 +7,8 @@ Tolerances: app.py and the pipeline compute the same float32 numbers with the sa
 functions (the 16-bit path: exactly equal); the 8-bit path is the seed's
 `(x / 255 - 0.5) / 0.5` against the pipeline's `x / 255 * 2 - 1`, one float32 rounding
 apart (<= 1e-6). The quicklook panel is 8-bit, `round(255 * unit)`: half an 8-bit step.
-Tiles (`pipeline tiles`) are checked against `to_model_input` in tests/pipeline/test_tiles.py.
+Tiles (`pipeline tiles`) are checked against `to_model_input` in
+tests/pipeline/dataset/test_tiles.py.
 """
 
 from __future__ import annotations

@@ -29,17 +29,17 @@ from rasterio.windows import Window
 
 from pipeline import load_config
 from pipeline.cli import main
-from pipeline.errors import ConfigError, InputError, PipelineWarning
-from pipeline.inputs.radiometry import sar_to_uint8, to_model_input
-from pipeline.run.plan import SceneRequest, plan_scene
-from pipeline.run.tiling import read_tile
-from pipeline.tiles import (
+from pipeline.dataset.tiles import (
     MIN_TILE_STD,
     TilesConfig,
     build_tiles,
     choose_test_blocks,
     window_split,
 )
+from pipeline.errors import ConfigError, InputError, PipelineWarning
+from pipeline.inputs.radiometry import sar_to_uint8, to_model_input
+from pipeline.run.plan import SceneRequest, plan_scene
+from pipeline.run.tiling import read_tile
 from tests.helpers import DATA, crop
 
 L8 = DATA / "l8_224078_parana_bgr_uint16.tif"
@@ -495,7 +495,7 @@ def test_small_scene_gives_tiles_at_the_largest_size_that_fits(tmp_path: Path) -
 
 
 def test_scene_tile_size_rule() -> None:
-    from pipeline.tiles import scene_tile_size
+    from pipeline.dataset.tiles import scene_tile_size
 
     assert scene_tile_size(2000, 1000, 256) == 256
     assert scene_tile_size(120, 120, 256) == 120

@@ -1,0 +1,1 @@
+"""pipeline/dataset/: see README, "Code layout"."""
