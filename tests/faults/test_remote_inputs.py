@@ -29,7 +29,7 @@ from rasterio.windows import Window
 from pipeline.cli import main
 from tests.faults.faultlib import run_module
 from tests.helpers import SN6, crop, range_server
-from tests.pipeline.test_remote import cog
+from tests.pipeline.inputs.test_remote import cog
 
 SECRET = "S3CRET"
 #: the run's GDAL and Item reader: no proxy, short timeouts
