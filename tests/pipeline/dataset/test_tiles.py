@@ -29,13 +29,8 @@ from rasterio.windows import Window
 
 from pipeline import load_config
 from pipeline.cli import main
-from pipeline.dataset.tiles import (
-    MIN_TILE_STD,
-    TilesConfig,
-    build_tiles,
-    choose_test_blocks,
-    window_split,
-)
+from pipeline.dataset.geometry import choose_test_blocks, window_split
+from pipeline.dataset.tiles import MIN_TILE_STD, TilesConfig, build_tiles
 from pipeline.errors import ConfigError, InputError, PipelineWarning
 from pipeline.inputs.radiometry import sar_to_uint8, to_model_input
 from pipeline.run.plan import SceneRequest, plan_scene
