@@ -70,7 +70,7 @@ demo: $(STAMP)
 	$(VPY) -m pipeline quicklook demo_out/$(DEMO_PAIR_NAME).vrt demo_out/$(DEMO_PAIR_NAME)_sar_like.tif \
 		demo_out/$(DEMO_PAIR_NAME)_quicklook.png --reference $(DEMO_PAIR_SAR)
 
-# The viewer's browser test (tests/pipeline/test_viewer.py) drives the system Chromium
+# The viewer's browser test (tests/pipeline/viewing/test_viewer.py) drives the system Chromium
 # and is skipped without it, except where EO2SAR_REQUIRE_CHROMIUM=1: then it fails.
 # CI (.ci/run) installs Chromium when missing (.ci/ensure_chromium) and sets that, so it
 # always runs there. Debian/Ubuntu: `sudo make chromium` (or apt-get install chromium);

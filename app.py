@@ -11,7 +11,7 @@ bilinear, on the float image), rounded and clipped to 8 bits and written as
 ``gen_sar_<input stem>.png`` in the current directory. For an 8-bit RGB input the result is
 the seed's up to float32 summation order (+-1 level on rare pixels).
 
-Radiometry is the pipeline's (``pipeline.radiometry``, one rule for every entry point): for
+Radiometry is the pipeline's (``pipeline.inputs.radiometry``, one rule for every entry point): for
 the same pixels app.py feeds the model what ``python -m pipeline run`` feeds it.
 
 What the seed got wrong, and this fixes (each conversion is printed in one line):
@@ -51,9 +51,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.checks import check_declared_size, read_error
 from pipeline.errors import PipelineError
-from pipeline.radiometry import (
+from pipeline.inputs.radiometry import (
     DEFAULT_PERCENTILES,
     Scaling,
     compute_scaling,
@@ -64,6 +63,7 @@ from pipeline.radiometry import (
     unit_to_model,
     valid_from_values,
 )
+from pipeline.run.checks import check_declared_size, read_error
 from ugatit import UgatitError, atomic_path, load_checkpoint, resolve_device, set_tf32
 
 #: The seed's network input size (the published model's img_size).

@@ -1,7 +1,7 @@
 """Scale-out: a directory of synthetic scenes through 1 vs 2 local Dask worker processes.
 
 Why: `--workers N` / `--scheduler` spread the batch tasks of every scene over worker
-processes (pipeline/scheduling.py); this measures what a second worker buys on this
+processes (pipeline/run/scheduling.py); this measures what a second worker buys on this
 machine, end to end (reading, inference, the client's blend and COG writing, which stay
 in one process), and checks the two runs wrote the same bytes. The cluster's start is
 timed apart (it is paid once per command, not per scene); the run includes each worker's
@@ -42,8 +42,8 @@ def run_with_workers(scenes: Path, out: Path, ckpt: Path, workers: int) -> dict[
     import io
 
     from pipeline import load_config
-    from pipeline.batch import run_directory
-    from pipeline.scheduling import scheduler_client
+    from pipeline.run.batch import run_directory
+    from pipeline.run.scheduling import scheduler_client
 
     config = load_config(None, {"workers": workers})
     t0 = time.perf_counter()

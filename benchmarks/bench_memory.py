@@ -10,7 +10,7 @@ number comes from ``os.wait4``). Acceptance target: peak RSS < 2 GiB at 16384 x 
 Measured on the 2-core dev box (23 GiB RAM, shared, ngf 4, tile 256, overlap 64):
   4096^2   (441 tiles)   0.62 GiB peak, 27 s, 16.5 tiles/s
   16384^2 (7225 tiles)   1.05 GiB peak, 241 s, 29.9 tiles/s   (target: < 2 GiB)
-Before pipeline.mosaic.gdal_env bounded GDAL's block cache (its default is 5 % of the machine's
+Before pipeline.run.mosaic.gdal_env bounded GDAL's block cache (its default is 5 % of the machine's
 RAM: 1.2 GiB here, 6.4 GiB on a 128 GiB server), the 16384^2 run peaked at 2.07 GiB;
 the COG copy of a 16384^2 float32 output alone takes 1.36 GiB with the default cache and
 0.39 GiB with 256 MiB. ``--env GDAL_CACHEMAX=...`` reproduces such variants. Writing the

@@ -35,10 +35,10 @@ from rasterio.windows import Window
 
 from benchmarks._common import DEFAULT_OUT, REPO, format_table, write_json
 from pipeline.config import DEFAULT_NORM_SAMPLE, PipelineConfig
+from pipeline.inputs.radiometry import read_masked, to_model_input
 from pipeline.metrics import tile_consistency
-from pipeline.plan import SceneRequest, plan_scene
-from pipeline.radiometry import read_masked, to_model_input
-from pipeline.scene import run_scene
+from pipeline.run.plan import SceneRequest, plan_scene
+from pipeline.run.scene import run_scene
 from pipeline.synthetic import crop_raster, write_synthetic_scene
 from ugatit import load_checkpoint
 

@@ -2,7 +2,7 @@
 
 U-GAT-IT normalises each tile with its own statistics, so tiles disagree and pasted
 tiles show seams; overlapping tiles cross-faded by the blend window hide them. This runs
-the real scene pipeline (``pipeline.scene.run_scene``) with a random-weight narrow model
+the real scene pipeline (``pipeline.run.scene.run_scene``) with a random-weight narrow model
 (the worst case: untrained per-tile normalisation is not pulled towards any common
 "look") on real rasters and reports, per overlap, the seam ratio of the 1-band output
 (``pipeline.metrics.seam_ratio``: mean |step| across tile-edge lines / elsewhere;
@@ -86,7 +86,7 @@ def _input_grey(path: Path, bands: tuple[int, ...] | None) -> tuple[np.ndarray, 
 def run_case(case: Case, ckpt: Path, work: Path, norm: str = "tile") -> list[dict[str, Any]]:
     from pipeline.config import PipelineConfig
     from pipeline.metrics import seam_ratio
-    from pipeline.scene import run_scene
+    from pipeline.run.scene import run_scene
 
     scene = case.path
     if case.crop is not None:

@@ -10,7 +10,7 @@ Sections (seed-size light generator unless --ngf: ngf 64, 4 blocks, 256 px tiles
   model      model-only tiles/s of
                naive    an eager loop mirroring the original code: batches of 8, fp32,
                         torch's default intra-op threads (all cores), torch defaults
-               ours     the pipeline's layout and forward (pipeline.inference): on CPU
+               ours     the pipeline's layout and forward (pipeline.run.inference): on CPU
                         one thread per core, each forwarding 1 tile with 1 intra-op
                         thread; on CUDA one stream of fixed micro-batches (--micro-batch)
                variants the same layout with the speed options (precision,
@@ -160,7 +160,7 @@ def model_rows(gen: Any, dev: Any, tile: int, micro: int, variants: tuple[Varian
     is false."""
     import torch
 
-    from pipeline.inference import forward_fixed_shape, pin_threads, prepare_generator
+    from pipeline.run.inference import forward_fixed_shape, pin_threads, prepare_generator
 
     gen = gen.to(dev)
     x8 = (torch.rand(8, 3, tile, tile, generator=torch.Generator().manual_seed(0)) * 2 - 1)
@@ -256,7 +256,7 @@ def ceiling(dev: Any, ngf: int, tile: int, micro: int, seconds: float) -> list[d
     """GFLOP/s of the residual blocks' 3x3 convolution in the pipeline's layout."""
     import torch
 
-    from pipeline.inference import pin_threads
+    from pipeline.run.inference import pin_threads
 
     pin_threads(str(dev))
     c, s = 4 * ngf, tile // 4

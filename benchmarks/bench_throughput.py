@@ -1,6 +1,6 @@
 """Throughput on CPU: tiles/s of the generator for batch sizes 1, 4, 8 (ngf 4 and 16).
 
-Why: the pipeline forwards tiles one at a time on CPU (pipeline/inference.py: bit-identical
+Why: the pipeline forwards tiles one at a time on CPU (pipeline/run/inference.py: bit-identical
 outputs whatever the batch size, parallelism from Dask threads with torch pinned to one
 thread each). This measures what that costs against batching, in two settings:
 
@@ -71,7 +71,7 @@ def bench_model(ckpt: Path, batches: list[int], tile: int, threads: int, seconds
 def bench_pipeline(ckpt: Path, scene: Path, batches: list[int], work: Path
                    ) -> list[dict[str, Any]]:
     from pipeline.config import PipelineConfig
-    from pipeline.scene import run_scene
+    from pipeline.run.scene import run_scene
 
     # warm-up run: the first run_scene of a process loads the model (cached per process
     # afterwards) and warms oneDNN; without it batch 1, measured first, would pay for both

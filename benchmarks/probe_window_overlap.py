@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from pipeline import inference, scheduling
+from pipeline.run import inference, scheduling
 
 
 def main() -> float:

@@ -14,18 +14,8 @@ Library entry points (the CLI `python -m pipeline run` is a thin layer over them
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("eo2sar")  # one source: pyproject.toml
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0+unknown"
-
-from pipeline.batch import run_directory, run_products  # noqa: E402
-from pipeline.catalogs import catalog_products  # noqa: E402
-from pipeline.config import PipelineConfig, load_config  # noqa: E402
-from pipeline.discovery import find_products  # noqa: E402
-from pipeline.errors import (  # noqa: E402
+from pipeline.config import PipelineConfig, load_config
+from pipeline.errors import (
     ConfigError,
     DeviceError,
     InputError,
@@ -34,13 +24,17 @@ from pipeline.errors import (  # noqa: E402
     PipelineError,
     PipelineWarning,
 )
-from pipeline.scene import (  # noqa: E402
+from pipeline.inputs.catalogs import catalog_products
+from pipeline.inputs.discovery import find_products
+from pipeline.run.batch import run_directory, run_products
+from pipeline.run.scene import (
     SceneRequest,
     SceneResult,
     model_sha256,
     run_request,
     run_scene,
 )
+from pipeline.version import __version__
 
 __all__ = [
     "ConfigError",

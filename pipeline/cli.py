@@ -1,6 +1,6 @@
 """`python -m pipeline run | quicklook | tiles | view`: thin click commands over the library.
 
-`run` builds a `SceneRequest` and hands it to pipeline.scene (a file) or pipeline.batch
+`run` builds a `SceneRequest` and hands it to pipeline.run.scene (a file) or pipeline.run.batch
 (a directory). Flags override the YAML config file (`--config`), which overrides the
 defaults of PipelineConfig; the flags, their help and `[default: ...]` come from the
 dataclass fields (pipeline/options.py), so a default is written once. Errors of the pipeline
@@ -24,6 +24,7 @@ from typing import Any
 import click
 
 from pipeline.config import load_config
+from pipeline.dataset.tiles import TilesConfig
 from pipeline.errors import ConfigError, OutputError, PipelineError, PipelineWarning
 from pipeline.options import (
     config_file_option,
@@ -36,9 +37,8 @@ from pipeline.options import (
     quiet_option,
     verbose_option,
 )
-from pipeline.plan import SceneRequest
-from pipeline.quicklook import PANEL_MAX_SIZE
-from pipeline.tiles import TilesConfig
+from pipeline.run.plan import SceneRequest
+from pipeline.viewing.quicklook import PANEL_MAX_SIZE
 
 log = logging.getLogger("pipeline")
 
@@ -63,14 +63,14 @@ def _nodata_value(text: str | None) -> float | None:
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """eo2sar scene pipeline: optical scenes -> georeferenced SAR-like rasters."""
-    from pipeline.mosaic import gdal_env
+    from pipeline.run.mosaic import gdal_env
     from pipeline.urls import network_defaults
 
     # HTTP timeouts before anything is read: a local VRT of a directory run (or of
     # `tiles`) may name URLs too, and GDAL has none by default (pipeline/urls.py)
     network_defaults()
     # Every command reads whole scenes (statistics, quicklooks, tiles): GDAL's block cache
-    # defaults to 5 % of RAM and would keep what it read (pipeline/mosaic.py).
+    # defaults to 5 % of RAM and would keep what it read (pipeline/run/mosaic.py).
     ctx.with_resource(gdal_env())
 
 
@@ -139,7 +139,7 @@ def run(
         level = logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
     _redact_logs()
-    from pipeline.sources import is_remote, parse_assets, resolve_input
+    from pipeline.inputs.sources import is_remote, parse_assets, resolve_input
 
     try:
         if is_remote(output_path):
@@ -199,9 +199,9 @@ def _source_label(resolved: Any) -> str | None:
 
 def _run_file(request: SceneRequest, *, quiet: bool, dry_run: bool, source: str,
               acquired: Any = None) -> None:
-    """One scene (request.input: a local raster, or the VRT pipeline.sources made for
+    """One scene (request.input: a local raster, or the VRT pipeline.inputs.sources made for
     `source`), then its STAC Item, derived from `source`."""
-    from pipeline.scene import plan_scene, run_request
+    from pipeline.run.scene import plan_scene, run_request
 
     if request.output.is_dir():  # the name a directory run would give it (x.vrt -> x.tif)
         output = request.output / (request.input.stem + ".tif")
@@ -229,8 +229,8 @@ def _run_file(request: SceneRequest, *, quiet: bool, dry_run: bool, source: str,
 
 
 def _write_stac_item(output: Path, *, quiet: bool, **kwargs: Any) -> None:
-    """The output's STAC Item beside it (pipeline/stac.py): `out.tif` -> `out.stac.json`."""
-    from pipeline.stac import item_path, write_item
+    """The output's STAC Item beside it (pipeline/run/stac.py): `out.tif` -> `out.stac.json`."""
+    from pipeline.run.stac import item_path, write_item
 
     try:
         path = write_item(output, **kwargs)
@@ -247,15 +247,15 @@ def _several_products(input_path: str, pattern: str | None, excludes: tuple[str,
     """The products of an INPUT that holds several (a directory, a STAC Catalog /
     Collection / ItemCollection, a multi-granule Sentinel-2 product) as a callable that
     lists them (called once the checkpoint and device are checked), else None."""
-    from pipeline.sources import product_kind
+    from pipeline.inputs.sources import product_kind
 
     kind = product_kind(input_path)
     if kind == "directory":
-        from pipeline.batch import directory_products
+        from pipeline.run.batch import directory_products
 
         return lambda: directory_products(Path(input_path), output, pattern, excludes)
     if kind == "stac":
-        from pipeline.catalogs import CATALOG_TYPES, catalog_products, read_document
+        from pipeline.inputs.catalogs import CATALOG_TYPES, catalog_products, read_document
 
         try:
             doc = read_document(input_path)  # read once, walked later
@@ -265,7 +265,7 @@ def _several_products(input_path: str, pattern: str | None, excludes: tuple[str,
             return lambda: catalog_products(input_path, doc)
         return None
     if kind == "sentinel2":
-        from pipeline.discovery import product_from_source
+        from pipeline.inputs.discovery import product_from_source
 
         products = product_from_source(input_path)
         if len(products) > 1:
@@ -276,12 +276,12 @@ def _several_products(input_path: str, pattern: str | None, excludes: tuple[str,
 def _run_products(request: SceneRequest, list_products: Any, pattern: str | None, *,
                   quiet: bool, dry_run: bool, assets: Any = None) -> None:
     """A run of several products (a directory, a catalog, the granules of a product)
-    into the output directory: pipeline.batch.run_products."""
-    from pipeline.batch import run_products
-    from pipeline.checks import check_device, load_model_info
-    from pipeline.plan import resolve_model_config
-    from pipeline.scene import run_scene
-    from pipeline.scheduling import is_remote, scheduler_client
+    into the output directory: pipeline.run.batch.run_products."""
+    from pipeline.run.batch import run_products
+    from pipeline.run.checks import check_device, load_model_info
+    from pipeline.run.plan import resolve_model_config
+    from pipeline.run.scene import run_scene
+    from pipeline.run.scheduling import is_remote, scheduler_client
     from pipeline.urls import redact_url
 
     config = request.config
@@ -305,7 +305,7 @@ def _run_products(request: SceneRequest, list_products: Any, pattern: str | None
             path=request.output,
             hint="give an output directory",
         )
-    from pipeline.sources import product_kind
+    from pipeline.inputs.sources import product_kind
 
     catalog = source if product_kind(source) == "stac" else None  # linked from the output
     if dry_run:
@@ -325,9 +325,9 @@ def _run_products(request: SceneRequest, list_products: Any, pattern: str | None
 def _dry_run_products(request: SceneRequest, products: Any, pattern: str | None,
                       assets: Any) -> None:
     """Print, per product, what a real run would do and the scene's plan."""
-    from pipeline.batch import heatmap_for, product_raster, scene_status
-    from pipeline.discovery import check_unique_outputs
-    from pipeline.scene import model_sha256, plan_scene
+    from pipeline.inputs.discovery import check_unique_outputs
+    from pipeline.run.batch import heatmap_for, product_raster, scene_status
+    from pipeline.run.scene import model_sha256, plan_scene
 
     output_dir, heatmap = request.output, request.heatmap is not None
     outputs = check_unique_outputs(products, output_dir)  # as a real run
@@ -378,8 +378,8 @@ def quicklook_cmd(input_path: str, output_path: Path, png_path: Path, bands: str
     scaling recorded in OUTPUT's tags), beside the SAR-like OUTPUT (2-98% stretch), and
     beside a real SAR image of the same place with --reference."""
     from pipeline.config import parse_int_tuple
-    from pipeline.quicklook import quicklook
-    from pipeline.sources import resolve_input
+    from pipeline.inputs.sources import resolve_input
+    from pipeline.viewing.quicklook import quicklook
 
     try:
         band_tuple = parse_int_tuple(bands, "bands", "--bands", minimum=1)
@@ -389,7 +389,7 @@ def quicklook_cmd(input_path: str, output_path: Path, png_path: Path, bands: str
     except PipelineError as err:
         _fail(err)
     click.echo(f"wrote {png_path}", err=True)
-    from pipeline.stac import add_quicklook
+    from pipeline.run.stac import add_quicklook
 
     item = add_quicklook(output_path, png_path)  # the run's STAC Item, when beside OUTPUT
     if item is not None:
@@ -453,7 +453,7 @@ def tiles_cmd(eo: tuple[Path, ...], sar: tuple[Path, ...], out: Path, eo_bands: 
       python -m pipeline tiles --paired --resample-sar --eo 'ssl4eo/s2a/0000200/*' \\
           --sar 'ssl4eo/s1/0000200/*/VV.tif' --sar-units db --out data/ssl4eo
     """
-    from pipeline.tiles import build_tiles, parse_bands, parse_db_range
+    from pipeline.dataset.tiles import build_tiles, parse_bands, parse_db_range
 
     try:
         try:
@@ -510,7 +510,7 @@ def view_cmd(output_path: Path, input_path: Path | None, heatmap_path: Path | No
       python -m pipeline view out/ --serve
     """
     from pipeline.config import parse_int_tuple
-    from pipeline.viewer import VIEW_MAX_SIZE, serve_page, view_directory, write_viewer
+    from pipeline.viewing.viewer import VIEW_MAX_SIZE, serve_page, view_directory, write_viewer
 
     size = VIEW_MAX_SIZE if max_size is None else max_size
     try:
@@ -570,7 +570,7 @@ def evaluate_pairs_cmd(model_path: Path, pairs: tuple[tuple[Path, Path], ...], b
           --pair S2A_..._36_85 S1A_..._36_85 --pair S2A_..._4_55 S1A_..._4_55
     """
     from pipeline.config import parse_float_pair, parse_int_tuple
-    from pipeline.evaluate_pairs import (
+    from pipeline.run.evaluate_pairs import (
         OpticalOptions,
         Pair,
         evaluate_pairs,

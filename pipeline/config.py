@@ -22,7 +22,7 @@ is made (flag > config file > model > built-in default), remembering where each 
 pixels or file: the directory runner uses it (with the model hash) to decide whether an
 existing output is up to date. Scheduling fields (device, threads, workers, scheduler)
 and the batch and block sizes are left out ON PURPOSE: the pipeline guarantees the same
-output bytes whatever their values (see pipeline/mosaic.py and pipeline/inference.py),
+output bytes whatever their values (see pipeline/run/mosaic.py and pipeline/run/inference.py),
 so changing them must not force a recomputation. The device is the one caveat: a GPU
 computes float32 convolutions in another order than a CPU, so outputs differ by ~1e-6
 relative; we still treat them as the same product.
@@ -42,7 +42,7 @@ from typing import Any
 
 import ugatit.errors
 from pipeline.errors import ConfigError, DeviceError
-from pipeline.radiometry import (
+from pipeline.inputs.radiometry import (
     CONTRACT_KEYS,
     DEFAULT_PERCENTILES,
     DEFAULT_SAR_DB_RANGE,
@@ -405,7 +405,7 @@ class PipelineConfig:
 
     def forward_micro_batch(self) -> int:
         """Tiles per generator forward: the setting, else 1 on CPU (every tile alone,
-        pipeline/inference.py) and CUDA_MICRO_BATCH on a GPU."""
+        pipeline/run/inference.py) and CUDA_MICRO_BATCH on a GPU."""
         if self.micro_batch:
             return self.micro_batch
         return CUDA_MICRO_BATCH if self.device.startswith("cuda") else 1

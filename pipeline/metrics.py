@@ -117,7 +117,7 @@ def seam_ratio(
     What it cannot see: a cross-fade (overlap) turns a brightness disagreement between two
     tiles into a gentle ramp over the overlap band, which has no step at any line. The
     ratio measures the step-like seams of pasted tiles and of windows that do not fall to
-    ~0 at the tile edge; a ramp is judged by eye (``pipeline.quicklook``).
+    ~0 at the tile edge; a ramp is judged by eye (``pipeline.viewing.quicklook``).
 
     Returns ~1.0 when there is no visible seam (the boundary lines are just more samples of
     the image's own texture); > 1 when tile edges stand out. A perfectly flat image returns

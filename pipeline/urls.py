@@ -112,7 +112,7 @@ HTTP_DEFAULTS: Mapping[str, str] = {
 }
 # Not here: GDAL_VRT_ENABLE_RAWRASTERBAND. The GDAL of the rasterio wheel (3.10) has it
 # only as a build option, not a setting (a raw band read local bytes with it set to NO);
-# a remote VRT is refused by its driver instead (pipeline.sources.check_remote_dataset).
+# a remote VRT is refused by its driver instead (pipeline.inputs.sources.check_remote_dataset).
 
 
 def network_defaults() -> None:

@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 from rasterio.transform import from_origin
 
-from pipeline.inference import CUDA_MICRO_BATCH, forward_fixed_shape, pin_threads
+from pipeline.run.inference import CUDA_MICRO_BATCH, forward_fixed_shape, pin_threads
 from ugatit import ModelConfig, init_checkpoint, load_checkpoint
 from ugatit.io import atomic_write_text
 

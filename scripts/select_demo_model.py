@@ -36,7 +36,7 @@ import numpy as np
 import rasterio
 
 from pipeline import PipelineWarning, load_config, run_scene
-from pipeline.evaluate_pairs import OpticalOptions, Pair, evaluate_pairs
+from pipeline.run.evaluate_pairs import OpticalOptions, Pair, evaluate_pairs
 
 BEN = Path("tests/data/sentinel1/bigearthnet")
 SELECTION = [

@@ -6,7 +6,7 @@ for pairs whose grids differ slightly (SSL4EO-S12's S1 and S2 patches).
 Sentinel-2 patches of BigEarthNet / SSL4EO come as one file per band; `pipeline run`,
 `pipeline tiles` and `pipeline evaluate-pairs` read a multi-band raster, so the demo's
 make targets stack red, green, blue (and NIR) into a VRT that references the band files
-(nothing is copied). Band files on different grids are refused (pipeline.sources).
+(nothing is copied). Band files on different grids are refused (pipeline.inputs.sources).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from pipeline.errors import PipelineError
-from pipeline.sources import Band, write_stack_vrt
+from pipeline.inputs.sources import Band, write_stack_vrt
 
 
 def stack(out: Path, files: list[Path]) -> Path:

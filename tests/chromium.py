@@ -220,7 +220,15 @@ class Chromium:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.profile.cleanup()
+        # Chromium's helper processes can still write the profile ("Default/") for a moment
+        # after the browser exits, most often on a loaded machine: retry, then give up quietly
+        for _ in range(50):
+            try:
+                self.profile.cleanup()
+                return
+            except OSError:
+                time.sleep(0.1)
+        shutil.rmtree(self.profile.name, ignore_errors=True)
 
     def __enter__(self) -> Chromium:
         return self

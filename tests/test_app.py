@@ -328,7 +328,7 @@ def test_multiband_takes_first_three_or_chosen_bands() -> None:
 def test_landsat_uint16_per_band_stretch_is_the_pipelines() -> None:
     """The pipeline's scaling (per band, from its decimated read, the zero collar left out
     as fill), applied in float: no 8-bit rounding before the network."""
-    from pipeline.radiometry import compute_scaling
+    from pipeline.inputs.radiometry import compute_scaling
 
     with rasterio.open(L8) as ds:
         rgb = ds.read((3, 2, 1)).astype(np.float64)

@@ -7,7 +7,8 @@ Tolerances: app.py and the pipeline compute the same float32 numbers with the sa
 functions (the 16-bit path: exactly equal); the 8-bit path is the seed's
 `(x / 255 - 0.5) / 0.5` against the pipeline's `x / 255 * 2 - 1`, one float32 rounding
 apart (<= 1e-6). The quicklook panel is 8-bit, `round(255 * unit)`: half an 8-bit step.
-Tiles (`pipeline tiles`) are checked against `to_model_input` in tests/pipeline/test_tiles.py.
+Tiles (`pipeline tiles`) are checked against `to_model_input` in
+tests/pipeline/dataset/test_tiles.py.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from click.testing import CliRunner
 from PIL import Image
 from rasterio.windows import Window
 
-import pipeline.inference
+import pipeline.run.inference
 from pipeline.cli import main as pipeline_cli
-from pipeline.quicklook import quicklook
-from pipeline.radiometry import compute_scaling, read_masked, to_model_input
+from pipeline.inputs.radiometry import compute_scaling, read_masked, to_model_input
+from pipeline.viewing.quicklook import quicklook
 from tests.helpers import DATA, crop
 from ugatit import load_checkpoint, read_meta, save_checkpoint
 from ugatit.networks import GENERATORS
@@ -112,8 +113,8 @@ def app_input(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, img: Path, ckpt: 
 def pipeline_input(monkeypatch: pytest.MonkeyPatch, img: Path, out: Path, ckpt: Path,
                    *extra: str) -> torch.Tensor:
     """The tensor `python -m pipeline run` gives the generator (one tile here)."""
-    cap = Capture(pipeline.inference.forward_fixed_shape, 1)
-    monkeypatch.setattr(pipeline.inference, "forward_fixed_shape", cap)
+    cap = Capture(pipeline.run.inference.forward_fixed_shape, 1)
+    monkeypatch.setattr(pipeline.run.inference, "forward_fixed_shape", cap)
     res = CliRunner().invoke(pipeline_cli, ["run", str(img), str(out), "--model", str(ckpt),
                                             "-q", "--overwrite", *extra])
     assert res.exit_code == 0, res.output

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.scheduling import torch_threads_kept
+from pipeline.run.scheduling import torch_threads_kept
 
 
 class _Stop(RuntimeError):

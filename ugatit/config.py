@@ -12,7 +12,7 @@ from typing import Any
 
 #: The radiometric contract's defaults, for a checkpoint that carries none (the published
 #: seed file): the EO stretch percentiles and the SAR dB range that unit 0..1 maps to.
-#: The pipeline (pipeline.radiometry) and the evaluator read them from here.
+#: The pipeline (pipeline.inputs.radiometry) and the evaluator read them from here.
 DEFAULT_PERCENTILES = (2.0, 98.0)
 DEFAULT_SAR_DB_RANGE = (-25.0, 0.0)
 

@@ -50,7 +50,7 @@ DOMAINS = {"A": 0, "B": 1}
 #: Images and crops whose pixel std ([-1, 1] units) is below this are near-constant and
 #: skipped / re-drawn (one 8-bit level = 2/255 = 0.0078; 0.02 = 2.55 levels): U-GAT-IT's
 #: instance norms divide by a tile's own spread, and a nodata collar drove its weights to
-#: NaN within ~150 steps. The tile builder drops the same tiles (pipeline.tiles).
+#: NaN within ~150 steps. The tile builder drops the same tiles (pipeline.dataset.tiles).
 DEFAULT_MIN_STD = 0.02
 
 def list_images(folder: Path) -> list[Path]:

@@ -1,6 +1,6 @@
 """Item 8: two runs on the same outputs at once.
 
-Decision (pipeline/locks.py, docs/faults.md): temporaries + atomic rename keep every
+Decision (pipeline/run/locks.py, docs/faults.md): temporaries + atomic rename keep every
 file whole whatever runs at once; a per-output lock file (flock, released by the kernel
 when its holder dies) adds that a scene is done by one run only. The lock is held by the
 test process itself where the outcome must not depend on timing: a directory run skips a
@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from rasterio.windows import Window
 
 from pipeline.cli import main
-from pipeline.locks import LOCK_MARK, lock_path, output_lock
+from pipeline.run.locks import LOCK_MARK, lock_path, output_lock
 from tests.faults.faultlib import (
     RUN_FLAGS,
     RUN_TIMEOUT_S,
@@ -82,7 +82,7 @@ def test_single_scene_run_refuses_an_output_that_appeared_while_it_planned(
     """Two runs without --overwrite started together both see no output at the checks;
     the one that takes the lock second finds the other's finished file and refuses
     instead of replacing it (simulated: the file appears right after planning)."""
-    import pipeline.scene as scene
+    import pipeline.run.scene as scene
 
     out = tmp_path / "a.tif"
     real_plan = scene.plan_scene

@@ -139,16 +139,16 @@ def test_manifest_that_cannot_be_written_fails_the_scene_with_the_reason(
     """The disk fills between a scene's output and its manifest (simulated: a few KB
     cannot be aimed at with a tmpfs): the scene is failed with the reason, not an
     "unexpected OSError", and the rerun redoes it (an output without manifest)."""
-    import pipeline.manifest
+    import pipeline.run.manifest
 
-    real = pipeline.manifest.atomic_path
+    real = pipeline.run.manifest.atomic_path
 
     @contextlib.contextmanager
     def full(path: Path) -> Iterator[Path]:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         yield path  # never reached: a generator, like the real one
 
-    monkeypatch.setattr(pipeline.manifest, "atomic_path", full)
+    monkeypatch.setattr(pipeline.run.manifest, "atomic_path", full)
     out = tmp_path / "out"
     run = run_here(two_scenes, out, "--model", tiny_checkpoint)
     assert run.exit_code == 1, run.output
@@ -158,6 +158,6 @@ def test_manifest_that_cannot_be_written_fails_the_scene_with_the_reason(
         assert messages[name][0] == "failed"
         assert messages[name][1].startswith(
             f"{out / name}.manifest.json: no space left on device ({out}"), messages[name]
-    monkeypatch.setattr(pipeline.manifest, "atomic_path", real)
+    monkeypatch.setattr(pipeline.run.manifest, "atomic_path", real)
     rerun = run_here(two_scenes, out, "--model", tiny_checkpoint)
     assert rerun.exit_code == 0 and "2 done" in rerun.stderr, rerun.output

@@ -30,8 +30,8 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from pipeline import checks
 from pipeline.errors import InputError
+from pipeline.run import checks
 from tests.helpers import L8, REPO, SN6, crop
 
 MODEL = REPO / "checkpoints" / "eo2sar_demo_ngf8_random.pt"
@@ -280,7 +280,7 @@ def problems(results: dict[str, dict]) -> list[str]:
 
 
 #: cases found by this test (a 30 s hang, a 4-12 GiB allocation, an output on a NaN grid),
-#: now refused up front by pipeline/checks.py: case -> what the refusal says
+#: now refused up front by pipeline/run/checks.py: case -> what the refusal says
 FOUND = {
     "width-2^31-1": "declares 2147483647 x 64 px x 3 bands",
     "huge-width-height-consistent-tiles": "declares 131072 x 131072 px x 3 bands",

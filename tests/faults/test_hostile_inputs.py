@@ -45,7 +45,7 @@ _DRIVER = """
 import json, resource, sys
 import torch  # noqa: F401 (imported before the limit: what every run needs anyway)
 from click.testing import CliRunner
-import pipeline.cli, pipeline.sources, pipeline.config
+import pipeline.cli, pipeline.inputs.sources, pipeline.config
 
 pages = int(open("/proc/self/statm").read().split()[0])
 limit = pages * resource.getpagesize() + {headroom}

@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.locks import LOCK_MARK
+from pipeline.run.locks import LOCK_MARK
 from tests.faults.faultlib import KILLED, RUN_FLAGS, pipeline_run, same_bytes, temps, visible
 
 

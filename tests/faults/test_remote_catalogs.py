@@ -1,5 +1,5 @@
 """Remote STAC catalogs and ItemCollections, against servers on 127.0.0.1: what a walk of
-someone else's documents may and may not do (pipeline/catalogs.py).
+someone else's documents may and may not do (pipeline/inputs/catalogs.py).
 
 * a signed ItemCollection URL with a `next` page runs every Item, resumes, and no byte of
   the outputs, manifests, report, Items, Collection or the process's output holds the
@@ -21,10 +21,10 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-import pipeline.catalogs as catalogs
-from pipeline.catalogs import catalog_products
+import pipeline.inputs.catalogs as catalogs
 from pipeline.errors import InputError
-from pipeline.sources import resolve_input
+from pipeline.inputs.catalogs import catalog_products
+from pipeline.inputs.sources import resolve_input
 from tests.faults.faultlib import run_module
 from tests.helpers import SN6, crop, range_server
 from tests.products import item_dict
@@ -98,7 +98,7 @@ def test_next_pages_are_followed_up_to_the_cap(server, monkeypatch, caplog):
     # a page linking back to the first ends the walk: each Item once
     assert [p.name for p in catalog_products(f"{base}/page1.json")] == ["a", "b", "c", "d"]
     monkeypatch.setattr(catalogs, "MAX_PAGES", 2)
-    with caplog.at_level(logging.WARNING, logger="pipeline.catalogs"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.inputs.catalogs"):
         assert [p.name for p in catalog_products(f"{base}/page1.json")] == ["a", "b"]
     assert f"{base}/page3.json (pages after the first 2)" in caplog.text
 

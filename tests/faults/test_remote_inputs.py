@@ -10,7 +10,7 @@
   files, or raw local bytes) is refused whatever its URL ends with.
 
 The range server is tests/range_server.py in its own process (as in
-tests/pipeline/test_remote.py); runs that could hang, or whose log lines are checked,
+tests/pipeline/inputs/test_remote.py); runs that could hang, or whose log lines are checked,
 are real `python -m pipeline run` processes, refusals run in this process.
 """
 
@@ -29,7 +29,7 @@ from rasterio.windows import Window
 from pipeline.cli import main
 from tests.faults.faultlib import run_module
 from tests.helpers import SN6, crop, range_server
-from tests.pipeline.test_remote import cog
+from tests.pipeline.inputs.test_remote import cog
 
 SECRET = "S3CRET"
 #: the run's GDAL and Item reader: no proxy, short timeouts

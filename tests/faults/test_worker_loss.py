@@ -1,12 +1,12 @@
 """Item 4: a Dask worker process dies mid-run; the run completes with the local bytes.
 
-The cluster is the one `--workers 2` builds (pipeline.cluster.make_local_cluster: two
+The cluster is the one `--workers 2` builds (pipeline.run.cluster.make_local_cluster: two
 one-thread worker processes under nannies). A worker plugin kills its own process with
 SIGKILL when it starts its second task (mid-task: that result is never delivered, and
 results it held are lost with it); a marker file created with O_EXCL makes it happen
 exactly once, in one process, though the nanny restarts the worker with the plugin.
 Dask reschedules the lost tasks on the survivor and the restarted worker; the result of
-a batch depends only on the batch (pipeline/inference.py), so the output must be the
+a batch depends only on the batch (pipeline/run/inference.py), so the output must be the
 in-process run's, byte for byte (the same settings, so the same provenance tags; the
 cluster is passed as `client`, as the directory CLI does).
 """
@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.cluster import make_local_cluster
 from pipeline.config import PipelineConfig
-from pipeline.scene import run_scene
+from pipeline.run.cluster import make_local_cluster
+from pipeline.run.scene import run_scene
 from tests.faults.faultlib import same_bytes
 
 distributed = pytest.importorskip("distributed")

@@ -231,10 +231,10 @@ def test_output_directory_read_only(tiny_checkpoint, outdir):
 
 def test_output_directory_not_writable_any_user(tiny_checkpoint, outdir, monkeypatch):
     """The same refusal where the test above cannot run (root passes os.access)."""
-    import pipeline.mosaic
+    import pipeline.run.mosaic
 
     real_access = os.access
-    monkeypatch.setattr(pipeline.mosaic.os, "access",
+    monkeypatch.setattr(pipeline.run.mosaic.os, "access",
                         lambda p, mode: False if Path(p) == outdir else real_access(p, mode))
     result = invoke(SN6, outdir / "o.tif", "--model", tiny_checkpoint)
     assert_refused(result, 1, str(outdir), "not writable", "Hint:")
@@ -314,13 +314,13 @@ def test_rpc_only_is_refused_with_gdalwarp_hint(tiny_checkpoint, tmp_path, outdi
 
 def test_failure_during_run_leaves_nothing(tiny_checkpoint, outdir, monkeypatch):
     """An error after the temporary files exist (here: in an inference task) removes them."""
-    import pipeline.inference
+    import pipeline.run.inference
 
     def broken(job, tiles):
-        raise pipeline.inference.PipelineError("simulated task failure", path="task",
+        raise pipeline.run.inference.PipelineError("simulated task failure", path="task",
                                                hint="none")
 
-    monkeypatch.setattr(pipeline.inference, "run_batch", broken)
+    monkeypatch.setattr(pipeline.run.inference, "run_batch", broken)
     result = invoke(SN6, outdir / "o.tif", "--model", tiny_checkpoint, "--heatmap",
                     outdir / "h.tif")
     assert_refused(result, 1, "simulated task failure")
@@ -328,13 +328,13 @@ def test_failure_during_run_leaves_nothing(tiny_checkpoint, outdir, monkeypatch)
 
 
 def test_interrupt_during_run_leaves_nothing(tiny_checkpoint, outdir, monkeypatch):
-    import pipeline.mosaic
+    import pipeline.run.mosaic
     from pipeline import load_config, run_scene
 
     def interrupted(self, array, window):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline.mosaic.RasterTarget, "write", interrupted)
+    monkeypatch.setattr(pipeline.run.mosaic.RasterTarget, "write", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_scene(SN6, outdir / "o.tif", model_path=tiny_checkpoint,
                   config=load_config(None, {}), progress=False)
@@ -342,7 +342,7 @@ def test_interrupt_during_run_leaves_nothing(tiny_checkpoint, outdir, monkeypatc
 
 
 def test_directory_input_runs_every_scene(tiny_checkpoint, tmp_path):
-    """The CLI hands directories to pipeline.batch.run_directory; exit 1 if a scene fails."""
+    """The CLI hands directories to pipeline.run.batch.run_directory; exit 1 if a scene fails."""
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     shutil.copy(SN6, src / "a.tif")
@@ -412,7 +412,7 @@ def test_fp16_on_cpu_is_refused_before_any_forward(tiny_checkpoint, outdir, monk
     """Issue 16 item 7: fp16 autocast on a CPU ran a 4-tile scene for over 8 minutes.
     The run is refused at the configuration (exit 2, one line naming bf16), before the
     model is loaded or any tile is forwarded, and leaves nothing behind."""
-    from pipeline import inference
+    from pipeline.run import inference
 
     def never(*args, **kwargs):
         raise AssertionError("the model was used although fp16 on CPU is refused")

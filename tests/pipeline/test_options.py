@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.config import PipelineConfig, load_config, settings
-from pipeline.tiles import TilesConfig, parse_db_range
+from pipeline.dataset.tiles import TilesConfig, parse_db_range
 from tests.helpers import help_defaults
 
 
