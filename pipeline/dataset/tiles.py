@@ -266,35 +266,20 @@ class SceneInput:
     read: Path
 
 
-#: A Sentinel-2 band file by name: BigEarthNet's `<patch>_B04.tif`, SSL4EO's `B4.tif`.
-_S2_BAND = re.compile(r"(?:^|_)B0?([2-4])\.(?:tif|tiff|jp2)$", re.IGNORECASE)
-_S2_RGB = (("4", "B04", "red"), ("3", "B03", "green"), ("2", "B02", "blue"))
-
-
 def band_folder(folder: Path) -> dict[str, Path] | None:
-    """The blue, green and red band files of a folder of single-band Sentinel-2 files
-    (BigEarthNet `*_B02.tif ...`, SSL4EO `B2.tif ...`), by band number; None when the
-    folder is not one (it lacks one of them, or has two of one)."""
-    found: dict[str, list[Path]] = {}
-    for f in folder.iterdir():
-        m = _S2_BAND.search(f.name)
-        if m and f.is_file():
-            found.setdefault(m.group(1), []).append(f)
-    if sorted(found) != ["2", "3", "4"] or any(len(v) != 1 for v in found.values()):
-        return None
-    return {k: v[0] for k, v in found.items()}
+    """The B02/B03/B04 files of a folder of Sentinel-2 band files, or None (the rule of
+    `pipeline run`: pipeline.inputs.sources.s2_band_folder)."""
+    from pipeline.inputs.sources import s2_band_folder
+
+    return s2_band_folder(folder)
 
 
 def stack_band_folder(folder: Path, files: dict[str, Path], vrt: Path) -> Path:
     """A VRT of a band folder in R, G, B order (B04, B03, B02), each band a reference to
-    its file (nothing copied), 0 declared nodata (Sentinel-2's fill): the same stack
-    `pipeline run` makes of a SAFE product (pipeline.inputs.sources.write_stack_vrt), so a band
-    folder is radiometrically the product it was cut from."""
-    from pipeline.inputs.sources import Band, write_stack_vrt
+    its file (nothing copied), 0 declared nodata: the stack `pipeline run` reads."""
+    from pipeline.inputs.sources import band_folder_bands, write_stack_vrt
 
-    bands = [Band(name, str(files[n].resolve()), common_name=common, nodata=0.0)
-             for n, name, common in _S2_RGB]
-    return write_stack_vrt(bands, vrt)
+    return write_stack_vrt(band_folder_bands(files), vrt)
 
 
 #: A polarisation at the end of a SAR file stem: `VV`, `S1A_..._VH`, `x-hh`.

@@ -76,7 +76,7 @@ class Product:
     source: str
     name: str
     stem: str
-    kind: str  # "raster" | "stac" | "landsat" | "sentinel2" | "remote"
+    kind: str  # "raster" | "stac" | "landsat" | "sentinel2" | "bandfolder" | "remote"
     subdir: str = ""
     item: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     granule: str | None = None
@@ -149,14 +149,15 @@ def _product_root(path: Path, input_dir: Path, cache: dict[Path, Path | None]
     """The product folder `path` lies in (itself included), below `input_dir`, if any
     (`cache`: folder -> is it a product, shared by one search: `**/*` lists every file
     of every SAFE folder)."""
-    from pipeline.inputs.sources import is_sentinel2_product, landsat_mtl
+    from pipeline.inputs.sources import is_sentinel2_product, landsat_mtl, s2_band_folder
 
     rel = path.relative_to(input_dir)
     for i in range(1, len(rel.parts) + 1):
         candidate = input_dir.joinpath(*rel.parts[:i])
         if candidate not in cache:
             cache[candidate] = candidate if candidate.is_dir() and (
-                landsat_mtl(candidate) is not None or is_sentinel2_product(candidate)) else None
+                landsat_mtl(candidate) is not None or is_sentinel2_product(candidate)
+                or s2_band_folder(candidate) is not None) else None
         if cache[candidate] is not None:
             return candidate
     return None
@@ -164,12 +165,14 @@ def _product_root(path: Path, input_dir: Path, cache: dict[Path, Path | None]
 
 def _classify(path: Path, explicit: bool) -> str | None:
     """The kind of one candidate, None if it is not a product (left out)."""
-    from pipeline.inputs.sources import is_sentinel2_product, landsat_mtl
+    from pipeline.inputs.sources import is_sentinel2_product, landsat_mtl, s2_band_folder
 
     if path.is_dir():
         if landsat_mtl(path) is not None:
             return "landsat"
-        return "sentinel2" if is_sentinel2_product(path) else None
+        if is_sentinel2_product(path):
+            return "sentinel2"
+        return "bandfolder" if s2_band_folder(path) is not None else None
     if not path.is_file():
         return None
     suffix = path.suffix.lower()

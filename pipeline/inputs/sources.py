@@ -866,9 +866,42 @@ def is_sentinel2_product(path: Path) -> bool:
         re.search(r"MSIL(1C|2A)", path.name))
 
 
+#: A Sentinel-2 band file by name: BigEarthNet's `<patch>_B04.tif`, SSL4EO's `B4.tif`.
+S2_BAND_FILE = re.compile(r"(?:^|_)B0?([2-4])\.(?:tif|tiff|jp2)$", re.IGNORECASE)
+_S2_FOLDER_RGB = (("4", "B04", "red"), ("3", "B03", "green"), ("2", "B02", "blue"))
+
+
+def s2_band_folder(folder: Path) -> dict[str, Path] | None:
+    """The blue, green and red band files of a folder of single-band Sentinel-2 files
+    (BigEarthNet `*_B02.tif ...`, SSL4EO-S12 `B2.tif ...`, as such archives ship their
+    patches), by band number; None when the folder is not one (it lacks one of them, or
+    has two of one)."""
+    found: dict[str, list[Path]] = {}
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return None
+    for f in entries:
+        m = S2_BAND_FILE.search(f.name)
+        if m and f.is_file():
+            found.setdefault(m.group(1), []).append(f)
+    if sorted(found) != ["2", "3", "4"] or any(len(v) != 1 for v in found.values()):
+        return None
+    return {k: v[0] for k, v in found.items()}
+
+
+def band_folder_bands(files: Mapping[str, Path]) -> list[Band]:
+    """The R, G, B stack (B04, B03, B02) of a band folder, 0 declared nodata (Sentinel-2's
+    fill): the same stack `pipeline run` makes of a SAFE product, so a patch cut from a
+    product is radiometrically that product."""
+    return [Band(name, str(files[n].resolve()), common_name=common, nodata=0.0)
+            for n, name, common in _S2_FOLDER_RGB]
+
+
 def product_kind(source: str) -> str:
-    """What INPUT is: "remote", "stac", "landsat", "sentinel2", "directory" or "raster"
-    (a local file, or a path that does not exist: the raster checks report it)."""
+    """What INPUT is: "remote", "stac", "landsat", "sentinel2", "bandfolder" (a folder of
+    Sentinel-2 band files), "directory" or "raster" (a local file, or a path that does
+    not exist: the raster checks report it)."""
     if is_remote(source):
         # a static Item (x.json) or a STAC API Item (.../collections/C/items/ID)
         url = source.split("?")[0]
@@ -880,6 +913,8 @@ def product_kind(source: str) -> str:
         return "landsat"
     if is_sentinel2_product(path):
         return "sentinel2"
+    if path.is_dir() and s2_band_folder(path) is not None:
+        return "bandfolder"
     return "directory" if path.is_dir() else "raster"
 
 
@@ -905,6 +940,17 @@ def _resolve_bands(source: str, kind: str, assets: Sequence[str] | None,
         desc = f"STAC Item {_short(item.get('id', '?'))}: {_describe(bands)} (by {how})"
         return bands, desc, _stac_datetime(item), _safe_stem(str(item.get("id") or source))
     path = Path(source)
+    if kind == "bandfolder":
+        files = s2_band_folder(path)
+        if files is None:  # product_kind found it; it changed since
+            raise InputError("no longer a folder of B02, B03, B04 band files", path=path,
+                             hint="check the folder")
+        if assets is not None:
+            raise ConfigError("--assets applies to a STAC Item or a Landsat/Sentinel-2 "
+                              "product", path=source, hint="a band folder is read as "
+                              "B04, B03, B02 (red, green, blue)")
+        bands = band_folder_bands(files)
+        return bands, f"Sentinel-2 band files: {_describe(bands)}", None, _safe_stem(path.name)
     if kind == "landsat":
         mtl = landsat_mtl(path) or path  # product_kind found it
         bands, desc, when = landsat_bands(mtl, assets)

@@ -194,3 +194,42 @@ def test_sentinel2_l1c_before_baseline_04_has_no_offset(bgr, tmp_path):
     with resolve_input(str(tmp_path / name), assets=("B08", "B04", "B03")) as resolved, \
             rasterio.open(resolved.path) as ds, rasterio.open(bgr) as src:
         np.testing.assert_array_equal(ds.read(), src.read((3, 3, 2)))  # lossless JP2
+
+
+# ---------------------------------------------------------------- Sentinel-2 band folders
+
+def _band_folder(root: Path, bgr: Path, style: str) -> Path:
+    """A BigEarthNet-style (`<patch>_B02.tif`) or SSL4EO-style (`B2.tif`) folder of
+    single-band files cut from the crop (bgr: B, G, R in bands 1-3), plus a NIR file."""
+    root.mkdir(parents=True)
+    for band, number in ((1, 2), (2, 3), (3, 4), (3, 8)):  # B08: any band, to be ignored
+        name = f"{root.name}_B0{number}.tif" if style == "bigearthnet" else f"B{number}.tif"
+        write_band(bgr, band, root / name)
+    return root
+
+
+def test_a_folder_of_sentinel2_band_files_is_one_input(bgr, reference, make_checkpoint,
+                                                       tmp_path):
+    """`pipeline run PATCH/ out.tif` on a BigEarthNet or SSL4EO patch folder: one scene, R,G,B
+    = B04,B03,B02 with 0 as nodata, the same pixels as the stacked raster with --bands
+    3,2,1; a directory of such folders gives one output per folder, and reruns skip them.
+    (Before: the folder was a directory run over its band files, each failing.)"""
+    model = make_checkpoint(ngf=4, n_res=1)
+    folders = [_band_folder(tmp_path / "in" / "S2A_MSIL2A_20170617_36_85", bgr, "bigearthnet"),
+               _band_folder(tmp_path / "in" / "T43RCP_20200604", bgr, "ssl4eo")]
+    for folder in folders:
+        out = tmp_path / f"{folder.name}.tif"
+        result = invoke(folder, out, "--model", model)
+        assert result.exit_code == 0, result.output
+        assert "input: Sentinel-2 band files: red=B04, green=B03, blue=B02" in result.stderr
+        assert_same_grid(bgr, out)
+        with rasterio.open(out) as ds:
+            np.testing.assert_array_equal(ds.read(), reference)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    for expected in ("2 done", "2 skipped"):  # the second run redoes nothing
+        result = invoke(tmp_path / "in", outdir, "--model", model)
+        assert result.exit_code == 0, result.output
+        assert expected in result.output + result.stderr
+    assert sorted(p.name for p in outdir.glob("*.tif")) == [f"{f.name}.tif" for f in
+                                                            sorted(folders)]
