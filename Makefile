@@ -25,6 +25,7 @@ DEMO_MODEL ?= checkpoints/eo2sar_demo_ngf16.pt
 DEMO_PAIR ?= 20170617T113321_36_85
 DEMO_PAIR_NAME ?= ben_36_85
 DEMO_PAIR_DIR ?= tests/data/sentinel1/bigearthnet
+DEMO_PAIR_EO ?= $(DEMO_PAIR_DIR)/S2A_MSIL2A_$(DEMO_PAIR)
 DEMO_PAIR_SAR ?= $(DEMO_PAIR_DIR)/S1A_IW_GRDH_1SDV_20170617T064724_29UPU_36_85/S1A_IW_GRDH_1SDV_20170617T064724_29UPU_36_85_VV.tif
 
 .PHONY: install test test-all test-slow lint demo bench clean
@@ -63,11 +64,9 @@ demo: $(STAMP)
 	$(VPY) -m pipeline view demo_out/l8_parana_sar_like.tif --input $(DEMO_SCENE) \
 		--heatmap demo_out/l8_parana_heatmap.tif --out demo_out/l8_parana_viewer.html
 	@echo "A Sentinel-2 patch the model never saw, beside the real Sentinel-1 VV of the same day:"
-	$(VPY) -m scripts.stack_bands demo_out/$(DEMO_PAIR_NAME).vrt \
-		$(foreach b,B04 B03 B02,$(DEMO_PAIR_DIR)/S2A_MSIL2A_$(DEMO_PAIR)/S2A_MSIL2A_$(DEMO_PAIR)_$(b).tif)
-	$(VPY) -m pipeline run demo_out/$(DEMO_PAIR_NAME).vrt demo_out/$(DEMO_PAIR_NAME)_sar_like.tif \
+	$(VPY) -m pipeline run $(DEMO_PAIR_EO) demo_out/$(DEMO_PAIR_NAME)_sar_like.tif \
 		--model $(DEMO_MODEL) --output-scale db --overwrite
-	$(VPY) -m pipeline quicklook demo_out/$(DEMO_PAIR_NAME).vrt demo_out/$(DEMO_PAIR_NAME)_sar_like.tif \
+	$(VPY) -m pipeline quicklook $(DEMO_PAIR_EO) demo_out/$(DEMO_PAIR_NAME)_sar_like.tif \
 		demo_out/$(DEMO_PAIR_NAME)_quicklook.png --reference $(DEMO_PAIR_SAR)
 
 # The viewer's browser test (tests/pipeline/viewing/test_viewer.py) drives the system Chromium
