@@ -126,6 +126,17 @@ def help_defaults(group: click.Group, command_name: str) -> dict[str, tuple[clic
     return shown
 
 
+def cog(src: Path, dst: Path) -> Path:
+    """`src` rewritten as a COG (GDAL's COG driver), as object stores hold them."""
+    with rasterio.open(src) as ds:
+        profile = {**ds.profile, "driver": "COG", "blocksize": 64}
+        for key in ("blockxsize", "blockysize", "tiled", "interleave"):
+            profile.pop(key, None)
+        with rasterio.open(dst, "w", **profile) as out:
+            out.write(ds.read())
+    return dst
+
+
 @contextlib.contextmanager
 def range_server(root: Path) -> Iterator[str]:
     """Serve ``root`` with tests/range_server.py (byte ranges, loopback only) in its own

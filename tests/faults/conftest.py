@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,3 +20,16 @@ def two_scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, (col, row) in {"a": (700, 600), "b": (1500, 1200)}.items():
         crop(L8, root / f"{name}.tif", Window(col, row, 320, 320))
     return root
+
+
+@pytest.fixture
+def stalled() -> Iterator[str]:
+    """Base URL of a server on 127.0.0.1 that accepts connections (the kernel's backlog)
+    and never answers a byte: what a hung remote input looks like."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        sock.close()

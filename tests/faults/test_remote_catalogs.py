@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,18 +121,6 @@ def test_a_remote_catalog_may_link_only_urls(server, tmp_path):
     with pytest.raises(InputError, match="an Item from the network may only name URLs"):
         with resolve_input(product.source, item=product.item):
             pass
-
-
-@pytest.fixture
-def stalled() -> Iterator[str]:
-    """A server that accepts connections and never answers a byte."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        sock.close()
 
 
 def test_a_catalog_server_that_never_answers_is_a_one_line_error(stalled, monkeypatch):

@@ -17,7 +17,6 @@ are real `python -m pipeline run` processes, refusals run in this process.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,8 +27,8 @@ from rasterio.windows import Window
 
 from pipeline.cli import main
 from tests.faults.faultlib import run_module
-from tests.helpers import SN6, crop, range_server
-from tests.pipeline.inputs.test_remote import cog
+from tests.helpers import SN6, cog, crop, range_server
+from tests.products import COLOURS, split_bands, stac_item
 
 SECRET = "S3CRET"
 #: the run's GDAL and Item reader: no proxy, short timeouts
@@ -100,17 +99,8 @@ def test_secrets_in_input_urls_reach_no_output_nor_message(server, chip, tiny_ch
     GDAL's own messages) or a failed run's error holds the userinfo or the query."""
     base, www = server
     cog(chip, www / "scene.tif")
-    (www / "assets").mkdir()
-    with rasterio.open(chip) as ds:
-        profile = {**ds.profile, "count": 1}
-        for i, name in enumerate(("red", "green", "blue"), 1):
-            with rasterio.open(www / "assets" / f"{name}.tif", "w", **profile) as out:
-                out.write(ds.read(i), 1)
-    assets = {c: {"href": f"assets/{c}.tif", "eo:bands": [{"name": c, "common_name": c}]}
-              for c in ("red", "green", "blue")}
-    (www / "item.json").write_text(json.dumps({
-        "type": "Feature", "stac_version": "1.0.0", "id": "signed", "geometry": None,
-        "properties": {"datetime": "2020-02-02T00:00:00Z"}, "links": [], "assets": assets}))
+    split_bands(chip, www / "assets")
+    stac_item(www / "item.json", {c: (f"assets/{c}.tif", c) for c in COLOURS}, ident="signed")
 
     for name, url in (("cog", signed(base, "scene.tif")), ("item", signed(base, "item.json"))):
         out = tmp_path / name / "out.tif"
@@ -173,19 +163,6 @@ def test_directory_run_over_vrts_naming_signed_urls_records_no_secret(
 
 
 # ---------------------------------------------------------------- timeouts
-
-
-@pytest.fixture
-def stalled() -> Iterator[str]:
-    """Base URL of a server that accepts connections (the kernel's backlog) and never
-    answers a byte."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        sock.close()
 
 
 def test_a_server_that_never_answers_ends_in_a_one_line_error(stalled, tiny_checkpoint,

@@ -19,7 +19,8 @@ from rasterio.windows import Window
 
 from pipeline.cli import main
 from pipeline.inputs.sources import gdal_path, product_kind
-from tests.helpers import SN6, crop, range_server
+from tests.helpers import SN6, cog, crop, range_server
+from tests.products import split_bands, stac_item
 
 
 @pytest.fixture
@@ -44,17 +45,6 @@ def ranged_requests(root: Path) -> list[str]:
 
 def invoke(*args):
     return CliRunner().invoke(main, ["run", *map(str, args)])
-
-
-def cog(src: Path, dst: Path) -> Path:
-    """`src` rewritten as a COG (GDAL's COG driver), as object stores hold them."""
-    with rasterio.open(src) as ds:
-        profile = {**ds.profile, "driver": "COG", "blocksize": 64}
-        for key in ("blockxsize", "blockysize", "tiled", "interleave"):
-            profile.pop(key, None)
-        with rasterio.open(dst, "w", **profile) as out:
-            out.write(ds.read())
-    return dst
 
 
 def test_gdal_path_maps_urls_to_virtual_file_systems():
@@ -96,17 +86,9 @@ def test_remote_cog_gives_the_local_files_output(server, tiny_checkpoint, tmp_pa
 def test_stac_item_url_with_relative_asset_hrefs(server, tiny_checkpoint, tmp_path):
     base, www = server
     chip = crop(SN6, tmp_path / "chip.tif", Window(10, 10, 80, 64))
-    (www / "assets").mkdir()
-    with rasterio.open(chip) as ds:
-        profile = {**ds.profile, "count": 1}
-        for i, name in enumerate(("red", "green", "blue"), 1):
-            with rasterio.open(www / "assets" / f"{name}.tif", "w", **profile) as out:
-                out.write(ds.read(i), 1)
-    assets = {c: {"href": f"assets/{c}.tif", "eo:bands": [{"name": c, "common_name": c}]}
-              for c in ("blue", "green", "red")}
-    (www / "item.json").write_text(json.dumps({
-        "type": "Feature", "stac_version": "1.0.0", "id": "remote-item", "geometry": None,
-        "properties": {"datetime": "2020-02-02T00:00:00Z"}, "links": [], "assets": assets}))
+    split_bands(chip, www / "assets")  # red.tif, green.tif, blue.tif
+    stac_item(www / "item.json", {c: (f"assets/{c}.tif", c) for c in ("blue", "green", "red")},
+              ident="remote-item")
     out_ref, out = tmp_path / "ref.tif", tmp_path / "out.tif"
     assert invoke(chip, out_ref, "--model", tiny_checkpoint, "-q").exit_code == 0
     result = invoke(f"{base}/item.json", out, "--model", tiny_checkpoint)
