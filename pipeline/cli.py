@@ -396,6 +396,19 @@ def quicklook_cmd(input_path: str, output_path: Path, png_path: Path, bands: str
         click.echo(f"{item}: quicklook asset added", err=True)
 
 
+def _reflectance_pair(text: str) -> tuple[float, float]:
+    """--reflectance-scale "SCALE[,OFFSET]" -> (scale, offset)."""
+    try:
+        parts = [float(t) for t in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or not parts[0] > 0:
+        raise ConfigError(f"bad value for --reflectance-scale: {text!r}",
+                          path="--reflectance-scale",
+                          hint="SCALE or SCALE,OFFSET, e.g. 0.0001 or 0.0000275,-0.2")
+    return parts[0], parts[1] if len(parts) == 2 else 0.0
+
+
 @main.command("tiles")
 @click.option("--eo", multiple=True, type=click.Path(path_type=Path),
               help="Optical scene (GeoTIFF/VRT), directory of them, folder of Sentinel-2 "
@@ -408,8 +421,25 @@ def quicklook_cmd(input_path: str, output_path: Path, png_path: Path, bands: str
               help="Dataset directory (trainA/trainB/testA/testB, index.geojson, "
               "dataset.json); a rerun or another invocation adds to it. Required.")
 @click.option("--eo-bands", default=None,
-              help="Three 1-based EO bands fed as R,G,B, e.g. 3,2,1. [default: 3-band as is, "
-              "1-band 1,1,1, else required]")
+              help="EO bands: three 1-based numbers fed as R,G,B (3,2,1), or any number of "
+              "bands by name (red,green,blue,nir; STAC common names or B04-style ids), "
+              "picked from band folders and band descriptions -> multiband GeoTIFF tiles. "
+              "[default: 3-band as is, 1-band 1,1,1, else required]")
+@click.option("--eo-scale", type=click.Choice(["auto", "reflectance"]), default="auto",
+              show_default=True,
+              help="auto: 8-bit /255, else a per-scene 2-98 % stretch (PNG tiles); "
+              "reflectance: the product's physical scale, reflectance [0, 0.5] -> [0, 1], "
+              "the same in every scene (multiband tiles).")
+@click.option("--reflectance-scale", default=None, metavar="SCALE[,OFFSET]",
+              help="Declare how values become reflectance for rasters that do not say it "
+              "(no band Scale/Offset): 0.0001 for Sentinel-2 DN, 0.0000275,-0.2 for Landsat "
+              "C2 Level-2. [default: the raster's band Scale/Offset]")
+@click.option("--sar-pols", default=None, metavar="VV,VH",
+              help="Polarisations stacked as bands of one multiband SAR tile, each on its "
+              "own dB range (VV -25,0, VH -32.5,0 unless --sar-db-range gives LOW,HIGH or "
+              "LOW,HIGH/LOW,HIGH): picked by band description, or the per-polarisation "
+              "files of a product folder (*_VV.tif, *_VH.tif). [default: one band, "
+              "--sar-band, 8-bit PNG]")
 @click.option("--eo-nodata", default=None,
               help="Declare the EO nodata value (as `run --nodata`). [default: the file's "
               "nodata, masks, NaN and zero fill]")
@@ -440,9 +470,11 @@ def quicklook_cmd(input_path: str, output_path: Path, png_path: Path, bands: str
 @dry_run_option("Print the counts; write nothing.")
 @quiet_option("No progress bar.")
 def tiles_cmd(eo: tuple[Path, ...], sar: tuple[Path, ...], out: Path, eo_bands: str | None,
+              eo_scale: str, reflectance_scale: str | None, sar_pols: str | None,
               eo_nodata: str | None, sar_db_range: str | None, quiet: bool,
               **options: Any) -> None:
-    """Cut training tiles (8-bit RGB PNG) from EO scenes (A) and SAR scenes (B) into OUT.
+    """Cut training tiles (8-bit RGB PNG, or float32 GeoTIFF for more bands, reflectance
+    or VV and VH) from EO scenes (A) and SAR scenes (B) into OUT.
 
     \b
     Examples:
@@ -452,8 +484,17 @@ def tiles_cmd(eo: tuple[Path, ...], sar: tuple[Path, ...], out: Path, eo_bands: 
           --out data/paired
       python -m pipeline tiles --paired --resample-sar --eo 'ssl4eo/s2a/0000200/*' \\
           --sar 'ssl4eo/s1/0000200/*/VV.tif' --sar-units db --out data/ssl4eo
+      python -m pipeline tiles --eo-bands red,green,blue,nir --eo-scale reflectance \\
+          --eo 'bigearthnet/S2A_*' --sar-pols VV,VH --sar 'bigearthnet/S1A_*' \\
+          --sar-units db --paired --out data/ms
     """
-    from pipeline.dataset.tiles import build_tiles, parse_bands, parse_db_range
+    from pipeline.dataset.tiles import (
+        build_tiles,
+        parse_db_range,
+        parse_db_ranges,
+        parse_eo_bands,
+        parse_pols,
+    )
 
     try:
         try:
@@ -462,9 +503,15 @@ def tiles_cmd(eo: tuple[Path, ...], sar: tuple[Path, ...], out: Path, eo_bands: 
             raise ConfigError(f"bad value for --eo-nodata: {eo_nodata!r}", path="--eo-nodata",
                               hint="a number, or nan") from None
         settings = given(options)  # the rest: TilesConfig's defaults
-        if sar_db_range is not None:
+        pols = parse_pols(sar_pols)
+        if sar_db_range is not None and pols is not None:
+            settings["sar_db_ranges"] = parse_db_ranges(sar_db_range)
+        elif sar_db_range is not None:
             settings["sar_db_range"] = parse_db_range(sar_db_range)  # None: auto
-        config = TilesConfig(out=out, eo=eo, sar=sar, eo_bands=parse_bands(eo_bands),
+        numbers, names = parse_eo_bands(eo_bands)
+        declared = None if reflectance_scale is None else _reflectance_pair(reflectance_scale)
+        config = TilesConfig(out=out, eo=eo, sar=sar, eo_bands=numbers, eo_names=names,
+                             eo_scale=eo_scale, reflectance_scale=declared, sar_pols=pols,
                              eo_nodata=nodata, progress=not quiet, **settings)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PipelineWarning)  # printed below, once

@@ -15,6 +15,12 @@ Why it looks like this:
 - Transforms are the original's, written with PIL (torchvision is not a dependency):
   train = RandomHorizontalFlip, Resize((s+30, s+30)), RandomCrop(s), ToTensor,
   Normalize(0.5, 0.5); test = Resize((s, s)), ToTensor, Normalize(0.5, 0.5).
+- Multiband tiles (`pipeline tiles` writes them for more than three optical bands, a
+  physical reflectance scale or two SAR polarisations): float32 GeoTIFFs of N bands in
+  the model's unit scale [0, 1] (read with tifffile: ugatit reads images, never rasters).
+  PIL cannot hold them (it clips at 8 bits and knows no 4-band float image), so the same
+  flip / resize / crop is done on arrays (bilinear resize, the same random draws in the
+  same order). The 8-bit PNG path is untouched, bit for bit.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+from torch.nn import functional as F
 from torch.utils.data import Dataset, Sampler
 
 from ugatit.errors import TrainingError
@@ -37,7 +44,9 @@ log = logging.getLogger(__name__)
 
 #: Extensions read from the domain folders (the tile builder writes PNG; the original's
 #: ImageFolder also took JPEG).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: Multiband tiles: float32 (or 8/16-bit) TIFF, any number of bands, unit scale [0, 1].
+TIFF_SUFFIXES = (".tif", ".tiff")
 #: The original's Resize((img_size + 30, img_size + 30)) before RandomCrop(img_size).
 RESIZE_MARGIN = 30
 #: Crops re-drawn from one image before moving on to the next image of the permutation.
@@ -92,6 +101,112 @@ def load_rgb(path: Path) -> Image.Image:
         raise TrainingError(f"{path}: not a readable image ({exc})") from exc
 
 
+def is_tiff(path: Path) -> bool:
+    return path.suffix.lower() in TIFF_SUFFIXES
+
+
+def load_array(path: Path) -> np.ndarray:
+    """A multiband TIFF tile -> float32 [C, H, W] in the unit scale [0, 1].
+
+    float tiles are taken as unit values (clipped to [0, 1]; NaN -> 0, what `pipeline
+    tiles` writes for invalid pixels); 8-bit tiles are / 255 and 16-bit tiles / 65535.
+    Anything else (complex, signed integers, a 1-pixel strip) is refused naming the file.
+    """
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes, data = series.axes, series.asarray()
+    except (OSError, ValueError, KeyError, IndexError, tifffile.TiffFileError) as exc:
+        raise TrainingError(f"{path}: not a readable TIFF tile ({exc})") from exc
+    if data.ndim == 2:
+        data = data[None]
+    elif data.ndim == 3 and axes.endswith("S"):  # pixel-interleaved: Y X S
+        data = np.moveaxis(data, -1, 0)
+    elif data.ndim != 3:
+        raise TrainingError(f"{path}: a TIFF of shape {data.shape} (axes {axes}); a tile "
+                            f"is one image of C bands x H x W")
+    if data.dtype == np.uint8:
+        return data.astype(np.float32) / 255.0
+    if data.dtype == np.uint16:
+        return data.astype(np.float32) / 65535.0
+    if data.dtype.kind != "f":
+        raise TrainingError(f"{path}: TIFF tiles of {data.dtype} are not read (float32 in "
+                            f"the unit scale [0, 1], or 8/16-bit); cut tiles with "
+                            f"`python -m pipeline tiles`")
+    return np.clip(np.nan_to_num(data.astype(np.float32), nan=0.0), 0.0, 1.0)
+
+
+def array_std(a: np.ndarray) -> float:
+    """Standard deviation in [-1, 1] units of a unit-scale array (the PIL twin: image_std)."""
+    return float(a.std() * 2.0)
+
+
+def load_tile(path: Path) -> Image.Image | np.ndarray:
+    """An 8-bit RGB PIL image (PNG/JPEG: the original's reader) or a unit-scale float32
+    array [C, H, W] (a multiband TIFF tile)."""
+    return load_array(path) if is_tiff(path) else load_rgb(path)
+
+
+def tile_std(img: Image.Image | np.ndarray) -> float:
+    return array_std(img) if isinstance(img, np.ndarray) else image_std(img)
+
+
+def tile_tensor(img: Image.Image | np.ndarray) -> Tensor:
+    """[C, H, W] in [-1, 1] (Normalize(0.5, 0.5) of either kind of tile)."""
+    if isinstance(img, np.ndarray):
+        return (torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)) - 0.5) / 0.5
+    return to_tensor(img)
+
+
+def channels_of(files: Sequence[Path]) -> int:
+    """The channel count of a domain's tiles: 3 for PNG/JPEG (read as RGB), the band
+    count for TIFF tiles; mixed kinds or band counts are refused naming two files."""
+    counts: dict[int, Path] = {}
+    for f in files:
+        n = load_array(f).shape[0] if is_tiff(f) else 3
+        counts.setdefault(n, f)
+    if len(counts) > 1:
+        (n1, f1), (n2, f2) = list(counts.items())[:2]
+        raise TrainingError(f"{f1.parent}: tiles of {n1} and {n2} channels ({f1.name}, "
+                            f"{f2.name}); a domain's tiles must all have the same bands")
+    kinds = {is_tiff(f) for f in files}
+    if len(kinds) > 1:
+        raise TrainingError(f"{files[0].parent}: PNG/JPEG and TIFF tiles mixed; a domain "
+                            f"holds one kind (cut them again with `pipeline tiles`)")
+    return next(iter(counts), 3)
+
+
+def _resize_array(a: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize of [C, H, W] to [C, size, size] (PIL's BILINEAR for upsampling:
+    half-pixel centres; torch, since PIL holds no multiband float image)."""
+    if a.shape[1:] == (size, size):
+        return a
+    t = torch.from_numpy(np.ascontiguousarray(a))[None]
+    return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=a.shape[1] > size or a.shape[2] > size)[0].numpy()
+
+
+def _flip(img: Image.Image | np.ndarray) -> Image.Image | np.ndarray:
+    if isinstance(img, np.ndarray):
+        return img[:, :, ::-1]
+    return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+
+
+def _resize(img: Image.Image | np.ndarray, size: int) -> Image.Image | np.ndarray:
+    if isinstance(img, np.ndarray):
+        return _resize_array(img, size)
+    return img.resize((size, size), Image.Resampling.BILINEAR)
+
+
+def _crop(img: Image.Image | np.ndarray, left: int, top: int, size: int
+          ) -> Image.Image | np.ndarray:
+    if isinstance(img, np.ndarray):
+        return img[:, top:top + size, left:left + size]
+    return img.crop((left, top, left + size, top + size))
+
+
 def to_tensor(img: Image.Image) -> Tensor:
     """ToTensor + Normalize(0.5, 0.5) with the original's float32 arithmetic: [3, H, W]."""
     x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
@@ -112,7 +227,7 @@ def index_domain(folder: Path, min_std: float) -> list[Path]:
     if not files:
         raise TrainingError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}); "
                             f"nothing to train on")
-    kept = [f for f in files if image_std(load_rgb(f)) >= min_std]
+    kept = [f for f in files if tile_std(load_tile(f)) >= min_std]
     if len(kept) < len(files):
         log.warning("%s: skipped %d of %d near-constant images (pixel std < %g in [-1, 1] "
                     "units: nodata collars would turn the weights to NaN)",
@@ -136,19 +251,21 @@ def epoch_permutation(n: int, seed: int, rank: int, domain: int, epoch: int) -> 
     return torch.randperm(n, generator=seeded_generator(seed, rank, domain, 0, epoch))
 
 
-def random_crop(img: Image.Image, size: int, g: torch.Generator) -> Image.Image:
+def random_crop(img: Image.Image | np.ndarray, size: int, g: torch.Generator
+                ) -> Image.Image | np.ndarray:
     """RandomHorizontalFlip, Resize((size+30, size+30)), RandomCrop(size), drawn from g."""
     if torch.rand(1, generator=g).item() < 0.5:
-        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        img = _flip(img)
     big = size + RESIZE_MARGIN
-    img = img.resize((big, big), Image.Resampling.BILINEAR)
+    img = _resize(img, big)
     top = int(torch.randint(0, RESIZE_MARGIN + 1, (1,), generator=g))
     left = int(torch.randint(0, RESIZE_MARGIN + 1, (1,), generator=g))
-    return img.crop((left, top, left + size, top + size))
+    return _crop(img, left, top, size)
 
 
-def random_crop_pair(img_a: Image.Image, img_b: Image.Image, size: int, g: torch.Generator
-                     ) -> tuple[Image.Image, Image.Image]:
+def random_crop_pair(img_a: Image.Image | np.ndarray, img_b: Image.Image | np.ndarray,
+                     size: int, g: torch.Generator
+                     ) -> tuple[Image.Image | np.ndarray, Image.Image | np.ndarray]:
     """The same flip, resize and crop for both images of a co-registered pair (one draw
     from g), so that pixel (i, j) of the two crops still shows the same ground."""
     flip = torch.rand(1, generator=g).item() < 0.5
@@ -158,9 +275,8 @@ def random_crop_pair(img_a: Image.Image, img_b: Image.Image, size: int, g: torch
     out = []
     for img in (img_a, img_b):
         if flip:
-            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        img = img.resize((big, big), Image.Resampling.BILINEAR)
-        out.append(img.crop((left, top, left + size, top + size)))
+            img = _flip(img)
+        out.append(_crop(_resize(img, big), left, top, size))
     return out[0], out[1]
 
 
@@ -172,9 +288,9 @@ def find_pairs(files_a: Sequence[Path], files_b: Sequence[Path]) -> list[tuple[P
             if f.name in by_name]
 
 
-def eval_transform(img: Image.Image, size: int) -> Tensor:
+def eval_transform(img: Image.Image | np.ndarray, size: int) -> Tensor:
     """The original's test transform: Resize((size, size)), ToTensor, Normalize."""
-    return to_tensor(img.resize((size, size), Image.Resampling.BILINEAR))
+    return tile_tensor(_resize(img, size))
 
 
 #: Stream index of the paired draws (A = 0, B = 1): their own permutation and crops, so
@@ -222,10 +338,10 @@ class UnpairedDataset(Dataset):
             q = p + t // CROP_TRIES
             i = int(epoch_permutation(n, self.seed, self.rank, PAIR_STREAM, q // n)[q % n])
             path_a, path_b = self.pairs[i]
-            crop_a, crop_b = random_crop_pair(load_rgb(path_a), load_rgb(path_b),
+            crop_a, crop_b = random_crop_pair(load_tile(path_a), load_tile(path_b),
                                               self.img_size, g)
-            if image_std(crop_a) >= self.min_std:
-                return to_tensor(crop_a), to_tensor(crop_b)
+            if tile_std(crop_a) >= self.min_std:
+                return tile_tensor(crop_a), tile_tensor(crop_b)
         raise TrainingError(f"{MAX_DRAWS} crops of paired images in a row have pixel std < "
                             f"{self.min_std}: the paired tiles are (almost) all nodata")
 
@@ -239,10 +355,10 @@ class UnpairedDataset(Dataset):
             q = p + t // CROP_TRIES
             i = int(epoch_permutation(n, self.seed, self.rank, d, q // n)[q % n])
             if i != idx:
-                idx, img = i, load_rgb(files[i])
+                idx, img = i, load_tile(files[i])
             crop = random_crop(img, self.img_size, g)
-            if image_std(crop) >= self.min_std:
-                return to_tensor(crop)
+            if tile_std(crop) >= self.min_std:
+                return tile_tensor(crop)
         raise TrainingError(f"{MAX_DRAWS} crops of {domain} images in a row have pixel std < "
                             f"{self.min_std}: the tiles are (almost) all nodata")
 
@@ -257,15 +373,16 @@ class StreamSampler(Sampler[int]):
         return itertools.count(self.start)
 
 
-def fixed_samples(files: Sequence[Path], n: int, img_size: int, min_std: float) -> Tensor:
-    """n images spread evenly over ``files``, test-transformed: [n, 3, s, s] (the sample
+def fixed_samples(files: Sequence[Path], n: int, img_size: int, min_std: float,
+                  channels: int = 3) -> Tensor:
+    """n images spread evenly over ``files``, test-transformed: [n, C, s, s] (the sample
     sheet's rows; the same images at every sample step)."""
     if n <= 0 or not files:
-        return torch.empty(0, 3, img_size, img_size)
+        return torch.empty(0, channels, img_size, img_size)
     picks = sorted({round(i * (len(files) - 1) / max(n - 1, 1)) for i in range(n)})
     out = []
     for i in picks:
-        img = load_rgb(files[i])
-        if image_std(img) >= min_std:
+        img = load_tile(files[i])
+        if tile_std(img) >= min_std:
             out.append(eval_transform(img, img_size))
-    return torch.stack(out) if out else torch.empty(0, 3, img_size, img_size)
+    return torch.stack(out) if out else torch.empty(0, channels, img_size, img_size)

@@ -44,7 +44,13 @@ def adversarial_term(dis: nn.Module, fake: Tensor) -> Tensor:
     return mse_to(logit, 1.0) + mse_to(cam_logit, 1.0)
 
 
-def cam_term(cam_translated: Tensor, cam_identity: Tensor) -> Tensor:
+def cam_term(cam_translated: Tensor, cam_identity: Tensor | None) -> Tensor:
     """CAM loss of one generator: its logit on the other domain's image is "source" (1),
-    on its own domain's image (identity) "not source" (0)."""
+    on its own domain's image (identity) "not source" (0).
+
+    ``cam_identity`` None: the domains have different channel counts (4 optical bands in,
+    VV and VH out), so a generator cannot take its own domain's image and only the
+    "source" half is left (the trainer says so in its options printout)."""
+    if cam_identity is None:
+        return bce_to(cam_translated, 1.0)
     return bce_to(cam_translated, 1.0) + bce_to(cam_identity, 0.0)

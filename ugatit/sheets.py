@@ -50,7 +50,10 @@ def heatmap_rgb(heatmap: Tensor, size: int) -> np.ndarray:
 
 
 def image_rgb(x: Tensor) -> np.ndarray:
-    """[3, H, W] in [-1, 1] -> [H, W, 3] uint8."""
+    """[C, H, W] in [-1, 1] -> [H, W, 3] uint8: three channels as they are; more than
+    three: the first three (a multispectral tile stores red, green, blue first); fewer:
+    the first as grey (VV of a VV, VH tile)."""
+    x = x[:3] if x.shape[0] >= 3 else x[:1].expand(3, -1, -1)
     a = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8)
     return a.permute(1, 2, 0).numpy()
 
@@ -64,10 +67,14 @@ def translate_row(gen_a2b: nn.Module, gen_b2a: nn.Module, real_a: Tensor
     """
     x = real_a[None]
     size = x.shape[-1]
-    a2a, _, a2a_h = gen_b2a(x)
     a2b, _, a2b_h = gen_a2b(x)
     a2b2a, _, a2b2a_h = gen_b2a(a2b)
-    panels = [image_rgb(x[0]), heatmap_rgb(a2a_h[0], size), image_rgb(a2a[0]),
+    if a2b.shape[1] == x.shape[1]:  # genB2A takes what genA2B gives
+        a2a, _, a2a_h = gen_b2a(x)
+        identity = [heatmap_rgb(a2a_h[0], size), image_rgb(a2a[0])]
+    else:  # 4 bands in, 2 out: no identity translation (ugatit.train); grey panels
+        identity = [np.full((size, size, 3), 128, np.uint8)] * 2
+    panels = [image_rgb(x[0]), *identity,
               heatmap_rgb(a2b_h[0], size), image_rgb(a2b[0]),
               heatmap_rgb(a2b2a_h[0], size), image_rgb(a2b2a[0])]
     return panels, float(a2b.float().std())

@@ -22,6 +22,12 @@ Fixes (same math, less waste, no crashes):
   of (seed, rank, k) (see :mod:`ugatit.data`), so resume is exact.
 - A non-finite loss stops training with :class:`TrainingError` naming the step and the
   last good checkpoint; weights with NaN are never saved.
+- Channel counts come from the data (3 for PNG tiles, the band count of multiband TIFF
+  tiles: e.g. 4 optical bands in, VV and VH out). When the domains differ in channels
+  the identity term ``genA2B(B) ~ B`` cannot be formed (genA2B takes 4 bands, B has 2):
+  it is skipped, and so is the identity half of the CAM term (the "not source" logit of
+  a generator on its own domain); the options printout says so. Equal channel counts
+  keep the original recipe bit for bit.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +58,7 @@ from ugatit.data import (
     DEFAULT_MIN_STD,
     StreamSampler,
     UnpairedDataset,
+    channels_of,
     find_pairs,
     fixed_samples,
     index_domain,
@@ -384,8 +391,8 @@ def clip_rho(generators: list[nn.Module]) -> None:
 def train_step(nets: Mapping[str, nn.Module], opt_g: torch.optim.Optimizer,
                opt_d: torch.optim.Optimizer, real_a: Tensor, real_b: Tensor,
                cfg: TrainConfig, world: int = 1,
-               pair: tuple[Tensor, Tensor] | None = None, db_per_unit: float = 1.0
-               ) -> dict[str, Tensor]:
+               pair: tuple[Tensor, Tensor] | None = None,
+               db_per_unit: float | Tensor = 1.0) -> dict[str, Tensor]:
     """One U-GAT-IT iteration: a discriminator update, then a generator update.
 
     ``pair`` (EO, SAR) of co-registered crops adds ``cfg.paired_weight`` x the L1 between
@@ -427,7 +434,7 @@ def train_step(nets: Mapping[str, nn.Module], opt_g: torch.optim.Optimizer,
             g_loss = _generator_losses(g_a2b, g_b2a, dis, real_a, real_b, cfg, out,
                                        (fake_a2b, a2b_cam, fake_b2a, b2a_cam))
             if pair is not None and cfg.paired_weight > 0:
-                out["G_paired"] = paired_term(g_a2b, *pair) * db_per_unit
+                out["G_paired"] = paired_term(g_a2b, *pair, db_per_unit)
                 g_loss = g_loss + cfg.paired_weight * out["G_paired"]
         g_loss.backward()
     finally:
@@ -442,11 +449,15 @@ def train_step(nets: Mapping[str, nn.Module], opt_g: torch.optim.Optimizer,
     return {k: v.detach().float() for k, v in out.items()}
 
 
-def paired_term(g_a2b: nn.Module, eo: Tensor, sar: Tensor) -> Tensor:
-    """L1 between the translation of co-registered EO crops and their real SAR, in the
-    [-1, 1] tile scale (the caller converts it to dB)."""
+def paired_term(g_a2b: nn.Module, eo: Tensor, sar: Tensor,
+                db_per_unit: float | Tensor = 1.0) -> Tensor:
+    """L1 between the translation of co-registered EO crops and their real SAR, in dB:
+    per polarisation (channel) |fake - real| in the [-1, 1] tile scale times that
+    polarisation's dB per unit (``db_per_unit``: a number, or a [C] tensor when VV and
+    VH were cut on different dB ranges), averaged over pixels and polarisations."""
     fake, _, _ = g_a2b(eo)
-    return l1(fake, sar)
+    err = (fake.float() - sar.float()).abs().mean(dim=(0, 2, 3))  # [C]
+    return (err * db_per_unit).mean()
 
 
 def _generator_losses(g_a2b: nn.Module, g_b2a: nn.Module, dis: Mapping[str, nn.Module],
@@ -466,8 +477,10 @@ def _generator_losses(g_a2b: nn.Module, g_b2a: nn.Module, dis: Mapping[str, nn.M
         fake_a2b, a2b_cam, fake_b2a, b2a_cam = translated
     fake_a2b2a = g_b2a(fake_a2b)[0]
     fake_b2a2b = g_a2b(fake_b2a)[0]
-    fake_a2a, a2a_cam, _ = g_b2a(real_a)
-    fake_b2b, b2b_cam, _ = g_a2b(real_b)
+    identity = real_a.shape[1] == real_b.shape[1]  # else: no identity (module doc)
+    if identity:
+        fake_a2a, a2a_cam, _ = g_b2a(real_a)
+        fake_b2b, b2b_cam, _ = g_a2b(real_b)
 
     out["G_adv_A"] = adversarial_term(dis["disGA"], fake_b2a) \
         + adversarial_term(dis["disLA"], fake_b2a)
@@ -475,10 +488,15 @@ def _generator_losses(g_a2b: nn.Module, g_b2a: nn.Module, dis: Mapping[str, nn.M
         + adversarial_term(dis["disLB"], fake_a2b)
     out["G_cycle_A"] = l1(fake_a2b2a, real_a)
     out["G_cycle_B"] = l1(fake_b2a2b, real_b)
-    out["G_identity_A"] = l1(fake_a2a, real_a)
-    out["G_identity_B"] = l1(fake_b2b, real_b)
-    out["G_cam_A"] = cam_term(b2a_cam, a2a_cam)
-    out["G_cam_B"] = cam_term(a2b_cam, b2b_cam)
+    if identity:
+        out["G_identity_A"] = l1(fake_a2a, real_a)
+        out["G_identity_B"] = l1(fake_b2b, real_b)
+        out["G_cam_A"] = cam_term(b2a_cam, a2a_cam)
+        out["G_cam_B"] = cam_term(a2b_cam, b2b_cam)
+    else:  # logged as 0: losses.csv keeps its columns
+        out["G_identity_A"] = out["G_identity_B"] = torch.zeros((), device=real_a.device)
+        out["G_cam_A"] = cam_term(b2a_cam, None)
+        out["G_cam_B"] = cam_term(a2b_cam, None)
     total = 0.0
     for side in ("A", "B"):
         total = total + cfg.adv_weight * out[f"G_adv_{side}"] \
@@ -536,7 +554,8 @@ def all_finite(nets: Mapping[str, nn.Module]) -> bool:
 
 def save_training_checkpoint(out: Path, step: int, nets: Mapping[str, nn.Module],
                              opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-                             cfg: TrainConfig, radiometry: Any) -> Path:
+                             cfg: TrainConfig, radiometry: Any,
+                             model: ModelConfig | None = None) -> Path:
     """OUT/checkpoints/params_{step:07d}.pt, seed format + metadata + training state,
     written atomically; then prune to the last ``keep``."""
     if not all_finite(nets):
@@ -549,7 +568,8 @@ def save_training_checkpoint(out: Path, step: int, nets: Mapping[str, nn.Module]
     state = {"step": step, "optim_G": opt_g.state_dict(), "optim_D": opt_d.state_dict(),
              "rng": rng_state()}
     try:
-        save_checkpoint(path, nets, cfg.model, fmt="seed", extra=extra, train_state=state)
+        save_checkpoint(path, nets, model or cfg.model, fmt="seed", extra=extra,
+                        train_state=state)
     except (RuntimeError, OSError) as exc:  # torch's writer fails as RuntimeError
         reason = no_space_reason(exc, path.parent) or str(exc).splitlines()[0]
         raise TrainingError(f"step {step}: cannot write {path} ({reason}); training "
@@ -591,7 +611,8 @@ def _check_resume_options(stored: Mapping[str, Any], cfg: TrainConfig, path: Pat
 
 
 def resume_from(path: Path, nets: Mapping[str, nn.Module], opt_g: torch.optim.Optimizer,
-                opt_d: torch.optim.Optimizer, cfg: TrainConfig) -> int:
+                opt_d: torch.optim.Optimizer, cfg: TrainConfig,
+                model: ModelConfig | None = None) -> int:
     """Restore weights, optimisers and RNG from a training checkpoint; return its step."""
     try:  # not memory-mapped: Adam updates its restored state tensors in place
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -615,7 +636,7 @@ def resume_from(path: Path, nets: Mapping[str, nn.Module], opt_g: torch.optim.Op
                             f"cannot resume from it")
     meta = obj.get(SEED_META_KEY, {})
     _check_resume_options(meta.get("train") or {}, cfg, path)
-    model = cfg.model
+    model = model or cfg.model
     stored = meta.get("config", {})
     if ModelConfig.from_dict(stored) != model:
         raise TrainingError(f"{path}: trained with {ModelConfig.from_dict(stored)}, but the "
@@ -662,8 +683,11 @@ def read_radiometry(dataset: Path) -> Any:
         raise TrainingError(f"{meta}: unreadable ({exc}); fix or remove it") from exc
 
 
-def write_options(cfg: TrainConfig, out: Path, d: Dist) -> None:
-    """Print the options (defaults marked) and save them as OUT/options.yaml."""
+def write_options(cfg: TrainConfig, out: Path, d: Dist, model: ModelConfig | None = None
+                  ) -> None:
+    """Print the options (defaults marked) and what the data decided (channels; the
+    identity term when the domains differ in channels), and save them as
+    OUT/options.yaml."""
     import yaml
 
     if not d.main:
@@ -673,6 +697,14 @@ def write_options(cfg: TrainConfig, out: Path, d: Dist) -> None:
     for k, v in cfg.to_dict().items():
         note = "" if v == getattr(default, k) else f"\t[default: {getattr(default, k)}]"
         lines.append(f"{k:>16}: {v}{note}")
+    if model is not None:
+        lines.append(f"{'channels':>16}: {model.in_ch} in (trainA), {model.out_ch} out "
+                     f"(trainB)\t[from the data]")
+        if model.in_ch != model.out_ch:
+            lines.append(f"{'identity':>16}: SKIPPED: genA2B takes {model.in_ch} channels and "
+                         f"B has {model.out_ch}, so genA2B(B) ~ B has no meaning; the "
+                         f"identity L1 and the identity half of the CAM term are left out "
+                         f"(identity_weight unused)")
     lines.append("----------------- End -------------------")
     print("\n".join(lines), flush=True)
     atomic_write_text(out / "options.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -755,6 +787,64 @@ def write_samples(nets: Mapping[str, nn.Module], samples: Tensor, n_train: int, 
                     COLLAPSE_STD)
 
 
+@dataclass
+class _Run:
+    """What :func:`setup` prepares for the loop: data, networks, optimisers, state."""
+
+    out: Path
+    model: ModelConfig
+    nets: dict[str, nn.Module]
+    opt_g: torch.optim.Adam
+    opt_d: torch.optim.Adam
+    start: int
+    last: Path
+    radiometry: Any
+    data: UnpairedDataset
+    samples: Tensor
+    n_train_rows: int
+    db_per_unit: float | Tensor
+    terms: list[str]
+
+
+def data_model(cfg: TrainConfig, files_a: list[Path], files_b: list[Path]) -> ModelConfig:
+    """The model the options ask for, with the channel counts the tiles have (3 for PNG
+    tiles; the band count of multiband TIFF tiles)."""
+    return replace(cfg.model, in_ch=channels_of(files_a), out_ch=channels_of(files_b))
+
+
+def setup(cfg: TrainConfig, d: Dist, device: torch.device) -> _Run:
+    """Options -> data -> six networks and two Adam optimisers -> (resume)."""
+    out, resume_path = prepare_out(cfg, d)
+    dataset = Path(cfg.dataset)
+    files_a = index_domain(dataset / "trainA", cfg.min_std)
+    files_b = index_domain(dataset / "trainB", cfg.min_std)
+    model = data_model(cfg, files_a, files_b)
+    radiometry = read_radiometry(dataset)
+    pairs, db_per_unit = paired_setup(cfg, files_a, files_b, radiometry, dataset)
+    write_options(cfg, out, d, model)
+
+    nets = build_networks(model, cfg.seed, device)
+    opt_g, opt_d = make_optimizers(nets, cfg)
+    start = resume_from(resume_path, nets, opt_g, opt_d, cfg, model) if resume_path else 0
+    if d.world > 1:  # same seed gives the same init; broadcasting makes sure of it
+        for p in (t for m in nets.values() for t in m.state_dict().values()):
+            dist.broadcast(p, src=0)
+    if resume_path and d.main:
+        log.info("resumed from %s at step %d", resume_path, start)
+
+    train_rows = fixed_samples(files_a, cfg.n_samples, cfg.img_size, cfg.min_std,
+                               model.in_ch)
+    samples = torch.cat([train_rows, fixed_samples(_test_files(dataset), cfg.n_samples,
+                                                   cfg.img_size, cfg.min_std, model.in_ch)])
+    if isinstance(db_per_unit, Tensor):
+        db_per_unit = db_per_unit.to(device)
+    data = UnpairedDataset(files_a, files_b, cfg.img_size, cfg.seed, d.rank, cfg.min_std,
+                           pairs=pairs)
+    return _Run(out, model, nets, opt_g, opt_d, start,
+                resume_path or checkpoint_path(out, start), radiometry, data, samples,
+                len(train_rows), db_per_unit, [*LOSS_TERMS, *(["G_paired"] if pairs else [])])
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train U-GAT-IT as configured; return the final checkpoint's path.
 
@@ -764,42 +854,21 @@ def train(cfg: TrainConfig) -> Path:
     d, device = init_distributed(cfg)
     if device.type == "cuda":
         set_tf32(cfg.tf32)
-    out, resume_path = prepare_out(cfg, d)
-    dataset = Path(cfg.dataset)
-    files_a = index_domain(dataset / "trainA", cfg.min_std)
-    files_b = index_domain(dataset / "trainB", cfg.min_std)
-    radiometry = read_radiometry(dataset)
-    pairs, db_per_unit = paired_setup(cfg, files_a, files_b, radiometry, dataset)
-    write_options(cfg, out, d)
-
-    nets = build_networks(cfg.model, cfg.seed, device)
-    opt_g, opt_d = make_optimizers(nets, cfg)
-    start = resume_from(resume_path, nets, opt_g, opt_d, cfg) if resume_path else 0
-    if d.world > 1:  # same seed gives the same init; broadcasting makes sure of it
-        for p in (t for m in nets.values() for t in m.state_dict().values()):
-            dist.broadcast(p, src=0)
-    if resume_path and d.main:
-        log.info("resumed from %s at step %d", resume_path, start)
-
-    train_rows = fixed_samples(files_a, cfg.n_samples, cfg.img_size, cfg.min_std)
-    samples = torch.cat([train_rows, fixed_samples(_test_files(dataset), cfg.n_samples,
-                                                   cfg.img_size, cfg.min_std)])
-    terms = [*LOSS_TERMS, *(["G_paired"] if pairs else [])]
-    loss_log = LossLog(out / "losses.csv", [*terms, "lr", "seconds"])
+    run = setup(cfg, d, device)
+    out, nets, start = run.out, run.nets, run.start
+    loss_log = LossLog(out / "losses.csv", [*run.terms, "lr", "seconds"])
     if d.main:
         loss_log.start(start)
-    data = UnpairedDataset(files_a, files_b, cfg.img_size, cfg.seed, d.rank, cfg.min_std,
-                           pairs=pairs)
-    stream = batches(data, cfg, start, device)
-    last = resume_path or checkpoint_path(out, start)
+    stream = batches(run.data, cfg, start, device)
+    last = run.last
     t0 = time.perf_counter()
     guard = FiniteGuard(device, start)
     with _progress(d, start, cfg.iterations) as bar:  # closed on errors too
         for step in range(start + 1, cfg.iterations + 1):
-            lr = set_lr((opt_g, opt_d), lr_at(step, cfg))
+            lr = set_lr((run.opt_g, run.opt_d), lr_at(step, cfg))
             real_a, real_b, *pair = next(stream)
-            losses = train_step(nets, opt_g, opt_d, real_a, real_b, cfg, d.world,
-                                (pair[0], pair[1]) if pair else None, db_per_unit)
+            losses = train_step(nets, run.opt_g, run.opt_d, real_a, real_b, cfg, d.world,
+                                (pair[0], pair[1]) if pair else None, run.db_per_unit)
             fault_point("train-step")  # test hook (tests/faults)
             guard.update(losses)  # no host synchronisation: the next step queues at once
             logging_step = step % cfg.log_every == 0 or step == cfg.iterations
@@ -811,11 +880,12 @@ def train(cfg: TrainConfig) -> Path:
                 loss_log.append(step, {**values, "lr": lr, "seconds": time.perf_counter() - t0})
                 bar.set_postfix(D=f"{values['D_loss']:.3f}", G=f"{values['G_loss']:.3f}")
             if d.main and step % cfg.sample_every == 0:
-                write_samples(nets, samples, len(train_rows), out, step, loss_log)
+                write_samples(nets, run.samples, run.n_train_rows, out, step, loss_log)
             if saving_step:  # rank 0 writes
                 last = checkpoint_path(out, step)
                 if d.main:
-                    save_training_checkpoint(out, step, nets, opt_g, opt_d, cfg, radiometry)
+                    save_training_checkpoint(out, step, nets, run.opt_g, run.opt_d, cfg,
+                                             run.radiometry, run.model)
             bar.update(1)
     if d.world > 1:
         dist.barrier()  # rank 0 has written the last checkpoint before anyone returns
@@ -823,7 +893,8 @@ def train(cfg: TrainConfig) -> Path:
 
 
 def paired_setup(cfg: TrainConfig, files_a: list[Path], files_b: list[Path],
-                 radiometry: Any, dataset: Path) -> tuple[list[tuple[Path, Path]], float]:
+                 radiometry: Any, dataset: Path
+                 ) -> tuple[list[tuple[Path, Path]], float | Tensor]:
     """(pairs, dB per tile unit) for ``--paired-weight``; ([], 1.0) when it is 0.
 
     The term is an L1 in dB, so it needs the dB range the SAR tiles were cut with
@@ -838,6 +909,13 @@ def paired_setup(cfg: TrainConfig, files_a: list[Path], files_b: list[Path],
                             f"trainB share no file name, so there are no co-registered pairs "
                             f"(cut them with `pipeline tiles --paired`)")
     sar = radiometry.get("sar") if isinstance(radiometry, Mapping) else None
+    ranges = sar.get("db_ranges") if isinstance(sar, Mapping) else None
+    if isinstance(ranges, (list, tuple)) and ranges and all(
+            isinstance(r, (list, tuple)) and len(r) == 2 for r in ranges):
+        log.info("paired term: %d co-registered pairs, weight %g per dB, per polarisation "
+                 "(%s)", len(pairs), cfg.paired_weight,
+                 ", ".join(str(p) for p in sar.get("polarisations") or ()))
+        return pairs, torch.tensor([(float(hi) - float(lo)) / 2 for lo, hi in ranges])
     db_range = sar.get("db_range") if isinstance(sar, Mapping) else None
     if not (isinstance(db_range, (list, tuple)) and len(db_range) == 2):
         raise TrainingError(f"--paired-weight: {dataset}/dataset.json states no single "

@@ -7,7 +7,13 @@ Layout (pytorch-CycleGAN / original U-GAT-IT, what `ugatit train` reads)::
     DATASET/dataset.json   radiometry (the contract checkpoints copy), options, scenes, counts
 
 Tiles are 8-bit, 3-channel PNGs named ``{scene}_r{row:05d}_c{col:05d}.png`` after the
-window's pixel offset, so a rerun finds what it already wrote and skips it. ``{scene}`` is
+window's pixel offset, so a rerun finds what it already wrote and skips it. Multiband
+tiles (`--eo-bands` naming other than three bands or bands by name, `--eo-scale
+reflectance`, `--sar-pols VV,VH`) are float32 GeoTIFFs ``....tif`` instead: the model's
+unit scale [0, 1] per band (reflectance or dB mapped by the contract's fixed ranges, so
+nothing is rounded to 8 bits and the physical value is one linear map away), with the
+window's CRS and geotransform and band descriptions (``red``, ``nir``, ``VV``, ``VH``):
+QGIS opens them, and `ugatit train` reads them (tifffile). ``{scene}`` is
 the file stem, lengthened by its parent folders when stems repeat (SSL4EO's
 ``<product>/VV.tif``: see `scene_names`).
 
@@ -79,12 +85,16 @@ from pipeline.errors import ConfigError, InputError, OutputError, PipelineWarnin
 from pipeline.inputs.radiometry import (
     DEFAULT_PERCENTILES,
     DEFAULT_SAR_DB_RANGE,
+    REFLECTANCE_RANGE,
     SAR_UNITS,
     Scaling,
+    band_reflectance,
     compute_sar_db_range,
     compute_scaling,
     eo_contract,
     read_masked,
+    sar_db_to_unit,
+    sar_to_db,
     sar_to_uint8,
     scene_is_empty,
     select_bands,
@@ -113,6 +123,11 @@ GRID_TOLERANCE_PX = 0.05
 #: Smallest tile cut from a scene smaller than --tile-size: the global discriminator
 #: (7 layers) needs 96 px; the trainer resizes every tile to its img_size anyway.
 MIN_TILE = 96
+#: dB range of each polarisation in multiband SAR tiles (SEN12MS's convention for
+#: calibrated Sentinel-1 sigma0): recorded in the contract, so the model's outputs map
+#: back to absolute dB per band.
+POL_DB_RANGES = {"VV": (-25.0, 0.0), "VH": (-32.5, 0.0), "HH": (-25.0, 0.0),
+                 "HV": (-32.5, 0.0)}
 #: File stems that name a polarisation or a band, not a scene (SSL4EO's VV.tif, B4.tif).
 _GENERIC_STEM = re.compile(r"^(VV|VH|HH|HV|B\d{1,2}A?)$", re.IGNORECASE)
 #: Characters kept in a scene name (the tiles' file name prefix); others become "_".
@@ -127,8 +142,15 @@ class TilesConfig:
     eo: tuple[Path, ...] = ()
     sar: tuple[Path, ...] = ()
     eo_bands: tuple[int, ...] | None = None  # None: 3-band as is, 1-band -> 1,1,1
+    # common names picked from products, band folders and band descriptions (bandnames.py)
+    eo_names: tuple[str, ...] | None = None
+    eo_scale: str = "auto"  # auto (8-bit /255, else the per-scene stretch) | reflectance
+    reflectance_scale: tuple[float, float] | None = None  # declared (scale, offset)
     eo_nodata: float | None = None  # declared EO nodata (as `pipeline run --nodata`)
     sar_band: int = 1
+    # polarisations as bands of one multiband tile (VV, VH), each on its own dB range
+    sar_pols: tuple[str, ...] | None = None
+    sar_db_ranges: tuple[tuple[float, float], ...] | None = None  # None: POL_DB_RANGES
     sar_units: str = "linear"
     sar_db_range: tuple[float, float] | None = DEFAULT_SAR_DB_RANGE  # None: per-scene auto
     tile_size: int = 256
@@ -148,6 +170,25 @@ class TilesConfig:
         return self.stride or self.tile_size
 
     @property
+    def multiband(self) -> bool:
+        """Float32 GeoTIFF tiles (module doc) rather than 8-bit RGB PNGs."""
+        return (self.eo_names is not None or self.eo_scale != "auto"
+                or (self.eo_bands is not None and len(self.eo_bands) != 3)
+                or self.sar_pols is not None)
+
+    @property
+    def suffix(self) -> str:
+        return ".tif" if self.multiband else ".png"
+
+    def pol_ranges(self) -> tuple[tuple[float, float], ...]:
+        """The dB range of each of --sar-pols: given, else SEN12MS's per polarisation."""
+        pols = self.sar_pols or ()
+        if self.sar_db_ranges is not None:
+            ranges = self.sar_db_ranges
+            return ranges * len(pols) if len(ranges) == 1 else ranges
+        return tuple(POL_DB_RANGES.get(p.upper(), DEFAULT_SAR_DB_RANGE) for p in pols)
+
+    @property
     def block(self) -> int:
         return self.split_block or 2 * self.tile_size
 
@@ -161,8 +202,14 @@ class TilesConfig:
             (0.0 <= self.test_fraction <= 1.0, "--test-fraction", "a fraction in [0, 1]"),
             (self.sar_band >= 1, "--sar-band", "a 1-based band number"),
             (self.sar_units in SAR_UNITS, "--sar-units", "linear or db"),
-            (self.eo_bands is None or len(self.eo_bands) == 3, "--eo-bands",
-             "three 1-based band numbers in R,G,B order, e.g. 3,2,1"),
+            (self.eo_bands is None or len(self.eo_bands) == 3 or self.multiband,
+             "--eo-bands", "three 1-based band numbers in R,G,B order, e.g. 3,2,1"),
+            (self.eo_scale in ("auto", "reflectance"), "--eo-scale", "auto or reflectance"),
+            (self.sar_pols is None or 1 <= len(self.sar_pols) <= 4, "--sar-pols",
+             "one or two polarisations, e.g. VV,VH"),
+            (self.sar_db_ranges is None or self.sar_pols is None
+             or len(self.sar_db_ranges) in (1, len(self.sar_pols)), "--sar-db-range",
+             "one LOW,HIGH for all polarisations or one per polarisation: -25,0/-32.5,0"),
             (bool(self.eo or self.sar), "--eo/--sar", "give at least one --eo or --sar scene"),
         ]
         for ok, flag, hint in checks:
@@ -192,6 +239,10 @@ class TilesConfig:
         out["stride"], out["split_block"] = self.step, self.block
         out["sar_db_range"] = "auto" if self.sar_db_range is None else list(self.sar_db_range)
         out["eo_bands"] = None if self.eo_bands is None else list(self.eo_bands)
+        for key in ("eo_names", "sar_pols", "reflectance_scale"):
+            out[key] = None if out[key] is None else list(out[key])
+        out["sar_db_ranges"] = None if self.sar_pols is None else [
+            list(r) for r in self.pol_ranges()]
         return out
 
 
@@ -205,6 +256,48 @@ def parse_db_range(text: str) -> tuple[float, float] | None:
 def parse_bands(text: str | None) -> tuple[int, ...] | None:
     """`--eo-bands 3,2,1` -> (3, 2, 1); None stays None."""
     return parse_int_tuple(text, "eo_bands", "--eo-bands", minimum=1)
+
+
+def parse_eo_bands(text: str | None) -> tuple[tuple[int, ...] | None, tuple[str, ...] | None]:
+    """`--eo-bands`: numbers (3,2,1) or common names (red,green,blue,nir; also B04,
+    SR_B4...: bandnames.common_name) -> (numbers, None) or (None, common names)."""
+    from pipeline.inputs.bandnames import common_name
+
+    if text is None or not any(c.isalpha() for c in text):
+        return parse_bands(text), None
+    items = [t.strip() for t in text.replace(" ", ",").split(",") if t.strip()]
+    names = []
+    for item in items:
+        name = common_name(item)
+        if name is None:
+            raise ConfigError(f"--eo-bands: {item!r} is no band name", path="--eo-bands",
+                              hint="use STAC common names (red, green, blue, nir, swir16, "
+                              "swir22...), Sentinel-2 ids (B04) or band numbers (3,2,1)")
+        names.append(name)
+    return None, tuple(names)
+
+
+def parse_pols(text: str | None) -> tuple[str, ...] | None:
+    """`--sar-pols VV,VH` -> ("VV", "VH"); None stays None."""
+    if text is None:
+        return None
+    pols = tuple(t.strip().upper() for t in text.split(",") if t.strip())
+    bad = [p for p in pols if p not in POL_DB_RANGES]
+    if bad or not pols or len(set(pols)) != len(pols):
+        raise ConfigError(f"--sar-pols {text!r}", path="--sar-pols",
+                          hint="distinct polarisations among VV, VH, HH, HV, e.g. VV,VH")
+    return pols
+
+
+def parse_db_ranges(text: str) -> tuple[tuple[float, float], ...] | None:
+    """`--sar-db-range` with --sar-pols: "LOW,HIGH" for all or "LOW,HIGH/LOW,HIGH" one per
+    polarisation; "auto" is refused (multiband tiles keep an absolute dB scale)."""
+    if text.strip().lower() == "auto":
+        raise ConfigError("--sar-db-range auto with --sar-pols", path="--sar-db-range",
+                          hint="multiband SAR tiles keep absolute dB: give LOW,HIGH per "
+                          "polarisation (default VV -25,0, VH -32.5,0)")
+    return tuple(parse_float_pair(part, "sar_db_range", "--sar-db-range")
+                 for part in text.split("/"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -228,6 +321,9 @@ class Scene:
     scaling: Scaling | None = None  # EO
     db_range: tuple[float, float] | None = None  # SAR, the range used
     empty: bool = False  # no valid pixel: skipped with a warning
+    band_names: tuple[str, ...] = ()  # common names / polarisations of `bands`
+    db_ranges: tuple[tuple[float, float], ...] = ()  # multiband SAR: one per polarisation
+    reflectance: tuple[tuple[float, float], ...] = ()  # EO reflectance (scale, offset)
 
     @property
     def key(self) -> str:
@@ -274,37 +370,137 @@ def band_folder(folder: Path) -> dict[str, Path] | None:
     return s2_band_folder(folder)
 
 
-def stack_band_folder(folder: Path, files: dict[str, Path], vrt: Path) -> Path:
-    """A VRT of a band folder in R, G, B order (B04, B03, B02), each band a reference to
-    its file (nothing copied), 0 declared nodata: the stack `pipeline run` reads."""
-    from pipeline.inputs.sources import band_folder_bands, write_stack_vrt
+def stack_band_folder(folder: Path, files: dict[str, Path], vrt: Path,
+                      names: tuple[str, ...] | None = None) -> Path:
+    """A VRT of a band folder, each band a reference to its file (nothing copied), 0
+    declared nodata: the stack `pipeline run` reads. R, G, B (B04, B03, B02) by default;
+    `names`: the bands named (common names, in that order) with the folder's reflectance
+    scale as band Scale/Offset."""
+    from pipeline.inputs.sources import band_folder_bands, named_band_folder_bands, write_stack_vrt
 
-    return write_stack_vrt(band_folder_bands(files), vrt)
+    bands = band_folder_bands(files) if names is None else named_band_folder_bands(
+        folder, names)
+    return write_stack_vrt(bands, vrt)
 
 
 #: A polarisation at the end of a SAR file stem: `VV`, `S1A_..._VH`, `x-hh`.
 _POLARISATION = re.compile(r"(?:^|[_.-])(VV|VH|HH|HV)$", re.IGNORECASE)
 
 
+def _polarisations(files: list[Path]) -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    for f in files:
+        if m := _POLARISATION.search(f.stem):
+            found.setdefault(m.group(1).upper(), []).append(f)
+    return found
+
+
 def _check_one_polarisation(folder: Path, files: list[Path]) -> None:
     """A SAR directory whose files are several polarisations of one product (SSL4EO's
     VV.tif + VH.tif, BigEarthNet's *_VV.tif + *_VH.tif) would put both into domain B, with
-    one dB range: refused, with the glob that picks one."""
-    pols = sorted({m.group(1).upper() for f in files if (m := _POLARISATION.search(f.stem))})
+    one dB range: refused, with the glob that picks one (or --sar-pols to stack them)."""
+    pols = sorted(_polarisations(files))
     if len(pols) > 1:
         raise InputError(
             f"directory mixes polarisations ({', '.join(pols)}): each file would become a "
             "SAR scene of domain B", path=folder,
-            hint=f"pick one with a quoted glob, e.g. --sar '{folder}/*{pols[-1]}.tif' "
+            hint=f"stack them as bands of one tile with --sar-pols {','.join(pols)}, or "
+            f"pick one with a quoted glob, e.g. --sar '{folder}/*{pols[-1]}.tif' "
             "(VH wants its own range: --sar-db-range=-32.5,0)")
+
+
+def stack_polarisations(folder: Path, files: list[Path], pols: tuple[str, ...], vrt: Path
+                        ) -> Path | None:
+    """A VRT of a product folder's per-polarisation files (`*_VV.tif`, `*_VH.tif`) in the
+    order of `pols`, or None when the folder has not exactly one file of each."""
+    from pipeline.inputs.sources import Band, write_stack_vrt
+
+    found = _polarisations(files)
+    if any(len(found.get(p, [])) != 1 for p in pols):
+        return None
+    return write_stack_vrt([Band(p, str(found[p][0].resolve()), common_name="")
+                            for p in pols], vrt)
 
 
 def _is_pattern(path: Path) -> bool:
     return not path.exists() and any(c in str(path) for c in "*?[")
 
 
-def expand_inputs(paths: tuple[Path, ...], flag: str, tmp: Path | None = None
-                  ) -> list[SceneInput]:
+def _glob(given: Path, flag: str) -> list[Path]:
+    if not _is_pattern(given):
+        return [given]
+    anchor = Path(given.anchor or ".")
+    items = sorted(anchor.glob(str(given.relative_to(anchor)) if given.anchor
+                               else str(given)))
+    if not items:
+        raise InputError("the pattern matches nothing", path=given,
+                         hint=f"check the pattern given to {flag} (quote it, e.g. "
+                         f"{flag} 'folder/*/VV.tif')")
+    return items
+
+
+@dataclass
+class _Expander:
+    """expand_inputs' state: which flag, where VRTs go, what a folder scene stacks."""
+
+    flag: str
+    tmp: Path | None
+    eo_names: tuple[str, ...] | None = None
+    sar_pols: tuple[str, ...] | None = None
+    count: Iterator[int] = field(default_factory=itertools.count)
+
+    @property
+    def eo(self) -> bool:
+        return self.flag == "--eo"
+
+    def vrt(self, folder: Path) -> Path:
+        if self.tmp is None:
+            raise InputError("a folder of band files needs a VRT", path=folder,
+                             hint="internal: expand_inputs called without tmp")
+        return self.tmp / f"{self.flag.strip('-')}{next(self.count)}.vrt"
+
+    def folder_scene(self, folder: Path, files: list[Path] | None = None
+                     ) -> SceneInput | None:
+        """A folder that is ONE scene: Sentinel-2 band files (--eo), or a product's
+        per-polarisation files (--sar with --sar-pols)."""
+        if self.eo:
+            bands = band_folder(folder)
+            if bands is None:
+                return None
+            return SceneInput(folder, stack_band_folder(folder, bands, self.vrt(folder),
+                                                        self.eo_names))
+        if self.sar_pols is None or not files:
+            return None
+        if not all(p in _polarisations(files) for p in self.sar_pols):
+            return None
+        vrt = stack_polarisations(folder, files, self.sar_pols, self.vrt(folder))
+        return None if vrt is None else SceneInput(folder, vrt)
+
+    def directory(self, p: Path) -> list[SceneInput]:
+        files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
+                       and f.suffix.lower() in RASTER_SUFFIXES)
+        scene = self.folder_scene(p, files)
+        if scene is not None:
+            return [scene]
+        if files:
+            if not self.eo:
+                _check_one_polarisation(p, files)
+            return [SceneInput(f, f) for f in files]
+        subs = [self.folder_scene(d, sorted(d.iterdir())) for d in sorted(p.iterdir())
+                if d.is_dir()]
+        if not any(subs):
+            what = " and no folder of Sentinel-2 band files" if self.eo else ""
+            raise InputError(
+                f"directory holds no GeoTIFF/VRT (.tif, .tiff, .vrt){what}", path=p,
+                hint=f"give {self.flag} raster files, a directory of them"
+                + (", or folders of B02/B03/B04 band files" if self.eo else "")
+                + f", or a quoted pattern ({self.flag} 'dir/*/VV.tif')")
+        return [s for s in subs if s is not None]
+
+
+def expand_inputs(paths: tuple[Path, ...], flag: str, tmp: Path | None = None, *,
+                  eo_names: tuple[str, ...] | None = None,
+                  sar_pols: tuple[str, ...] | None = None) -> list[SceneInput]:
     """What --eo / --sar name, as scenes.
 
     - a raster file: itself;
@@ -312,57 +508,18 @@ def expand_inputs(paths: tuple[Path, ...], flag: str, tmp: Path | None = None
       files and folders it matches, sorted, each as below;
     - a folder of Sentinel-2 band files (--eo only: B02, B03, B04 as separate files, as
       BigEarthNet and SSL4EO ship them): ONE scene, its bands stacked R, G, B in a VRT
-      under `tmp` (a plain directory of rasters would make each band file a scene);
+      under `tmp` (or the bands `eo_names` names, in that order);
+    - with `sar_pols` (--sar only): a folder of a product's per-polarisation files
+      (`*_VV.tif`, `*_VH.tif`): ONE scene, its polarisations stacked in that order;
     - a directory: its GeoTIFF/VRT files (sorted, hidden ones left out, not recursive),
-      or, when it holds none and --eo, its band-folder subdirectories.
+      or, when it holds none, its band-folder (or polarisation-folder) subdirectories.
     """
+    ex = _Expander(flag, tmp, eo_names, sar_pols)
     found: list[SceneInput] = []
-    eo = flag == "--eo"
-    vrt_names = itertools.count()
-
-    def band_scene(folder: Path) -> SceneInput | None:
-        files = band_folder(folder) if eo else None
-        if files is None:
-            return None
-        if tmp is None:
-            raise InputError("a folder of band files needs a VRT", path=folder,
-                             hint="internal: expand_inputs called without tmp")
-        return SceneInput(folder, stack_band_folder(folder, files,
-                                                    tmp / f"eo{next(vrt_names)}.vrt"))
-
     for given in paths:
-        items = [given]
-        if _is_pattern(given):
-            anchor = Path(given.anchor or ".")
-            items = sorted(anchor.glob(str(given.relative_to(anchor)) if given.anchor
-                                       else str(given)))
-            if not items:
-                raise InputError("the pattern matches nothing", path=given,
-                                 hint=f"check the pattern given to {flag} (quote it, e.g. "
-                                 f"{flag} 'folder/*/VV.tif')")
-        for p in items:
+        for p in _glob(given, flag):
             if p.is_dir():
-                scene = band_scene(p)
-                if scene is not None:
-                    found.append(scene)
-                    continue
-                files = sorted(f for f in p.iterdir() if f.is_file()
-                               and not f.name.startswith(".")
-                               and f.suffix.lower() in RASTER_SUFFIXES)
-                if files:
-                    if not eo:
-                        _check_one_polarisation(p, files)
-                    found.extend(SceneInput(f, f) for f in files)
-                    continue
-                subs = [band_scene(d) for d in sorted(p.iterdir()) if d.is_dir()] if eo else []
-                if not any(subs):
-                    raise InputError(
-                        "directory holds no GeoTIFF/VRT (.tif, .tiff, .vrt)"
-                        + (" and no folder of Sentinel-2 band files" if eo else ""), path=p,
-                        hint=f"give {flag} raster files, a directory of them"
-                        + (", or folders of B02/B03/B04 band files" if eo else "")
-                        + f", or a quoted pattern ({flag} 'dir/*/VV.tif')")
-                found.extend(s for s in subs if s is not None)
+                found.extend(ex.directory(p))
             elif not p.exists():
                 raise InputError("does not exist", path=p, hint=f"check the path given to {flag}")
             else:
@@ -390,6 +547,43 @@ def eo_bands_for(ds: rasterio.io.DatasetReader, path: Path, bands: tuple[int, ..
     return select_bands(ds.count, bands, str(path), tuple(ds.dtypes))
 
 
+def eo_bands_named(ds: rasterio.io.DatasetReader, path: Path, names: tuple[str, ...]
+                   ) -> tuple[int, ...]:
+    """The bands a multispectral dataset names (common names), picked by the raster's
+    band descriptions (`B04`, `red (B04)`, `SR_B4`, `nir`: bandnames.common_name)."""
+    from pipeline.inputs.bandnames import SENTINEL2, SENTINEL2_ORDER, common_name, match_bands
+
+    available = [common_name(d) if d else None for d in ds.descriptions]
+    if not any(available) and ds.count == len(SENTINEL2_ORDER):
+        # 13 bands without descriptions: the Sentinel-2 order every 13-band export uses
+        # (SEN12MS, Sen1Floods11): B01..B08, B8A, B09..B12
+        warnings.warn(f"{path}: 13 bands without descriptions, taken as Sentinel-2 "
+                      f"{','.join(SENTINEL2_ORDER)}", PipelineWarning, stacklevel=2)
+        available = [SENTINEL2[b] for b in SENTINEL2_ORDER]
+    picked, notes = match_bands(names, available, str(path))
+    if notes:
+        log.info("%s: %s", path, "; ".join(notes))
+    return tuple(i + 1 for i in picked)
+
+
+def sar_bands_named(ds: rasterio.io.DatasetReader, path: Path, pols: tuple[str, ...]
+                    ) -> tuple[int, ...]:
+    """The bands of `pols` in a SAR raster: by band description (VV, VH), else, for a
+    file of exactly that many bands without descriptions, in order (SEN12MS and
+    Sen1Floods11 store VV, VH), with a warning that it was assumed."""
+    desc = [(d or "").strip().upper() for d in ds.descriptions]
+    if all(p in desc for p in pols):
+        return tuple(desc.index(p) + 1 for p in pols)
+    if not any(desc) and ds.count == len(pols):
+        warnings.warn(f"{path}: no band descriptions; bands 1..{ds.count} taken as "
+                      f"{', '.join(pols)}", PipelineWarning, stacklevel=2)
+        return tuple(range(1, ds.count + 1))
+    raise InputError(f"has bands {', '.join(d or '?' for d in desc)}; --sar-pols asks for "
+                     f"{', '.join(pols)}", path=path,
+                     hint="give files (or product folders of *_VV.tif, *_VH.tif files) "
+                     "that hold those polarisations")
+
+
 def sar_band_for(ds: rasterio.io.DatasetReader, path: Path, band: int) -> tuple[int, ...]:
     if band > ds.count:
         raise InputError(f"has {ds.count} band(s), --sar-band {band} asked", path=path,
@@ -405,10 +599,18 @@ def open_scene(given: SceneInput, domain: str, config: TilesConfig, warn: list[s
     """Open, check and measure one scene (bands, readability, global radiometry)."""
     path = given.path
     with open_input(given.read) as ds:
-        if domain == "A":
+        if domain == "A" and config.eo_names is not None:
+            bands = eo_bands_named(ds, given.read, config.eo_names)
+            names = config.eo_names
+        elif domain == "A":
             bands = eo_bands_for(ds, path, config.eo_bands)
+            names = ()
+        elif config.sar_pols is not None:
+            bands = sar_bands_named(ds, path, config.sar_pols)
+            names = config.sar_pols
         else:
             bands = sar_band_for(ds, path, config.sar_band)
+            names = ()
         check_declared_size(ds, bands, path)  # before any pixel is read (docs/faults.md)
         check_readable(ds, bands, path)
         georef = is_georeferenced(ds)
@@ -418,7 +620,8 @@ def open_scene(given: SceneInput, domain: str, config: TilesConfig, warn: list[s
         scene = Scene(path=path, domain=domain, name=path.stem, width=ds.width,
                       height=ds.height, crs=ds.crs.to_string() if georef else None,
                       transform=tuple(ds.transform)[:6] if georef else None, bands=bands,
-                      read_path=None if given.read == path else given.read)
+                      read_path=None if given.read == path else given.read,
+                      band_names=tuple(names))
         try:
             _measure(ds, scene, config)
         except rasterio.errors.RasterioIOError as exc:
@@ -433,11 +636,20 @@ def _measure(ds: rasterio.io.DatasetReader, scene: Scene, config: TilesConfig) -
     same defaults), the fixed or per-scene auto dB range for SAR."""
     if scene.domain == "A":
         stats_size = PipelineConfig().stats_size
-        scene.scaling = compute_scaling(ds, scene.bands, scale="auto",
+        if config.eo_scale == "reflectance":
+            scene.reflectance = tuple(band_reflectance(ds, scene.bands, str(scene.path),
+                                                       config.reflectance_scale))
+        scene.scaling = compute_scaling(ds, scene.bands, scale=config.eo_scale,
                                         percentiles=DEFAULT_PERCENTILES,
-                                        nodata=config.eo_nodata, stats_size=stats_size)
+                                        nodata=config.eo_nodata, stats_size=stats_size,
+                                        reflectance=scene.reflectance or None)
         scene.empty = scene_is_empty(ds, scene.bands, scene.scaling, nodata=config.eo_nodata,
                                      stats_size=stats_size)
+        return
+    if config.sar_pols is not None:
+        scene.db_ranges = config.pol_ranges()
+        scene.db_range = scene.db_ranges[0]
+        scene.empty = compute_sar_db_range(ds, scene.bands[0], config.sar_units) is None
         return
     if config.sar_db_range is not None:
         scene.db_range = config.sar_db_range
@@ -555,9 +767,20 @@ def render(ds: rasterio.io.DatasetReader, scene: Scene, window: Window, config: 
     if scene.domain == "A":
         data, valid = read_masked(ds, scene.bands, window, nodata=config.eo_nodata)
         assert scene.scaling is not None
-        tile = np.rint(to_unit(data, valid, scene.scaling) * 255.0).astype(np.uint8)
+        unit = to_unit(data, valid, scene.scaling)
+        if config.multiband:  # [C, H, W] float32 unit scale, invalid 0
+            return unit.astype(np.float32), valid
+        tile = np.rint(unit * 255.0).astype(np.uint8)
         return np.ascontiguousarray(tile.transpose(1, 2, 0)), valid
     data, valid = read_masked(ds, scene.bands, window, zero_fill=False)
+    if config.multiband:
+        out = np.zeros(data.shape, np.float32)
+        for i, rng in enumerate(scene.db_ranges or (scene.db_range,) * len(scene.bands)):
+            db, ok = sar_to_db(data[i], config.sar_units)
+            valid &= ok
+            out[i] = sar_db_to_unit(db, rng)
+        out[:, ~valid] = 0.0
+        return out, valid
     assert scene.db_range is not None
     sar, sar_valid = sar_to_uint8(data[0], config.sar_units, scene.db_range)
     valid &= sar_valid
@@ -569,6 +792,37 @@ def png_bytes(tile: np.ndarray) -> bytes:
     buf = BytesIO()
     Image.fromarray(tile, mode="RGB").save(buf, format="PNG")
     return buf.getvalue()
+
+
+def tif_bytes(tile: np.ndarray, scene: Scene, window: Window) -> bytes:
+    """A float32 GeoTIFF of a multiband tile [C, H, W]: the window's CRS and geotransform
+    (none for a scene without georeferencing), band descriptions = the common names or
+    polarisations, deflate (lossless), band-interleaved."""
+    from rasterio.io import MemoryFile
+
+    profile: dict[str, Any] = {"driver": "GTiff", "width": tile.shape[2],
+                               "height": tile.shape[1], "count": tile.shape[0],
+                               "dtype": "float32", "compress": "deflate",
+                               "interleave": "band"}
+    if scene.crs is not None and scene.transform is not None:
+        profile["crs"] = scene.crs
+        profile["transform"] = rasterio.windows.transform(window,
+                                                          rasterio.Affine(*scene.transform))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with MemoryFile() as mem:
+            with mem.open(**profile) as dst:
+                dst.write(tile)
+                for i, name in enumerate(scene.band_names, 1):
+                    dst.set_band_description(i, name)
+                dst.update_tags(EO2SAR_UNIT="model unit scale [0, 1]: see dataset.json "
+                                "radiometry")
+            return mem.read()
+
+
+def tile_std_levels(tile: np.ndarray) -> float:
+    """A tile's standard deviation in 8-bit levels (float unit tiles x 255)."""
+    return float(tile.std()) * (255.0 if tile.dtype.kind == "f" else 1.0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -622,9 +876,16 @@ def scene_settings(scene: Scene, config: TilesConfig) -> dict[str, Any]:
                            "test_fraction": config.test_fraction, "split_block": config.block}
     if scene.warp_to is not None:
         out["resampled_to"] = f"A:{scene.warp_to.name}"
+    if scene.band_names:
+        out["band_names"] = list(scene.band_names)
     if scene.domain == "A":
         out["nodata"] = config.eo_nodata
+        out["eo_scale"] = config.eo_scale
+        if scene.reflectance:
+            out["reflectance"] = [list(r) for r in scene.reflectance]
     else:
+        if scene.db_ranges:
+            out["db_ranges"] = [list(r) for r in scene.db_ranges]
         out["units"] = config.sar_units
         out["db_range_mode"] = "auto" if config.sar_db_range is None else "fixed"
         out["db_range"] = None if scene.db_range is None else list(scene.db_range)
@@ -778,8 +1039,8 @@ def build_tiles(config: TilesConfig) -> TilesReport:
     report = TilesReport(config.out, config.dry_run)
     # band folders become VRTs here, for the run's length only (they reference the files)
     with tempfile.TemporaryDirectory(prefix="eo2sar-tiles-") as tmp:
-        eo_paths = expand_inputs(config.eo, "--eo", Path(tmp))
-        sar_paths = expand_inputs(config.sar, "--sar")
+        eo_paths = expand_inputs(config.eo, "--eo", Path(tmp), eo_names=config.eo_names)
+        sar_paths = expand_inputs(config.sar, "--sar", Path(tmp), sar_pols=config.sar_pols)
         aoi = load_aoi(config.aoi)
         with _dataset_lock(config):  # load, cut, merge, write: one run at a time
             return _build(config, report, eo_paths, sar_paths, aoi)
@@ -895,7 +1156,7 @@ def _one_window(window: Window, scenes: list[Scene], readers: list[Any],
     if aoi is not None and not aoi.intersects(shape_):
         stats.aoi += 1
         return
-    name = f"{first.name}_r{window.row_off:05d}_c{window.col_off:05d}.png"
+    name = f"{first.name}_r{window.row_off:05d}_c{window.col_off:05d}{config.suffix}"
     files = [f"{split}{s.domain}/{name}" for s in scenes]
     exist = [(dataset.root / f).exists() for f in files]
     if all(exist) and all(f in dataset.features for f in files):
@@ -908,13 +1169,14 @@ def _one_window(window: Window, scenes: list[Scene], readers: list[Any],
     if fraction < config.min_valid:
         stats.validity += 1
         return
-    if any(float(t.std()) < MIN_TILE_STD for t, _ in rendered):
+    if any(tile_std_levels(t) < MIN_TILE_STD for t, _ in rendered):
         stats.constant += 1
         return
     for s, f, ok, (tile, _) in zip(scenes, files, exist, rendered, strict=True):
         if not ok and not config.dry_run:
             (dataset.root / f).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(dataset.root / f, png_bytes(tile))
+            data = tif_bytes(tile, s, window) if config.multiband else png_bytes(tile)
+            atomic_write_bytes(dataset.root / f, data)
         dataset.features[f] = tile_feature(s, f, window, split, fraction, shape_, config)
     stats.kept[split] += 1
     if all(exist):
@@ -1031,7 +1293,8 @@ def _record(groups: list[list[Scene]], stats: list[SceneStats], config: TilesCon
         invocations.append(config.options())
     dataset.doc = {
         "format": FORMAT,
-        "layout": "trainA/trainB/testA/testB: 8-bit RGB PNG; A = EO (optical), B = SAR",
+        "layout": "trainA/trainB/testA/testB: 8-bit RGB PNG, or float32 GeoTIFF in the "
+                  "model's unit scale (multiband); A = EO (optical), B = SAR",
         "tile_size": config.tile_size,
         "tile_sizes": tile_sizes(dataset.features),
         "radiometry": radiometry_summary(dataset.scenes),
@@ -1050,6 +1313,18 @@ def radiometry_summary(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "eo": eo_contract(eo_bands.pop() if len(eo_bands) == 1 else None, DEFAULT_PERCENTILES),
     }
+    names = {tuple(s.get("band_names") or ()) for s in eo}
+    scales = {s.get("eo_scale", "auto") for s in eo}
+    if len(names) == 1 and (only := names.pop()):
+        out["eo"]["common_names"] = list(only)
+    if scales == {"reflectance"}:
+        out["eo"]["method"] = "reflectance"
+        out["eo"]["reflectance_range"] = list(REFLECTANCE_RANGE)
+        out["eo"]["rule"] = ("reflectance (the product's scale and offset, or declared) "
+                             f"[{REFLECTANCE_RANGE[0]:g}, {REFLECTANCE_RANGE[1]:g}] -> unit "
+                             "[0, 1], clipped; pixels 0 in every band are fill: invalid -> 0")
+    elif len(scales) > 1:
+        out["eo"]["method"] = "mixed"
     units = {s["units"] for s in sar.values()}
     bands = {s["bands"][0] for s in sar.values()}
     ranges = {stem: s["db_range"] for stem, s in sar.items() if s["db_range"] is not None}
@@ -1058,6 +1333,16 @@ def radiometry_summary(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "band": bands.pop() if len(bands) == 1 else None,
         "db_range": None,
     }
+    pols = {tuple(s.get("band_names") or ()) for s in sar.values()}
+    multi = {tuple(map(tuple, s["db_ranges"])) for s in sar.values() if s.get("db_ranges")}
+    if len(pols) == 1 and (only_pols := pols.pop()) and len(multi) == 1:
+        # multiband SAR tiles: one absolute dB range per polarisation (band)
+        per_pol = multi.pop()
+        sar_out.update({"polarisations": list(only_pols),
+                        "db_ranges": [list(r) for r in per_pol],
+                        "db_range": list(per_pol[0]), "db_scale": "absolute"})
+        out["sar"] = sar_out
+        return out
     distinct = {tuple(r) for r in ranges.values()}
     auto = any(s["db_range_mode"] == "auto" for s in sar.values())
     if len(distinct) == 1 and not auto:

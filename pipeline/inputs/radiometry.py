@@ -27,7 +27,14 @@ THE RULE (scale "auto", the default; also recorded as `EO_RULE` in checkpoints):
     always did with alpha. Their outputs are nodata anyway.
 Other modes (`PipelineConfig.scale`): fixed - per-band (or one for all bands) min/max from
 the config (e.g. values a model was trained with); none - data already reflectance in
-[0, 1]. In every mode the result is clipped to [0, 1] and mapped to [-1, 1].
+[0, 1]; reflectance - a PHYSICAL scale, the same for every scene: each band's values
+become surface (or TOA) reflectance by the product's own linear scale and offset
+(Sentinel-2 (DN + offset) / 10000, Landsat C2 L2 2.75e-5 x DN - 0.2; recorded as GDAL
+band Scale/Offset by the product readers, or declared by the user), and reflectance
+[0, 0.5] maps to [0, 1] (`REFLECTANCE_RANGE`; the contract records it). So "NIR below
+4 %" is the same input number in every scene, which a per-scene stretch cannot give:
+a stretch maps a scene's darkest 2 % to 0 whether it is a lake or a dark forest.
+In every mode the result is clipped to [0, 1] and mapped to [-1, 1].
 
 Validity: a pixel is valid when
   * rasterio's mask says so for AT LEAST ONE selected band (nodata value, internal mask
@@ -48,7 +55,7 @@ from a flag, the config file, the model or the built-in default.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +70,9 @@ from pipeline.errors import ConfigError, InputError, ModelError
 # and the SAR dB range (the model's contract defaults live with the model config).
 from ugatit.config import DEFAULT_PERCENTILES, DEFAULT_SAR_DB_RANGE
 
+#: Reflectance mapped to unit 0..1 by scale "reflectance": bright soil, sand and
+#: vegetation NIR stay below 0.5; clouds and snow clip (they are no SAR signal anyway).
+REFLECTANCE_RANGE = (0.0, 0.5)
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32", "float64")
 MIN_STATS_SAMPLES = 256  # below this, the decimated read is too sparse: re-read full res
 MAX_FULLRES_SAMPLES = 4_000_000  # cap of the full-resolution fallback (memory bound)
@@ -78,7 +88,7 @@ EO_RULE = (
 class Scaling:
     """How input values map to [0, 1]: per band `(x - low) / (high - low)`, clipped."""
 
-    method: str  # "uint8" | "percentile" | "fixed" | "none" | "empty"
+    method: str  # "uint8" | "percentile" | "fixed" | "none" | "reflectance" | "empty"
     low: tuple[float, ...]
     high: tuple[float, ...]
     percentiles: tuple[float, float] | None = None
@@ -214,8 +224,13 @@ def compute_scaling(
     fixed_max: tuple[float, ...] | None = None,
     nodata: float | None = None,
     stats_size: int = 1024,
+    reflectance: Sequence[tuple[float, float]] | None = None,
+    reflectance_range: tuple[float, float] = REFLECTANCE_RANGE,
 ) -> Scaling:
     """The scene's global scaling (see module docstring); bounded memory.
+
+    scale "reflectance": `reflectance` gives each band's (scale, offset) to reflectance
+    (`band_reflectance` finds them); no pixel is read.
 
     A percentile stretch reads the scene decimated to at most `stats_size` px on the
     longer side; if that sample holds fewer than MIN_STATS_SAMPLES valid pixels (a scene
@@ -240,6 +255,11 @@ def compute_scaling(
         return Scaling("fixed", tuple(map(float, lo)), tuple(map(float, hi)))
     if scale == "auto" and dtypes == {"uint8"}:
         return Scaling("uint8", (0.0,) * n, (255.0,) * n)
+    if scale == "reflectance":
+        if reflectance is None or len(reflectance) != n:
+            raise ConfigError("scale=reflectance needs each band's scale and offset",
+                              path="config", hint="see band_reflectance")
+        return reflectance_scaling(reflectance, reflectance_range)
 
     rows, cols = decimated_shape(ds.width, ds.height, stats_size)
     data, valid = read_masked(ds, bands, nodata=nodata, out_shape=(rows, cols))
@@ -247,6 +267,49 @@ def compute_scaling(
     if samples.shape[1] < MIN_STATS_SAMPLES and (rows, cols) != (ds.height, ds.width):
         samples = _fullres_samples(ds, bands, nodata)
     return scaling_from_samples(samples, percentiles)
+
+
+def reflectance_scaling(reflectance: Sequence[tuple[float, float]],
+                        reflectance_range: tuple[float, float] = REFLECTANCE_RANGE) -> Scaling:
+    """Scaling "reflectance" as per-band DN limits: reflectance = scale x DN + offset, and
+    reflectance `reflectance_range` -> unit [0, 1], so low = (lo - offset) / scale and
+    high = (hi - offset) / scale (scale_to_unit then does the rest, as for any mode)."""
+    lo, hi = reflectance_range
+    low, high = [], []
+    for scale, offset in reflectance:
+        if not (scale > 0 and math.isfinite(scale) and math.isfinite(offset)):
+            raise ConfigError(f"reflectance scale {scale:g} / offset {offset:g} is not a "
+                              "valid linear map", path="--reflectance-scale",
+                              hint="e.g. 0.0001 for Sentinel-2 DN, 0.0000275,-0.2 for "
+                              "Landsat Collection 2 Level-2")
+        low.append((lo - offset) / scale)
+        high.append((hi - offset) / scale)
+    return Scaling("reflectance", tuple(low), tuple(high))
+
+
+def band_reflectance(ds: rasterio.io.DatasetReader, bands: tuple[int, ...], path: str,
+                     declared: tuple[float, float] | None = None
+                     ) -> list[tuple[float, float]]:
+    """Each selected band's (scale, offset) to reflectance: `declared` by the user (one
+    pair for all bands: --reflectance-scale), else the raster's GDAL band Scale/Offset
+    (written by the product readers: Sentinel-2 SAFE, Landsat C2, band folders), else
+    unknown: an InputError, because a reflectance-trained model fed a stretch or raw DN
+    would be given numbers it never saw."""
+    if declared is not None:
+        return [(float(declared[0]), float(declared[1]))] * len(bands)
+    scales = [float(ds.scales[b - 1]) for b in bands]
+    offsets = [float(ds.offsets[b - 1]) for b in bands]
+    if all(sc == 1.0 for sc in scales) and all(o == 0.0 for o in offsets):
+        raise InputError(
+            "the model was trained on reflectance, and this raster does not say how its "
+            "values become reflectance (no band Scale/Offset)",
+            path=path,
+            hint="give a Sentinel-2 SAFE, a Landsat Collection 2 folder, a band folder or "
+            "a STAC Item (they carry the scale), or declare it: --reflectance-scale 0.0001 "
+            "for Sentinel-2 DN (x 10000), --reflectance-scale 0.0000275,-0.2 for Landsat "
+            "C2 Level-2",
+        )
+    return list(zip(scales, offsets, strict=True))
 
 
 def scaling_from_samples(samples: np.ndarray, percentiles: tuple[float, float]) -> Scaling:

@@ -890,6 +890,43 @@ def s2_band_folder(folder: Path) -> dict[str, Path] | None:
     return {k: v[0] for k, v in found.items()}
 
 
+#: Any Sentinel-2 band file by name (B01 ... B12, B8A): a multispectral model's bands.
+S2_ANY_BAND_FILE = re.compile(r"(?:^|_)(B0?\d{1,2}|B8A)\.(?:tif|tiff|jp2)$", re.IGNORECASE)
+#: Band folders (BigEarthNet, SSL4EO-S12) store Sentinel-2 L2A reflectance x 10000 with
+#: no offset (processing baselines before 04.00): the scale a reflectance model needs.
+BAND_FOLDER_REFLECTANCE = (1e-4, 0.0)
+
+
+def s2_band_files(folder: Path) -> dict[str, Path]:
+    """Every Sentinel-2 band file of a band folder by band id ({"B04": path, "B08": ...});
+    {} when the folder is not one (s2_band_folder's rule: B02, B03, B04 present once)."""
+    from pipeline.inputs.bandnames import sentinel2_band_id
+
+    if s2_band_folder(folder) is None:
+        return {}
+    found: dict[str, Path] = {}
+    for f in sorted(folder.iterdir()):
+        m = S2_ANY_BAND_FILE.search(f.name)
+        band = sentinel2_band_id(m.group(1)) if m else None
+        if band and f.is_file():
+            found.setdefault(band, f)
+    return found
+
+
+def named_band_folder_bands(folder: Path, names: Sequence[str]) -> list[Band]:
+    """The bands of a band folder that a model names by common name (bandnames.py), in
+    the model's order, with the folder's reflectance scale (BAND_FOLDER_REFLECTANCE) and
+    0 declared nodata; a ConfigError naming what is missing otherwise."""
+    from pipeline.inputs.bandnames import SENTINEL2, match_bands
+
+    files = s2_band_files(folder)
+    ids = sorted(files)
+    picked, _ = match_bands(names, [SENTINEL2[b] for b in ids], str(folder))
+    scale, offset = BAND_FOLDER_REFLECTANCE
+    return [Band(ids[i], str(files[ids[i]].resolve()), common_name=SENTINEL2[ids[i]],
+                 nodata=0.0, scale=scale, offset=offset) for i in picked]
+
+
 def band_folder_bands(files: Mapping[str, Path]) -> list[Band]:
     """The R, G, B stack (B04, B03, B02) of a band folder, 0 declared nodata (Sentinel-2's
     fill): the same stack `pipeline run` makes of a SAFE product, so a patch cut from a
