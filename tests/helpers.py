@@ -104,6 +104,32 @@ def make_dataset(root: Path, size: int = 40, n_a: int = 5, n_b: int = 4,
     return root
 
 
+#: The bundled BigEarthNet Sentinel-2 / Sentinel-1 pairs (same grid, 120 px): band folders
+#: of B02, B03, B04, B08 and folders of *_VV.tif, *_VH.tif.
+BIGEARTHNET = DATA / "sentinel1" / "bigearthnet"
+
+
+def make_multiband_dataset(root: Path) -> Path:
+    """A real multiband dataset cut by `pipeline tiles` from the bundled BigEarthNet pairs:
+    red, green, blue, nir reflectance in (float32 GeoTIFF tiles), VV and VH in dB out,
+    paired (same file names in trainA and trainB), one 120 px tile per pair; test fraction
+    0.5 with one split block per patch, so both splits get pairs (seed 0: 1 train, 3 test)."""
+    import warnings
+
+    from pipeline.dataset.tiles import TilesConfig, build_tiles
+    from pipeline.errors import PipelineWarning
+
+    config = TilesConfig(out=root, eo=tuple(sorted(BIGEARTHNET.glob("S2A_*"))),
+                         sar=tuple(sorted(BIGEARTHNET.glob("S1A_*"))),
+                         eo_names=("red", "green", "blue", "nir"), eo_scale="reflectance",
+                         sar_pols=("VV", "VH"), sar_units="db", paired=True, tile_size=120,
+                         test_fraction=0.5, split_block=120, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PipelineWarning)
+        build_tiles(config)
+    return root
+
+
 # ---------------------------------------------------------------- command lines
 
 

@@ -173,7 +173,6 @@ class TilesConfig:
     def multiband(self) -> bool:
         """Float32 GeoTIFF tiles (module doc) rather than 8-bit RGB PNGs."""
         return (self.eo_names is not None or self.eo_scale != "auto"
-                or (self.eo_bands is not None and len(self.eo_bands) != 3)
                 or self.sar_pols is not None)
 
     @property
@@ -202,8 +201,9 @@ class TilesConfig:
             (0.0 <= self.test_fraction <= 1.0, "--test-fraction", "a fraction in [0, 1]"),
             (self.sar_band >= 1, "--sar-band", "a 1-based band number"),
             (self.sar_units in SAR_UNITS, "--sar-units", "linear or db"),
-            (self.eo_bands is None or len(self.eo_bands) == 3 or self.multiband,
-             "--eo-bands", "three 1-based band numbers in R,G,B order, e.g. 3,2,1"),
+            (self.eo_bands is None or len(self.eo_bands) == 3, "--eo-bands",
+             "three 1-based band numbers in R,G,B order, e.g. 3,2,1, or any number of "
+             "bands by name: red,green,blue,nir"),
             (self.eo_scale in ("auto", "reflectance"), "--eo-scale", "auto or reflectance"),
             (self.sar_pols is None or 1 <= len(self.sar_pols) <= 4, "--sar-pols",
              "one or two polarisations, e.g. VV,VH"),

@@ -301,8 +301,9 @@ def band_reflectance(ds: rasterio.io.DatasetReader, bands: tuple[int, ...], path
     offsets = [float(ds.offsets[b - 1]) for b in bands]
     if all(sc == 1.0 for sc in scales) and all(o == 0.0 for o in offsets):
         raise InputError(
-            "the model was trained on reflectance, and this raster does not say how its "
-            "values become reflectance (no band Scale/Offset)",
+            "reflectance scale unknown: the raster does not say how its values become "
+            "reflectance (no band Scale/Offset), and a reflectance model must not be fed "
+            "a guess",
             path=path,
             hint="give a Sentinel-2 SAFE, a Landsat Collection 2 folder, a band folder or "
             "a STAC Item (they carry the scale), or declare it: --reflectance-scale 0.0001 "

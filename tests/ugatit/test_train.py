@@ -20,8 +20,9 @@ import yaml
 from click.testing import CliRunner
 
 import ugatit.train as tr
-from tests.helpers import RADIOMETRY, make_dataset
+from tests.helpers import RADIOMETRY, make_dataset, make_multiband_dataset
 from ugatit import load_checkpoint
+from ugatit.checkpoint import export_generator
 from ugatit.cli import main
 from ugatit.errors import TrainingError
 from ugatit.losses import discriminator_term
@@ -575,3 +576,86 @@ def test_spectral_norm_runs_in_fp32_under_autocast(
     assert wrapped and not any(wrapped)
     assert seen and all(seen)  # the control: an unwrapped hook runs under autocast
     assert set(nets["disGA"].state_dict()) == set(plain.state_dict())
+
+
+# ----------------------------------------------------------------------------------------
+# Multiband: 4 optical bands in, VV and VH out (float32 GeoTIFF tiles of `pipeline tiles`)
+
+
+@pytest.fixture(scope="module")
+def multiband(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_multiband_dataset(tmp_path_factory.mktemp("mb") / "ds")
+
+
+def test_a_4_to_2_model_trains_from_the_tiles_channel_counts(
+        multiband: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Channels come from the tiles (4 in, 2 out), identity is skipped and said so, the
+    checkpoint carries the contract with band names and polarisations, and it exports
+    and translates like a 3 -> 3 one (generator output: 2 channels)."""
+    final = train(tiny(multiband, tmp_path / "run", paired_weight=1.0))
+    printed = capsys.readouterr().out
+    assert "channels: 4 in (trainA), 2 out (trainB)" in printed
+    assert "identity: SKIPPED" in printed
+    ck = load_checkpoint(final)
+    assert (ck.config.in_ch, ck.config.out_ch) == (4, 2)
+    assert ck.radiometry["eo"]["common_names"] == ["red", "green", "blue", "nir"]
+    assert ck.radiometry["sar"]["polarisations"] == ["VV", "VH"]
+    rows = list(csv.DictReader((tmp_path / "run" / "losses.csv").open()))
+    assert all(float(r["G_identity_A"]) == 0.0 == float(r["G_identity_B"]) for r in rows)
+    assert all(float(r["G_paired"]) > 0 for r in rows)
+    exported = export_generator(final, tmp_path / "gen.pt")
+    gen = load_checkpoint(exported).genA2B
+    with torch.no_grad():
+        out, cam, heat = gen(torch.zeros(1, 4, 32, 32))
+    assert out.shape == (1, 2, 32, 32) and torch.isfinite(out).all()
+    with pytest.raises(ValueError):  # the 4-band generator refuses an RGB batch
+        gen.check_input(torch.zeros(1, 3, 32, 32))
+
+
+def test_a_4_to_2_run_resumes_bit_exactly(multiband: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """As test_resume_is_exact, on multiband tiles with the per-polarisation paired term:
+    the array path draws the same flips and crops from the same streams."""
+    kw = {"paired_weight": 1.0}
+    whole = train(tiny(multiband, tmp_path / "whole", **kw))
+    real_step = tr.train_step
+
+    def killed_at_3(*args: object, **kwargs: object) -> dict[str, torch.Tensor]:
+        if len(list((tmp_path / "split" / "checkpoints").iterdir())) == 1:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(tr, "train_step", killed_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(multiband, tmp_path / "split", **kw))
+    monkeypatch.setattr(tr, "train_step", real_step)
+    resumed = train(tiny(multiband, tmp_path / "split", resume=True, workers=1, **kw))
+    a, b = params(whole), params(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_torchrun_two_processes_train_a_4_to_2_model(multiband: Path, tmp_path: Path) -> None:
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    out = tmp_path / "ddp"
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc-per-node", "2", str(script), str(multiband), str(out)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(r0["params"][k], r1["params"][k]) for k in r0["params"])
+    assert load_checkpoint(r0["final"]).config.in_ch == 4
+
+
+def test_the_paired_term_is_per_polarisation_in_db() -> None:
+    """VV and VH cut on [-25, 0] and [-32.5, 0] dB: one tile unit is 12.5 and 16.25 dB, so
+    an error of 0.1 units in each is (1.25 + 1.625) / 2 dB."""
+
+    class Const(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+            return torch.zeros(1, 2, 4, 4), None, None
+
+    sar = torch.full((1, 2, 4, 4), 0.1)
+    got = tr.paired_term(Const(), torch.zeros(1, 4, 4, 4), sar, torch.tensor([12.5, 16.25]))
+    assert float(got) == pytest.approx((1.25 + 1.625) / 2, rel=1e-6)

@@ -717,3 +717,115 @@ def test_cli_sentinel_folders(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "20200604 + S1A_20200607_VV (AB): 1 written" in res.output
     assert "Warning: testA is empty" in res.output
+
+
+# ---------------------------------------------------------------------------------------
+# Multiband tiles: bands by name, reflectance, VV and VH (float32 GeoTIFF)
+
+BEN = DATA / "sentinel1" / "bigearthnet"
+BEN_S2 = BEN / "S2A_MSIL2A_20170617T113321_36_85"
+BEN_S1 = BEN / "S1A_IW_GRDH_1SDV_20170617T064724_29UPU_36_85"
+
+
+def _read(path: Path) -> tuple[np.ndarray, dict]:
+    with rasterio.open(path) as ds:
+        return ds.read(), {"crs": ds.crs, "transform": ds.transform, "dtype": ds.dtypes[0],
+                           "count": ds.count, "descriptions": ds.descriptions}
+
+
+def test_multiband_tiles_keep_reflectance_and_db_on_the_source_grid(tmp_path: Path) -> None:
+    """A band folder (B02, B03, B04, B08) and a polarisation folder (*_VV.tif, *_VH.tif)
+    of one BigEarthNet pair -> a 4-band and a 2-band float32 GeoTIFF tile on the patch's
+    own grid, holding reflectance / 0.5 and (dB - low) / (high - low) per polarisation.
+
+    Tolerance 1e-6: the tile is float32 of a float64 computation (relative 6e-8 of values
+    <= 1); anything rounded to 8 bits would be off by up to 2e-3.
+    """
+    out = tmp_path / "ds"
+    build(out, eo=(BEN_S2,), sar=(BEN_S1,), eo_names=("red", "green", "blue", "nir"),
+          eo_scale="reflectance", sar_pols=("VV", "VH"), sar_units="db", paired=True,
+          tile_size=120, test_fraction=0.0)
+    name = "S2A_MSIL2A_20170617T113321_36_85_r00000_c00000.tif"
+    eo, eo_meta = _read(out / "trainA" / name)
+    sar, sar_meta = _read(out / "trainB" / name)
+    assert eo_meta["count"] == 4 and eo_meta["dtype"] == "float32"
+    assert eo_meta["descriptions"] == ("red", "green", "blue", "nir")
+    assert sar_meta["count"] == 2 and sar_meta["descriptions"] == ("VV", "VH")
+    for suffix, band in (("B04", 0), ("B03", 1), ("B02", 2), ("B08", 3)):
+        with rasterio.open(next(BEN_S2.glob(f"*_{suffix}.tif"))) as src:
+            dn = src.read(1).astype(np.float64)
+            assert eo_meta["crs"] == src.crs and eo_meta["transform"] == src.transform
+        expect = np.clip(dn * 1e-4 / 0.5, 0, 1)
+        expect[dn == 0] = 0.0  # fill
+        np.testing.assert_allclose(eo[band], expect, atol=1e-6)
+    for pol, band, (lo, hi) in (("VV", 0, (-25.0, 0.0)), ("VH", 1, (-32.5, 0.0))):
+        with rasterio.open(next(BEN_S1.glob(f"*_{pol}.tif"))) as src:
+            db = src.read(1).astype(np.float64)
+            assert sar_meta["transform"] == src.transform
+        np.testing.assert_allclose(sar[band], np.clip((db - lo) / (hi - lo), 0, 1), atol=1e-6)
+    contract = json.loads((out / "dataset.json").read_text())["radiometry"]
+    assert contract["eo"]["method"] == "reflectance"
+    assert contract["eo"]["common_names"] == ["red", "green", "blue", "nir"]
+    assert contract["eo"]["reflectance_range"] == [0.0, 0.5]
+    assert contract["sar"]["polarisations"] == ["VV", "VH"]
+    assert contract["sar"]["db_ranges"] == [[-25.0, 0.0], [-32.5, 0.0]]
+    assert contract["sar"]["db_scale"] == "absolute"
+
+
+def test_a_geotiff_of_unknown_reflectance_scale_is_refused_then_declared(tmp_path: Path
+                                                                          ) -> None:
+    """A 4-band uint16 GeoTIFF without band Scale/Offset: "reflectance" cannot know what
+    its numbers mean (one line naming --reflectance-scale); declared, it tiles."""
+    src = tmp_path / "s2.tif"
+    data = np.stack([rasterio.open(next(BEN_S2.glob(f"*_{b}.tif"))).read(1)
+                     for b in ("B04", "B03", "B02", "B08")])
+    with rasterio.open(next(BEN_S2.glob("*_B04.tif"))) as ref:
+        profile = {**ref.profile, "count": 4}
+    with rasterio.open(src, "w", **profile) as dst:
+        dst.write(data)
+        for i, name in enumerate(("B4", "B3", "B2", "B8"), 1):
+            dst.set_band_description(i, name)
+    kw = dict(eo=(src,), eo_names=("red", "green", "blue", "nir"), eo_scale="reflectance",
+              tile_size=120, test_fraction=0.0)
+    with pytest.raises(InputError, match="reflectance scale unknown") as err:
+        build(tmp_path / "a", **kw)
+    assert "--reflectance-scale 0.0001" in str(err.value.hint)
+    assert not (tmp_path / "a" / "trainA").exists()
+    build(tmp_path / "b", reflectance_scale=(1e-4, 0.0), **kw)
+    tile, meta = _read(tmp_path / "b" / "trainA" / "s2_r00000_c00000.tif")
+    assert meta["descriptions"] == ("red", "green", "blue", "nir")
+    np.testing.assert_allclose(tile[3], np.clip(data[3] * 1e-4 / 0.5, 0, 1), atol=1e-6)
+
+
+def test_a_band_the_folder_lacks_is_one_error_naming_both_lists(tmp_path: Path) -> None:
+    folder = tmp_path / "patch"
+    folder.mkdir()
+    for b in ("B02", "B03", "B04"):
+        (folder / f"x_{b}.tif").write_bytes(next(BEN_S2.glob(f"*_{b}.tif")).read_bytes())
+    with pytest.raises(ConfigError, match=r"no nir.*blue, green, red"):
+        build(tmp_path / "ds", eo=(folder,), eo_names=("red", "green", "blue", "nir"),
+              eo_scale="reflectance", tile_size=120)
+
+
+def test_tiles_cli_takes_band_names_and_polarisations(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    res = CliRunner().invoke(main, [
+        "tiles", "--eo", str(BEN_S2), "--sar", str(BEN_S1), "--paired", "--out", str(out),
+        "--eo-bands", "B04,B03,B02,nir", "--eo-scale", "reflectance", "--sar-pols", "VV,VH",
+        "--sar-units", "db", "--sar-db-range=-25,0/-30,0", "--tile-size", "120",
+        "--test-fraction", "0", "--quiet"])
+    assert res.exit_code == 0, res.output
+    contract = json.loads((out / "dataset.json").read_text())["radiometry"]
+    assert contract["sar"]["db_ranges"] == [[-25.0, 0.0], [-30.0, 0.0]]
+    assert contract["eo"]["common_names"] == ["red", "green", "blue", "nir"]
+    assert sorted(p.suffix for p in (out / "trainB").iterdir()) == [".tif"]
+    bad = CliRunner().invoke(main, ["tiles", "--eo", str(BEN_S2), "--out", str(out),
+                                    "--eo-bands", "red,foo"])
+    assert bad.exit_code != 0 and "'foo' is no band name" in bad.output
+
+
+def test_a_polarisation_folder_without_sar_pols_is_refused_with_the_hint(tmp_path: Path
+                                                                         ) -> None:
+    with pytest.raises(InputError, match="mixes polarisations") as err:
+        build(tmp_path / "ds", sar=(BEN_S1,), sar_units="db")
+    assert "--sar-pols VH,VV" in str(err.value.hint)
