@@ -75,3 +75,49 @@ def test_tiles_of_mixed_sizes_load_at_img_size(tmp_path: Path) -> None:
     assert rows.shape == (4, 3, 96, 96)
     assert torch.isfinite(rows).all()
     assert eval_transform(load_rgb(files["A"][0]), 96).shape == (3, 96, 96)
+
+
+# ---------------------------------------------------------------- multiband TIFF tiles
+
+
+def test_multiband_tiff_tiles_read_in_either_interleave(tmp_path: Path) -> None:
+    """tifffile reads band-interleaved (what `pipeline tiles` writes) and pixel-interleaved
+    TIFFs as [C, H, W] unit values; uint16 is / 65535; a domain mixing band counts or
+    PNG and TIFF is refused naming the files."""
+    import tifffile
+
+    from ugatit.data import channels_of, load_array
+
+    rng = np.random.default_rng(0)
+    a = rng.random((4, 16, 12)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "band.tif", a, photometric="minisblack", planarconfig="separate")
+    tifffile.imwrite(tmp_path / "pixel.tif", np.moveaxis(a, 0, -1), photometric="minisblack",
+                     planarconfig="contig")
+    tifffile.imwrite(tmp_path / "u16.tif", (a[:2] * 65535).astype(np.uint16),
+                     photometric="minisblack", planarconfig="separate")
+    assert np.array_equal(load_array(tmp_path / "band.tif"), a)
+    assert np.array_equal(load_array(tmp_path / "pixel.tif"), a)
+    np.testing.assert_allclose(load_array(tmp_path / "u16.tif"), a[:2], atol=1 / 65535)
+    assert channels_of([tmp_path / "band.tif", tmp_path / "pixel.tif"]) == 4
+    with pytest.raises(TrainingError, match="tiles of 4 and 2 channels"):
+        channels_of([tmp_path / "band.tif", tmp_path / "u16.tif"])
+
+
+def test_multiband_crops_follow_the_same_draws_as_the_png_path(tmp_path: Path) -> None:
+    """The array path makes the same random draws (flip, then the crop offset) from the
+    same generator as PIL's: with a constant-free ramp, the crop's position shows where
+    the window landed, and a flip mirrors it."""
+    import tifffile
+
+    from ugatit.data import random_crop, seeded_generator
+
+    ramp = np.tile(np.linspace(0, 1, 40, dtype=np.float32), (2, 40, 1))  # [2, 40, 40]
+    tifffile.imwrite(tmp_path / "r.tif", ramp, photometric="minisblack",
+                     planarconfig="separate")
+    for p in range(6):
+        crop = random_crop(ramp, 8, seeded_generator(0, 0, 0, 1, p))
+        g = seeded_generator(0, 0, 0, 1, p)
+        flipped = torch.rand(1, generator=g).item() < 0.5
+        assert crop.shape == (2, 8, 8)
+        row = crop[0, 0]
+        assert (row[0] > row[-1]) == flipped  # a flipped ramp falls left to right
