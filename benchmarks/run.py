@@ -26,7 +26,7 @@ from typing import Any
 from benchmarks._common import DEFAULT_OUT, REPO, format_table, machine
 from ugatit.io import atomic_write_text
 
-ALL = ("speed", "seams", "norm", "throughput", "memory", "train", "dask")
+ALL = ("speed", "seams", "norm", "throughput", "memory", "train", "train_options", "dask")
 
 
 def _commands(args: argparse.Namespace) -> dict[str, tuple[list[str], str]]:
@@ -47,6 +47,9 @@ def _commands(args: argparse.Namespace) -> dict[str, tuple[list[str], str]]:
         "train": (["-m", "benchmarks.bench_train",
                    *(["--models", "small", "--steps-small", "2"] if args.quick else []), *out],
                   "train.json"),
+        "train_options": (["-m", "benchmarks.bench_train", "--cpu-options",
+                           "--steps-options", "2" if args.quick else "6", *out],
+                          "train_cpu_options.json"),
         "dask": (["-m", "benchmarks.bench_dask", *(["--quick"] if args.quick else []), *out],
                  "dask.json"),
     }
@@ -73,6 +76,10 @@ def _summary(name: str, doc: dict[str, Any]) -> list[dict[str, Any]]:
                          "value": r["ours_s_per_step"]})
             rows.append({"benchmark": name, "what": f"ngf {r['ngf']} original/ours step time",
                          "value": r["speedup"]})
+    elif name == "train_options":
+        for r in doc["rows"]:
+            rows.append({"benchmark": name, "what": f"4->2 step {r['variant']} "
+                         f"{r['threads']} thread(s) s", "value": r["s_per_step"]})
     elif name == "dask":
         for r in doc["rows"]:
             rows.append({"benchmark": name, "what": f"{r['workers']} worker(s) tiles/s",

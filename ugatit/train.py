@@ -128,6 +128,9 @@ class TrainConfig:
     tf32: bool = False  # allow TF32 on CUDA (faster, not float32-exact)
     seed: int = 0  # weights, sample order and augmentation
     workers: int = 4  # DataLoader worker processes (0: load in the main process)
+    # torch intra-op threads per process; 0 = torch's default (one per core). On a shared
+    # or loaded CPU, 1 is the fast choice (benchmarks/bench_train.py --cpu-options).
+    threads: int = 0
     save_every: int = 100_000  # checkpoint period in steps (original save_freq: 100,000)
     sample_every: int = 1_000  # sample sheet + loss curve period (original print_freq: 1,000)
     log_every: int = 10  # losses.csv row and progress-bar period
@@ -140,7 +143,8 @@ class TrainConfig:
         positive = ("ngf", "n_res", "iterations", "batch_size", "save_every", "sample_every",
                     "log_every")
         bad = [f"{n}={getattr(self, n)}" for n in positive if getattr(self, n) < 1]
-        bad += [f"{n}={getattr(self, n)}" for n in ("workers", "keep", "n_samples", "lr",
+        bad += [f"{n}={getattr(self, n)}" for n in ("workers", "threads", "keep", "n_samples",
+                                                      "lr",
                                                       "weight_decay", "min_std",
                                                       "paired_weight")
                 if getattr(self, n) < 0]
@@ -854,6 +858,8 @@ def train(cfg: TrainConfig) -> Path:
     d, device = init_distributed(cfg)
     if device.type == "cuda":
         set_tf32(cfg.tf32)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     run = setup(cfg, d, device)
     out, nets, start = run.out, run.nets, run.start
     loss_log = LossLog(out / "losses.csv", [*run.terms, "lr", "seconds"])
