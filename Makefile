@@ -185,8 +185,32 @@ endif
 DEMO_RUN ?= runs/demo_s1
 DEMO_TRAIN_ARGS ?= --iterations 2500 --paired-weight 10 --lr 2e-4
 BEN_PAIRS = tests/data/sentinel1/bigearthnet
-.PHONY: demo-model
+.PHONY: demo-model demo-model-rgb
+
+# The multispectral demo model (checkpoints/eo2sar_demo_ms_ngf16.pt): red, green, blue,
+# NIR reflectance in, VV and VH in absolute dB out. 1. scripts/demo_ms_data.sh cuts
+# float32 GeoTIFF tiles from data/sentinel1 (flood chips with water on the SAR side,
+# three co-registered pairs, the BigEarthNet pairs held out); 2. ngf 16, 96 px, one torch
+# thread, a checkpoint every 250 steps; 3. scripts/select_ms_model.py chooses by its rule
+# (selection pairs + water gate); 4. the report pairs on the chosen one only.
+DEMO_MS_RUN ?= runs/demo_ms
+DEMO_MS_TRAIN_ARGS ?= --iterations 6000 --paired-weight 10 --lr 2e-4
 demo-model: $(STAMP)
+	PY=$(VPY) bash scripts/demo_ms_data.sh data/demo_ms/dataset
+	$(VPY) -m ugatit train --config $(TRAIN_CONFIG) \
+		--dataset data/demo_ms/dataset --out $(DEMO_MS_RUN) --ngf 16 --n-res 4 --img-size 96 \
+		--device cpu --threads 1 --save-every 250 --sample-every 500 --keep 0 --workers 1 \
+		--seed 0 $(DEMO_MS_TRAIN_ARGS)
+	$(VPY) -m scripts.select_ms_model $(DEMO_MS_RUN)/checkpoints \
+		--json $(DEMO_MS_RUN)/selection.json
+	$(VPY) -m ugatit export $$($(VPY) -c "import json; print(json.load(open('$(DEMO_MS_RUN)/selection.json'))['best']['path'])") \
+		$(DEMO_MS_RUN)/eo2sar_demo_ms_ngf16.pt --overwrite
+	$(VPY) -m scripts.select_ms_model $(DEMO_MS_RUN)/eo2sar_demo_ms_ngf16.pt --report \
+		--json $(DEMO_MS_RUN)/report.json
+	@echo "best checkpoint exported to $(DEMO_MS_RUN)/eo2sar_demo_ms_ngf16.pt"
+
+# The RGB demo model (checkpoints/eo2sar_demo_ngf16.pt, for app.py and 3-band rasters):
+demo-model-rgb: $(STAMP)
 	PY=$(VPY) bash scripts/demo_s1_data.sh
 	OMP_NUM_THREADS=1 $(VPY) -m ugatit train --config $(TRAIN_CONFIG) \
 		--dataset data/demo_s1/dataset --out $(DEMO_RUN) --ngf 16 --n-res 4 --img-size 96 \

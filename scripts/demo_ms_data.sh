@@ -14,6 +14,7 @@ set -euo pipefail
 OUT=${1:-data/demo_ms/dataset}
 PY=${PY:-.venv/bin/python}
 D=data/sentinel1
+rm -rf "$OUT"  # cut anew: the recipe, not an accumulation
 common=(--out "$OUT" --tile-size 128 --stride 64 --eo-bands red,green,blue,nir
         --eo-scale reflectance --sar-pols VV,VH --sar-units db --quiet)
 # L1C exports store DN = 10000 x TOA reflectance without band scale tags: declared
