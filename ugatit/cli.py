@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ugatit.checkpoint import export_generator, init_checkpoint, read_state_dicts
+from ugatit.checkpoint import export_generator, init_checkpoint, read_meta, read_state_dicts
 from ugatit.config import ModelConfig
 from ugatit.errors import UgatitError
 from ugatit.networks import GENERATORS, NETWORK_NAMES
@@ -72,10 +72,14 @@ def info(src: Path) -> None:
     t0 = time.perf_counter()
     try:
         fmt, nets, cfg = read_state_dicts(src)
+        radiometry = read_meta(src).get("radiometry")
     except UgatitError as exc:
         _fail(exc)
     click.echo(json.dumps({
         "path": str(src), "format": fmt, "config": cfg.to_dict(),
+        # the radiometric contract: the bands the model takes (eo.common_names), its
+        # scaling, the polarisations it gives and their dB ranges; null for a seed file
+        "radiometry": radiometry,
         "networks": {n: {"keys": len(sd), "parameters": int(sum(t.numel() for t in sd.values())),
                          "dtype": str(next(iter(sd.values())).dtype)}
                      for n, sd in nets.items()},

@@ -96,3 +96,21 @@ def test_train_config_yaml_bomb_is_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "YAML aliases are not accepted" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_info_shows_the_radiometric_contract(tmp_path: Path) -> None:
+    """`ugatit info` names the bands a model takes and the polarisations it gives."""
+    from ugatit import ModelConfig, init_checkpoint
+    from ugatit.checkpoint import save_checkpoint
+
+    cfg = ModelConfig(ngf=4, n_res=1, img_size=32, in_ch=4, out_ch=2)
+    raw = init_checkpoint(tmp_path / "raw.pt", cfg)
+    nets = torch.load(raw, weights_only=True)["networks"]
+    contract = {"eo": {"method": "reflectance", "common_names": ["red", "green", "blue", "nir"]},
+                "sar": {"polarisations": ["VV", "VH"], "db_ranges": [[-25, 0], [-32.5, 0]]}}
+    path = save_checkpoint(tmp_path / "ms.pt", nets, cfg, extra={"radiometry": contract})
+    res = CliRunner().invoke(main, ["info", str(path)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["radiometry"]["eo"]["common_names"] == ["red", "green", "blue", "nir"]
+    assert doc["config"]["in_ch"] == 4 and doc["config"]["out_ch"] == 2
