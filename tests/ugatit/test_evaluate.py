@@ -82,7 +82,9 @@ def test_cli_end_to_end_ranks_checkpoints(dataset: Path, ckpt_dir: Path, tmp_pat
     rep = json.loads(out.read_text())
     assert rep["data"]["paired"] and rep["data"]["n_inputs"] == N
     rows = rep["checkpoints"] + list(rep["baselines"].values())
-    assert len(rows) == 4
+    # PNG tiles without training pairs: gray, red, random (no NIR, no fitting pairs)
+    assert list(rep["baselines"]) == ["gray", "red", "random"]
+    assert len(rows) == 5
     for row in rows:
         for key in METRICS:
             assert isinstance(row[key], float), key
