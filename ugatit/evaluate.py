@@ -348,12 +348,14 @@ def load_data(dataset: Path | None = None, pairs: tuple[Path, Path] | None = Non
                      f"({', '.join(f'{w}x{h}' for h, w in sorted(sizes))} px): each tile "
                      f"is run at its own size (full generators: resized to img_size)")
     if fit_pairs is not None:
-        fa, fb, _ = _pair(list_pngs(fit_pairs[0], "fitting EO (A)"),
-                          list_pngs(fit_pairs[1], "fitting SAR (B)"), strict=True)
-        fit = (fa, fb, f"{fit_pairs[0]} + {fit_pairs[1]} (--fit-pairs)")
+        fa, fb = _same_names(*fit_pairs)
+        if not fa:
+            raise EvaluationError(f"--fit-pairs {fit_pairs[0]} {fit_pairs[1]}: no tile name "
+                                  f"in both folders (fitting pairs are same-name tiles)")
+        fit = (fa, fb, f"{fit_pairs[0]} + {fit_pairs[1]}, same-name tiles (--fit-pairs)")
     elif dataset is not None and (dataset / "trainA").is_dir() \
             and (dataset / "trainB").is_dir():
-        fa, fb = _train_pairs(dataset)
+        fa, fb = _same_names(dataset / "trainA", dataset / "trainB")
         fit = (fa, fb, f"{dataset}/trainA + trainB, same-name tiles") if fa else None
     else:
         fit = None
@@ -366,11 +368,11 @@ def load_data(dataset: Path | None = None, pairs: tuple[Path, Path] | None = Non
                     kind=kind, fit=fit, **extra)
 
 
-def _train_pairs(dataset: Path) -> tuple[list[Path], list[Path]]:
-    """The dataset's trainA/trainB tiles of the same names (co-registered pairs cut with
-    `pipeline tiles --paired`), sorted; empty when they share no name."""
-    a = {p.name: p for p in list_pngs(dataset / "trainA", "trainA")}
-    b = {p.name: p for p in list_pngs(dataset / "trainB", "trainB")}
+def _same_names(eo_dir: Path, sar_dir: Path) -> tuple[list[Path], list[Path]]:
+    """The tiles of the same names in two folders (e.g. trainA/trainB: co-registered pairs
+    cut with `pipeline tiles --paired`), sorted; empty when they share no name."""
+    a = {p.name: p for p in list_pngs(eo_dir, f"fitting EO ({eo_dir.name})")}
+    b = {p.name: p for p in list_pngs(sar_dir, f"fitting SAR ({sar_dir.name})")}
     names = sorted(set(a) & set(b))
     return [a[n] for n in names], [b[n] for n in names]
 
