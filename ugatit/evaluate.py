@@ -1014,8 +1014,9 @@ def evaluate(checkpoints: Sequence[Path], data: EvalData, opts: Options,
         per_pol = {}
         for k, pol in enumerate(data.pols):
             per_pol[pol] = {**row_metrics(guesses[k], views[k], ref[k], feats), **extra[k]}
-            if "coef_unit" in extra[k] and data.kind != "png":
-                per_pol[pol]["coef_db"] = _coef_db(extra[k]["coef_unit"], ranges0[k])
+            tile_rng = views[k].dataset_db_range  # the grid the tiles were cut on
+            if "coef_unit" in extra[k] and data.kind != "png" and tile_rng is not None:
+                per_pol[pol]["coef_db"] = _coef_db(extra[k]["coef_unit"], tile_rng)
         baselines[name] = _combine(per_pol)
     rand = random_generator(config, opts.seed, opts.device)
     outs = split_pols(generate(rand, data.eo, opts.device, opts.batch_size, mean=mean), data,

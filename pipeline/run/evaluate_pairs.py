@@ -1,8 +1,9 @@
 """Scene-pair evaluation: run the model through the real scene pipeline on optical scenes
 that have a co-registered real SAR (VV, dB), and measure what issue 14 accepts a model by.
 
-`ugatit evaluate` scores tiles (8-bit PNGs: no NIR band, no physical units beyond the
-tiles' dB grid); this module reads rasters, so it lives in `pipeline/`. Per pair:
+`ugatit evaluate` scores tiles; this module reads rasters (whole scenes, reflectance
+and dB), so it lives in `pipeline/`. Per pair, for VV and (when a VH raster sits beside
+the VV) VH:
 
 (a) water / land contrast ratio: water = NIR reflectance < WATER_NIR (0.04; reflectance =
     DN * reflectance_scale, 1/10000 for Sentinel-2 L2A), land = the other valid pixels.
@@ -16,7 +17,12 @@ tiles' dB grid); this module reads rasters, so it lives in `pipeline/`. Per pair
     (reflectance): the baseline "the optical image itself". gain = model - red; the issue
     asks a mean gain >= 0.05.
 (c) SSIM and PSNR (ugatit.metrics) of the output vs the real VV on the [-25, 0] dB grid
-    (0..1, data range 1: PSNR is in dB of that 25 dB range).
+    (0..1, data range 1: PSNR is in dB of that 25 dB range); VH on [-32.5, 0].
+(d) the baselines a user would try first (issue 21 item 8), as corr9 with the real SAR:
+    red, NIR, NDVI, NDWI (signed), the best of those (largest |mean corr9| on the
+    FITTING pairs, sign flipped when negative) and a per-pixel least-squares regression
+    of the dB on red, green, blue, NIR, NDVI, NDWI fitted on the FITTING pairs (scene
+    pairs, --fit-pair, or a tile dataset's training pairs, --fit-tiles).
 
 Why the scene pipeline and not a forward of our own: the number must describe what users
 get from `pipeline run` (global scene scaling, tiling, blending, and whatever
