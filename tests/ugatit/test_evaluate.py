@@ -581,3 +581,30 @@ def test_png_dataset_with_training_pairs_gets_red_and_linear_on_rgb(tmp_path: Pa
     assert list(plain["baselines"]) == ["gray", "red", "random"]
     assert plain["checkpoints"][0]["corr_box9"] == rep["checkpoints"][0]["corr_box9"]
     assert plain["baselines"]["gray"] == b["gray"]
+
+
+def test_multiband_unpaired_split_ranks_by_mean_radiometry(ms_dataset: Path,
+                                                          tmp_path: Path) -> None:
+    """testA/testB sharing no name: per-polarisation radiometry, ranked by its mean over
+    VV and VH (structure floor on the mean structure); the fitted baselines still come
+    from the training pairs."""
+    import shutil
+
+    root = tmp_path / "u"
+    shutil.copytree(ms_dataset, root)
+    for f in (root / "testB").glob("q*.tif"):
+        f.rename(f.with_name("r" + f.name[1:]))
+    data = ev.load_data(dataset=root)
+    assert not data.paired and len(data.sar) == 5 and len(data.eo) == 3
+    cks = [init_checkpoint(tmp_path / f"m{s}.pt", MS_CFG, seed=s) for s in (2, 3)]
+    rep = ev.evaluate(cks, data, ev.Options())
+    assert rep["rank_key"]["name"] == "radiometry" and "VV, VH" in rep["rank_key"]["rule"]
+    for r in rep["checkpoints"]:
+        pol = r["polarisations"]
+        assert "corr_box9" not in pol["VV"] and "corr_box9" not in r
+        assert r["radiometry"] == pytest.approx(
+            (pol["VV"]["radiometry"] + pol["VH"]["radiometry"]) / 2)
+    rows = sorted(rep["checkpoints"], key=lambda r: r["rank"])
+    key = [(not r["structure"] >= ev.STRUCTURE_FLOOR, r["radiometry"]) for r in rows]
+    assert key == sorted(key) and rep["best"]["path"] == rows[0]["path"]
+    assert "linear" in rep["baselines"]  # fitted on trainA/trainB all the same
