@@ -578,11 +578,24 @@ def view_cmd(output_path: Path, input_path: Path | None, heatmap_path: Path | No
 
 
 @main.command("evaluate-pairs")
-@model_option
+@click.option("--model", "model_path", default=None, type=click.Path(path_type=Path),
+              help="U-GAT-IT checkpoint (published eo2sar file or ours). [default: none, "
+              "the baselines only]")
 @click.option("--pair", "pairs", nargs=2, multiple=True, required=True,
               type=click.Path(path_type=Path), metavar="OPTICAL SAR",
               help="An optical raster/VRT (or a folder of band files) and the co-registered "
-              "real SAR VV in dB (a raster, or a folder with one *VV.tif); repeatable.")
+              "real SAR VV in dB (a raster, or a folder with one *VV.tif; a *VH.tif beside "
+              "it is the VH); repeatable.")
+@click.option("--fit-pair", "fit_pairs", nargs=2, multiple=True,
+              type=click.Path(path_type=Path), metavar="OPTICAL SAR",
+              help="A pair (as --pair, with NIR) that the best-single and linear baselines "
+              "are fitted on; repeatable. Never the reported pairs.")
+@click.option("--fit-tiles", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Fit those baselines on a multiband reflectance tile dataset's "
+              "trainA/trainB pairs instead (pipeline tiles --eo-bands red,green,blue,nir "
+              "--eo-scale reflectance).")
+@click.option("--pols", default="VV,VH", show_default=True,
+              help="Polarisations to report: VV, and VH where a VH raster sits beside the VV.")
 @click.option("--bands", default="1,2,3", show_default=True,
               help="R,G,B bands (1-based) of an optical raster.")
 @click.option("--nir-band", type=click.IntRange(min=1), default=None,
@@ -602,13 +615,16 @@ def view_cmd(output_path: Path, input_path: Path | None, heatmap_path: Path | No
               default=Path("evaluate_pairs.json"), show_default=True, help="Report path.")
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the SAR-like outputs in this folder. [default: discarded]")
-def evaluate_pairs_cmd(model_path: Path, pairs: tuple[tuple[Path, Path], ...], bands: str,
-                       nir_band: int | None, band_files: str, reflectance_scale: float,
-                       resample_sar: bool, device: str | None, db_range: str | None,
-                       json_path: Path, keep: Path | None) -> None:
+def evaluate_pairs_cmd(model_path: Path | None, pairs: tuple[tuple[Path, Path], ...],
+                       fit_pairs: tuple[tuple[Path, Path], ...], fit_tiles: Path | None,
+                       pols: str, bands: str, nir_band: int | None, band_files: str,
+                       reflectance_scale: float, resample_sar: bool, device: str | None,
+                       db_range: str | None, json_path: Path, keep: Path | None) -> None:
     """Run the model through the scene pipeline on optical scenes with a co-registered real
     SAR and report issue 14's measures: water/land contrast ratio (NIR < 4 %), 9x9
-    box-filtered correlation with the real VV (dB) against the red band's, SSIM and PSNR
+    box-filtered correlation with the real VV (dB) against the red band's, SSIM and PSNR;
+    beside them the baselines a user would try first, per polarisation: red, NIR, NDVI,
+    NDWI, the best of those and a linear regression fitted on --fit-pair / --fit-tiles
     (docs/evaluation.md).
 
     \b
@@ -637,9 +653,15 @@ def evaluate_pairs_cmd(model_path: Path, pairs: tuple[tuple[Path, Path], ...], b
             settings["db_range"] = parse_float_pair(db_range, "db_range", "--db-range")
         opts = OpticalOptions(bands=rgb, nir_band=nir_band, reflectance_scale=reflectance_scale,
                               band_names=tuple(n.strip() for n in band_files.split(",")))
+        pol_list = tuple(p.strip().upper() for p in pols.split(",") if p.strip())
+        if not pol_list or pol_list[0] != "VV" or not set(pol_list) <= {"VV", "VH"}:
+            raise ConfigError(f"--pols takes VV or VV,VH, got {pols!r}", path="--pols",
+                              hint="e.g. --pols VV,VH")
         report = evaluate_pairs([Pair(Path(o), Path(s)) for o, s in pairs], model_path,
                                 settings, opts, resample=resample_sar, keep=keep,
-                                log=lambda s: click.echo(s, err=True))
+                                log=lambda s: click.echo(s, err=True), pols=pol_list,
+                                fit_pairs=[Pair(Path(o), Path(s)) for o, s in fit_pairs],
+                                fit_tiles=fit_tiles)
         click.echo(format_table(report))
         click.echo(f"wrote {write_report(report, json_path)}")
     except PipelineError as err:

@@ -161,8 +161,11 @@ def train(config_path: Path | None, **flags: Any) -> None:
 @main.command(help="Evaluate checkpoints on test tiles (any sizes): paired correlation "
                    "(9x9 box-filtered), SSIM and PSNR with the real SAR in dB; structure kept "
                    "from the input; dB-histogram distance and speckle vs real SAR; the same "
-                   "for two baselines. Ranks checkpoints (paired: by corr9; unpaired: by "
-                   "radiometry above a structure floor) and names the best "
+                   "for the baselines (gray, red, NIR, NDVI, NDWI, best single, linear "
+                   "regression fitted on the training pairs, random weights). PNG or "
+                   "multiband TIFF tiles, per polarisation. Ranks checkpoints (paired: by "
+                   "corr9; unpaired: by radiometry above a structure floor) and names the "
+                   "best "
                    "(docs/evaluation.md).")
 @click.option("--checkpoint", "checkpoints", multiple=True, required=True,
               type=click.Path(path_type=Path),
@@ -171,6 +174,11 @@ def train(config_path: Path | None, **flags: Any) -> None:
               help="Tile-builder dataset: testA (EO) is translated, testB is the real SAR.")
 @click.option("--pairs", nargs=2, type=click.Path(file_okay=False, path_type=Path),
               metavar="EO_DIR SAR_DIR", help="Co-registered EO and SAR tiles of the same names.")
+@click.option("--fit-pairs", nargs=2, type=click.Path(file_okay=False, path_type=Path),
+              metavar="EO_DIR SAR_DIR", default=None,
+              help="Co-registered tiles (same names, cut like the test tiles) that the "
+                   "best-single and linear baselines are fitted on. [default: the dataset's "
+                   "trainA/trainB tiles of the same names]")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Report path. Default: beside the checkpoint (or inside its folder), "
                    "else ./evaluation.json.")
@@ -183,9 +191,9 @@ def train(config_path: Path | None, **flags: Any) -> None:
 @click.option("--tf32", is_flag=True, help="Allow TF32 on CUDA (faster, not float32-exact; "
                                            "off by default, as everywhere in eo2sar).")
 def evaluate(checkpoints: tuple[Path, ...], dataset: Path | None,
-             pairs: tuple[Path, Path] | None, json_path: Path | None, device: str,
-             batch_size: int, features: Path | None, limit: int | None, seed: int,
-             tf32: bool) -> None:
+             pairs: tuple[Path, Path] | None, fit_pairs: tuple[Path, Path] | None,
+             json_path: Path | None, device: str, batch_size: int, features: Path | None,
+             limit: int | None, seed: int, tf32: bool) -> None:
     from ugatit import evaluate as ev  # metrics libraries load only for this command
     from ugatit.device import resolve_device
 
@@ -197,7 +205,8 @@ def evaluate(checkpoints: tuple[Path, ...], dataset: Path | None,
         if features is not None and not features.is_file():
             raise ev.EvaluationError(f"{features}: feature extractor not found")
         paths = ev.find_checkpoints(checkpoints)
-        data = ev.load_data(dataset=dataset, pairs=tuple(pairs) if pairs else None, limit=limit)
+        data = ev.load_data(dataset=dataset, pairs=tuple(pairs) if pairs else None, limit=limit,
+                            fit_pairs=tuple(fit_pairs) if fit_pairs else None)
         report = ev.evaluate(paths, data, opts, log=lambda s: click.echo(s, err=True))
     except UgatitError as exc:
         _fail(exc)

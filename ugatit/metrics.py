@@ -318,3 +318,83 @@ def fid(fx: np.ndarray, fy: np.ndarray) -> float:
     tr_sqrt = torch.linalg.eigvalsh((mid + mid.T) / 2).clamp(min=0).sqrt().sum()
     d = ((x.mean(0) - y.mean(0)) ** 2).sum() + torch.trace(cx) + torch.trace(cy) - 2 * tr_sqrt
     return float(d.clamp(min=0))
+
+
+# ----------------------------------------------------------------------------------------
+# Baselines "a spreadsheet could do": spectral indices and a per-pixel linear regression
+# (ugatit.evaluate and pipeline evaluate-pairs share these definitions).
+
+
+def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(a - b) / (a + b)`` of two reflectance arrays; 0 where ``a + b`` is ~0 (no
+    signal, e.g. fill pixels: no index can be read there). In [-1, 1] for reflectances
+    >= 0."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    s = a + b
+    ok = np.abs(s) > 1e-9
+    return np.where(ok, (a - b) / np.where(ok, s, 1.0), 0.0)
+
+
+def ndvi(red: np.ndarray, nir: np.ndarray) -> np.ndarray:
+    """NDVI = (nir - red) / (nir + red) (Rouse et al. 1974): high on vegetation, ~0 on
+    soil and towns, negative on water."""
+    return normalized_difference(nir, red)
+
+
+def ndwi(green: np.ndarray, nir: np.ndarray) -> np.ndarray:
+    """NDWI = (green - nir) / (green + nir) (McFeeters 1996): positive on open water.
+    Water is dark in SAR, so NDWI correlates NEGATIVELY with VV backscatter."""
+    return normalized_difference(green, nir)
+
+
+class LinearFit:
+    """Least squares with intercept, ``y ~ c0 + sum_j c_j x_j``, accumulated tile by tile
+    through the normal equations in float64 (exact least squares without holding every
+    pixel: ``X'X`` is (F+1) x (F+1)). Features are centred and scaled by running sums
+    inside ``solve`` (the system is solved on standardised features with ``lstsq``, so
+    correlated bands do not blow up the conditioning)."""
+
+    def __init__(self, n_features: int) -> None:
+        self.n_features = n_features
+        self.xtx = np.zeros((n_features + 1, n_features + 1))
+        self.xty = np.zeros(n_features + 1)
+        self.yty = 0.0
+        self.n = 0
+
+    def add(self, features: np.ndarray, target: np.ndarray) -> None:
+        """``features`` [F, ...] and ``target`` [...] of the pixels to fit (already
+        restricted to valid pixels; any shape, flattened)."""
+        x = np.asarray(features, dtype=np.float64).reshape(self.n_features, -1)
+        y = np.asarray(target, dtype=np.float64).ravel()
+        if x.shape[1] != y.size:
+            raise ValueError(f"{x.shape[1]} feature pixels but {y.size} target pixels")
+        xa = np.concatenate([np.ones((1, y.size)), x])
+        self.xtx += xa @ xa.T
+        self.xty += xa @ y
+        self.yty += float(y @ y)
+        self.n += int(y.size)
+
+    def solve(self) -> np.ndarray:
+        """Coefficients ``[c0, c1, ..., cF]`` (intercept first). A feature constant over
+        the fitting pixels gets 0 (minimum-norm solution)."""
+        if self.n < self.n_features + 1:
+            raise ValueError(f"{self.n} pixels cannot fit {self.n_features + 1} coefficients")
+        mean = self.xtx[0, 1:] / self.n
+        cov = self.xtx[1:, 1:] / self.n - np.outer(mean, mean)
+        xy = self.xty[1:] / self.n - mean * self.xty[0] / self.n
+        scale = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+        ok = scale > 1e-12 * max(1.0, float(np.abs(mean).max(initial=0.0)))
+        coef = np.zeros(self.n_features)
+        if ok.any():
+            s = scale[ok]
+            c = cov[np.ix_(ok, ok)] / np.outer(s, s)
+            b = np.linalg.lstsq(c, xy[ok] / s, rcond=1e-10)[0]
+            coef[ok] = b / s
+        return np.concatenate([[self.xty[0] / self.n - mean @ coef], coef])
+
+
+def linear_predict(coef: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """``c0 + sum_j c_j x_j`` for ``features`` [F, ...] -> [...]."""
+    x = np.asarray(features, dtype=np.float64)
+    return coef[0] + np.tensordot(coef[1:], x, axes=(0, 0))

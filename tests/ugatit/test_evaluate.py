@@ -82,7 +82,9 @@ def test_cli_end_to_end_ranks_checkpoints(dataset: Path, ckpt_dir: Path, tmp_pat
     rep = json.loads(out.read_text())
     assert rep["data"]["paired"] and rep["data"]["n_inputs"] == N
     rows = rep["checkpoints"] + list(rep["baselines"].values())
-    assert len(rows) == 4
+    # PNG tiles without training pairs: gray, red, random (no NIR, no fitting pairs)
+    assert list(rep["baselines"]) == ["gray", "red", "random"]
+    assert len(rows) == 5
     for row in rows:
         for key in METRICS:
             assert isinstance(row[key], float), key
@@ -371,3 +373,238 @@ def test_unpaired_ranking_keeps_structure_and_does_not_punish_resemblance(
     paired = [{"path": "a", "corr_box9": 0.2}, {"path": "b", "corr_box9": math.nan},
               {"path": "c", "corr_box9": 0.6}]
     assert [paired[i]["path"] for i in ev.rank_order(paired, paired=True)] == ["c", "a", "b"]
+
+
+# ----------------------------------------------------------------------------------------
+# Multiband TIFF tiles (pipeline tiles --eo-bands red,green,blue,nir --eo-scale reflectance
+# --sar-pols VV,VH) and the baselines a user would try first
+
+
+MS_PX = 32
+VV_RANGE, VH_RANGE = (-25.0, 0.0), (-32.5, 0.0)
+
+
+def _ms_bands(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Four independent smooth reflectance fields (random phases and frequencies), so
+    that every 9x9 window varies and no band is a function of another."""
+    yy, xx = np.mgrid[:MS_PX, :MS_PX].astype(np.float64)
+
+    def field(lo: float, hi: float) -> np.ndarray:
+        fx, fy, px, py = rng.uniform(0.08, 0.3, 2).tolist() + rng.uniform(0, 6, 2).tolist()
+        return lo + (hi - lo) * (0.5 + 0.25 * np.sin(fx * xx + px) + 0.25 * np.cos(fy * yy + py))
+
+    return {"red": field(0.03, 0.2), "green": field(0.05, 0.15), "blue": field(0.02, 0.12),
+            "nir": field(0.04, 0.4)}
+
+
+def _ms_truth(b: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The SAR dB, exact functions of the bands: VV mostly -NDWI (water dark) plus NIR,
+    VH a pure affine function of NDVI."""
+    ndwi = (b["green"] - b["nir"]) / (b["green"] + b["nir"])
+    ndvi = (b["nir"] - b["red"]) / (b["nir"] + b["red"])
+    return -10.0 - 8.0 * ndwi + 3.0 * b["nir"], -22.0 + 8.0 * ndvi
+
+
+def _write_ms(root: Path, split: str, names: list[str], rng: np.random.Generator,
+              eo: bool = True, sar: bool = True) -> None:
+    import tifffile
+
+    for d, on in ((f"{split}A", eo), (f"{split}B", sar)):
+        if on:
+            (root / d).mkdir(parents=True, exist_ok=True)
+    for name in names:
+        b = _ms_bands(rng)
+        vv, vh = _ms_truth(b)
+        if eo:
+            unit = np.stack([b[n] / 0.5 for n in ("red", "green", "blue", "nir")])
+            tifffile.imwrite(root / f"{split}A" / name, unit.astype(np.float32),
+                             photometric="minisblack")
+        if sar:
+            u = np.stack([(vv - VV_RANGE[0]) / (VV_RANGE[1] - VV_RANGE[0]),
+                          (vh - VH_RANGE[0]) / (VH_RANGE[1] - VH_RANGE[0])])
+            assert (u > 0.01).all() and (u < 0.99).all()  # nothing clipped: exact dB
+            tifffile.imwrite(root / f"{split}B" / name, u.astype(np.float32),
+                             photometric="minisblack")
+
+
+@pytest.fixture(scope="module")
+def ms_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 training pairs (+ 2 unpaired SAR), 3 test pairs (+ 2 SAR-only test tiles), the
+    tile builder's dataset.json radiometry."""
+    root = tmp_path_factory.mktemp("ms")
+    rng = np.random.default_rng(7)
+    _write_ms(root, "train", [f"p{i}.tif" for i in range(4)], rng)
+    _write_ms(root, "train", ["u0.tif", "u1.tif"], rng, eo=False)
+    _write_ms(root, "test", [f"q{i}.tif" for i in range(3)], rng)
+    _write_ms(root, "test", ["s0.tif", "s1.tif"], rng, eo=False)
+    (root / "dataset.json").write_text(json.dumps({"radiometry": {
+        "eo": {"method": "reflectance", "common_names": ["red", "green", "blue", "nir"],
+               "reflectance_range": [0.0, 0.5]},
+        "sar": {"units": "db", "db_range": list(VV_RANGE), "polarisations": ["VV", "VH"],
+                "db_ranges": [list(VV_RANGE), list(VH_RANGE)], "db_scale": "absolute"}}}))
+    return root
+
+
+MS_CFG = ModelConfig(ngf=4, n_res=1, ndf=4, in_ch=4, out_ch=2)
+
+
+def test_multiband_baselines_reach_the_known_answers(ms_dataset: Path, tmp_path: Path) -> None:
+    data = ev.load_data(dataset=ms_dataset)
+    assert data.kind == "tiff" and data.pols == ("VV", "VH") and data.paired
+    assert data.eo_names == ["q0.tif", "q1.tif", "q2.tif"]  # the SAR-only tiles left out
+    assert any("3 EO/SAR tiles pair by name" in n for n in data.notes)
+    assert data.fit is not None and [p.name for p in data.fit[0]] == \
+        [f"p{i}.tif" for i in range(4)]  # the same-name training tiles, not u0/u1
+    ck = init_checkpoint(tmp_path / "ms.pt", MS_CFG, seed=2)
+    rep = ev.evaluate([ck], data, ev.Options())
+    b = rep["baselines"]
+    assert list(b) == ["gray", "red", "nir", "ndvi", "ndwi", "best_single", "linear", "random"]
+    vv = {k: v["polarisations"]["VV"] for k, v in b.items()}
+    vh = {k: v["polarisations"]["VH"] for k, v in b.items()}
+    # VH is an affine function of NDVI: the NDVI baseline correlates exactly (the float32
+    # tiles hold the dB to ~1e-7 of the range).
+    assert vh["ndvi"]["corr_box9"] == pytest.approx(1.0, abs=1e-5)
+    assert vh["best_single"]["feature"] == "ndvi" and vh["best_single"]["sign"] == 1
+    # VV is mostly -NDWI: NDWI's own row is negative, the best single is -ndwi, whose corr9
+    # is exactly minus NDWI's (1 - x is a decreasing map).
+    assert vv["ndwi"]["corr_box9"] < -0.9
+    assert vv["best_single"]["feature"] == "ndwi" and vv["best_single"]["sign"] == -1
+    assert vv["best_single"]["corr_box9"] == pytest.approx(-vv["ndwi"]["corr_box9"], abs=1e-9)
+    assert vv["best_single"]["fit_corr_box9"]["ndwi"] < -0.9  # chosen on the fitting pairs
+    # The linear regression (bands + NDVI + NDWI, fitted on the 4 training pairs) holds
+    # both exact relations: correlation ~1 on the unseen test pairs, and the coefficients.
+    for m in (vv, vh):
+        assert m["linear"]["corr_box9"] == pytest.approx(1.0, abs=1e-5)
+        assert m["linear"]["features"] == ["red", "green", "blue", "nir", "ndvi", "ndwi"]
+    c = vv["linear"]["coef_db"]
+    # float32 unit tiles (~6e-8 x 25 dB of rounding): coefficients to ~1e-3
+    assert c["intercept"] == pytest.approx(-10.0, abs=1e-3)
+    assert c["ndwi"] == pytest.approx(-8.0, abs=1e-3) and c["nir"] == pytest.approx(3.0, abs=1e-3)
+    assert vh["linear"]["coef_db"]["ndvi"] == pytest.approx(8.0, abs=1e-3)
+    # Ranked by one stated key: the mean over polarisations of corr9.
+    row = rep["checkpoints"][0]
+    assert rep["rank_key"]["name"] == "corr_box9" and "VV, VH" in rep["rank_key"]["rule"]
+    assert row["corr_box9"] == pytest.approx(np.mean(
+        [row["polarisations"][p]["corr_box9"] for p in ("VV", "VH")]))
+    assert row["db_ranges"] == [list(VV_RANGE), list(VH_RANGE)]
+    assert row["db_range_source"] == "dataset.json"
+    assert row["corr_box9_gain_vs"]["linear"] == pytest.approx(
+        row["corr_box9"] - b["linear"]["corr_box9"])
+    # Every number is in the JSON; the table names each baseline and the -ndwi pick.
+    text = ev.format_table(rep)
+    for s in ("VV:", "VH:", "baseline: best single (-ndwi)", "baseline: best single (ndvi)",
+              "baseline: linear (6 features)", "mean over VV, VH", "ranked by corr_box9"):
+        assert s in text, s
+    json.loads(ev.write_json(rep, tmp_path / "r.json").read_text())
+
+
+def test_output_channel_k_is_compared_with_polarisation_k(
+        ms_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in generator returning the true VV, VH on channels 0, 1: corr9 1 on both;
+    swapped, each channel meets the other polarisation and corr9 drops."""
+    data = ev.load_data(dataset=ms_dataset)
+    ck = init_checkpoint(tmp_path / "ms.pt", MS_CFG, seed=2)
+    swap = {"on": False}
+
+    def fake(net: object, eo: list, *a: object, **k: object) -> list[np.ndarray]:
+        assert k.get("mean") is False  # multiband: per channel, not averaged
+        return [t[..., ::-1] if swap["on"] else t for t in data.sar_all]
+
+    monkeypatch.setattr(ev, "random_generator", lambda *a: None)
+    monkeypatch.setattr(ev, "generate", fake)
+    row = ev.evaluate([ck], data, ev.Options())["checkpoints"][0]
+    for p in ("VV", "VH"):
+        assert row["polarisations"][p]["corr_box9"] == pytest.approx(1.0, abs=1e-9)
+    swap["on"] = True
+    row = ev.evaluate([ck], data, ev.Options())["checkpoints"][0]
+    assert row["polarisations"]["VV"]["corr_box9"] < 0.99
+    assert row["polarisations"]["VH"]["corr_box9"] < 0.99
+
+
+def test_multiband_cli_with_fit_pairs_and_a_model_of_the_wrong_channels(
+        ms_dataset: Path, tmp_path: Path) -> None:
+    ck = init_checkpoint(tmp_path / "ms.pt", MS_CFG, seed=2)
+    out = tmp_path / "r.json"
+    code, text = _run(["--checkpoint", str(ck), "--dataset", str(ms_dataset), "--json",
+                       str(out), "--fit-pairs", str(ms_dataset / "testA"),
+                       str(ms_dataset / "testB")])
+    assert code == 0, text
+    rep = json.loads(out.read_text())
+    assert rep["data"]["fit"]["n_pairs"] == 3 and "--fit-pairs" in rep["data"]["fit"]["source"]
+    assert "baseline: linear" in text and "best: " in text
+    # A 3 -> 3 (RGB PNG) model cannot read 4-band tiles: one line, non-zero.
+    rgb = init_checkpoint(tmp_path / "rgb.pt", CFG)
+    code, text = _run(["--checkpoint", str(rgb), "--dataset", str(ms_dataset)])
+    assert code != 0 and "4 bands" in text and "Traceback" not in text
+
+
+def _write_rgb_linear(root: Path, split: str, n: int, rng: np.random.Generator) -> None:
+    """PNG pairs whose SAR level is an exact affine function of independent R, G, B
+    fields: 0.15 + 0.5 R + 0.3 G - 0.2 B (on 0..1), rounded to 8 bits like the EO."""
+    for d in ("A", "B"):
+        (root / f"{split}{d}").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        b = _ms_bands(rng)
+        rgb = np.stack([b["red"] / 0.2, b["green"] / 0.15, b["blue"] / 0.12], -1)
+        lv = np.round(rgb * 255).astype(np.uint8)
+        u = 0.15 + (lv.astype(np.float64) / 255) @ np.array([0.5, 0.3, -0.2])
+        Image.fromarray(lv).save(root / f"{split}A" / f"t{i}.png")
+        Image.fromarray(np.repeat(np.round(u * 255).astype(np.uint8)[..., None], 3, -1)
+                        ).save(root / f"{split}B" / f"t{i}.png")
+
+
+def test_png_dataset_with_training_pairs_gets_red_and_linear_on_rgb(tmp_path: Path) -> None:
+    root = tmp_path / "png"
+    rng = np.random.default_rng(3)
+    _write_rgb_linear(root, "train", 4, rng)
+    _write_rgb_linear(root, "test", 3, rng)
+    ck = init_checkpoint(tmp_path / "m.pt", CFG)
+    rep = ev.evaluate([ck], ev.load_data(dataset=root), ev.Options())
+    b = rep["baselines"]
+    assert list(b) == ["gray", "red", "linear", "random"]  # no NIR: no index, no best single
+    assert b["linear"]["features"] == ["red", "green", "blue"]
+    # fitted on the training pairs, exact up to the SAR's 8-bit rounding (+-0.5/255 per
+    # pixel, against a spread of ~0.1, and 81-pixel means): corr9 ~1, coefficients ~2e-3
+    assert b["linear"]["corr_box9"] == pytest.approx(1.0, abs=1e-3)
+    coef = b["linear"]["coef_unit"]
+    assert [coef[k] for k in ("intercept", "red", "green", "blue")] == pytest.approx(
+        [0.15, 0.5, 0.3, -0.2], abs=0.01)
+    assert b["red"]["corr_box9"] < 0.95  # one band alone does not hold it
+    assert any("PNG (RGB" in n and "only gray, the red band" in n for n in rep["notes"])
+    # Without training pairs the old rows are what they were: the new baselines add rows,
+    # they change no other number.
+    for d in ("trainA", "trainB"):
+        for f in (root / d).iterdir():
+            f.unlink()
+        (root / d).rmdir()
+    plain = ev.evaluate([ck], ev.load_data(dataset=root), ev.Options())
+    assert list(plain["baselines"]) == ["gray", "red", "random"]
+    assert plain["checkpoints"][0]["corr_box9"] == rep["checkpoints"][0]["corr_box9"]
+    assert plain["baselines"]["gray"] == b["gray"]
+
+
+def test_multiband_unpaired_split_ranks_by_mean_radiometry(ms_dataset: Path,
+                                                          tmp_path: Path) -> None:
+    """testA/testB sharing no name: per-polarisation radiometry, ranked by its mean over
+    VV and VH (structure floor on the mean structure); the fitted baselines still come
+    from the training pairs."""
+    import shutil
+
+    root = tmp_path / "u"
+    shutil.copytree(ms_dataset, root)
+    for f in (root / "testB").glob("q*.tif"):
+        f.rename(f.with_name("r" + f.name[1:]))
+    data = ev.load_data(dataset=root)
+    assert not data.paired and len(data.sar) == 5 and len(data.eo) == 3
+    cks = [init_checkpoint(tmp_path / f"m{s}.pt", MS_CFG, seed=s) for s in (2, 3)]
+    rep = ev.evaluate(cks, data, ev.Options())
+    assert rep["rank_key"]["name"] == "radiometry" and "VV, VH" in rep["rank_key"]["rule"]
+    for r in rep["checkpoints"]:
+        pol = r["polarisations"]
+        assert "corr_box9" not in pol["VV"] and "corr_box9" not in r
+        assert r["radiometry"] == pytest.approx(
+            (pol["VV"]["radiometry"] + pol["VH"]["radiometry"]) / 2)
+    rows = sorted(rep["checkpoints"], key=lambda r: r["rank"])
+    key = [(not r["structure"] >= ev.STRUCTURE_FLOOR, r["radiometry"]) for r in rows]
+    assert key == sorted(key) and rep["best"]["path"] == rows[0]["path"]
+    assert "linear" in rep["baselines"]  # fitted on trainA/trainB all the same

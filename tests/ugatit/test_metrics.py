@@ -204,3 +204,49 @@ def test_structure_is_sign_blind_and_zero_for_input_free_texture() -> None:
     # Independent fields: mean correlation ~0, one tile's spread ~1/sqrt(effective
     # samples) ~0.1 at this size; 8 tiles' mean within 0.1.
     assert abs(s.mean()) < 0.1
+
+
+# ----------------------------------------------------------------------------------------
+# Baselines: indices and the linear regression
+
+
+def test_ndvi_ndwi_on_hand_values() -> None:
+    red, green, nir = np.array([0.1, 0.05, 0.0]), np.array([0.2, 0.3, 0.0]), \
+        np.array([0.3, 0.02, 0.0])
+    # (0.3 - 0.1) / 0.4 = 0.5; (0.02 - 0.05) / 0.07; no signal -> 0, not NaN
+    np.testing.assert_allclose(metrics.ndvi(red, nir), [0.5, -0.03 / 0.07, 0.0], atol=1e-12)
+    # NDWI = (green - nir) / (green + nir): water (low NIR) positive
+    np.testing.assert_allclose(metrics.ndwi(green, nir), [-0.2, 0.28 / 0.32, 0.0], atol=1e-12)
+
+
+def test_linear_fit_recovers_known_coefficients_chunk_by_chunk() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 0.5, (3, 4000))
+    x[2] = 0.7 * x[0] + 0.3 * rng.uniform(0, 0.5, 4000)  # correlated bands, as in optics
+    y = -14.0 + 8.0 * x[0] - 20.0 * x[1] + 5.0 * x[2]
+    fit = metrics.LinearFit(3)
+    for part in np.array_split(np.arange(4000), 7):  # tiles of several sizes
+        fit.add(x[:, part], y[part])
+    coef = fit.solve()
+    # exact data: float64 normal equations on standardised features, error ~1e-10
+    np.testing.assert_allclose(coef, [-14.0, 8.0, -20.0, 5.0], atol=1e-8)
+    np.testing.assert_allclose(metrics.linear_predict(coef, x), y, atol=1e-8)
+    # with noise it is the ordinary least-squares solution (numpy's, on stacked pixels)
+    yn = y + rng.normal(0, 1.0, y.shape)
+    fit = metrics.LinearFit(3)
+    fit.add(x, yn)
+    ref = np.linalg.lstsq(np.vstack([np.ones(4000), x]).T, yn, rcond=None)[0]
+    np.testing.assert_allclose(fit.solve(), ref, atol=1e-8)
+
+
+def test_linear_fit_constant_feature_and_too_few_pixels() -> None:
+    x = np.vstack([np.linspace(0, 1, 50), np.full(50, 0.3)])
+    fit = metrics.LinearFit(2)
+    fit.add(x, 2.0 + 3.0 * x[0])
+    # a feature constant over the fitting pixels says nothing: coefficient 0, intercept
+    # takes its mean
+    np.testing.assert_allclose(fit.solve(), [2.0, 3.0, 0.0], atol=1e-10)
+    few = metrics.LinearFit(2)
+    few.add(x[:, :2], np.zeros(2))
+    with pytest.raises(ValueError, match="cannot fit"):
+        few.solve()

@@ -270,3 +270,174 @@ def test_band_folder_without_nir_and_ssl4eo_names(tmp_path: Path,
     assert row["water"]["ratio"] is None and "no NIR" in row["water"]["skipped"]
     assert row["corr9_output"] == pytest.approx(1.0, abs=1e-3)
     assert rep["acceptance"]["water_passed"] is None
+
+
+# ----------------------------------------------------------------------------------------
+# Baselines: single bands and indices, best single, linear regression; VH
+
+
+def _smooth_scene(seed: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Independent smooth reflectance fields stored as DN (x 10000, uint16), and SAR dB as
+    exact functions of the stored reflectance: VV = -10 - 8 NDWI + 3 NIR (mostly -NDWI),
+    VH = -22 + 8 NDVI."""
+    rng = np.random.default_rng(seed)
+
+    def field(lo: float, hi: float) -> np.ndarray:
+        fx, fy, px, py = rng.uniform(0.05, 0.2, 2).tolist() + rng.uniform(0, 6, 2).tolist()
+        v = lo + (hi - lo) * (0.5 + 0.25 * np.sin(fx * XX + px) + 0.25 * np.cos(fy * YY + py))
+        return np.round(v * 10000)
+
+    dn = {"B04": field(0.03, 0.2), "B03": field(0.05, 0.15), "B02": field(0.02, 0.12),
+          "B08": field(0.04, 0.4)}
+    r = {k: v / 10000 for k, v in dn.items()}
+    ndwi = (r["B03"] - r["B08"]) / (r["B03"] + r["B08"])
+    ndvi = (r["B08"] - r["B04"]) / (r["B08"] + r["B04"])
+    return dn, -10.0 - 8.0 * ndwi + 3.0 * r["B08"], -22.0 + 8.0 * ndvi
+
+
+def _write_smooth_pair(root: Path, seed: int) -> ep.Pair:
+    dn, vv, vh = _smooth_scene(seed)
+    s2, s1 = root / f"S2_{seed}", root / f"S1_{seed}"
+    s2.mkdir(parents=True)
+    s1.mkdir(parents=True)
+    for k, v in dn.items():
+        _write(s2 / f"x_{k}.tif", v, "uint16")
+    _write(s1 / f"x_{seed}_VV.tif", vv, "float32")
+    _write(s1 / f"x_{seed}_VH.tif", vh, "float32")
+    return ep.Pair(s2, s1)
+
+
+def test_baselines_reach_the_known_answers_on_scene_pairs(tmp_path: Path) -> None:
+    fit = [_write_smooth_pair(tmp_path, 1), _write_smooth_pair(tmp_path, 2)]
+    pair = _write_smooth_pair(tmp_path, 3)
+    rep = ep.evaluate_pairs([pair], None, {}, ep.OpticalOptions(), fit_pairs=fit)
+    row = rep["pairs"][0]
+    vv, vh = row["polarisations"]["VV"]["baselines"], row["polarisations"]["VH"]["baselines"]
+    assert row["polarisations"]["VH"]["sar"].endswith("x_3_VH.tif")  # found beside the VV
+    # VH is affine in NDVI: corr9 1 (the float32 SAR raster rounds the dB at ~1e-6)
+    assert vh["ndvi"] == pytest.approx(1.0, abs=1e-5)
+    assert rep["fit"]["VH"]["best_single"] == "ndvi" and rep["fit"]["VH"]["sign"] == 1
+    # VV is mostly -NDWI: NDWI's corr9 is negative, the best single is -ndwi, its value
+    # minus NDWI's; chosen on the fitting pairs (their mean corr9 for ndwi is negative)
+    assert vv["ndwi"] < -0.9
+    assert rep["fit"]["VV"]["best_single"] == "ndwi" and rep["fit"]["VV"]["sign"] == -1
+    assert rep["fit"]["VV"]["fit_corr9"]["ndwi"] < -0.9
+    assert vv["best_single"] == pytest.approx(-vv["ndwi"], abs=1e-12)
+    # The regression, fitted on two other scenes, holds both relations exactly.
+    assert vv["linear"] == pytest.approx(1.0, abs=1e-5)
+    assert vh["linear"] == pytest.approx(1.0, abs=1e-5)
+    c = rep["fit"]["VV"]["coef_db"]
+    assert (c["intercept"], c["ndwi"], c["nir"]) == pytest.approx((-10.0, -8.0, 3.0), abs=1e-3)
+    assert rep["mean"]["polarisations"]["VV"]["baselines"]["linear"] == vv["linear"]
+    # Baselines only: no model numbers, no verdict.
+    assert row["corr9_output"] is None and rep["acceptance"]["corr9_passed"] is None
+    text = ep.format_table(rep)
+    assert "best single VV: -ndwi" in text and "issue 14" not in text
+    assert "corr9 model" not in text  # the model table is left out
+    # Without fitting pairs the fitted baselines are left out, with a note.
+    rep = ep.evaluate_pairs([pair], None, {}, ep.OpticalOptions(), pols=("VV",))
+    assert set(rep["pairs"][0]["polarisations"]) == {"VV"}  # --pols VV: no VH
+    assert set(rep["pairs"][0]["polarisations"]["VV"]["baselines"]) == {
+        "red", "nir", "ndvi", "ndwi"}
+    assert any("no fitting pairs" in n for n in rep["notes"])
+
+
+def test_fit_on_a_multiband_tile_dataset_applies_to_scenes(tmp_path: Path) -> None:
+    """The regression is fitted in physical units (reflectance, dB), so one fitted on
+    `pipeline tiles` training pairs (unit scale: reflectance / 0.5; dB by dataset.json's
+    ranges) predicts a scene's dB."""
+    import tifffile
+
+    ds = tmp_path / "ds"
+    for d in ("trainA", "trainB"):
+        (ds / d).mkdir(parents=True)
+    for seed in (4, 5):
+        dn, vv, vh = _smooth_scene(seed)
+        eo = np.stack([dn[k] / 10000 / 0.5 for k in ("B04", "B03", "B02", "B08")])
+        sar = np.stack([(vv + 25) / 25, (vh + 32.5) / 32.5])
+        tifffile.imwrite(ds / "trainA" / f"t{seed}.tif", eo.astype(np.float32),
+                         photometric="minisblack")
+        tifffile.imwrite(ds / "trainB" / f"t{seed}.tif", sar.astype(np.float32),
+                         photometric="minisblack")
+    (ds / "dataset.json").write_text(json.dumps({"radiometry": {
+        "eo": {"method": "reflectance", "common_names": ["red", "green", "blue", "nir"],
+               "reflectance_range": [0.0, 0.5]},
+        "sar": {"polarisations": ["VV", "VH"], "db_ranges": [[-25, 0], [-32.5, 0]]}}}))
+    fitted = ep.fit_on_tiles(ds, ("VV", "VH"))
+    # float32 unit tiles: the dB to ~2e-6 of 25 dB; coefficients to 1e-3
+    coef = dict(zip(["intercept", *ep.LINEAR_FEATURES], fitted["VH"].coef, strict=True))
+    assert coef["intercept"] == pytest.approx(-22.0, abs=1e-3)
+    assert coef["ndvi"] == pytest.approx(8.0, abs=1e-3)
+    pair = _write_smooth_pair(tmp_path, 3)
+    rep = ep.evaluate_pairs([pair], None, {}, ep.OpticalOptions(), fit_tiles=ds)
+    for pol in ("VV", "VH"):
+        assert rep["pairs"][0]["polarisations"][pol]["baselines"]["linear"] == \
+            pytest.approx(1.0, abs=1e-5)
+    assert "--fit-tiles" in rep["fit"]["source"]
+    with pytest.raises(InputError, match="not a reflectance tile set"):
+        (ds / "dataset.json").write_text(json.dumps({"radiometry": {"sar": {}}}))
+        ep.fit_on_tiles(ds, ("VV",))
+
+
+def test_water_contrast_per_polarisation_and_of_the_linear_baseline(
+        scene: dict[str, Path], tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """The lake scene with a VH beside the VV. A two-band stand-in output equal to the real
+    VV and VH (each on its own grid): water ratio 1 in both. The linear baseline fitted on
+    the same scene with another speckle draw predicts each class's mean dB: its water
+    ratio is ~1 (class means of 600+ 4-look pixels: ~0.1 dB off, against 14 dB)."""
+    vh_db = _sar_db(seed=3) - 7.0
+    for d, seed in (("s1_report", 0), ("s1_fit", 1)):
+        (tmp_path / d).mkdir()
+        _write(tmp_path / d / "x_VV.tif", _sar_db(seed), "float32")
+        _write(tmp_path / d / "x_VH.tif", vh_db if seed == 0 else _sar_db(4) - 7.0,
+               "float32")
+
+    def run(inp: Path, out: Path, **kwargs: Any) -> None:
+        with rasterio.open(inp) as ds:
+            profile = {"driver": "GTiff", "width": ds.width, "height": ds.height,
+                       "count": 2, "dtype": "float32", "crs": ds.crs,
+                       "transform": ds.transform}
+        bands = np.stack([np.clip((_sar_db() + 25) / 25, 0, 1),
+                          np.clip((vh_db + 32.5) / 32.5, 0, 1)])
+        with rasterio.open(out, "w", **profile) as ds:
+            ds.write(bands.astype(np.float32))
+
+    rep = ep.evaluate_pairs([ep.Pair(scene["folder"], tmp_path / "s1_report")],
+                            tiny_checkpoint, {}, ep.OpticalOptions(), run_scene=run,
+                            fit_pairs=[ep.Pair(scene["folder"], tmp_path / "s1_fit")])
+    pols = rep["pairs"][0]["polarisations"]
+    assert pols["VV"]["water"]["ratio"] == pytest.approx(1.0, abs=1e-6)
+    assert pols["VH"]["water"]["ratio"] == pytest.approx(1.0, abs=1e-6)
+    assert pols["VH"]["real_db_range"] == [-32.5, 0.0]
+    assert pols["VH"]["corr9_output"] == pytest.approx(1.0, abs=1e-3)
+    for pol in ("VV", "VH"):
+        assert pols[pol]["water_linear"]["ratio"] == pytest.approx(1.0, abs=0.05)
+    assert rep["mean"]["polarisations"]["VH"]["water_ratio"] == pytest.approx(1.0, abs=1e-6)
+    # the VV numbers at the top level are what they were (issue 14's acceptance)
+    assert rep["pairs"][0]["water"] == pols["VV"]["water"]
+
+
+def test_find_vh_beside_the_vv(tmp_path: Path) -> None:
+    vv = _write(tmp_path / "S1A_x_VV.tif", _sar_db(), "float32")
+    assert ep.find_vh(vv, vv) is None and ep.find_vh(tmp_path, vv) is None
+    vh = _write(tmp_path / "S1A_x_VH.tif", _sar_db(), "float32")
+    assert ep.find_vh(vv, vv) == vh and ep.find_vh(tmp_path, vv) == vh
+    _write(tmp_path / "other_VH.tif", _sar_db(), "float32")
+    with pytest.raises(InputError, match="2 \\*VH.tif"):
+        ep.find_vh(tmp_path, vv)
+
+
+def test_cli_baselines_only_with_fit_pairs(tmp_path: Path) -> None:
+    fit = _write_smooth_pair(tmp_path, 1)
+    pair = _write_smooth_pair(tmp_path, 3)
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(main, ["evaluate-pairs", "--pair", str(pair.optical),
+                                    str(pair.sar), "--fit-pair", str(fit.optical),
+                                    str(fit.sar), "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "best single VV: -ndwi" in res.output and "linear" in res.output
+    rep = json.loads(out.read_text())
+    assert rep["model"] is None and rep["fit"]["VV"]["sign"] == -1
+    res = CliRunner().invoke(main, ["evaluate-pairs", "--pair", str(pair.optical),
+                                    str(pair.sar), "--pols", "HH", "--json", str(out)])
+    assert res.exit_code != 0 and "--pols" in res.output
