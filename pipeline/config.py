@@ -597,8 +597,8 @@ def resolve_for_model(config: PipelineConfig, contract: dict[str, Any] | None,
     if pols:
         if config.output_bands == 3:
             raise ConfigError(
-                f"--output-bands 3: this model writes polarisations {', '.join(pols)}, "
-                "one band each", path="--output-bands",
+                f"3 asked, and this model writes polarisations {', '.join(pols)}, one "
+                "band each", path="--output-bands",
                 hint=f"leave --output-bands out; choose with --polarisations (e.g. "
                 f"--polarisations {pols[0]})")
         chosen = config.polarisations
@@ -606,15 +606,15 @@ def resolve_for_model(config: PipelineConfig, contract: dict[str, Any] | None,
             unknown = [p for p in chosen if p not in pols]
             if unknown:
                 raise ConfigError(
-                    f"--polarisations {','.join(chosen)}: the model has no "
-                    f"{', '.join(unknown)} (its polarisations: {', '.join(pols)})",
+                    f"the model has no {', '.join(unknown)} (its polarisations: "
+                    f"{', '.join(pols)})",
                     path="--polarisations", hint=f"choose among {','.join(pols)}")
         else:
             changes["polarisations"] = pols
             origins["polarisations"] = "model"
     elif config.polarisations is not None:
         raise ConfigError(
-            f"--polarisations {','.join(config.polarisations)}: this model names no "
+            f"{','.join(config.polarisations)} asked, and this model names no "
             "polarisations (a 3-channel model)", path="--polarisations",
             hint="leave --polarisations out; --output-bands 1 or 3 chooses its bands")
     return dataclasses.replace(config, **changes, origins=tuple(sorted(origins.items())))
