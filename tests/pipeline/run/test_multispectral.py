@@ -325,3 +325,20 @@ def test_app_runs_bands_of_a_geotiff_with_the_model_radiometry(
     assert "reflectance scaling" in res.stdout and "VV as gray" in res.stdout
     with Image.open(tmp_path / "gen_sar_four.png") as img:
         assert img.mode == "RGB" and img.size == (256, 256)
+
+
+def test_directory_run_picks_by_name_and_reruns_skip(ms_checkpoint: Path,
+                                                     tmp_path: Path) -> None:
+    """A directory of band folders: each product stacked by name as a single run does,
+    and the config hash the rerun compares is the one the run recorded (up to date)."""
+    import shutil
+
+    src = tmp_path / "in"
+    shutil.copytree(BIGEARTHNET, src / BIGEARTHNET.name)
+    out = tmp_path / "out"
+    for _ in range(2):
+        res = invoke(src, out, "--model", ms_checkpoint, *TILE, "-q", "--output-scale", "db")
+        assert res.exit_code == 0, res.output
+    report = json.loads((out / "eo2sar_run_report.json").read_text())
+    assert [s["status"] for s in report["scenes"]] == ["skipped"]
+    check_vv_vh(out / f"{BIGEARTHNET.name}.tif", next(BIGEARTHNET.glob("*_B02.tif")))
