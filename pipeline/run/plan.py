@@ -228,7 +228,7 @@ def estimate_memory(
     """Rough peak bytes of this process: block buffers + tile cache + batches in flight,
     or the statistics pass of `norm_tiles` tiles (before the run) when it is larger."""
     b = config.block_size
-    out_c = config.output_bands
+    out_c = output_count(config)
     heat = 1 if heatmap else 0
     acc = b * b * ((out_c + 1) * 8 + n_bands_in * 8 + 8)  # num, den, input read, blend
     t2 = grid.tile * grid.tile
