@@ -14,10 +14,14 @@
 
 Everything but a local raster becomes a small GDAL VRT in a temporary directory (removed
 when the run ends): the bands stacked in R, G, B order, each a reference to its file, so no
-pixel is copied. A VRT because the whole pipeline (checks, radiometry, Dask workers in
-other processes) opens a local path; for a remote raster it also keeps the URL's `//`,
-which a pathlib.Path would fold. Workers of a remote Dask cluster must see the temporary
-directory (set TMPDIR to shared storage) or be given a local raster.
+pixel is copied. For a multispectral model (`names`: the common names its contract lists,
+pipeline/run/model_io.py) the product's bands are found BY NAME instead and stacked in the
+model's order (SAFE band ids, the MTL's sensor table, an Item's common names or asset
+keys, a band folder's file names; pipeline/inputs/bandnames.py). A VRT because the whole
+pipeline (checks, radiometry, Dask workers in other processes) opens a local path; for a
+remote raster it also keeps the URL's `//`, which a pathlib.Path would fold. Workers of a
+remote Dask cluster must see the temporary directory (set TMPDIR to shared storage) or be
+given a local raster.
 
 Radiometry of products (docs/data_sources.md): the fill value (0 for Landsat C2 and
 Sentinel-2) is set as each band's nodata, so fill never enters the statistics and comes
@@ -27,7 +31,8 @@ recorded in the VRT (GDAL band Scale/Offset: `gdalinfo` shows them) but not appl
 pipeline's per-band percentile stretch maps the 2nd and 98th percentile of each band to 0
 and 1, and a linear map with a positive scale moves a band's values and its percentiles
 alike, so the stretched result is the same number for raw DN and for reflectance. Only
-with `--scale fixed` (min/max given) does it matter: give them in the product's DN.
+with `--scale fixed` (min/max given) does it matter: give them in the product's DN. A
+model trained on reflectance (scale "reflectance") uses them: that is why they are kept.
 """
 
 from __future__ import annotations
