@@ -151,6 +151,15 @@ def test_band_folder_by_name_reflectance_and_vv_vh(ms_checkpoint: Path, tmp_path
     assert item["properties"]["sar:polarizations"] == ["VV", "VH"]
     assert [b["name"] for b in item["assets"]["data"]["bands"]] == ["VV", "VH"]
     assert all(b["unit"] == "dB" for b in item["assets"]["data"]["bands"])
+    # quicklook: the run's red, green, blue | VV | VH; view: a page (VV layer)
+    png = tmp_path / "look.png"
+    res = CliRunner().invoke(main, ["quicklook", str(BIGEARTHNET), str(out), str(png)])
+    assert res.exit_code == 0, res.output
+    with Image.open(png) as img:
+        assert img.size[1] == 120 and img.size[0] > 3 * 120  # three panels and gaps
+    res = CliRunner().invoke(main, ["view", str(out), "--out", str(tmp_path / "v.html")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "v.html").stat().st_size > 0
 
 
 def test_polarisations_choose_bands_and_output_bands_3_is_refused(
