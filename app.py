@@ -33,6 +33,15 @@ What the seed got wrong, and this fixes (each conversion is printed in one line)
 - ``--ch --n_res --n_dis --img_size --img_ch`` are accepted for old scripts and ignored:
   the architecture is read from the checkpoint.
 
+Multispectral models (issue 21: a model that takes other bands than R, G, B, e.g. red,
+green, blue, nir, and gives VV and VH) take RGB images no more than the scene pipeline
+does: app.py refuses them on an RGB image, with a message naming the model's bands.
+Given a multiband GeoTIFF and ``--bands`` with as many band numbers as the model takes
+(in its order), it runs them with the model's own radiometry (a reflectance model reads
+the bands' Scale/Offset: a raster without it is refused) and writes the first
+polarisation (VV) as a gray PNG. Georeferenced, named and in dB: ``python -m pipeline
+run``.
+
 The scene-sized, georeferenced path is ``python -m pipeline run``; this is the small one.
 """
 
@@ -44,6 +53,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio.errors
@@ -333,12 +343,70 @@ def translate(gen: torch.nn.Module, x: torch.Tensor, device: torch.device | str 
     return out.float().cpu(), heatmap.float().cpu()
 
 
+def read_model_bands(path: Path, bands: tuple[int, ...], contract: dict | None,
+                     percentiles: tuple[float, float]) -> Loaded:
+    """A multispectral model's input: `bands` of a GeoTIFF, scaled by the model's rule
+    (reflectance from the bands' Scale/Offset for a reflectance model, else the pipeline's
+    auto rule); the picture is the first three bands."""
+    import rasterio
+
+    from pipeline.inputs.radiometry import REFLECTANCE_RANGE, band_reflectance
+
+    eo = (contract or {}).get("eo") or {}
+    with rasterio.open(path) as ds:
+        check_pixels(ds.width, ds.height, path)
+        bad = [b for b in bands if not 1 <= b <= ds.count]
+        if bad:
+            raise AppError(f"--bands {','.join(map(str, bands))}: {path} has {ds.count} "
+                           f"band(s) (1..{ds.count}); no band {bad[0]}")
+        try:
+            check_declared_size(ds, bands, path)
+            if eo.get("method") == "reflectance":
+                rng = tuple(eo.get("reflectance_range") or REFLECTANCE_RANGE)
+                scaling = compute_scaling(ds, bands, scale="reflectance",
+                                          reflectance=band_reflectance(ds, bands, str(path)),
+                                          reflectance_range=(float(rng[0]), float(rng[1])))
+            else:
+                scaling = compute_scaling(ds, bands, percentiles=percentiles)
+        except PipelineError as exc:
+            raise AppError(exc.format()) from None
+        data, valid = read_masked(ds, bands)
+    unit = to_unit(data, valid, scaling)
+    display = np.round(unit[:3] * 255.0).astype(np.uint8).transpose(1, 2, 0)
+    note = (f"GeoTIFF {data.dtype}, bands {','.join(map(str, bands))} (--bands): "
+            f"{scaling.method} scaling, the model's radiometry")
+    return Loaded(Image.fromarray(np.ascontiguousarray(display), "RGB"), note, unit)
+
+
+def check_model_input(ckpt: Any, args: argparse.Namespace) -> bool:
+    """Whether the model is a multispectral one (fed `--bands` of a GeoTIFF); an AppError
+    when the input cannot feed it: app.py reads RGB images for RGB models."""
+    from pipeline.inputs.bandnames import RGB, model_band_names
+
+    cfg = ckpt.config
+    names = model_band_names(ckpt.radiometry, cfg.in_ch)
+    if cfg.in_ch == 3 and names == RGB:
+        if args.bands is not None and len(args.bands) not in (1, 3):
+            raise AppError(f"--bands {','.join(map(str, args.bands))}: give three bands "
+                           "(or one) for this RGB model")
+        return False
+    wanted = ", ".join(names) if names else f"{cfg.in_ch} bands"
+    if args.bands is None or len(args.bands) != cfg.in_ch:
+        raise AppError(
+            f"{args.model_path}: the model takes {cfg.in_ch} bands ({wanted}), not an RGB "
+            f"image; give a multiband GeoTIFF and --bands with {cfg.in_ch} band numbers in "
+            "that order, or use python -m pipeline run (picks the bands by name)")
+    return True
+
+
 def postprocess(out: torch.Tensor, size: int) -> Image.Image:
     """[1,3,H,W] in [-1, 1] -> 8-bit RGB of size x size, in the seed's order: x*0.5+0.5,
     resize, then *255, round and clip. The resize (PIL bilinear, as for the input) runs on
     the float image, one channel at a time, so the result is rounded once, not twice.
     """
     x = (out[0].float() * 0.5 + 0.5).numpy()  # [3, H, W] in [0, 1]
+    if x.shape[0] != 3:  # a VV/VH model: its first polarisation, as gray
+        x = np.repeat(x[:1], 3, axis=0)
     if x.shape[1:] != (size, size):
         x = np.stack([np.asarray(Image.fromarray(c, "F").resize((size, size), Image.BILINEAR))
                       for c in x])
@@ -384,9 +452,9 @@ def parse_bands(text: str) -> tuple[int, ...]:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r}: expected 1-based band numbers like 3,2,1") from None
-    if len(bands) not in (1, 3) or min(bands) < 1:
+    if min(bands) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: give three bands (or one) numbered from 1")
-    return bands
+    return bands  # three or one for an RGB model (checked in run), or a model's count
 
 
 def parse_percentiles(text: str) -> tuple[float, float]:
@@ -478,7 +546,11 @@ def run(args: argparse.Namespace) -> None:
         ckpt = load_checkpoint(args.model_path, device=device, networks=("genA2B",))
     except UgatitError as exc:
         raise AppError(f"cannot load checkpoint: {exc}") from exc
-    loaded = read_input(args.img, args.bands, input_percentiles(args, ckpt.radiometry))
+    if check_model_input(ckpt, args):
+        loaded = read_model_bands(Path(args.img), args.bands, ckpt.radiometry,
+                                  input_percentiles(args, ckpt.radiometry))
+    else:
+        loaded = read_input(args.img, args.bands, input_percentiles(args, ckpt.radiometry))
     print(f"input: {args.img} {loaded.image.size[0]}x{loaded.image.size[1]}: {loaded.note}")
     cfg = ckpt.config
     size = cfg.img_size if not cfg.light else SEED_SIZE
@@ -487,6 +559,10 @@ def run(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     out, heatmap = translate(ckpt.genA2B, preprocess(loaded, size), device)
     seconds = time.perf_counter() - t0
+    if out.shape[1] != 3:
+        sar = (ckpt.radiometry or {}).get("sar") or {}
+        pols = sar.get("polarisations") or [f"channel 1 of {out.shape[1]}"]
+        print(f"output: {pols[0]} as gray (the model gives {out.shape[1]} channels)")
     save_png(postprocess(out, args.out_img_size), out_path)
     print(f"wrote {out_path} ({args.out_img_size}x{args.out_img_size}, {seconds:.2f} s)")
     if args.heatmap:

@@ -162,7 +162,8 @@ def run(
                               path="--pattern" if pattern is not None else "--exclude",
                               hint="give a directory as INPUT, or leave them out")
         with resolve_input(input_path, assets=parse_assets(assets),
-                           bands_given=request.config.bands is not None) as resolved:
+                           bands_given=request.config.bands is not None,
+                           names=_product_names(input_path, model_path)) as resolved:
             if resolved.description and not quiet:
                 click.echo(f"input: {resolved.description}", err=True)
             request = dataclasses.replace(request, input=resolved.path,
@@ -171,6 +172,18 @@ def run(
                       acquired=resolved.acquired)
     except PipelineError as err:
         _fail(err)
+
+
+def _product_names(input_path: str, model_path: Path) -> tuple[str, ...] | None:
+    """A multispectral model's band names, for an INPUT that is a product or STAC Item
+    (its bands are picked by name); None for a raster (picked in the plan, by band
+    description or --bands) and for every RGB model."""
+    from pipeline.inputs.sources import product_kind
+    from pipeline.run.model_io import input_names
+
+    if product_kind(input_path) in ("raster", "directory", "remote"):
+        return None
+    return input_names(model_path)
 
 
 def _redact_logs() -> None:
@@ -345,7 +358,7 @@ def _dry_run_products(request: SceneRequest, products: Any, pattern: str | None,
         if status.startswith("skip"):
             continue
         try:
-            with product_raster(product, assets) as (raster, _, _):
+            with product_raster(product, assets, request.model) as (raster, _, _):
                 scene_request = dataclasses.replace(
                     request, input=raster, output=out,
                     heatmap=heatmap_for(out) if heatmap else None)
@@ -379,11 +392,14 @@ def quicklook_cmd(input_path: str, output_path: Path, png_path: Path, bands: str
     beside a real SAR image of the same place with --reference."""
     from pipeline.config import parse_int_tuple
     from pipeline.inputs.sources import resolve_input
-    from pipeline.viewing.quicklook import quicklook
+    from pipeline.viewing.quicklook import output_band_names, quicklook
 
     try:
         band_tuple = parse_int_tuple(bands, "bands", "--bands", minimum=1)
-        with resolve_input(input_path, bands_given=band_tuple is not None) as resolved:
+        # a multispectral run's product: its bands stacked in the run's order, by name
+        names = output_band_names(output_path) if band_tuple is None else None
+        with resolve_input(input_path, bands_given=band_tuple is not None,
+                           names=names) as resolved:
             quicklook(resolved.path, output_path, png_path, bands=band_tuple,
                       max_size=max_size, reference=reference, reference_band=reference_band)
     except PipelineError as err:
@@ -397,16 +413,19 @@ def quicklook_cmd(input_path: str, output_path: Path, png_path: Path, bands: str
 
 
 def _reflectance_pair(text: str) -> tuple[float, float]:
-    """--reflectance-scale "SCALE[,OFFSET]" -> (scale, offset)."""
+    """--reflectance-scale "SCALE[,OFFSET]" -> (scale, offset): the parser of `run
+    --reflectance-scale` (PipelineConfig.reflectance_scale), one rule for both."""
+    from pipeline.config import setting_parser
+
     try:
-        parts = [float(t) for t in text.split(",")]
-    except ValueError:
-        parts = []
-    if len(parts) not in (1, 2) or not parts[0] > 0:
+        pair = setting_parser("reflectance_scale")(text, "--reflectance-scale")
+    except ConfigError:
+        pair = None
+    if pair is None:
         raise ConfigError(f"bad value for --reflectance-scale: {text!r}",
                           path="--reflectance-scale",
                           hint="SCALE or SCALE,OFFSET, e.g. 0.0001 or 0.0000275,-0.2")
-    return parts[0], parts[1] if len(parts) == 2 else 0.0
+    return pair
 
 
 @main.command("tiles")

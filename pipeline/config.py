@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import ugatit.errors
-from pipeline.errors import ConfigError, DeviceError
+from pipeline.errors import ConfigError, DeviceError, ModelError
 from pipeline.inputs.radiometry import (
     CONTRACT_KEYS,
     DEFAULT_PERCENTILES,
@@ -52,7 +52,7 @@ from pipeline.inputs.radiometry import (
 from ugatit.device import parse_device
 from ugatit.io import MAX_CONFIG_BYTES, YamlConfigError, read_yaml_config
 
-SCALE_MODES = ("auto", "fixed", "none")
+SCALE_MODES = ("auto", "fixed", "none", "reflectance")
 OUTPUT_SCALES = ("unit", "uint8", "db")
 COMPRESSIONS = ("DEFLATE", "ZSTD", "LZW", "NONE")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
@@ -81,7 +81,9 @@ RUNTIME_FIELDS = frozenset(
 # Settings added after outputs were first fingerprinted enter `config_hash` only when
 # they differ from their earlier behaviour, so outputs made before they existed stay up
 # to date in a directory rerun (precision fp32/tf32 is what `tf32` already recorded).
-HASHED_UNLESS = {"precision": ("fp32", "tf32"), "norm": ("tile",)}
+HASHED_UNLESS = {"precision": ("fp32", "tf32"), "norm": ("tile",),
+                 # multispectral models (issue 21): unset for every RGB model's output
+                 "reflectance_scale": (None,), "polarisations": (None,)}
 # Settings that change the output only together with another setting's value: hashed
 # only then (the sample size means nothing with per-tile normalisation).
 HASHED_ONLY_WITH = {"norm_sample": ("norm", "scene")}
@@ -230,6 +232,31 @@ def _output_bands(value: Any, key: str) -> int:
     return bands
 
 
+def _reflectance_scale(value: Any, key: str) -> tuple[float, float] | None:
+    """None, or (scale, offset) from "SCALE", "SCALE,OFFSET" or a list."""
+    if value is None:
+        return None
+    parts = _split(value)
+    if len(parts) not in (1, 2):
+        raise _bad(key, value, "SCALE or SCALE,OFFSET, e.g. 0.0001 or 0.0000275,-0.2")
+    scale = parse_float(parts[0], key)
+    offset = parse_float(parts[1], key) if len(parts) == 2 else 0.0
+    if not (scale > 0 and math.isfinite(scale) and math.isfinite(offset)):
+        raise _bad(key, value, "a positive SCALE (and a finite OFFSET), e.g. 0.0001")
+    return scale, offset
+
+
+def _polarisations(value: Any, key: str) -> tuple[str, ...] | None:
+    """None, or polarisation names from "VV,VH" or a list (upper case)."""
+    parts = _items(value, key, None, "polarisation names, e.g. VV,VH")
+    if parts is None:
+        return None
+    names = tuple(str(p).strip().upper() for p in parts)
+    if len(set(names)) != len(names):
+        raise _bad(key, value, "each polarisation once, e.g. VV,VH")
+    return names
+
+
 def _device(value: Any, key: str) -> str:
     try:
         return parse_device(value)
@@ -267,13 +294,23 @@ class PipelineConfig:
     # --- input radiometry -------------------------------------------------------------
     bands: tuple[int, ...] | None = setting(
         None, _optional(parse_int_tuple),
-        "Three 1-based input bands fed as R,G,B, e.g. 3,2,1 for B,G,R files.",
-        default_text="a 3-band input as is; anything else needs --bands")
+        "1-based input bands in the model's order: three fed as R,G,B (3,2,1 for B,G,R "
+        "files); a multispectral model takes as many as it names (e.g. 3,2,1,4).",
+        default_text="a 3-band input as is; a multispectral model's bands by name; "
+        "anything else needs --bands")
     scale: str = setting(
         "auto", _choice(SCALE_MODES),
         "Input scaling to [0,1]: auto = uint8/255, else a global per-band percentile "
-        "stretch; fixed = fixed_min/fixed_max from the config; none = already 0..1.",
+        "stretch; fixed = fixed_min/fixed_max from the config; none = already 0..1; "
+        "reflectance = the product's reflectance scale, reflectance 0..0.5 -> 0..1 (the "
+        "default for a model trained on reflectance).",
         choices=SCALE_MODES)
+    reflectance_scale: tuple[float, float] | None = setting(
+        None, _reflectance_scale,
+        "SCALE[,OFFSET]: declare how the input's values become reflectance (value x SCALE "
+        "+ OFFSET), for a reflectance model fed a raster without band Scale/Offset: "
+        "0.0001 for Sentinel-2 DN, 0.0000275,-0.2 for Landsat C2 Level-2.",
+        default_text="the band Scale/Offset of the input (products carry it)")
     percentiles: tuple[float, float] | None = setting(
         None, _percentiles, "LOW,HIGH percentiles of the auto stretch of non-uint8 input.",
         default_text="the model's radiometric contract, else "
@@ -318,8 +355,15 @@ class PipelineConfig:
         flag_type=int)
     # --- output -----------------------------------------------------------------------
     output_bands: int = setting(
-        1, _output_bands, "1 = mean of the generator's 3 channels, 3 = all.",
+        1, _output_bands, "1 = mean of the generator's 3 channels, 3 = all. A model "
+        "that names polarisations writes one band per polarisation instead (choose them "
+        "with --polarisations; 3 is refused).",
         choices=("1", "3"))
+    polarisations: tuple[str, ...] | None = setting(
+        None, _polarisations,
+        "The polarisations written, one band each, of a model that names them (e.g. VV "
+        "or VV,VH).",
+        default_text="all the model names")
     output_scale: str = setting(
         "unit", _choice(OUTPUT_SCALES),
         "unit = float32 0..1 (nodata NaN); uint8 = 1..255 (nodata 0); db = float32 mapped "
@@ -449,6 +493,11 @@ def settings() -> tuple[dataclasses.Field, ...]:
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in settings()}
 
 
+def setting_parser(name: str) -> Parser:
+    """The parser of setting `name` (the `tiles` command shares run's)."""
+    return next(f for f in settings() if f.name == name).metadata["parse"]
+
+
 def _check_combinations(c: PipelineConfig) -> None:
     """The rules between fields (each field's own rule is its parser's)."""
     if c.tf32 and c.precision not in ("fp32", "tf32"):
@@ -519,21 +568,79 @@ def from_values(values: dict[str, Any], *, source: str,
 
 
 def resolve_for_model(config: PipelineConfig, contract: dict[str, Any] | None,
-                      source: str = "checkpoint") -> PipelineConfig:
+                      source: str = "checkpoint", out_ch: int | None = None
+                      ) -> PipelineConfig:
     """The config with the model-dependent settings resolved (flag > config > model >
     default) and their origins recorded. The one place this is decided; call it where the
     plan is made, before hashing the config. Idempotent. Raises ModelError for a contract
-    whose values are unusable."""
+    whose values are unusable.
+
+    A model trained on reflectance (contract `eo.method: reflectance`) gets scale
+    "reflectance" unless a flag (or a config file value other than the default "auto")
+    chose another scale; a model whose contract names polarisations gets `polarisations`
+    (all of them unless chosen), so its outputs hash apart from the 3-channel models'.
+    `out_ch`: the generator's output channels, checked against the polarisations."""
     given = {name: (getattr(config, name), config.origin(name)) for name in CONTRACT_KEYS}
     resolved = resolve_radiometry(given, contract, source)
     if config.output_scale == "db" and resolved["db_range"][1] == "default":
         check_absolute_db(contract, source)
     origins = {**dict(config.origins), **{k: origin for k, (_, origin) in resolved.items()}}
-    return dataclasses.replace(
-        config,
-        **{k: value for k, (value, _) in resolved.items()},
-        origins=tuple(sorted(origins.items())),
-    )
+    changes: dict[str, Any] = {k: value for k, (value, _) in resolved.items()}
+    eo = (contract or {}).get("eo")
+    method = eo.get("method") if isinstance(eo, dict) else None
+    scale_origin = config.origin("scale")
+    if method == "reflectance" and (scale_origin == "default" or (
+            scale_origin == "config" and config.scale == "auto")):
+        changes["scale"] = "reflectance"
+        origins["scale"] = "model"
+    pols = model_polarisations(contract, out_ch, source)
+    if pols:
+        if config.output_bands == 3:
+            raise ConfigError(
+                f"3 asked, and this model writes polarisations {', '.join(pols)}, one "
+                "band each", path="--output-bands",
+                hint=f"leave --output-bands out; choose with --polarisations (e.g. "
+                f"--polarisations {pols[0]})")
+        chosen = config.polarisations
+        if chosen is not None:
+            unknown = [p for p in chosen if p not in pols]
+            if unknown:
+                raise ConfigError(
+                    f"the model has no {', '.join(unknown)} (its polarisations: "
+                    f"{', '.join(pols)})",
+                    path="--polarisations", hint=f"choose among {','.join(pols)}")
+        else:
+            changes["polarisations"] = pols
+            origins["polarisations"] = "model"
+    elif config.polarisations is not None:
+        raise ConfigError(
+            f"{','.join(config.polarisations)} asked, and this model names no "
+            "polarisations (a 3-channel model)", path="--polarisations",
+            hint="leave --polarisations out; --output-bands 1 or 3 chooses its bands")
+    return dataclasses.replace(config, **changes, origins=tuple(sorted(origins.items())))
+
+
+def model_polarisations(contract: dict[str, Any] | None, out_ch: int | None,
+                        source: str = "checkpoint") -> tuple[str, ...]:
+    """The polarisations a model's output channels hold, in order (contract
+    `sar.polarisations`); () for a model without them (the 3-channel RGB-like models,
+    whose channels are averaged or written as they are). A model whose output channel
+    count is not 3 must name them, one per channel."""
+    sar = (contract or {}).get("sar")
+    names = sar.get("polarisations") if isinstance(sar, dict) else None
+    pols = tuple(str(p).strip().upper() for p in names) if isinstance(
+        names, (list, tuple)) else ()
+    if out_ch is not None and pols and len(pols) != out_ch:
+        raise ModelError(
+            f"radiometric contract: {len(pols)} polarisations ({', '.join(pols)}) for "
+            f"{out_ch} output channels", path=source,
+            hint="re-save the checkpoint with one polarisation per output channel")
+    if out_ch is not None and not pols and out_ch != 3:
+        raise ModelError(
+            f"the model has {out_ch} output channel(s) and its contract names no "
+            "polarisations", path=source,
+            hint="re-save the checkpoint with sar.polarisations (one per output channel)")
+    return pols
 
 
 #: bytes a config file may have: configs/pipeline.yaml, every key commented, is ~5 KB

@@ -49,6 +49,34 @@ def tiny_checkpoint(make_checkpoint: Callable[..., Path]) -> Path:
     return make_checkpoint(ngf=4, n_res=1)
 
 
+#: The radiometric contract of a multispectral model (issue 21): red, green, blue and
+#: near-infrared reflectance in, VV and VH dB out (what `pipeline tiles --eo-bands
+#: red,green,blue,nir --eo-scale reflectance --sar-pols VV,VH` data trains).
+MS_CONTRACT = {
+    "eo": {"method": "reflectance", "common_names": ["red", "green", "blue", "nir"],
+           "reflectance_range": [0.0, 0.5], "percentiles": [2.0, 98.0], "bands": None,
+           "rule": "reflectance [0, 0.5] -> [0, 1]"},
+    "sar": {"units": "db", "polarisations": ["VV", "VH"],
+            "db_ranges": [[-25.0, 0.0], [-32.5, 0.0]], "db_range": [-25.0, 0.0],
+            "db_scale": "absolute", "band": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def ms_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4 -> 2 model (ngf 4, n_res 1, light, random weights) with MS_CONTRACT."""
+    from ugatit.checkpoint import save_checkpoint
+
+    path = tmp_path_factory.mktemp("ms_checkpoint") / "ms_4to2.pt"
+    cfg = ModelConfig(ngf=4, n_res=1, img_size=64, in_ch=4, out_ch=2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        from ugatit.networks import build_network
+
+        nets = {n: build_network(n, cfg) for n in GENERATORS}
+    return save_checkpoint(path, nets, cfg, extra={"radiometry": MS_CONTRACT})
+
+
 @pytest.fixture
 def torch_one_thread() -> Iterator[None]:
     """torch on one intra-op thread for the test (as training subprocesses run with

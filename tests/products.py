@@ -108,13 +108,16 @@ def mtd_msil2a(granule: str, baseline: str = "05.00", product: str = S2_SAFE) ->
 """
 
 
-def sentinel2_l2a(root: Path, bgr: Path, product: str = S2_SAFE) -> Path:
+def sentinel2_l2a(root: Path, bgr: Path, product: str = S2_SAFE, nir: bool = False) -> Path:
+    """A Sentinel-2 L2A SAFE of `bgr`'s pixels: B02, B03, B04 at 10 and 20 m; `nir`: also
+    B08 (10 m) and B8A (20 m), both the red band's pixels (a multispectral model's input)."""
     granule = f"L2A_{S2_TILE}_A023744_{S2_STAMP}"
     safe = root / product
     img = safe / "GRANULE" / granule / "IMG_DATA"
+    extra = {"10m": (("B08", 3),), "20m": (("B8A", 3),)} if nir else {}
     for res, scale in (("10m", 1), ("20m", 2)):  # R20m: the same bands at half size
         (img / f"R{res}").mkdir(parents=True)
-        for name, band in (("B02", 1), ("B03", 2), ("B04", 3)):
+        for name, band in (("B02", 1), ("B03", 2), ("B04", 3), *extra.get(res, ())):
             write_band(bgr, band, img / f"R{res}" / f"{S2_TILE}_{S2_STAMP}_{name}_{res}.jp2",
                        driver="JP2OpenJPEG", scale=scale, QUALITY="100", REVERSIBLE="YES")
     (safe / "GRANULE" / granule / "MTD_TL.xml").write_text(

@@ -551,19 +551,15 @@ def eo_bands_named(ds: rasterio.io.DatasetReader, path: Path, names: tuple[str, 
                    ) -> tuple[int, ...]:
     """The bands a multispectral dataset names (common names), picked by the raster's
     band descriptions (`B04`, `red (B04)`, `SR_B4`, `nir`: bandnames.common_name)."""
-    from pipeline.inputs.bandnames import SENTINEL2, SENTINEL2_ORDER, common_name, match_bands
+    from pipeline.inputs.bandnames import bands_by_description
 
-    available = [common_name(d) if d else None for d in ds.descriptions]
-    if not any(available) and ds.count == len(SENTINEL2_ORDER):
-        # 13 bands without descriptions: the Sentinel-2 order every 13-band export uses
-        # (SEN12MS, Sen1Floods11): B01..B08, B8A, B09..B12
-        warnings.warn(f"{path}: 13 bands without descriptions, taken as Sentinel-2 "
-                      f"{','.join(SENTINEL2_ORDER)}", PipelineWarning, stacklevel=2)
-        available = [SENTINEL2[b] for b in SENTINEL2_ORDER]
-    picked, notes = match_bands(names, available, str(path))
-    if notes:
-        log.info("%s: %s", path, "; ".join(notes))
-    return tuple(i + 1 for i in picked)
+    bands, notes = bands_by_description(ds.descriptions, ds.count, names, str(path))
+    for note in notes:
+        if note.startswith("13 bands"):  # an assumption: a warning, as before
+            warnings.warn(f"{path}: {note}", PipelineWarning, stacklevel=2)
+        else:
+            log.info("%s: %s", path, note)
+    return bands
 
 
 def sar_bands_named(ds: rasterio.io.DatasetReader, path: Path, pols: tuple[str, ...]

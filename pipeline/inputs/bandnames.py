@@ -136,3 +136,26 @@ def match_bands(wanted: Sequence[str], available: Sequence[str | None], where: s
             f"{len(wanted)} bands with --bands in the model's order",
         )
     return picked, notes
+
+
+def bands_by_description(descriptions: Sequence[str | None], count: int,
+                         names: Sequence[str], where: str) -> tuple[tuple[int, ...], list[str]]:
+    """The 1-based bands of a raster that hold the model's bands `names`, by the raster's
+    band descriptions (``B04``, ``B4``, ``SR_B4``, ``red``, ``red (B04)``: common_name),
+    and notes on what was assumed or substituted (for a warning or a log line).
+
+    A raster of 13 bands without any description is taken as a Sentinel-2 export in the
+    band order every 13-band export uses (SEN12MS, Sen1Floods11, GEE: B01..B08, B8A,
+    B09..B12), with a note saying so. Otherwise a band the model needs that no
+    description names is a ConfigError naming both lists (match_bands). Pure: the
+    `pipeline tiles` builder and `pipeline run` share it.
+    """
+    available: list[str | None] = [common_name(d) if d else None for d in descriptions]
+    available += [None] * (count - len(available))
+    notes: list[str] = []
+    if not any(available) and count == len(SENTINEL2_ORDER):
+        notes.append(f"13 bands without descriptions, taken as Sentinel-2 "
+                     f"{','.join(SENTINEL2_ORDER)}")
+        available = [SENTINEL2[b] for b in SENTINEL2_ORDER]
+    picked, subs = match_bands(names, available, where)
+    return tuple(i + 1 for i in picked), notes + subs

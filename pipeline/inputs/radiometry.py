@@ -466,17 +466,19 @@ def model_values(contract: Mapping[str, Any] | None, source: str) -> dict[str, t
     """What a model's contract fixes, validated: {"percentiles": .., "db_range": ..}.
 
     A seed checkpoint has no contract ({}), and a contract may leave a value out. An EO
-    method other than "auto" is refused: it would feed the model input it never saw.
+    method other than "auto" or "reflectance" is refused: it would feed the model input
+    it never saw.
     """
     if not contract:
         return {}
     eo = contract.get("eo") or {}
     method = eo.get("method", "auto") if isinstance(eo, Mapping) else "auto"
-    if method not in (None, "auto"):
+    if method not in (None, "auto", "reflectance"):
         raise ModelError(
             f"radiometric contract: EO method {method!r} is unknown to this eo2sar",
             path=source,
-            hint="only method 'auto' (uint8 /255, else a percentile stretch) is supported",
+            hint="methods 'auto' (uint8 /255, else a percentile stretch) and 'reflectance' "
+            "are supported",
         )
     out: dict[str, tuple[float, float]] = {}
     for name, (section, key) in CONTRACT_KEYS.items():

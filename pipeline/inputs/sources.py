@@ -14,10 +14,14 @@
 
 Everything but a local raster becomes a small GDAL VRT in a temporary directory (removed
 when the run ends): the bands stacked in R, G, B order, each a reference to its file, so no
-pixel is copied. A VRT because the whole pipeline (checks, radiometry, Dask workers in
-other processes) opens a local path; for a remote raster it also keeps the URL's `//`,
-which a pathlib.Path would fold. Workers of a remote Dask cluster must see the temporary
-directory (set TMPDIR to shared storage) or be given a local raster.
+pixel is copied. For a multispectral model (`names`: the common names its contract lists,
+pipeline/run/model_io.py) the product's bands are found BY NAME instead and stacked in the
+model's order (SAFE band ids, the MTL's sensor table, an Item's common names or asset
+keys, a band folder's file names; pipeline/inputs/bandnames.py). A VRT because the whole
+pipeline (checks, radiometry, Dask workers in other processes) opens a local path; for a
+remote raster it also keeps the URL's `//`, which a pathlib.Path would fold. Workers of a
+remote Dask cluster must see the temporary directory (set TMPDIR to shared storage) or be
+given a local raster.
 
 Radiometry of products (docs/data_sources.md): the fill value (0 for Landsat C2 and
 Sentinel-2) is set as each band's nodata, so fill never enters the statistics and comes
@@ -27,7 +31,8 @@ recorded in the VRT (GDAL band Scale/Offset: `gdalinfo` shows them) but not appl
 pipeline's per-band percentile stretch maps the 2nd and 98th percentile of each band to 0
 and 1, and a linear map with a positive scale moves a band's values and its percentiles
 alike, so the stretched result is the same number for raw DN and for reflectance. Only
-with `--scale fixed` (min/max given) does it matter: give them in the product's DN.
+with `--scale fixed` (min/max given) does it matter: give them in the product's DN. A
+model trained on reflectance (scale "reflectance") uses them: that is why they are kept.
 """
 
 from __future__ import annotations
@@ -495,6 +500,54 @@ def join_url(base: str, href: str) -> str:
     return urljoin(base, href)
 
 
+def _asset_scale(asset: Mapping[str, Any], i: int) -> tuple[float | None, float | None]:
+    """(scale, offset) of band `i` (1-based) of an asset from the STAC raster extension
+    (`raster:bands[].scale/offset`, STAC 1.0; `bands[].raster:scale/offset`, 1.1)."""
+    for key, sk, ok in (("raster:bands", "scale", "offset"),
+                        ("bands", "raster:scale", "raster:offset")):
+        bands = asset.get(key)
+        if isinstance(bands, list) and len(bands) >= i and isinstance(bands[i - 1], dict):
+            b = bands[i - 1]
+            try:
+                scale = float(b[sk]) if sk in b else None
+                offset = float(b.get(ok, 0.0))
+            except (TypeError, ValueError):
+                return None, None
+            if scale is not None and scale > 0 and math.isfinite(scale) \
+                    and math.isfinite(offset):
+                return scale, offset
+    return None, None
+
+
+def stac_named_bands(item: Mapping[str, Any], source: str, names: Sequence[str]
+                     ) -> tuple[list[Band], str]:
+    """The bands a multispectral model names (common names, bandnames.py), in its order,
+    from a STAC Item: each asset band's `eo:bands` / `bands[].eo:common_name`, else the
+    asset key read as a band name (B04, red, SR_B4); each with the raster extension's
+    scale/offset to reflectance when the Item gives it. A ConfigError naming both lists
+    when a band is missing."""
+    from pipeline.inputs.bandnames import common_name, match_bands
+
+    _check_fields(item, source)
+    table = item["assets"]
+    found: list[tuple[str, int, str]] = []
+    for key, asset in table.items():
+        commons = _asset_common_names(asset)
+        if commons:
+            found += [(key, i, c) for i, c in enumerate(commons, 1) if c]
+        elif (c := common_name(str(key))) is not None:
+            found.append((key, 1, c))
+    picked, notes = match_bands(names, [c for _, _, c in found], source)
+    bands = []
+    for k in picked:
+        key, i, common = found[k]
+        scale, offset = _asset_scale(table[key], i)
+        bands.append(Band(key, _asset_href(_href_of(table, key, source), source), i, common,
+                          scale=scale, offset=offset))
+    how = "common names" + (f" ({'; '.join(notes)})" if notes else "")
+    return bands, how
+
+
 def stac_bands(item: Mapping[str, Any], source: str,
                assets: Sequence[str] | None = None) -> tuple[list[Band], str]:
     """(R, G, B bands, how they were chosen) of a STAC Item dict (checked by _check_item
@@ -606,9 +659,12 @@ def _landsat_file(folder: Path, contents: Mapping[str, str], n: int, level2: boo
     return found[0]
 
 
-def landsat_bands(mtl_path: Path, names: Sequence[str] | None = None
+def landsat_bands(mtl_path: Path, names: Sequence[str] | None = None, *,
+                  common: Sequence[str] | None = None
                   ) -> tuple[list[Band], str, datetime | None]:
-    """(R, G, B bands, description, acquisition time) of a Landsat C2 L1/L2 product."""
+    """(R, G, B bands, description, acquisition time) of a Landsat C2 L1/L2 product;
+    `names`: the --assets band names instead; `common`: the common names of a
+    multispectral model's bands (the MTL's SPACECRAFT_ID picks the OLI or TM table)."""
     with mtl_path.open("rb") as f:
         raw = f.read(MAX_METADATA_BYTES + 1)
     if len(raw) > MAX_METADATA_BYTES:
@@ -628,15 +684,19 @@ def landsat_bands(mtl_path: Path, names: Sequence[str] | None = None
     sat = attrs.get("SPACECRAFT_ID", "").removeprefix("LANDSAT_")
     numbers = (_LANDSAT_RGB.get(sat, _LANDSAT_OLD_RGB) if names is None
                else tuple(_landsat_band_number(n, mtl_path) for n in names))
+    commons: Sequence[str] = RGB if names is None else ("",) * 3
+    if common is not None and names is None:
+        numbers, commons = _landsat_named(mtl_path, contents, sat, level2, common)
     bands = []
-    for n, common in zip(numbers, RGB if names is None else ("",) * 3, strict=True):
+    for n, common_name in zip(numbers, commons, strict=True):
         scale, offset = _landsat_scaling(mtl, level2, n)
         path = _landsat_file(mtl_path.parent, contents, n, level2)
         if not path.is_file():
             raise InputError(f"band file {path.name} named in the MTL is missing",
                              path=path.parent, hint="download the product's band files")
         name = f"SR_B{n}" if level2 else f"B{n}"
-        bands.append(Band(name, str(path), 1, common, nodata=0.0, scale=scale, offset=offset))
+        bands.append(Band(name, str(path), 1, common_name, nodata=0.0, scale=scale,
+                          offset=offset))
     product = contents.get("LANDSAT_PRODUCT_ID", mtl_path.stem.removesuffix("_MTL"))
     what = "surface reflectance" if level2 else "TOA reflectance"
     s = bands[0]
@@ -644,6 +704,22 @@ def landsat_bands(mtl_path: Path, names: Sequence[str] | None = None
     desc = (f"Landsat {sat or '?'} {level or ('L2' if level2 else 'L1')} product {product}: "
             f"{_describe(bands)} ({scaling}fill 0 -> nodata)")
     return bands, desc, _landsat_datetime(attrs)
+
+
+def _landsat_named(mtl_path: Path, contents: Mapping[str, str], sat: str, level2: bool,
+                   common: Sequence[str]) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """(band numbers, their common names) of the bands a model names, among the bands
+    the product has files for (Level-2: SR_B1..SR_B7), on its sensor's table."""
+    from pipeline.inputs.bandnames import landsat_common_name, match_bands
+
+    have = []
+    for n in range(1, 8 if level2 else 10):
+        pattern = f"*_SR_B{n}.TIF" if level2 else f"*_B{n}.TIF"
+        if contents.get(f"FILE_NAME_BAND_{n}") or any(mtl_path.parent.glob(pattern)):
+            have.append(n)
+    names = [landsat_common_name(n, sat) for n in have]
+    picked, _ = match_bands(common, names, str(mtl_path.parent))
+    return tuple(have[i] for i in picked), tuple(names[i] or "" for i in picked)
 
 
 def _band_match(pattern: str, name: str, where: Path, product: str, hint: str) -> str:
@@ -783,6 +859,12 @@ def _s2_band_file(safe: _Safe, band: str, granule: str | None = None) -> str:
     return found[0]
 
 
+def _s2_has_band(safe: _Safe, band: str, granule: str | None) -> bool:
+    pattern = re.compile(rf"GRANULE/([^/]+)/IMG_DATA/(R\d+m/)?[^/]*_{band}(_(\d+)m)?\.jp2$")
+    return any((m := pattern.search(n)) and (granule is None or m.group(1) == granule)
+               for n in safe.names)
+
+
 def sentinel2_granules(path: Path) -> list[str]:
     """The granule ids of a SAFE folder or zip that hold band images (one since 2016;
     the old format's products hold several, each its own tile)."""
@@ -790,9 +872,12 @@ def sentinel2_granules(path: Path) -> list[str]:
 
 
 def sentinel2_bands(path: Path, names: Sequence[str] | None = None,
-                    granule: str | None = None) -> tuple[list[Band], str, datetime | None]:
+                    granule: str | None = None, *, common: Sequence[str] | None = None
+                    ) -> tuple[list[Band], str, datetime | None]:
     """(R, G, B bands, description, acquisition time) of a Sentinel-2 SAFE folder/zip
-    (of its granule `granule`, for a product of several)."""
+    (of its granule `granule`, for a product of several); `names`: the --assets band
+    names instead; `common`: the common names of a multispectral model's bands, taken
+    from the band images the product holds (B08 for nir, B8A for nir08, ...)."""
     safe = _Safe(path)
     mtd = safe.metadata_name()
     if mtd is None:
@@ -814,11 +899,19 @@ def sentinel2_bands(path: Path, names: Sequence[str] | None = None,
                          hint="re-download the product")
     baseline = _find_text(root, "PROCESSING_BASELINE") or "?"
     wanted = _S2_RGB if names is None else tuple(_s2_band_name(n, path) for n in names)
+    commons: Sequence[str] = RGB if names is None else ("",) * 3
+    if common is not None and names is None:
+        from pipeline.inputs.bandnames import SENTINEL2, match_bands
+
+        have = [b for b in _S2_BAND_IDS if _s2_has_band(safe, b, granule)]
+        picked, _ = match_bands(common, [SENTINEL2[b] for b in have], str(path))
+        wanted = tuple(have[i] for i in picked)
+        commons = tuple(SENTINEL2[b] for b in wanted)
     bands = []
-    for band, common in zip(wanted, RGB if names is None else ("",) * 3, strict=True):
+    for band, common_name in zip(wanted, commons, strict=True):
         offset = offsets.get(_S2_BAND_IDS.get(band, -1), 0.0)
-        bands.append(Band(band, safe.gdal(_s2_band_file(safe, band, granule)), 1, common,
-                          nodata=0.0, scale=1.0 / q, offset=offset / q))
+        bands.append(Band(band, safe.gdal(_s2_band_file(safe, band, granule)), 1,
+                          common_name, nodata=0.0, scale=1.0 / q, offset=offset / q))
     product = _find_text(root, "PRODUCT_URI") or path.name
     if granule is not None:
         product += f" granule {_short(granule)}"
@@ -963,17 +1056,24 @@ def _safe_stem(text: str) -> str:
 
 
 def _resolve_bands(source: str, kind: str, assets: Sequence[str] | None,
-                   item: Mapping[str, Any] | None = None, granule: str | None = None
+                   item: Mapping[str, Any] | None = None, granule: str | None = None,
+                   names: Sequence[str] | None = None
                    ) -> tuple[list[Band], str, datetime | None, str]:
     """(bands, description, acquisition time, VRT stem) of a STAC Item or product.
     `item`: an Item already read (a feature of an ItemCollection), `source` the document
-    it came from (relative hrefs resolve against it, and the URL-only rule applies)."""
+    it came from (relative hrefs resolve against it, and the URL-only rule applies).
+    `names`: a multispectral model's bands by common name (None: red, green, blue)."""
+    if names is not None and assets is not None:
+        raise ConfigError("--assets names three R,G,B bands; this model takes bands "
+                          f"{', '.join(names)}, picked by name", path=source,
+                          hint="leave --assets out")
     if kind == "stac":
         if item is None:
             item = _read_stac(source)
         else:
             _check_item(item, source)
-        bands, how = stac_bands(item, source, assets)
+        bands, how = (stac_bands(item, source, assets) if names is None
+                      else stac_named_bands(item, source, names))
         desc = f"STAC Item {_short(item.get('id', '?'))}: {_describe(bands)} (by {how})"
         return bands, desc, _stac_datetime(item), _safe_stem(str(item.get("id") or source))
     path = Path(source)
@@ -986,13 +1086,17 @@ def _resolve_bands(source: str, kind: str, assets: Sequence[str] | None,
             raise ConfigError("--assets applies to a STAC Item or a Landsat/Sentinel-2 "
                               "product", path=source, hint="a band folder is read as "
                               "B04, B03, B02 (red, green, blue)")
-        bands = band_folder_bands(files)
-        return bands, f"Sentinel-2 band files: {_describe(bands)}", None, _safe_stem(path.name)
+        bands = band_folder_bands(files) if names is None else named_band_folder_bands(
+            path, names)
+        scaling = "" if names is None else (
+            f" (reflectance = DN x {BAND_FOLDER_REFLECTANCE[0]:g}, 0 -> nodata)")
+        return (bands, f"Sentinel-2 band files: {_describe(bands)}{scaling}", None,
+                _safe_stem(path.name))
     if kind == "landsat":
         mtl = landsat_mtl(path) or path  # product_kind found it
-        bands, desc, when = landsat_bands(mtl, assets)
+        bands, desc, when = landsat_bands(mtl, assets, common=names)
         return bands, desc, when, mtl.name.rsplit("_MTL", 1)[0]
-    bands, desc, when = sentinel2_bands(path, assets, granule)
+    bands, desc, when = sentinel2_bands(path, assets, granule, common=names)
     stem = _safe_stem(path.name) + (f"__{_safe_stem(granule)}" if granule else "")
     return bands, desc, when, stem
 
@@ -1000,13 +1104,16 @@ def _resolve_bands(source: str, kind: str, assets: Sequence[str] | None,
 @contextlib.contextmanager
 def resolve_input(source: str, *, assets: Sequence[str] | None = None,
                   bands_given: bool = False, item: Mapping[str, Any] | None = None,
-                  granule: str | None = None) -> Iterator[ResolvedInput]:
+                  granule: str | None = None, names: Sequence[str] | None = None
+                  ) -> Iterator[ResolvedInput]:
     """INPUT -> a ResolvedInput whose `path` the pipeline opens; a VRT made here lives in a
     temporary directory until the `with` ends. A local raster or directory is passed
     through untouched. `bands_given`: the user passed --bands (refused for a stack made
     here, whose bands are already R, G, B: --assets chooses them). `item`: a STAC Item
     already read from the document `source` (an ItemCollection's feature). `granule`:
-    the granule of a Sentinel-2 product of several (old format)."""
+    the granule of a Sentinel-2 product of several (old format). `names`: the bands of
+    a multispectral model by common name (pipeline/run/model_io.py), stacked in its
+    order; None: red, green, blue, as always."""
     network_defaults()  # timeouts for GDAL's /vsicurl/ and the Item reader (urls.py)
     kind = "stac" if item is not None else product_kind(source)
     if kind in ("raster", "directory"):
@@ -1023,7 +1130,7 @@ def resolve_input(source: str, *, assets: Sequence[str] | None = None,
         if bands_given:
             raise ConfigError("--bands selects bands of a raster file", path=source,
                               hint="for a STAC Item or a product, name them with --assets")
-        bands, desc, when, stem = _resolve_bands(source, kind, assets, item, granule)
+        bands, desc, when, stem = _resolve_bands(source, kind, assets, item, granule, names)
         vrt = write_stack_vrt(bands, tmp / f"{stem}.vrt")
         yield ResolvedInput(source, vrt, kind, desc, when, bands)
     finally:

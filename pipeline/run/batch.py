@@ -495,7 +495,7 @@ def _run_one(
         remove_stale_temps(manifest_path(out))  # a killed run's half-written manifest
         out.parent.mkdir(parents=True, exist_ok=True)
         started = utc_now()
-        with product_raster(product, assets) as (raster, acquired, description):
+        with product_raster(product, assets, model_path) as (raster, acquired, description):
             if description:
                 log.info("%s: input: %s", product.name, description)
             extra = {} if product.kind == "raster" else {"source": _tag_source(product)}
@@ -536,18 +536,21 @@ def _run_one(
 
 
 @contextlib.contextmanager
-def product_raster(product: Product, assets: Sequence[str] | None
-                    ) -> Iterator[tuple[Path, Any, str]]:
+def product_raster(product: Product, assets: Sequence[str] | None,
+                   model_path: Path | None = None) -> Iterator[tuple[Path, Any, str]]:
     """(the raster run_scene reads, acquisition time, the `input:` description) of a
     product: a local raster as it is, anything else the VRT pipeline.inputs.sources makes (in a
-    temporary directory, removed when the `with` ends)."""
+    temporary directory, removed when the `with` ends); a multispectral model's bands
+    (`model_path`'s) by name."""
     if product.kind == "raster" and product.item is None and assets is None:
         yield Path(product.source), None, ""
         return
     from pipeline.inputs.sources import resolve_input
+    from pipeline.run.model_io import input_names
 
+    names = None if model_path is None else input_names(model_path)
     with resolve_input(product.source, assets=assets, item=product.item,
-                       granule=product.granule) as resolved:
+                       granule=product.granule, names=names) as resolved:
         yield resolved.path, resolved.acquired, resolved.description
 
 

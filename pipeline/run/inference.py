@@ -102,6 +102,9 @@ class InferenceJob:
     channels_last: bool = False
     compile: bool = False
     micro_batch: int = 1
+    #: the generator channels written, in order (a VV/VH model's chosen polarisations);
+    #: None: a 3-channel model's mean (output_bands 1) or all channels
+    channels: tuple[int, ...] | None = None
     #: the scene's normalisation statistics (CPU tensors, a few KiB); None = per tile.
     #: Not compared: a job's identity is its settings (and tensors have no truth value).
     norm_stats: NormStats | None = field(default=None, compare=False)
@@ -182,7 +185,7 @@ def run_batch(job: InferenceJob, tiles: Sequence[int]) -> list[TileOutput | None
         out, heat = forward_fixed_shape(
             gen, x, torch.device(job.device), job.micro_batch, job.heatmap,
             precision=job.precision, channels_last=job.channels_last, stats=job.norm_stats,
-            mean_bands=job.output_bands == 1,
+            mean_bands=job.output_bands == 1 and job.channels is None,
         )
     except torch.OutOfMemoryError:
         raise PipelineError(
@@ -192,6 +195,8 @@ def run_batch(job: InferenceJob, tiles: Sequence[int]) -> list[TileOutput | None
             hint="lower --micro-batch (or --tile-size)",
         ) from None
     out_np = out.numpy()  # [N, output_bands, T, T]: forward_fixed_shape took the band mean
+    if job.channels is not None and tuple(job.channels) != tuple(range(out_np.shape[1])):
+        out_np = out_np[:, list(job.channels)]  # the polarisations asked for
     heat_np = None if heat is None else heat.numpy()[:, 0]
     for j, k in enumerate(keep):
         results[k] = TileOutput(

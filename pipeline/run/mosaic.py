@@ -133,9 +133,15 @@ def _relative(window: Window, origin: Window) -> Window:
                   window.width, window.height)
 
 
-def encode(y: np.ndarray, output_scale: str, db_range: tuple[float, float]) -> np.ndarray:
-    """Blended generator values (NaN = nodata) -> output array (see module docstring)."""
+def encode(y: np.ndarray, output_scale: str, db_range: Any) -> np.ndarray:
+    """Blended generator values (NaN = nodata) -> output array (see module docstring).
+    `db_range`: one (low, high) for every band, or one per band ([C, 2]: the
+    polarisations of a VV/VH model, each on its own dB range)."""
     u = np.clip((y + 1.0) * 0.5, 0.0, 1.0)
+    if output_scale == "db" and np.ndim(db_range) == 2:
+        ranges = np.asarray(db_range, dtype=np.float64)
+        lo, hi = ranges[:, 0, None, None], ranges[:, 1, None, None]
+        return (lo + u * (hi - lo)).astype(np.float32)
     if output_scale == "uint8":
         q = np.clip(np.rint(u * 255.0), 1.0, 255.0)
         return np.where(np.isnan(y), 0.0, q).astype(np.uint8)
@@ -234,6 +240,8 @@ class RasterTarget:
     compress: str = "DEFLATE"
     units: str = ""
     scale_offset: tuple[float, float] | None = None
+    #: per band (scale, offset), instead of one `scale_offset` for all bands
+    band_scale_offsets: tuple[tuple[float, float], ...] | None = None
     tmp: Path = field(init=False)
     cog_tmp: Path = field(init=False)
     ds: Any = field(init=False, default=None)
@@ -263,6 +271,9 @@ class RasterTarget:
         if self.scale_offset is not None:
             self.ds.scales = [self.scale_offset[0]] * count
             self.ds.offsets = [self.scale_offset[1]] * count
+        if self.band_scale_offsets is not None:
+            self.ds.scales = [so[0] for so in self.band_scale_offsets]
+            self.ds.offsets = [so[1] for so in self.band_scale_offsets]
 
     def write(self, array: np.ndarray, window: Window) -> None:
         try:

@@ -26,7 +26,11 @@ TAG_PREFIX = "EO2SAR_"
 
 def provenance_tags(plan: ScenePlan, config: PipelineConfig, kind: str) -> dict[str, str]:
     """The EO2SAR_* tags of an output of `kind` ("sar_like" or "cam_heatmap")."""
+    named = {} if not plan.band_names else {
+        # a multispectral model's bands, by name, in the order EO2SAR_BANDS numbers them
+        f"{TAG_PREFIX}BAND_NAMES": ",".join(plan.band_names)}
     return {
+        **named,
         f"{TAG_PREFIX}VERSION": __version__,
         f"{TAG_PREFIX}PRODUCT": kind,
         f"{TAG_PREFIX}INPUT": plan.source or plan.input.name,
@@ -84,14 +88,13 @@ def sar_band_metadata(
     """
     db = db_mapping(plan, config)
     scale = config.output_scale
-    tag = {
-        f"{TAG_PREFIX}DB_SCALE": json.dumps(
-            {"db_scale": "relative" if db is None else "absolute",
-             "db_range": None if db is None else list(db),
-             "from": config.origin("db_range")},
-            sort_keys=True,
-        )
-    }
+    record: dict[str, Any] = {"db_scale": "relative" if db is None else "absolute",
+                              "db_range": None if db is None else list(db),
+                              "from": config.origin("db_range")}
+    if config.polarisations:  # a VV/VH model: each band's own range
+        record["polarisations"] = list(config.polarisations)
+        record["db_ranges"] = None if db is None else [list(r) for r in plan.db_ranges]
+    tag = {f"{TAG_PREFIX}DB_SCALE": json.dumps(record, sort_keys=True)}
     if scale == "db":
         return "dB", None, tag
     if scale == "uint8" and db is not None:
@@ -104,8 +107,21 @@ def output_targets(
     plan: ScenePlan, config: PipelineConfig, src_profile: dict[str, Any]
 ) -> list[RasterTarget]:
     """[SAR-like product, heatmap (when asked)], on the input's grid."""
-    bands = config.output_bands
+    bands = plan.output_count
     units, scale_offset, db_tag = sar_band_metadata(plan, config)
+    pols = config.polarisations or ()
+    per_band = None
+    if pols and scale_offset is not None:  # uint8 DN -> dB, each band on its own range
+        per_band = tuple(((hi - lo) / 255.0, lo) for lo, hi in plan.db_ranges)
+        scale_offset = None
+    if pols:
+        descriptions: tuple[str, ...] = tuple(pols)
+        db_tag[f"{TAG_PREFIX}POLARISATIONS"] = ",".join(pols)
+    elif bands == 1:
+        descriptions = (SAR_DESCRIPTION,)
+    else:
+        descriptions = tuple(f"{SAR_DESCRIPTION}, generator channel {i + 1}"
+                             for i in range(bands))
     targets = [
         RasterTarget(
             final=plan.output,
@@ -117,13 +133,11 @@ def output_targets(
                 block_size=config.block_size,
             ),
             tags={**provenance_tags(plan, config, "sar_like"), **db_tag},
-            band_descriptions=(
-                (SAR_DESCRIPTION,) if bands == 1
-                else tuple(f"{SAR_DESCRIPTION}, generator channel {i + 1}" for i in range(bands))
-            ),
+            band_descriptions=descriptions,
             compress=config.compress,
             units=units,
             scale_offset=scale_offset,
+            band_scale_offsets=per_band,
         )
     ]
     if plan.heatmap is not None:

@@ -18,8 +18,16 @@ import rasterio
 import rasterio.errors
 
 from pipeline.config import PipelineConfig, resolve_for_model
-from pipeline.errors import ModelError
-from pipeline.inputs.radiometry import Scaling, compute_scaling, scene_is_empty, select_bands
+from pipeline.errors import InputError
+from pipeline.inputs.radiometry import (
+    REFLECTANCE_RANGE,
+    SUPPORTED_DTYPES,
+    Scaling,
+    band_reflectance,
+    compute_scaling,
+    scene_is_empty,
+    select_bands,
+)
 from pipeline.run.checks import (
     check_declared_size,
     check_device,
@@ -33,6 +41,14 @@ from pipeline.run.checks import (
     read_error,
 )
 from pipeline.run.inference import InferenceJob, get_generator
+from pipeline.run.model_io import (
+    model_contract,
+    model_io,
+    output_channels,
+    output_db_ranges,
+    pick_bands,
+    reflectance_range,
+)
 from pipeline.run.mosaic import (
     COG_BLOCK,
     GDAL_CACHE_BYTES,
@@ -43,7 +59,6 @@ from pipeline.run.mosaic import (
 from pipeline.run.norm_sample import NormSample, choose_sample
 from pipeline.run.scheduling import describe, is_remote, local_threads, local_window
 from pipeline.run.tiling import TileGrid
-from ugatit import UgatitError, read_meta
 from ugatit.io import fault_point
 
 
@@ -105,6 +120,10 @@ class ScenePlan:
     #: --norm scene: the tiles whose pooled statistics normalise every tile (None: per
     #: tile, or a scene with no valid pixel)
     norm_sample: NormSample | None = None
+    #: the model's input bands by name (pipeline/run/model_io.py; None: RGB as always)
+    band_names: tuple[str, ...] | None = None
+    #: the dB range of each output band (--output-scale db), one per polarisation
+    db_ranges: tuple[tuple[float, float], ...] = ()
 
     def norm_dict(self) -> dict[str, Any]:
         """The normalisation of this run, for the output tags (EO2SAR_NORM)."""
@@ -150,6 +169,12 @@ class ScenePlan:
         ]
         if self.heatmap is not None:
             lines.append(f"heatmap  {self.heatmap}  COG 1 x float32, nodata NaN")
+        if self.band_names:
+            lines.insert(1, f"model in bands {', '.join(self.band_names)} (by name)")
+        if self.config.polarisations:
+            lines.append("bands    " + ", ".join(
+                f"{p} {lo:g}..{hi:g} dB" for p, (lo, hi) in zip(
+                    self.config.polarisations, self.db_ranges, strict=True)))
         return "\n".join(lines)
 
 
@@ -166,24 +191,29 @@ def radiometry_sources(config: PipelineConfig) -> dict[str, dict[str, Any]]:
     }
 
 
-def model_contract(model_path: Path) -> dict[str, Any] | None:
-    """The radiometric contract a checkpoint carries (None for the published seed file)."""
-    try:
-        value = read_meta(model_path).get("radiometry")
-    except (UgatitError, OSError, RuntimeError) as exc:
-        raise ModelError(
-            f"cannot read the checkpoint's metadata ({str(exc).splitlines()[0]})",
-            path=model_path,
-            hint="pass an eo2sar/U-GAT-IT checkpoint with --model",
-        ) from None
-    return dict(value) if isinstance(value, dict) else None
-
-
 def resolve_model_config(model_path: Path, config: PipelineConfig) -> PipelineConfig:
-    """`config` with percentiles / db_range resolved against the model's contract."""
+    """`config` with percentiles / db_range (and a multispectral model's scale and
+    polarisations) resolved against the model's contract."""
     if config.resolved:
         return config
-    return resolve_for_model(config, model_contract(model_path), str(model_path))
+    contract = model_contract(model_path)
+    return resolve_for_model(config, contract, str(model_path),
+                             out_ch=model_io(model_path, contract).out_ch)
+
+
+def output_count(config: PipelineConfig) -> int:
+    """Bands of the SAR-like output: one per polarisation of a model that names them,
+    else --output-bands (1 = the mean of 3 channels, 3 = all)."""
+    return len(config.polarisations) if config.polarisations else config.output_bands
+
+
+def select_dtypes(ds: rasterio.io.DatasetReader, bands: tuple[int, ...], label: str) -> None:
+    """select_bands' dtype rule, for bands picked by name."""
+    for b in bands:
+        if ds.dtypes[b - 1] not in SUPPORTED_DTYPES:
+            raise InputError(f"band {b} has dtype {ds.dtypes[b - 1]}, not supported",
+                             path=label, hint="convert it first, e.g. gdal_translate -ot "
+                             "Float32 in.tif out.tif")
 
 
 #: Peak bytes of the --norm scene statistics pass per (tile pixel x ngf): measured +1.73
@@ -198,7 +228,7 @@ def estimate_memory(
     """Rough peak bytes of this process: block buffers + tile cache + batches in flight,
     or the statistics pass of `norm_tiles` tiles (before the run) when it is larger."""
     b = config.block_size
-    out_c = config.output_bands
+    out_c = output_count(config)
     heat = 1 if heatmap else 0
     acc = b * b * ((out_c + 1) * 8 + n_bands_in * 8 + 8)  # num, den, input read, blend
     t2 = grid.tile * grid.tile
@@ -212,9 +242,15 @@ def estimate_memory(
 
 
 def scene_scaling(
-    ds: rasterio.io.DatasetReader, bands: tuple[int, ...], config: PipelineConfig, path: Path
+    ds: rasterio.io.DatasetReader, bands: tuple[int, ...], config: PipelineConfig, path: Path,
+    reflectance_range: tuple[float, float] = REFLECTANCE_RANGE, label: object = None,
 ) -> Scaling:
-    """The global scaling, "empty" when the scene has no valid pixel at all."""
+    """The global scaling, "empty" when the scene has no valid pixel at all. Scale
+    "reflectance": each band's scale to reflectance from --reflectance-scale or the
+    raster's band Scale/Offset (refused when it has none), `reflectance_range` -> 0..1."""
+    reflectance = None
+    if config.scale == "reflectance":
+        reflectance = band_reflectance(ds, bands, str(label or path), config.reflectance_scale)
     try:
         scaling = compute_scaling(
             ds,
@@ -225,6 +261,8 @@ def scene_scaling(
             fixed_max=config.fixed_max,
             nodata=config.nodata,
             stats_size=config.stats_size,
+            reflectance=reflectance,
+            reflectance_range=reflectance_range,
         )
         fault_point("stats")  # test hook (tests/faults): statistics read, nothing written
         if scene_is_empty(ds, bands, scaling, nodata=config.nodata,
@@ -276,13 +314,20 @@ def plan_scene(
     with gdal_env(), open_input(inp) as ds:
         check_georeferencing(ds, inp)
         check_georeferencing_finite(ds, inp)
-        bands = select_bands(ds.count, config.bands, str(inp), tuple(ds.dtypes))
-        check_declared_size(ds, bands, inp)
-        check_readable(ds, bands, inp)
         sha, desc = load_model_info(request.model, config)
         contract = model_contract(request.model)
-        config = resolve_for_model(config, contract, str(request.model))  # idempotent
-        scaling = scene_scaling(ds, bands, config, inp)
+        mio = model_io(request.model, contract)
+        label = request.source or str(inp)
+        if mio.by_name:  # a multispectral model: its bands by name (model_io.py)
+            bands = pick_bands(mio, ds.descriptions, ds.count, config.bands, label)
+            select_dtypes(ds, bands, label)
+        else:
+            bands = select_bands(ds.count, config.bands, str(inp), tuple(ds.dtypes))
+        check_declared_size(ds, bands, inp)
+        check_readable(ds, bands, inp)
+        config = resolve_for_model(config, contract, str(request.model),  # idempotent
+                                   out_ch=mio.out_ch)
+        scaling = scene_scaling(ds, bands, config, inp, reflectance_range(contract), label)
         grid = TileGrid(ds.width, ds.height, config.tile_size, config.overlap)
         sample = None
         if config.norm == "scene" and scaling.method != "empty":
@@ -308,7 +353,7 @@ def plan_scene(
             blocks=n_blocks,
             output_dtype=out_dtype,
             output_nodata=out_nodata,
-            output_count=config.output_bands,
+            output_count=output_count(config),
             memory_bytes=estimate_memory(
                 config, grid, len(bands), threads, request.heatmap is not None,
                 norm_tiles=_local_norm_tiles(sample, config, client),
@@ -321,6 +366,8 @@ def plan_scene(
             config=config,
             contract=contract,
             norm_sample=sample,
+            band_names=mio.band_names if mio.by_name and mio.band_names else None,
+            db_ranges=output_db_ranges(config, contract),
         )
     job = InferenceJob(
         input_path=str(inp.resolve()),
@@ -328,7 +375,8 @@ def plan_scene(
         nodata=config.nodata,
         scaling=scaling,
         grid=grid,
-        output_bands=config.output_bands,
+        output_bands=output_count(config),
+        channels=output_channels(config, contract),
         heatmap=request.heatmap is not None,
         model_path=str(request.model.resolve()),
         model_sha256=sha,

@@ -107,9 +107,12 @@ def run_scene(
     PipelineError subclasses; on any error nothing is left behind.
     """
     from pipeline.inputs.sources import product_kind, resolve_input
+    from pipeline.run.model_io import input_names
 
     text = os.fspath(input_path)
-    with resolve_input(text, assets=assets) as resolved:
+    names = None if product_kind(text) in ("raster", "directory", "remote") else (
+        input_names(model_path))  # a multispectral model's bands, picked by name
+    with resolve_input(text, assets=assets, names=names) as resolved:
         if resolved.kind != "raster" and source is None:
             source = redact_url(text) if resolved.kind in ("remote", "stac") and (
                 "://" in text) else Path(text).name
@@ -255,7 +258,7 @@ def _write_block(
     outputs without a mask (a stand-in task) fall back to the read."""
     grid = plan.grid
     weight = _weight(grid.tile, grid.overlap)
-    acc = BlockAccumulator(window, config.output_bands)
+    acc = BlockAccumulator(window, plan.output_count)
     hacc = BlockAccumulator(window, 1) if plan.heatmap is not None else None
     for t, out in tiles:
         row, col = grid.origin(t)
@@ -266,7 +269,9 @@ def _write_block(
         valid = acc.valid
     else:
         _, valid = read_masked(src, plan.bands, window, nodata=config.nodata)
-    targets[0].write(encode(acc.blended(valid), config.output_scale, config.db_range), window)
+    # a VV/VH model: each polarisation on its own dB range; else one range
+    db = plan.db_ranges if config.polarisations else config.db_range
+    targets[0].write(encode(acc.blended(valid), config.output_scale, db), window)
     if hacc is not None:
         targets[1].write(hacc.blended(valid).astype(np.float32), window)
 

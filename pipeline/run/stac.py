@@ -193,9 +193,20 @@ def build_item(
     item.stac_extensions.append(PROCESSING_EXTENSION)
     item.properties.update(_processing_fields(tags, now, source))
     base = output.parent
+    pols = [p for p in tags.get(_TAG + "POLARISATIONS", "").split(",") if p]
+    extra: dict[str, Any] = {}
+    if pols:
+        # the polarisations of a VV/VH model's bands, in band order. The SAR extension is
+        # not declared: its schema requires an instrument mode, frequency band and product
+        # type, which a SAR-like translation does not have; the field keeps its meaning.
+        item.properties["sar:polarizations"] = pols
+        unit = {"unit": "dB"} if _output_scale(tags) in ("db", "uint8") else {}
+        extra["bands"] = [{"name": p, "description": f"SAR-like {p} backscatter", **unit}
+                          for p in pols]
     item.add_asset("data", pystac.Asset(
         href=_href(output, base), media_type=COG_MEDIA_TYPE, roles=["data"],
-        title="SAR-like backscatter" + _SCALE_TITLE.get(_output_scale(tags), ""),
+        title="SAR-like backscatter" + (f" {', '.join(pols)}" if pols else "")
+        + _SCALE_TITLE.get(_output_scale(tags), ""), extra_fields=extra,
     ))
     if heatmap is not None:
         item.add_asset("heatmap", pystac.Asset(

@@ -97,7 +97,44 @@ def scaling_from_tags(tags: dict[str, str]) -> tuple[Scaling | None, tuple[int, 
         scaling = None
     text = tags.get(f"{TAG_PREFIX}BANDS", "")
     bands = tuple(int(b) for b in text.split(",")) if text.replace(",", "").isdigit() else None
+    names = run_band_names(tags)
+    if bands is not None and names is not None and len(names) == len(bands) > 3:
+        # a multispectral model's run (e.g. red, green, blue, nir): shown as its red,
+        # green and blue bands (else its first three), with their part of the scaling
+        pick = ([names.index(c) for c in ("red", "green", "blue")]
+                if all(c in names for c in ("red", "green", "blue")) else [0, 1, 2])
+        bands = tuple(bands[i] for i in pick)
+        if scaling is not None and len(scaling.low) == len(names):
+            scaling = Scaling(scaling.method, tuple(scaling.low[i] for i in pick),
+                              tuple(scaling.high[i] for i in pick), scaling.percentiles)
     return scaling, bands
+
+
+def run_band_names(tags: dict[str, str]) -> tuple[str, ...] | None:
+    """The common names of a multispectral run's input bands (EO2SAR_BAND_NAMES), in the
+    order of EO2SAR_BANDS; None for an RGB run."""
+    text = tags.get(f"{TAG_PREFIX}BAND_NAMES", "")
+    return tuple(text.split(",")) if text else None
+
+
+def _polarisations(output_path: Path) -> list[str]:
+    """The polarisations of a VV/VH model's output bands ([] for other outputs)."""
+    try:
+        with rasterio.open(output_path) as ds:
+            text = ds.tags().get(f"{TAG_PREFIX}POLARISATIONS", "")
+            return [p for p in text.split(",") if p][:ds.count]
+    except RasterioError:
+        return []
+
+
+def output_band_names(output_path: Path) -> tuple[str, ...] | None:
+    """`run_band_names` of an output file (None when it cannot be read: the panel read
+    reports that): `pipeline quicklook` stacks a product's bands as the run did."""
+    try:
+        with rasterio.open(output_path) as ds:
+            return run_band_names(ds.tags())
+    except RasterioError:
+        return None
 
 
 def _read_panel(path: Path, bands: tuple[int, ...] | None, max_size: int, what: str,
@@ -188,8 +225,9 @@ def quicklook(
     reference: Path | None = None,
     reference_band: int = 1,
 ) -> Path:
-    """Write ``png_path``: input (RGB of ``bands``) | gap | output band 1 [| gap | band
-    ``reference_band`` of the real SAR ``reference``, on the output's grid].
+    """Write ``png_path``: input (RGB of ``bands``) | gap | output band 1 [| gap | output
+    band 2, the VH of a VV/VH model's output] [| gap | band ``reference_band`` of the real
+    SAR ``reference``, on the output's grid].
 
     ``bands`` default: the run's (the output's ``EO2SAR_BANDS`` tag), else 1,2,3. Each
     panel's longer side is at most ``max_size`` px. The output panel is resized to the
@@ -213,6 +251,9 @@ def quicklook(
         in_valid = in_valid & out_valid
     left = _rgb(to_display(to_unit(in_data, in_valid, cast(Scaling, scaling))))
     panels = [left, _fit_height(_rgb(stretch(out_data, out_valid)), left.shape[0])]
+    if _polarisations(Path(output_path))[1:2]:  # a VV/VH output: VH beside VV
+        vh_data, vh_valid, _ = _read_panel(Path(output_path), (2,), max_size, "output")
+        panels.append(_fit_height(_rgb(stretch(vh_data, vh_valid)), left.shape[0]))
     if reference is not None:
         ref_data, ref_valid = _read_reference(Path(reference), reference_band,
                                               Path(output_path), max_size)
