@@ -491,10 +491,10 @@ def evaluate_pair(pair: Pair, model: Path | None, settings: dict[str, Any],
     out_all, model_range, out_path = None, None, None
     if model is not None:
         out_path = (keep or tmp) / f"{pair.name}_sar_like.tif"
-        cfg = load_config(None, {**settings, "bands": rgb, "output_scale": "unit"})
+        source, cfg = _model_input(model, pair, optical, rgb, settings, opts)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PipelineWarning)
-            (run_scene or _run_scene)(optical, out_path, model_path=model, config=cfg,
+            (run_scene or _run_scene)(source, out_path, model_path=model, config=cfg,
                                       overwrite=True, progress=False)
         with rasterio.open(out_path) as ds:
             out_all = ds.read().astype(np.float64)
@@ -554,6 +554,25 @@ def evaluate_pair(pair: Pair, model: Path | None, settings: dict[str, Any],
         "real_mean_db": vv["real_mean_db"], "water": vv["water"],
         "polarisations": per_pol,
     }
+
+
+def _model_input(model: Path, pair: Pair, optical: Path, rgb: tuple[int, int, int],
+                 settings: dict[str, Any], opts: OpticalOptions) -> tuple[Path, Any]:
+    """What the model runs on, and with which config. An RGB model: the pair's R, G, B
+    stack (the VRT of a band folder) with --bands, as always. A multispectral model (its
+    contract names its bands, e.g. red, green, blue, nir): the optical input AS GIVEN, so
+    `pipeline run` picks its bands by name (a band folder: with the folder's reflectance
+    scale; a raster: by band descriptions, with --reflectance-scale declared), exactly
+    what a user's `pipeline run` of that input gives."""
+    from pipeline.run.model_io import model_io
+
+    base = {**settings, "output_scale": "unit"}
+    if not model_io(model).by_name:
+        return optical, load_config(None, {**base, "bands": rgb})
+    if pair.optical.is_dir():
+        return pair.optical, load_config(None, base)
+    base.setdefault("reflectance_scale", f"{opts.reflectance_scale!r},0")
+    return pair.optical, load_config(None, base)
 
 
 def _model_pol_range(model: Path | None, k: int, pol: str) -> tuple[float, float] | None:

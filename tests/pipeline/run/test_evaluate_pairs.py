@@ -441,3 +441,26 @@ def test_cli_baselines_only_with_fit_pairs(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["evaluate-pairs", "--pair", str(pair.optical),
                                     str(pair.sar), "--pols", "HH", "--json", str(out)])
     assert res.exit_code != 0 and "--pols" in res.output
+
+
+def test_a_multispectral_model_runs_on_the_band_folder_as_given(
+        ms_checkpoint: Path, tmp_path: Path) -> None:
+    """A 4 -> 2 model (red, green, blue, nir in; VV, VH out) is run on the pair's band
+    folder itself, so `pipeline run` picks its bands by name with the folder's
+    reflectance scale: the kept output is what `pipeline run FOLDER` writes, and both
+    polarisations are scored against the real VV and VH."""
+    from pipeline import load_config, run_scene
+
+    ben = Path(__file__).resolve().parents[2] / "data" / "sentinel1" / "bigearthnet"
+    pair = ep.Pair(ben / "S2A_MSIL2A_20170617T113321_36_85",
+                   ben / "S1A_IW_GRDH_1SDV_20170617T064724_29UPU_36_85")
+    report = ep.evaluate_pairs([pair], ms_checkpoint, {}, ep.OpticalOptions(),
+                               keep=tmp_path / "kept")
+    row = report["pairs"][0]
+    assert {"VV", "VH"} <= set(row["polarisations"])
+    assert all(math.isfinite(row["polarisations"][p]["corr9_output"]) for p in ("VV", "VH"))
+    direct = tmp_path / "direct.tif"
+    run_scene(pair.optical, direct, model_path=ms_checkpoint,
+              config=load_config(None, {"output_scale": "unit"}), progress=False)
+    with rasterio.open(row["output"]) as a, rasterio.open(direct) as b:
+        assert a.count == b.count == 2 and np.array_equal(a.read(), b.read())
