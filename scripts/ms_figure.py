@@ -1,6 +1,6 @@
 """The README's picture of the multispectral demo model beside real Sentinel-1, VV and VH.
 
-    python -m scripts.ms_figure checkpoints/eo2sar_demo_ms_ngf16.pt docs/demo_model/ms_vs_sentinel1.png
+    python -m scripts.ms_figure MODEL docs/demo_model/ms_vs_sentinel1.png
 
 Each row is one scene through the real scene pipeline (`run_scene`, default options,
 `--output-scale db`): the Sentinel-2 input (red, green, blue), its NIR, the model's VV and
