@@ -139,7 +139,12 @@ def is_network(text: str) -> bool:
 
 def gdal_path(text: str) -> str:
     """`https://h/x.tif` -> `/vsicurl/https://h/x.tif`, `s3://b/k` -> `/vsis3/b/k`;
-    a `/vsi...` path or a local path unchanged."""
+    a `/vsi...` path or a local path unchanged. An S3 bucket that is not a valid bucket
+    name is an InputError (pipeline/inputs/s3.py `check_s3_path`: GDAL would sign a
+    request to the host it names)."""
+    from pipeline.inputs.s3 import check_s3_path
+
+    check_s3_path(text)
     scheme, sep, rest = str(text).partition("://")
     if not sep or scheme not in _VSI:
         return str(text)
@@ -317,35 +322,12 @@ def _asset_common_names(asset: Mapping[str, Any]) -> list[str]:
 def _http_get(url: str, limit: int, headers: Mapping[str, str] | None = None) -> bytes:
     """The body of `url` (http/https), at most `limit` bytes, within http_timeout()
     seconds overall: pystac's reader (urllib without a timeout) waits forever on a server
-    that accepts the connection and never answers, and reads a body of any size."""
-    import base64
-    import time
-    import urllib.request
-    from urllib.parse import unquote, urlsplit
+    that accepts the connection and never answers, and reads a body of any size. The
+    deadline holds against a server trickling bytes, and credentials never follow a
+    redirect (pipeline/inputs/fetch.py)."""
+    from pipeline.inputs.fetch import http_get
 
-    timeout = http_timeout()
-    deadline = time.monotonic() + timeout
-    parts = urlsplit(url)
-    auth = None
-    if parts.username is not None:  # urllib takes no userinfo: send it as Basic auth
-        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        auth = "Basic " + base64.b64encode(pair.encode()).decode()
-        url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
-    request = urllib.request.Request(
-        url, headers={"Accept": "application/geo+json, application/json", **(headers or {})})
-    if auth is not None:  # unredirected: a redirect to another host does not get it
-        request.add_unredirected_header("Authorization", auth)
-    chunks, size = [], 0
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http checked)
-        while chunk := response.read(65536):
-            size += len(chunk)
-            if size > limit:
-                raise InputError(f"the STAC Item is larger than {limit // 2**20} MiB",
-                                 path=url, hint="is this URL a STAC Item?")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the read took longer than {timeout:g} s")
-            chunks.append(chunk)
-    return b"".join(chunks)
+    return http_get(url, limit, http_timeout(), headers)
 
 
 def read_stac_bytes(source: str) -> bytes:
