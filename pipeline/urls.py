@@ -41,6 +41,7 @@ __all__ = [
     "network_defaults",
     "SECRET_PARAMS",
     "is_secret_param",
+    "redact_log_handlers",
     "redact_params",
     "redact_text",
     "redact_url",
@@ -158,6 +159,22 @@ class RedactingFilter(logging.Filter):
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
+
+
+def redact_log_handlers() -> None:
+    """Put a RedactingFilter on every log handler of this process: the root logger's,
+    every named logger's own (Dask's `distributed` loggers have theirs), and the
+    last-resort handler that prints WARNING records of a process without logging set up
+    (a Dask worker: rasterio logs GDAL's warnings, which name a signed URL as
+    `x.tif?sig=...`). Idempotent; handlers added later are not covered (call it again)."""
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    handlers = [h for lg in loggers for h in lg.handlers]
+    if logging.lastResort is not None:
+        handlers.append(logging.lastResort)
+    for handler in handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 # ---------------------------------------------------------------- network timeouts
