@@ -41,16 +41,8 @@ from pipeline.errors import InputError
 from pipeline.inputs.discovery import Product, output_stem, pack_item
 from pipeline.urls import redact_url
 
-__all__ = [
-    "CATALOG_TYPES",
-    "MAX_DEPTH",
-    "MAX_DOCUMENTS",
-    "MAX_HREF_CHARS",
-    "MAX_KEPT_BYTES",
-    "MAX_PAGES",
-    "catalog_products",
-    "stac_type",
-]
+__all__ = ["CATALOG_TYPES", "MAX_DEPTH", "MAX_DOCUMENTS", "MAX_HREF_CHARS", "MAX_KEPT_BYTES",
+           "MAX_PAGES", "catalog_products", "stac_type"]
 
 log = logging.getLogger(__name__)
 
