@@ -111,6 +111,7 @@ def _link_href(href: Any, base: str) -> str:
     document read from a URL may only link to http(s) URLs."""
     from urllib.parse import urlsplit
 
+    from pipeline.inputs.fetch import check_link_target
     from pipeline.inputs.sources import brief, is_remote, join_url
 
     if not isinstance(href, str) or not href.strip() or len(href) > MAX_HREF_CHARS:
@@ -124,6 +125,7 @@ def _link_href(href: Any, base: str) -> str:
                 f"{brief(redact_url(href))} is not an http(s) or s3 URL (a catalog from "
                 "the network may only name URLs)", path=base,
                 hint="download the catalog and give the local file")
+        check_link_target(base, url, "link names")
         return url
     if "://" in href:
         return href

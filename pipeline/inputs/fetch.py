@@ -22,6 +22,10 @@ from __future__ import annotations
 
 import base64
 import http.client
+import ipaddress
+import logging
+import os
+import re
 import socket
 import threading
 import time
@@ -30,9 +34,18 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, brief
 
-__all__ = ["CREDENTIAL_HEADERS", "http_get"]
+__all__ = ["CREDENTIAL_HEADERS", "GDAL_CREDENTIAL_SETTINGS", "check_link_target", "http_get",
+           "is_local_address"]
+
+log = logging.getLogger(__name__)
+
+#: GDAL settings whose credentials /vsicurl/ sends with every request, to every host
+GDAL_CREDENTIAL_SETTINGS = ("GDAL_HTTP_HEADERS", "GDAL_HTTP_HEADER_FILE", "GDAL_HTTP_BEARER",
+                            "GDAL_HTTP_USERPWD")
+#: hosts already warned about (one warning a host a process)
+_WARNED: set[str] = set()
 
 #: request headers that carry a credential (lower-case); also any `x-amz-*` but the
 #: date and payload hash, which are harmless
@@ -155,3 +168,65 @@ def _read(opener: urllib.request.OpenerDirector, request: urllib.request.Request
                                  path=request.full_url, hint="is this URL a STAC Item?")
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+# ---------------------------------------------------------------- where documents may point
+
+
+def is_local_address(host: str) -> bool:
+    """`host` (a URL's host, as written) names this machine or a private network: localhost,
+    a loopback, private, link-local (169.254.169.254: cloud metadata), unspecified or
+    reserved address, also in the decimal, hex or short forms curl and urllib accept
+    (`2130706433`, `0x7f000001`, `127.1`). A DNS name is not resolved (module doc of
+    catalogs.py: what is not covered)."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+            host.split("%")[0])
+    except ValueError:
+        if not re.fullmatch(r"[0-9a-fx.]+", host):
+            return False
+        try:
+            ip = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified
+            or ip.is_reserved)
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+
+
+def check_link_target(document: str, target: str, what: str) -> None:
+    """What a document read from the network (`document`, an http(s) or s3 URL) may point
+    the run at (`target`, a URL it names, resolved): not a local address (this machine's
+    loopback services, a private network's hosts, the cloud metadata service) unless the
+    document came from one itself; InputError otherwise. And a warning when the run's
+    GDAL credential settings (GDAL_HTTP_HEADERS...: GDAL sends them to every host) will
+    go to a host other than the document's."""
+    scheme = target.partition("://")[0].lower()
+    if scheme not in ("http", "https"):
+        return  # s3:// and friends: the bucket is checked, the endpoint is the user's
+    host, origin = _host(target), _host(document)
+    if is_local_address(host) and not is_local_address(origin):
+        raise InputError(
+            f"refused: the {what} {brief(host)}, a local or private address, while the "
+            f"document came from {brief(origin or document)} (a document from the network "
+            "may not point the run at this machine's or its network's services)",
+            path=document, hint="download the document, check what it names, and give "
+            "the local file")
+    settings = [s for s in GDAL_CREDENTIAL_SETTINGS if os.environ.get(s)]
+    if settings and host and host != origin and host not in _WARNED:
+        _WARNED.add(host)
+        log.warning("%s names %s (read from %s): GDAL sends %s to every host it reads "
+                    "from, this one included; scope credentials to your server instead "
+                    "(docs/data_sources.md, credentials)", document, host, origin,
+                    "/".join(settings))

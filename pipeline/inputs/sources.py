@@ -210,6 +210,8 @@ def open_self_contained(path: str, label: str | None = None) -> Any:
             return rasterio.open(path, driver=driver)
         except rasterio.errors.RasterioIOError as exc:
             errors[driver] = exc
+            if "not recognized as" not in str(exc):
+                break  # missing, unreachable, timed out: no other driver will do better
     if all("not recognized as" in str(e) for e in errors.values()):
         remote = is_network(path)
         where = "the remote raster" if remote else "a file inside a product"
@@ -221,7 +223,8 @@ def open_self_contained(path: str, label: str | None = None) -> Any:
             "credentials elsewhere)", path=label or path,
             hint="if the file is a VRT of yours, give the VRT itself as INPUT" if not remote
             else "download it, check what it refers to, and give the local file")
-    raise errors[first]
+    raise errors[first] if "not recognized as" not in str(errors[first]) else next(
+        e for e in errors.values() if "not recognized as" not in str(e))
 
 
 def check_contained(ds: Any, label: str) -> None:
@@ -505,6 +508,9 @@ def _asset_href(href: str, source: str) -> str:
                 f"only name URLs: {', '.join(s + '://' for s in REMOTE_ASSET_SCHEMES)}, or "
                 "paths relative to it)", path=source,
                 hint="download the Item and its files and give the local Item")
+        from pipeline.inputs.fetch import check_link_target
+
+        check_link_target(source, url, "asset names")
         return gdal_path(url)
     if is_remote(href) or Path(href).is_absolute():
         return gdal_path(href)

@@ -198,3 +198,35 @@ def test_a_catalog_of_big_items_stays_within_memory(server, tiny_checkpoint, tmp
     assert code == 0, stderr
     assert peak_kib * 1024 < 1.5e9, f"peak {peak_kib / 2**20:.2f} GiB"
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.tif"))
+
+
+def test_a_remote_document_may_not_point_at_local_services(monkeypatch, caplog):
+    """A catalog or Item from a public host naming `http://127.0.0.1:PORT/...`,
+    `localhost`, the decimal form of 127.0.0.1, `[::1]` or the cloud metadata address:
+    refused before any request (the run would fetch this machine's services for the
+    document's author). Documents from a local host (the tests' servers) may still link
+    to local hosts; GDAL's credential settings set for the user's server draw a warning
+    when a document names another host. No request leaves the process: the documents are
+    given in memory."""
+    from pipeline.inputs.fetch import check_link_target
+
+    public = "https://catalog.example/cat.json"
+    for target in ("http://127.0.0.1:8080/x.json", "http://localhost:8080/x.json",
+                   "http://2130706433:8080/x.json", "http://[::1]:8080/x.json",
+                   "http://169.254.169.254/latest/meta-data/"):
+        doc = {"type": "Catalog", "id": "c", "links": [{"rel": "item", "href": target}]}
+        with pytest.raises(InputError, match="a local or private address"):
+            catalog_products(public, doc)
+        item = item_dict("x", {c: (target.rstrip("/") + f"/{c}.tif", c)
+                               for c in ("red", "green", "blue")})
+        with pytest.raises(InputError, match="a local or private address"):
+            with resolve_input("https://catalog.example/item.json", item=item):
+                pass
+    check_link_target("http://127.0.0.1:1/cat.json", "http://127.0.0.1:2/x.json", "link")
+    monkeypatch.setenv("GDAL_HTTP_HEADERS", "Authorization: Bearer FAKE")
+    monkeypatch.setattr("pipeline.inputs.fetch._WARNED", set())
+    with caplog.at_level(logging.WARNING, logger="pipeline.inputs.fetch"):
+        check_link_target(public, "https://cdn.example/red.tif", "asset")
+        check_link_target(public, "https://catalog.example/green.tif", "asset")
+    assert "names cdn.example" in caplog.text and "GDAL_HTTP_HEADERS" in caplog.text
+    assert "FAKE" not in caplog.text and caplog.text.count("names ") == 1
