@@ -40,8 +40,8 @@ from urllib.parse import quote
 
 from pipeline.errors import InputError
 
-__all__ = ["EMPTY_SHA256", "UNSIGNED_PAYLOAD", "check_bucket", "check_s3_path", "s3_request",
-           "sign_v4"]
+__all__ = ["EMPTY_SHA256", "UNSIGNED_PAYLOAD", "check_bucket", "check_s3_path",
+           "check_vrt_buckets", "s3_request", "sign_v4"]
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -79,6 +79,26 @@ def check_s3_path(text: str, label: str | None = None) -> None:
         buckets.append(text[5:].split("/", 1)[0])
     for bucket in buckets:
         check_bucket(bucket, label or text)
+
+
+#: bytes of a local VRT scanned for the buckets it names (VRTs are a few KB; a mosaic of
+#: thousands of sources a few MB)
+MAX_VRT_SCAN_BYTES = 64 * 2**20
+
+
+def check_vrt_buckets(path: str | Path) -> None:
+    """`check_s3_path` for every `/vsis3/` source a local VRT names, before GDAL opens it
+    (opening a VRT may open its sources, signing a request for each): a VRT handed over
+    in a folder could name `/vsis3/localhost:PORT#/x.tif`. Anything that is not a VRT
+    (or cannot be read) passes: GDAL's own open reports it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(MAX_VRT_SCAN_BYTES)
+    except OSError:
+        return
+    if b"<VRTDataset" not in head[:4096]:
+        return
+    check_s3_path(head.decode("utf-8", errors="replace"), str(path))
 
 
 def _truthy(name: str, default: bool) -> bool:

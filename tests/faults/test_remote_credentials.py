@@ -4,8 +4,8 @@ FAKE_*), and every output, report, Item, manifest, log line and stderr of the ru
 grepped for them (`leaked`).
 
 * a "bucket" that names a host (`s3://localhost:PORT#/x.json`, a decimal IPv4 address)
-  in a catalog link, an Item asset, or on the command line: refused before anything is
-  signed or handed to GDAL; the host it names receives nothing;
+  in a catalog link, an Item asset, a VRT's source, or on the command line: refused
+  before anything is signed or handed to GDAL; the host it names receives nothing;
 * an S3 endpoint answering 302 to another port: the redirect carries no signature;
 * a signed URL's query in GDAL's own messages (a truncated remote COG, a GeoTIFF whose
   reading warns), at default verbosity, at -v, and in a directory run's report.
@@ -74,7 +74,7 @@ def invoke_many(cases: dict[str, list[str | Path]], **extra_env: str):
     args = json.dumps({k: [str(a) for a in v] for k, v in cases.items()})
     proc = subprocess.run([sys.executable, "-c", _DRIVER, args], cwd=REPO,
                           env=env(**{**NET_ENV, **extra_env}), capture_output=True,
-                          text=True, timeout=RUN_TIMEOUT_S, check=False)
+                          text=True, timeout=3 * RUN_TIMEOUT_S, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.splitlines()[-1]), proc
 
@@ -113,7 +113,8 @@ def test_a_bucket_that_names_a_host_gets_no_credentials(www, chip, tiny_checkpoi
                                                         tmp_path):
     """`s3://localhost:PORT#/...` (and `s3://2130706433:PORT?/...`, the decimal form of
     127.0.0.1) as a remote catalog's links, a remote and a local Item's assets, and on the
-    command line (s3:// and /vsis3/, a raster and an Item), with the user's AWS
+    command line (s3:// and /vsis3/, a raster and an Item), as a local VRT's source,
+    with the user's AWS
     credentials set and AWS_HTTPS=NO: exit 1 with one line each, and the listener on
     PORT receives nothing (before the fix: `Authorization: AWS4-HMAC-SHA256
     Credential=<key id>...` and `X-Amz-Security-Token`)."""
@@ -132,6 +133,13 @@ def test_a_bucket_that_names_a_host_gets_no_credentials(www, chip, tiny_checkpoi
         local = tmp_path / "local"
         local.mkdir()
         (local / "item.json").write_text(json.dumps(item_dict("local", assets)))
+        (local / "scene.vrt").write_text(
+            '<VRTDataset rasterXSize="64" rasterYSize="64"><SRS>EPSG:32631</SRS>'
+            "<GeoTransform>500000, 10, 0, 5000000, 0, -10</GeoTransform>" + "".join(
+                f'<VRTRasterBand dataType="Byte" band="{i}"><SimpleSource><SourceFilename>'
+                f"/vsis3/localhost:{port}#/x.tif</SourceFilename><SourceBand>{i}"
+                "</SourceBand></SimpleSource></VRTRasterBand>" for i in (1, 2, 3))
+            + "</VRTDataset>")
         out = tmp_path / "out"
         out.mkdir()
         model = ["--model", tiny_checkpoint, "--tile-size", "128"]
@@ -145,6 +153,7 @@ def test_a_bucket_that_names_a_host_gets_no_credentials(www, chip, tiny_checkpoi
             "vsis3 raster": ["run", f"/vsis3/localhost:{port}#/x.tif", out / "r2.tif",
                              *model],
             "s3 Item": ["run", f"s3://2130706433:{port}?/x.json", out / "r3.tif", *model],
+            "local VRT's source": ["run", local / "scene.vrt", out / "v.tif", *model],
         }
         results, proc = invoke_many(cases, **FAKE_AWS_ENV,
                                     AWS_S3_ENDPOINT="s3.eo2sar.invalid")
