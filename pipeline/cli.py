@@ -188,13 +188,12 @@ def _product_names(input_path: str, model_path: Path) -> tuple[str, ...] | None:
 
 def _redact_logs() -> None:
     """URLs in log lines lose userinfo and query (pipeline/urls.py): GDAL's messages,
-    logged by rasterio at -v, name the URL they read. On the root logger's handlers, so
-    records of every logger (rasterio's, Dask's) pass through it."""
-    from pipeline.urls import RedactingFilter
+    logged by rasterio at -v, name the URL they read. On every handler of the process
+    (the root logger's, Dask's own, the last-resort one); Dask workers get the same
+    filter when their cluster is connected (pipeline/run/cluster.py)."""
+    from pipeline.urls import redact_log_handlers
 
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
+    redact_log_handlers()
 
 
 def _source_label(resolved: Any) -> str | None:

@@ -9,6 +9,13 @@ published, they hand the data (or the account) to anyone who reads it. So every 
 records or prints an input goes through `redact_url` / `redact_text`, one rule kept in
 one place: keep scheme, host (and port) and path; drop userinfo, query and fragment.
 
+GDAL does not always name a URL as a URL: its messages name a remote file by its basename
+with the query (`trunc.tif?sig=SECRET&X-Amz-Credential=...: TIFFFillTile...`, `CPLE_AppDefined
+in x.tif?token=...`). So `redact_text` also drops, wherever it stands in a message, a
+query that holds a known secret parameter (`SECRET_PARAMS`: signatures, credentials,
+tokens, every `X-Amz-*` / `X-Goog-*`, Azure SAS's `sig`, `se`, `sp`...), and masks such a
+`name=value` pair found on its own (`&X-Amz-Signature=...` cut from its `?`).
+
 What it cannot know: a secret inside the path itself (a token as a path segment). Such
 URLs should not be given as inputs of runs whose outputs are shared.
 
@@ -32,6 +39,10 @@ __all__ = [
     "RedactingFilter",
     "http_timeout",
     "network_defaults",
+    "SECRET_PARAMS",
+    "is_secret_param",
+    "redact_log_handlers",
+    "redact_params",
     "redact_text",
     "redact_url",
 ]
@@ -43,6 +54,58 @@ _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]*")
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")  # to the last '@'
 #: GDAL's option form `/vsicurl?opt=v&url=https://...`: every option may be a secret
 _VSICURL_OPTIONS = re.compile(r"^(/vsi[a-z0-9_]+)\?.*?\burl=([^&]*)", re.IGNORECASE)
+
+
+#: query parameters that carry a secret (lower-case): pre-signed S3/GCS URLs, Azure SAS
+#: tokens, CloudFront signed URLs, API keys and OAuth tokens; `x-amz-` / `x-goog-` prefixes
+#: cover every parameter of those schemes
+SECRET_PARAMS = frozenset({
+    "sig", "signature", "token", "access_token", "id_token", "refresh_token",
+    "credential", "credentials", "password", "passwd", "secret", "key", "api_key",
+    "apikey", "api-key", "auth", "code", "session", "sessiontoken", "security-token",
+    "awsaccesskeyid", "googleaccessid", "policy", "key-pair-id", "expires",
+    # Azure SAS: signature, expiry, start, permissions, version, resource, object ids
+    "se", "sp", "sv", "st", "sr", "srt", "ss", "spr", "sip", "si", "skoid", "sktid",
+    "skt", "ske", "sks", "skv", "sdd", "saoid", "suoid", "scid",
+})
+_SECRET_PREFIXES = ("x-amz-", "x-goog-", "x-ms-")
+_PARAM = r"[A-Za-z][A-Za-z0-9_.-]*"
+#: a query in free text: `?` after a name, up to white space, a quote or `)`/`]`/`,`
+_QUERY_IN_TEXT = re.compile(r"\?(" + _PARAM + r"=[^\s'\"<>`)\],;]*)")
+#: one `name=value` pair (the value up to `&`, white space or a quote)
+_PAIR = re.compile(r"(?<![A-Za-z0-9_.-])(" + _PARAM + r")=([^&\s'\"<>`)\],;]*)")
+
+
+def is_secret_param(name: str) -> bool:
+    """A query parameter name that carries a secret (SECRET_PARAMS, X-Amz-*, ...)."""
+    name = name.lower()
+    return name in SECRET_PARAMS or name.startswith(_SECRET_PREFIXES)
+
+
+def _drop_secret_query(match: re.Match[str]) -> str:
+    """A query found in text: gone if one of its parameters is a secret."""
+    query = match.group(1)
+    names = [pair.split("=", 1)[0] for pair in query.split("&")]
+    if not any(is_secret_param(n) for n in names):
+        return match.group(0)
+    return ":" if query.endswith(":") else ""  # GDAL's `name?query: message`
+
+
+def _mask_pair(match: re.Match[str]) -> str:
+    name, value = match.group(1), match.group(2)
+    if not (is_secret_param(name) and value):
+        return match.group(0)
+    return f"{name}=<redacted>" + (":" if value.endswith(":") else "")
+
+
+def redact_params(text: str) -> str:
+    """`text` with every query holding a secret parameter removed (`x.tif?sig=S&a=1` ->
+    `x.tif`) and any remaining secret `name=value` pair masked (`&X-Amz-Signature=S` ->
+    `&X-Amz-Signature=<redacted>`): GDAL names remote files without their scheme."""
+    if "=" not in text:
+        return text
+    text = _QUERY_IN_TEXT.sub(_drop_secret_query, text)
+    return _PAIR.sub(_mask_pair, text) if "=" in text else text
 
 
 def _redact_one(url: str) -> str:
@@ -76,12 +139,12 @@ def redact_url(text: str | os.PathLike[str]) -> str:
 def redact_text(text: str) -> str:
     """`text` (an error message, a log line) with every URL in it redacted."""
     text = str(text)
-    if "://" not in text and "/vsi" not in text:
-        return text
-    text = _URL_IN_TEXT.sub(lambda m: _redact_one(m.group(0)), text)
-    # a /vsi path's own query (/vsis3/b/k?versionId=..., /vsicurl?url=...)
-    return re.sub(r"/vsi[a-z0-9_]+\?[^\s'\"<>`]*",
-                  lambda m: redact_url(m.group(0)), text)
+    if "://" in text or "/vsi" in text:
+        text = _URL_IN_TEXT.sub(lambda m: _redact_one(m.group(0)), text)
+        # a /vsi path's own query (/vsis3/b/k?versionId=..., /vsicurl?url=...)
+        text = re.sub(r"/vsi[a-z0-9_]+\?[^\s'\"<>`]*",
+                      lambda m: redact_url(m.group(0)), text)
+    return redact_params(text)
 
 
 class RedactingFilter(logging.Filter):
@@ -96,6 +159,22 @@ class RedactingFilter(logging.Filter):
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
+
+
+def redact_log_handlers() -> None:
+    """Put a RedactingFilter on every log handler of this process: the root logger's,
+    every named logger's own (Dask's `distributed` loggers have theirs), and the
+    last-resort handler that prints WARNING records of a process without logging set up
+    (a Dask worker: rasterio logs GDAL's warnings, which name a signed URL as
+    `x.tif?sig=...`). Idempotent; handlers added later are not covered (call it again)."""
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    handlers = [h for lg in loggers for h in lg.handlers]
+    if logging.lastResort is not None:
+        handlers.append(logging.lastResort)
+    for handler in handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 # ---------------------------------------------------------------- network timeouts

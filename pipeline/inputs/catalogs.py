@@ -23,7 +23,11 @@ business at all. Here:
   against it), the rule of remote Items' assets: a server must not point the run at
   local files; documents on s3:// are read with the user's AWS settings (pipeline/inputs/s3.py);
 * Items are checked as single Items are, and their assets resolved against the
-  document they came from.
+  document they came from;
+* memory stays bounded whatever the documents hold: one document is parsed at a time,
+  and the Items found are kept packed (compressed JSON, MAX_KEPT_BYTES in all) until
+  their product runs, never as parsed dicts (~20 times their size); hrefs are at most
+  MAX_HREF_CHARS long.
 """
 
 from __future__ import annotations
@@ -34,17 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputError
-from pipeline.inputs.discovery import Product, output_stem
+from pipeline.inputs.discovery import Product, output_stem, pack_item
 from pipeline.urls import redact_url
 
-__all__ = [
-    "CATALOG_TYPES",
-    "MAX_DEPTH",
-    "MAX_DOCUMENTS",
-    "MAX_PAGES",
-    "catalog_products",
-    "stac_type",
-]
+__all__ = ["CATALOG_TYPES", "MAX_DEPTH", "MAX_DOCUMENTS", "MAX_HREF_CHARS", "MAX_KEPT_BYTES",
+           "MAX_PAGES", "catalog_products", "stac_type"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +54,13 @@ MAX_DEPTH = 8
 MAX_PAGES = 50
 #: documents read in one walk (catalogs, pages and Items together)
 MAX_DOCUMENTS = 10_000
+#: bytes of Items kept from the walk until they run, packed (discovery.pack_item): what
+#: the walk holds at most, besides the one document it is reading (a parsed 8 MiB
+#: document costs ~180 MiB while it is read)
+MAX_KEPT_BYTES = 256 * 2**20
+#: characters of a link's href (URLs of 8 KB are what servers accept; the walk keeps
+#: every location it has seen)
+MAX_HREF_CHARS = 8192
 
 
 def read_document(source: str) -> dict[str, Any]:
@@ -106,9 +111,10 @@ def _link_href(href: Any, base: str) -> str:
     document read from a URL may only link to http(s) URLs."""
     from urllib.parse import urlsplit
 
+    from pipeline.inputs.fetch import check_link_target
     from pipeline.inputs.sources import brief, is_remote, join_url
 
-    if not isinstance(href, str) or not href.strip():
+    if not isinstance(href, str) or not href.strip() or len(href) > MAX_HREF_CHARS:
         raise InputError(f"malformed STAC link (href: {brief(href)})", path=base,
                          hint="fix the catalog (https://github.com/radiantearth/stac-spec)")
     if is_remote(base):
@@ -119,6 +125,7 @@ def _link_href(href: Any, base: str) -> str:
                 f"{brief(redact_url(href))} is not an http(s) or s3 URL (a catalog from "
                 "the network may only name URLs)", path=base,
                 hint="download the catalog and give the local file")
+        check_link_target(base, url, "link names")
         return url
     if "://" in href:
         return href
@@ -152,6 +159,7 @@ class _Walk:
         self.seen: set[str] = set()
         self.products: list[Product] = []
         self.skipped: list[str] = []
+        self.kept = 0  # bytes of the packed Items
 
     def _key(self, href: str) -> str | None:
         """None if `href` was seen already (a cycle, or two links to one document)."""
@@ -217,10 +225,18 @@ class _Walk:
             doc, href, pages = read_document(target), target, pages + 1
 
     def add_item(self, item: dict[str, Any], document: str, item_href: str) -> None:
+        """Keep the Item packed (`pack_item`: compressed JSON, not the parsed dict), within
+        MAX_KEPT_BYTES for the whole walk."""
         ident = item.get("id")
         ident = ident if isinstance(ident, str) and ident else f"item{len(self.products)}"
+        packed = pack_item(item)
+        self.kept += len(packed)
+        if self.kept > MAX_KEPT_BYTES:
+            raise InputError(f"the catalog's Items take more than {MAX_KEPT_BYTES // 2**20} "
+                             "MiB (compressed) to keep until they run", path=self.root,
+                             hint="run a sub-catalog or a search's ItemCollection instead")
         self.products.append(Product(document, ident, output_stem(ident), "stac",
-                                     item=item, item_href=item_href))
+                                     item_json=packed, item_href=item_href))
 
 
 def _brief(value: Any) -> str:

@@ -52,7 +52,9 @@ __all__ = [
     "find_products",
     "fingerprint_product",
     "output_stem",
+    "pack_item",
     "product_from_source",
+    "unpack_item",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,18 +71,24 @@ class Product:
 
     `source` is what pipeline.inputs.sources reads (a path, a URL, or for an inline Item the
     document holding it); `name` the label of the table and report; `stem` and `subdir`
-    make the output `OUT/subdir/stem.tif`; `item` an Item already read (a feature of an
-    ItemCollection); `granule` one granule of an old-format Sentinel-2 product;
-    `item_href` the source Item's own location, linked from the output's Collection."""
+    make the output `OUT/subdir/stem.tif`; `item_json` an Item already read (a catalog's,
+    or a feature of an ItemCollection: `pack_item`), `item` the Item itself; `granule` one
+    granule of an old-format Sentinel-2 product; `item_href` the source Item's own
+    location, linked from the output's Collection."""
 
     source: str
     name: str
     stem: str
     kind: str  # "raster" | "stac" | "landsat" | "sentinel2" | "bandfolder" | "remote"
     subdir: str = ""
-    item: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    item_json: bytes | None = field(default=None, compare=False, repr=False)
     granule: str | None = None
     item_href: str | None = None
+
+    @property
+    def item(self) -> dict[str, Any] | None:
+        """The Item already read (parsed anew at each access, see `pack_item`), or None."""
+        return None if self.item_json is None else unpack_item(self.item_json)
 
     def output(self, output_dir: Path) -> Path:
         return Path(output_dir) / self.subdir / (self.stem + ".tif")
@@ -88,7 +96,7 @@ class Product:
     @property
     def local_path(self) -> Path | None:
         """The product as a local path (None for a URL or an inline Item)."""
-        if self.item is not None or "://" in self.source or self.source.startswith("/vsi"):
+        if self.item_json is not None or "://" in self.source or self.source.startswith("/vsi"):
             return None
         return Path(self.source)
 
@@ -96,6 +104,23 @@ class Product:
     def label(self) -> str:
         """The source as recorded in outputs: a URL without its secrets."""
         return redact_url(self.source)
+
+
+def pack_item(item: Mapping[str, Any]) -> bytes:
+    """An Item as a catalog walk keeps it until its product runs: compact JSON, zlib-
+    compressed. A parsed Item costs ~20 times its JSON (one 8 MiB Item ~180 MiB), and a
+    catalog may lead to thousands: kept parsed, 12 links to one hostile 8 MiB Item took a
+    --dry-run to 2.7 GB (docs/faults.md, Security). Parsed again when it is run."""
+    import zlib
+
+    return zlib.compress(json.dumps(item, separators=(",", ":")).encode(), 6)
+
+
+def unpack_item(data: bytes) -> dict[str, Any]:
+    """The Item `pack_item` kept."""
+    import zlib
+
+    return json.loads(zlib.decompress(data))
 
 
 def output_stem(text: str) -> str:
@@ -313,7 +338,7 @@ def check_unique_outputs(products: Sequence[Product], output_dir: Path
 
 def _described(product: Product) -> str:
     """A product for an error: its path or URL; an Item its id and where it came from."""
-    if product.item is None:
+    if product.item_json is None:
         return product.label
     return f"{product.name} ({redact_url(product.item_href or product.source)})"
 
@@ -376,11 +401,12 @@ def fingerprint_product(product: Product) -> InputFingerprint:
     Item with its hrefs redacted: nothing secret is hashed into a manifest, and a
     re-signed URL is the same input."""
     path = product.local_path
-    if product.item is not None:
-        h = hashlib.sha256(_redacted_item(product.item))
+    item = product.item
+    if item is not None:
+        h = hashlib.sha256(_redacted_item(item))
         newest = 0
         if "://" not in product.source:  # a local catalog's Item may name local files
-            for asset in _local_assets(product.item, Path(product.source).parent):
+            for asset in _local_assets(item, Path(product.source).parent):
                 st = asset.stat()
                 newest = max(newest, st.st_mtime_ns)
                 h.update(f"{asset.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())

@@ -17,6 +17,13 @@ buckets: no signature); `AWS_S3_ENDPOINT` (host[:port] of an S3-compatible store
 `AWS_HTTPS=NO`, `AWS_VIRTUAL_HOSTING=FALSE` (path-style URLs). Not supported (GDAL reads
 them, this reader does not): EC2/ECS instance roles, SSO and `credential_process`
 profiles; download the document first there (`aws s3 cp`).
+
+Bucket names are checked before anything is signed or handed to GDAL (`check_bucket`):
+the URL is built as `https://{bucket}.{endpoint}/key`, so a "bucket" holding `#`, `?`,
+`:` or `@` would end the host part there (`s3://localhost:PORT#/x.json` is a request to
+localhost:PORT), and the user's signature, key id and session token would go to a host
+a hostile catalog or Item picked. Only S3's own bucket names pass (docs/faults.md,
+Security).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import configparser
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,10 +40,65 @@ from urllib.parse import quote
 
 from pipeline.errors import InputError
 
-__all__ = ["EMPTY_SHA256", "UNSIGNED_PAYLOAD", "s3_request", "sign_v4"]
+__all__ = ["EMPTY_SHA256", "UNSIGNED_PAYLOAD", "check_bucket", "check_s3_path",
+           "check_vrt_buckets", "s3_request", "sign_v4"]
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+#: S3's bucket naming rules: 3-63 characters of lower-case letters, digits, dots and
+#: hyphens, starting and ending with a letter or digit, no two adjacent dots
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+#: ... and not in the form of an IP address (192.168.5.4)
+_IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+#: a bucket inside a GDAL path: /vsis3/BUCKET/..., /vsis3_streaming/BUCKET/...
+_VSIS3_BUCKET = re.compile(r"/vsis3(?:_streaming)?/([^/]*)")
+
+
+def check_bucket(bucket: str, label: str) -> None:
+    """InputError unless `bucket` is a valid S3 bucket name (module doc: anything else
+    could move the signed request to another host). `label` names the input."""
+    if _BUCKET.fullmatch(bucket) and ".." not in bucket and not _IPV4.fullmatch(bucket):
+        return
+    from pipeline.errors import brief
+
+    raise InputError(f"refused: {brief(bucket)} is not a valid S3 bucket name (3-63 "
+                     "characters of a-z, 0-9, '.' and '-', not an IP address); a request "
+                     "signed for it could go to another host", path=label,
+                     hint="check the s3:// URL (a catalog or Item from someone else may "
+                     "name a host instead of a bucket)")
+
+
+def check_s3_path(text: str, label: str | None = None) -> None:
+    """`check_bucket` for every bucket an `s3://` URL or a GDAL path (`/vsis3/...`, also
+    inside a chain such as `/vsizip//vsis3/...`) names; other paths pass."""
+    text = str(text)
+    buckets = [m.group(1) for m in _VSIS3_BUCKET.finditer(text)]
+    if text[:5].lower() == "s3://":
+        buckets.append(text[5:].split("/", 1)[0])
+    for bucket in buckets:
+        check_bucket(bucket, label or text)
+
+
+#: bytes of a local VRT scanned for the buckets it names (VRTs are a few KB; a mosaic of
+#: thousands of sources a few MB)
+MAX_VRT_SCAN_BYTES = 64 * 2**20
+
+
+def check_vrt_buckets(path: str | Path) -> None:
+    """`check_s3_path` for every `/vsis3/` source a local VRT names, before GDAL opens it
+    (opening a VRT may open its sources, signing a request for each): a VRT handed over
+    in a folder could name `/vsis3/localhost:PORT#/x.tif`. Anything that is not a VRT
+    (or cannot be read) passes: GDAL's own open reports it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(MAX_VRT_SCAN_BYTES)
+    except OSError:
+        return
+    if b"<VRTDataset" not in head[:4096]:
+        return
+    check_s3_path(head.decode("utf-8", errors="replace"), str(path))
 
 
 def _truthy(name: str, default: bool) -> bool:
@@ -101,6 +164,7 @@ def s3_request(url: str, now: datetime | None = None) -> tuple[str, dict[str, st
     if not bucket or not key:
         raise InputError("an s3:// URL names a bucket and a key (s3://bucket/path/x.json)",
                          path=url, hint="give the full s3:// URL of the document")
+    check_bucket(bucket, url)
     endpoint = os.environ.get("AWS_S3_ENDPOINT", "s3.amazonaws.com").strip().rstrip("/")
     scheme = "https" if _truthy("AWS_HTTPS", True) else "http"
     for prefix in ("https://", "http://"):  # GDAL takes a bare host; tolerate a URL

@@ -144,7 +144,12 @@ def is_network(text: str) -> bool:
 
 def gdal_path(text: str) -> str:
     """`https://h/x.tif` -> `/vsicurl/https://h/x.tif`, `s3://b/k` -> `/vsis3/b/k`;
-    a `/vsi...` path or a local path unchanged."""
+    a `/vsi...` path or a local path unchanged. An S3 bucket that is not a valid bucket
+    name is an InputError (pipeline/inputs/s3.py `check_s3_path`: GDAL would sign a
+    request to the host it names)."""
+    from pipeline.inputs.s3 import check_s3_path
+
+    check_s3_path(text)
     scheme, sep, rest = str(text).partition("://")
     if not sep or scheme not in _VSI:
         return str(text)
@@ -186,6 +191,62 @@ def check_remote_dataset(ds: Any, label: str) -> None:
             "file")
 
 
+#: the allowed driver tried first for a file name's suffix (then the others)
+_SUFFIX_DRIVER = {".tif": "GTiff", ".tiff": "GTiff", ".jp2": "JP2OpenJPEG", ".png": "PNG",
+                  ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def open_self_contained(path: str, label: str | None = None) -> Any:
+    """`path` (a band file of a product, a zip member, an Item's asset, a remote raster)
+    opened by one of REMOTE_DRIVERS only, each tried in turn (rasterio restricts GDAL to
+    the one driver it names). GDAL picks a format by content, not by name: a `B04.jp2`
+    that is a VRT would otherwise be opened as one, its sources with it (a private local
+    raster read into the output, a raw band reading ~/.ssh/id_rsa, a `/vsis3/` source
+    signed for a host the file names) before a check after the open could refuse it.
+    Refused (InputError) when none of them recognises the file; other failures (missing,
+    truncated, a 404) raise the RasterioIOError of the driver its suffix suggests."""
+    import posixpath
+
+    first = _SUFFIX_DRIVER.get(posixpath.splitext(str(path).split("?")[0])[1].lower(),
+                               "GTiff")
+    errors: dict[str, rasterio.errors.RasterioIOError] = {}
+    for driver in (first, *sorted(REMOTE_DRIVERS - {first})):
+        try:
+            return rasterio.open(path, driver=driver)
+        except rasterio.errors.RasterioIOError as exc:
+            errors[driver] = exc
+            if "not recognized as" not in str(exc):
+                break  # missing, unreachable, timed out: no other driver will do better
+    if all("not recognized as" in str(e) for e in errors.values()):
+        remote = is_network(path)
+        where = "the remote raster" if remote else "a file inside a product"
+        raise InputError(
+            f"refused: {'it' if remote else 'the file'} is not a raster of a "
+            f"self-contained format; {where} must be a self-contained raster "
+            f"({', '.join(sorted(REMOTE_DRIVERS))}), since a VRT or header file handed over "
+            "by someone else could make GDAL read files of this machine (or send its "
+            "credentials elsewhere)", path=label or path,
+            hint="if the file is a VRT of yours, give the VRT itself as INPUT" if not remote
+            else "download it, check what it refers to, and give the local file")
+    raise errors[first] if "not recognized as" not in str(errors[first]) else next(
+        e for e in errors.values() if "not recognized as" not in str(e))
+
+
+def check_contained(ds: Any, label: str) -> None:
+    """Refuse a product's band file (opened by `open_self_contained`) that brings in files
+    from outside its own folder: GDAL's side-cars (`x.tif.ovr`, `.msk`, `.aux.xml`) are
+    read from beside it, by the path as given (a symlinked band folder is judged where
+    the product put it)."""
+    import posixpath
+
+    folder = posixpath.dirname(str(ds.name))
+    outside = [f for f in ds.files if posixpath.dirname(str(f)) != folder]
+    if outside:
+        raise InputError(f"refused: the file brings in {brief(outside[0])}, outside its "
+                         "folder; a file inside a product must be a self-contained raster",
+                         path=label, hint="check the product's files")
+
+
 def _network_hint(gdal_message: str) -> str:
     """The hint of a remote read that failed; a timeout names the settings to raise."""
     if "timed out" in gdal_message.lower() or "timeout" in gdal_message.lower():
@@ -198,9 +259,11 @@ def _network_hint(gdal_message: str) -> str:
 
 def _source_facts(band: Band) -> dict[str, Any]:
     try:
-        with rasterio.open(band.path) as ds:
+        with open_self_contained(band.path) as ds:
             if is_network(band.path):
                 check_remote_dataset(ds, band.path)
+            else:
+                check_contained(ds, band.path)
             if not 1 <= band.band <= ds.count:
                 raise InputError(f"asset {band.name} has {ds.count} band(s), band "
                                  f"{band.band} asked", path=band.path,
@@ -322,35 +385,12 @@ def _asset_common_names(asset: Mapping[str, Any]) -> list[str]:
 def _http_get(url: str, limit: int, headers: Mapping[str, str] | None = None) -> bytes:
     """The body of `url` (http/https), at most `limit` bytes, within http_timeout()
     seconds overall: pystac's reader (urllib without a timeout) waits forever on a server
-    that accepts the connection and never answers, and reads a body of any size."""
-    import base64
-    import time
-    import urllib.request
-    from urllib.parse import unquote, urlsplit
+    that accepts the connection and never answers, and reads a body of any size. The
+    deadline holds against a server trickling bytes, and credentials never follow a
+    redirect (pipeline/inputs/fetch.py)."""
+    from pipeline.inputs.fetch import http_get
 
-    timeout = http_timeout()
-    deadline = time.monotonic() + timeout
-    parts = urlsplit(url)
-    auth = None
-    if parts.username is not None:  # urllib takes no userinfo: send it as Basic auth
-        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        auth = "Basic " + base64.b64encode(pair.encode()).decode()
-        url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
-    request = urllib.request.Request(
-        url, headers={"Accept": "application/geo+json, application/json", **(headers or {})})
-    if auth is not None:  # unredirected: a redirect to another host does not get it
-        request.add_unredirected_header("Authorization", auth)
-    chunks, size = [], 0
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http checked)
-        while chunk := response.read(65536):
-            size += len(chunk)
-            if size > limit:
-                raise InputError(f"the STAC Item is larger than {limit // 2**20} MiB",
-                                 path=url, hint="is this URL a STAC Item?")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the read took longer than {timeout:g} s")
-            chunks.append(chunk)
-    return b"".join(chunks)
+    return http_get(url, limit, http_timeout(), headers)
 
 
 def read_stac_bytes(source: str) -> bytes:
@@ -473,6 +513,9 @@ def _asset_href(href: str, source: str) -> str:
                 f"only name URLs: {', '.join(s + '://' for s in REMOTE_ASSET_SCHEMES)}, or "
                 "paths relative to it)", path=source,
                 hint="download the Item and its files and give the local Item")
+        from pipeline.inputs.fetch import check_link_target
+
+        check_link_target(source, url, "asset names")
         return gdal_path(url)
     if is_remote(href) or Path(href).is_absolute():
         return gdal_path(href)
@@ -1145,7 +1188,8 @@ def _remote(source: str, tmp: Path, assets: Sequence[str] | None) -> ResolvedInp
     vsi = gdal_path(source)
     vrt = tmp / f"{_safe_stem(redact_url(source))}.vrt"  # may name an output: no secrets
     try:
-        with rasterio.open(vsi) as ds:
+        with (open_self_contained(vsi, source) if is_network(vsi) else rasterio.open(vsi)
+              ) as ds:
             if is_network(vsi):
                 check_remote_dataset(ds, source)
             rasterio.shutil.copy(ds, vrt, driver="VRT")

@@ -263,20 +263,15 @@ def run_directory(
     input_dir: Path,
     output_dir: Path,
     *,
-    model_path: Path,
-    config: Any,
     pattern: str | None = None,
     excludes: Sequence[str] = (),
-    overwrite: bool = False,
-    run_scene: Callable[..., Any] | None = None,
-    heatmap: bool = False,
-    quiet: bool = False,
-    client: Any = None,
-    stream: TextIO | None = None,
-    assets: Sequence[str] | None = None,
+    **options: Any,
 ) -> BatchReport:
     """Run every product of ``input_dir`` (pipeline/inputs/discovery.py; ``pattern``: a glob
-    instead, ``excludes``: globs to leave out) into ``output_dir``: ``run_products``.
+    instead, ``excludes``: globs to leave out) into ``output_dir``: ``run_products`` with
+    ``options``, its keywords (``model_path`` and ``config`` required; ``overwrite``,
+    ``run_scene``, ``heatmap``, ``quiet``, ``client``, ``stream``, ``assets``), passed on
+    as they are rather than listed twice.
 
     Raises InputError (missing directory, no product, two products mapping to one
     output), ModelError (no checkpoint) or OutputError (output directory not writable)
@@ -284,10 +279,8 @@ def run_directory(
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     products = directory_products(input_dir, output_dir, pattern, excludes)
-    return run_products(
-        products, output_dir, model_path=model_path, config=config, input_label=input_dir,
-        pattern=pattern, overwrite=overwrite, run_scene=run_scene, heatmap=heatmap,
-        quiet=quiet, client=client, stream=stream, assets=assets)
+    return run_products(products, output_dir, input_label=input_dir, pattern=pattern,
+                        **options)
 
 
 def run_products(

@@ -65,6 +65,9 @@ def open_input(path: Path) -> rasterio.io.DatasetReader:
             path=path,
             hint="give an output directory to process every scene of a directory",
         )
+    from pipeline.inputs.s3 import check_vrt_buckets
+
+    check_vrt_buckets(path)  # before GDAL opens a VRT's sources (and signs for them)
     try:
         with warnings.catch_warnings():
             # a missing geotransform is reported by check_georeferencing, as an error

@@ -199,6 +199,26 @@ def build_cluster(plan: WorkerPlan) -> Any:
     return LocalCluster(**kwargs)
 
 
+def redact_worker_logs(client: Any) -> None:
+    """Every worker of `client`'s cluster, present and future (a nanny's restart
+    included), filters its log handlers as the CLI does (pipeline/urls.py
+    `redact_log_handlers`): a worker's own log lines (`Compute Failed ... Exception:
+    RasterioIOError('x.tif?sig=...')`, GDAL's warnings) go to the run's stderr unfiltered
+    otherwise. A scheduler plugin would not reach the workers' processes; a worker plugin
+    registered on the scheduler does."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class RedactLogs(WorkerPlugin):
+        name = "eo2sar-redact-logs"
+
+        def setup(self, worker: Any) -> None:
+            from pipeline.urls import redact_log_handlers
+
+            redact_log_handlers()
+
+    client.register_plugin(RedactLogs())
+
+
 TLS_HINT = ("set Dask's TLS settings (distributed.comm.tls.ca-file, .client.cert, "
             ".client.key) in a Dask config file or the DASK_DISTRIBUTED__COMM__TLS__* "
             "environment variables (docs/cluster.md, TLS)")

@@ -161,8 +161,11 @@ def write_manifest(
     output_path = Path(output_path)
     out_stat = os.stat(output_path)
     text = str(input_path)
+    # a local input as the run was given it (absolute, symlinks kept): `pipeline view`
+    # judges the path a folder named (a symlink out of it is refused), which the resolved
+    # target would hide (pipeline/viewing/view_inputs.py)
     recorded = (redact_url(text) if "://" in text or text.startswith("/vsi")
-                else str(Path(text).resolve()))
+                else os.path.abspath(text))
     doc: dict[str, Any] = {
         "schema": MANIFEST_SCHEMA,
         "input": {"path": recorded, "kind": input_kind, **input_fingerprint.to_dict()},

@@ -26,6 +26,7 @@ from pipeline.run.cluster import (
     check_gpu_workers,
     is_cuda,
     make_local_cluster,
+    redact_worker_logs,
     remote_security,
     task_resources,
     wait_for_workers,
@@ -105,6 +106,7 @@ class scheduler_client:
             ) from None
         try:
             client = self._connect(Client)
+            redact_worker_logs(client)  # worker log lines name URLs too
         except OSError as exc:
             self.__exit__(None, None, None)
             tls = (self.config.scheduler or "").startswith("tls://")

@@ -23,9 +23,11 @@ The rules:
   local file (no `/vsi`, no URL), whose content still matches the fingerprint the
   manifest recorded (so the folder's author must have known its bytes), opened with an
   allow-list of drivers (`INPUT_DRIVERS`; rasterio opens one named driver at a time),
-  not a symlink out of the viewed folder, and if a VRT, one without raw bands or pixel
-  functions whose sources are local files under the VRT's own directory, checked by the
-  same rules (recursively). Otherwise `UnsafeInput`: the user passes `--input`;
+  not a symlink out of the viewed folder nor out of its own folder (judged on the path
+  the manifest records, as the run was given it, not resolved), and if a VRT, one
+  without raw bands or pixel functions whose sources are local files under the VRT's
+  own directory, checked by the same rules (recursively). Otherwise `UnsafeInput`: the
+  user passes `--input`;
 * every read runs with GDAL's sibling-file discovery off and its VRT restrictions on
   (`view_env`): Python pixel functions off, raw VRT sources only beside the VRT (GDAL
   3.12's default; the GDAL in use here, 3.10, has no run-time switch for raw bands:
@@ -224,6 +226,10 @@ def manifest_input(doc: dict[str, Any], folder: Path) -> Path | None:
     path = Path(raw)
     if not path.exists():
         return None
+    # the path as given (manifests record it unresolved): a symlink out of the folder it
+    # stands in (a scene planted as `shared/scene.tif -> ~/private.tif`) is refused, as one
+    # out of the viewed folder is
+    refuse_symlink_out(path, path.parent, "input")
     if _inside(Path(os.path.abspath(path)), Path(os.path.abspath(folder))):
         refuse_symlink_out(path, folder, "input")
     if not path.is_file():

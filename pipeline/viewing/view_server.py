@@ -22,7 +22,11 @@ So this server:
 * opens them with O_NOFOLLOW and refuses any whose real path is not the path served (no
   symlink anywhere on the way), and serves only regular files;
 * GET and HEAD only; `Cache-Control: no-store`, `Referrer-Policy: no-referrer` (the token
-  must not travel in a Referer), `X-Content-Type-Options: nosniff`.
+  must not travel in a Referer), `X-Content-Type-Options: nosniff`;
+* answers MAX_CONNECTIONS connections at a time, each for REQUEST_SECONDS at most in
+  all (a timer shuts its socket down): 400 clients trickling a byte a second made 400
+  threads; now further connections wait in the kernel's backlog until a slot frees, so
+  another local user can delay the page by seconds, not exhaust the machine.
 """
 
 from __future__ import annotations
@@ -32,15 +36,22 @@ import html.parser
 import http.server
 import os
 import secrets
+import socket
 import socketserver
 import stat
+import threading
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["PageServer", "linked_pages", "page_server", "serve_page"]
+__all__ = ["MAX_CONNECTIONS", "REQUEST_SECONDS", "PageServer", "linked_pages",
+           "page_server", "serve_page"]
 
 LOOPBACK = "127.0.0.1"
+#: connections answered at once (a page and its index need one or two)
+MAX_CONNECTIONS = 16
+#: seconds a connection may take in all, trickled or not
+REQUEST_SECONDS = 10.0
 
 
 class _Links(html.parser.HTMLParser):
@@ -75,22 +86,58 @@ def linked_pages(page: Path) -> list[str]:
 
 
 class PageServer(socketserver.ThreadingTCPServer):
-    """The server of `serve_page`: `url` is the page's address with the token. One thread
-    per connection and a 10 s socket timeout, so a client that connects and says nothing
-    (another local user) cannot block the page for its user."""
+    """The server of `serve_page`: `url` is the page's address with the token. A thread
+    per connection, MAX_CONNECTIONS at once, each connection cut after REQUEST_SECONDS in
+    all (and a 10 s socket timeout), so a client that connects and says nothing or
+    trickles (another local user) neither blocks the page for long nor piles up threads."""
 
     allow_reuse_address = True
     daemon_threads = True
+    request_queue_size = 64
 
     def __init__(self, page: Path, port: int = 0) -> None:
         page = Path(page).absolute()
         self.root = Path(os.path.realpath(page.parent))
         self.files = frozenset(linked_pages(page))
         self.token = secrets.token_urlsafe(32)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__((LOOPBACK, port), _Handler)
         self.port = int(self.server_address[1])
         self.hosts = frozenset({f"{LOOPBACK}:{self.port}", f"localhost:{self.port}"})
         self.url = f"http://{LOOPBACK}:{self.port}/{self.token}/{page.name}"
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Start the connection's thread once a slot is free (the accept loop waits for
+        one, connections queue in the backlog); a connection still without a slot after
+        REQUEST_SECONDS is closed unanswered."""
+        if not self.slots.acquire(timeout=REQUEST_SECONDS):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """One connection, shut down when REQUEST_SECONDS have passed, whatever it is
+        doing (sending its request a byte at a time, reading the answer slowly)."""
+        timer = threading.Timer(REQUEST_SECONDS, _shutdown, args=(request,))
+        timer.daemon = True
+        timer.start()
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            timer.cancel()
+            self.slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection cut (by its client, or at REQUEST_SECONDS) is no error to print;
+        anything else is, as socketserver prints it."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
 
     def read(self, name: str) -> bytes | None:
         """The bytes of served file `name`, or None: not served, a symlink on the way,
@@ -108,6 +155,13 @@ class PageServer(socketserver.ThreadingTCPServer):
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 return None
             return f.read()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # closed already: the connection is over
+        pass
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

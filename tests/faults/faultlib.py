@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -76,3 +80,121 @@ def same_bytes(a: Path, b: Path) -> bool:
 def raster_values(path: Path) -> np.ndarray:
     with rasterio.open(path) as ds:
         return ds.read()
+
+
+# ---------------------------------------------------------------- attacks on credentials
+
+#: fake AWS credentials of the credential tests (never valid anywhere), and a fake URL
+#: signature: no output, Item, manifest, report, log or stderr may hold any of them
+FAKE_KEY_ID = "AKIAEO2SARFAKEKEY0ID"
+FAKE_SECRET = "eo2sarFAKEsecretACCESSkey0000000000000000"
+FAKE_TOKEN = "eo2sarFAKEsessionTOKEN"
+FAKE_SIGNATURE = "eo2sarFAKEsignature"
+FAKE_SECRETS = (FAKE_KEY_ID, FAKE_SECRET, FAKE_TOKEN, FAKE_SIGNATURE)
+#: the environment of a user with those credentials and a MinIO-style endpoint
+FAKE_AWS_ENV = {"AWS_ACCESS_KEY_ID": FAKE_KEY_ID, "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
+                "AWS_SESSION_TOKEN": FAKE_TOKEN, "AWS_REGION": "us-east-1",
+                "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "TRUE",
+                "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/eo2sar-test",
+                "AWS_CONFIG_FILE": "/nonexistent/eo2sar-test", "AWS_PROFILE": "",
+                "AWS_NO_SIGN_REQUEST": "NO"}
+
+
+def leaked(*sources: str | bytes | Path) -> list[str]:
+    """`where: secret` for each fake secret found in texts, files or every file under
+    folders (`sources`); empty when nothing leaked."""
+    found = []
+    for source in sources:
+        if isinstance(source, Path):
+            paths = [source] if source.is_file() else sorted(
+                p for p in source.rglob("*") if p.is_file())
+            items = [(str(p), p.read_bytes()) for p in paths]
+        else:
+            data = source.encode() if isinstance(source, str) else source
+            items = [(data[:60].decode(errors="replace"), data)]
+        found += [f"{where}: {s}" for where, data in items for s in FAKE_SECRETS
+                  if s.encode() in data]
+    return found
+
+
+class Listener:
+    """A TCP server on 127.0.0.1 (a thread, stopped by `close`) that records the bytes of
+    every request it receives (`requests`) and answers with `respond(conn, request,
+    stop)`: the host an attacker picks, a redirecting endpoint, a trickling server. For
+    attacked code running in a subprocess or through urllib (GDAL in this process could
+    hold the GIL the thread needs: tests/range_server.py)."""
+
+    def __init__(self, respond: Any) -> None:
+        self.respond = respond
+        self.requests: list[bytes] = []
+        self.hung_up = threading.Event()  # a client closed while it was being answered
+        self.stop = threading.Event()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.threads = [threading.Thread(target=self._serve, daemon=True)]
+        self.threads[0].start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # the accept timeout, or the socket closed
+                continue
+            thread = threading.Thread(target=self._handle, args=(conn,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            self.requests.append(data)
+            self.respond(conn, data, self.stop)
+        except OSError:
+            self.hung_up.set()
+        finally:
+            conn.close()
+
+    def received(self) -> bytes:
+        return b"".join(self.requests)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+        for thread in self.threads:
+            thread.join(timeout=10)
+
+
+def answer(status: str, headers: dict[str, str] | None = None, body: bytes = b"") -> Any:
+    """A `respond` for Listener: one fixed HTTP answer."""
+    head = "".join(f"{k}: {v}\r\n" for k, v in {
+        "Content-Length": str(len(body)), "Connection": "close", **(headers or {})}.items())
+
+    def respond(conn: socket.socket, _request: bytes, _stop: threading.Event) -> None:
+        conn.sendall(f"HTTP/1.1 {status}\r\n{head}\r\n".encode() + body)
+
+    return respond
+
+
+def trickle(chunked: bool, seconds: float = 60.0) -> Any:
+    """A `respond` for Listener: 200 and then a JSON body one byte a second, for up to
+    `seconds` (a Content-Length of a megabyte, or chunked of one byte each)."""
+    def respond(conn: socket.socket, _request: bytes, stop: threading.Event) -> None:
+        kind = "Transfer-Encoding: chunked" if chunked else "Content-Length: 1000000"
+        conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{kind}\r\n"
+                     "\r\n".encode())
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not stop.is_set():
+            conn.sendall(b"1\r\n \r\n" if chunked else b" ")
+            stop.wait(1.0)
+
+    return respond

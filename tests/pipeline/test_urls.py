@@ -88,3 +88,47 @@ def test_network_defaults_fill_only_what_the_user_left_unset(monkeypatch):
     assert http_timeout() == 7.0
     monkeypatch.setenv("GDAL_HTTP_TIMEOUT", "nonsense")
     assert http_timeout() == float(HTTP_DEFAULTS["GDAL_HTTP_TIMEOUT"])
+
+
+def test_secret_queries_are_dropped_wherever_gdal_names_them():
+    """GDAL names a remote file by its basename and query, without a scheme: the query
+    goes if one of its parameters is a secret; a lone secret pair is masked; messages
+    without one are left alone."""
+    from pipeline.urls import redact_text
+
+    cases = {
+        "cannot read (trunc.tif?sig=S3CRET&X-Amz-Credential=AK%2F1, band 1: failed)":
+            "cannot read (trunc.tif, band 1: failed)",
+        "CPLE_AppDefined in x.tif?X-Amz-Signature=S3CRET&X-Amz-Date=1: TIFFRead":
+            "CPLE_AppDefined in x.tif: TIFFRead",
+        "y.tif?se=2030&sp=r&sv=2022&sig=S3CRET": "y.tif",
+        "...&X-Amz-Security-Token=S3CRET done": "...&X-Amz-Security-Token=<redacted> done",
+        "(token=S3CRET)": "(token=<redacted>)",
+        "is this URL a STAC Item?": "is this URL a STAC Item?",
+        "x.tif?a=1&b=2": "x.tif?a=1&b=2",
+        "GDAL_HTTP_TIMEOUT=3": "GDAL_HTTP_TIMEOUT=3",
+    }
+    for given, expected in cases.items():
+        assert redact_text(given) == expected
+
+
+def test_every_log_handler_gets_the_filter(monkeypatch):
+    """`redact_log_handlers`: the root's handlers, a logger's own handler (as Dask's) and
+    the last-resort handler all redact."""
+    import io
+    import logging
+
+    from pipeline.urls import RedactingFilter, redact_log_handlers
+
+    stream = io.StringIO()
+    own = logging.getLogger("eo2sar.test.own")
+    handler = logging.StreamHandler(stream)
+    monkeypatch.setattr(own, "handlers", [handler])
+    monkeypatch.setattr(own, "propagate", False)
+    last = logging.StreamHandler(io.StringIO())
+    monkeypatch.setattr(logging, "lastResort", last)
+    redact_log_handlers()
+    redact_log_handlers()  # idempotent
+    own.warning("read x.tif?sig=%s failed", "S3CRET")
+    assert stream.getvalue() == "read x.tif failed\n"
+    assert sum(isinstance(f, RedactingFilter) for f in last.filters) == 1

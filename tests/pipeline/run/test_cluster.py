@@ -376,3 +376,36 @@ def test_remote_security_reads_dasks_tls_settings_and_refuses_what_would_leak(ca
         assert not caplog.records
         remote_security("tcp://gpu1:8786")
     assert "not encrypted" in caplog.text and "tcp://gpu1:8786" in caplog.text
+
+
+def test_workers_filter_their_log_lines_for_secrets():
+    """A worker's own log lines (`Compute Failed ... Exception: RasterioIOError('x.tif?sig=
+    ...')`, GDAL's warnings through the last-resort handler) go to the run's stderr: every
+    handler of the worker process, present when the cluster is connected, redacts them
+    (pipeline/run/cluster.py `redact_worker_logs`). **Was**: only the client's handlers."""
+    pytest.importorskip("distributed")
+
+    def worker_side() -> tuple[bool, str]:
+        import logging
+
+        from pipeline.urls import RedactingFilter
+
+        record = logging.LogRecord(
+            "distributed.worker", logging.WARNING, "w", 1, "Compute Failed: Exception: "
+            "RasterioIOError('x.tif?sig=S3CRET&X-Amz-Signature=S3CRET: read error')",
+            None, None)
+        handlers = [logging.lastResort, *logging.getLogger().handlers,
+                    *logging.getLogger("distributed").handlers]
+        filtered = all(any(isinstance(f, RedactingFilter) for f in h.filters)
+                       for h in handlers if h is not None)
+        for handler in handlers:
+            if handler is not None:
+                handler.filter(record)
+        return filtered, record.getMessage()
+
+    with scheduler_client(PipelineConfig(workers=1), None) as client:
+        client.wait_for_workers(1, timeout=30)
+        (result,) = client.run(worker_side).values()
+    filtered, message = result
+    assert filtered
+    assert "S3CRET" not in message and "x.tif: read error" in message

@@ -252,3 +252,25 @@ def test_raw_vrt_bands_from_outside_stay_off_even_for_an_explicit_input(made, vi
     (folder / "mine.bin").write_bytes(data)  # the user's own raw file, beside the VRT
     res = view(out, "--input", raw_vrt(out, folder / "mine.bin", folder / "mine.vrt"))
     assert res.exit_code == 0, res.output
+
+
+def test_a_scene_symlinked_out_of_the_run_folder_is_not_embedded(tiny_checkpoint,
+                                                                 tmp_path):
+    """A handed-over folder holding `scene.tif -> ~/private.tif` (a raster of the
+    victim's): `pipeline run shared/ out/` records the input as given (not resolved), and
+    `pipeline view out/` refuses it as a symlink out of its folder; no page. **Was**: the
+    manifest named the resolved private file, the rule never applied, and the page
+    embedded it."""
+    private = crop(SN6, tmp_path / "home" / "private.tif", Window(0, 0, SIDE, SIDE))
+    shared, out = tmp_path / "shared", tmp_path / "out"
+    shared.mkdir()
+    (shared / "scene.tif").symlink_to(private)
+    run = CliRunner().invoke(main, ["run", str(shared), str(out), "--model",
+                                    str(tiny_checkpoint), "--tile-size", "64",
+                                    "--overlap", "16", "-q"])
+    assert run.exit_code == 0, run.output
+    recorded = json.loads(manifest_path(out / "scene.tif").read_text())["input"]["path"]
+    assert recorded == str(shared / "scene.tif")
+    assert_refused(view(out), out, "symlink out of its folder", "--input")
+    assert_refused(view(out / "scene.tif"), out, "symlink out of its folder")
+    assert not list(tmp_path.rglob("*.html"))

@@ -192,3 +192,55 @@ def test_a_silent_connection_does_not_block_the_page(folder, serve):
     server = serve(folder / "v.html")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10):
         assert get(server, f"/{server.token}/v.html") == (200, PAGE)
+
+
+def test_trickling_clients_hold_a_bounded_number_of_threads(folder, serve, monkeypatch):
+    """Twelve clients that send their request a byte at a time, never finishing it (the
+    socket timeout never fires): the server holds MAX_CONNECTIONS threads at most (4 here)
+    and cuts each connection after REQUEST_SECONDS in all (1 s here), so the user's page is
+    still served. **Was**: a thread per connection for as long as it trickled (400
+    clients, 400 threads)."""
+    import socket
+
+    from pipeline.viewing import view_server
+
+    monkeypatch.setattr(view_server, "MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(view_server, "REQUEST_SECONDS", 1.0)
+    server = serve(folder / "v.html")
+    stop, lock = threading.Event(), threading.Lock()
+    cut, active, peak = [], [0], [0]
+    handle = server.process_request_thread
+
+    def counted(request, address) -> None:  # this server's connection threads
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            handle(request, address)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    server.process_request_thread = counted
+
+    def trickle() -> None:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            try:
+                while not stop.is_set():
+                    sock.sendall(b"G")
+                    stop.wait(0.1)
+            except OSError:  # the server cut the connection
+                cut.append(True)
+
+    clients = [threading.Thread(target=trickle, daemon=True) for _ in range(12)]
+    for client in clients:
+        client.start()
+    stop.wait(1.5)  # more than one round of cuts
+    try:
+        assert get(server, f"/{server.token}/v.html") == (200, PAGE)
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(timeout=20)
+    assert 1 <= peak[0] <= 4
+    assert cut  # connections were cut by the server, not by the clients
