@@ -9,19 +9,19 @@ For notebook users whose scenes are arrays (stackstac, odc-stac, rioxarray), nev
                     tiles (norm_sample.choose_sample) pooled in one forward
                     (ResnetGenerator.collect_stats): what `plan_scene` + `with_norm_stats`
                     compute from a file, from the same pixels
-    per output chunk one TILE-GROUP task: the tiles of the pipeline's global grid
-                    (tiling.TileGrid) whose top-left pixel lies in the chunk, read from
-                    the input chunks they cover (tiling.read_tiles, reflect padding and
-                    validity as for a file), scaled (radiometry.to_model_input) and run
-                    through the generator (inference.forward_fixed_shape)
-                    one BLEND task: every tile that overlaps the chunk (its own group and
-                    the groups up and left of it), weighted by the smooth window
+    per output chunk TILE-GROUP tasks, one per grid row: the tiles of the pipeline's
+                    global grid (tiling.TileGrid) whose top-left pixel lies in the chunk,
+                    read from the input chunks they cover (tiling.read_tiles, reflect
+                    padding and validity as for a file), scaled (radiometry.to_model_input)
+                    and run through the generator (inference.forward_fixed_shape)
+                    one BLEND task: every tile that overlaps the chunk (its own groups and
+                    those of the chunks up and left of it), weighted by the smooth window
                     (tiling.weight_window) into float64 sums in ascending global tile
                     number (mosaic.BlockAccumulator), masked by the tiles' validity,
                     encoded (mosaic.encode): `_write_block` of `pipeline run`.
 
 So an output chunk computes only the tiles it needs (each tile once, in its owner's
-group), blending across chunk edges as `pipeline run` blends across its write blocks, and
+groups), blending across chunk edges as `pipeline run` blends across its write blocks, and
 its bytes are those of `pipeline run` for the same pixels and options, whatever the
 chunking and scheduler (the same arguments as pipeline/run/mosaic.py and inference.py:
 the tile grid and the accumulation order are global; each tile is forwarded alone on
@@ -32,7 +32,7 @@ task, synchronously: bounded by a chunk at a time): sharing the input's chunks w
 tile tasks would keep every chunk in memory until the statistics were done. That reads
 the decimated sample, and the sample's tiles, a second time, as `pipeline run` reads the
 file twice. Everything else streams: memory is bounded by the chunks in flight (a tile
-group holds its chunk's tiles, a blend waits on at most the groups that overlap it).
+group holds a row of its chunk's tiles, a blend waits on the groups that overlap it).
 
 The model never travels in the graph when given as a path (or a loaded
 `ugatit.Checkpoint`, whose file is used): every task carries the path and its sha256, and
@@ -284,16 +284,17 @@ def _assemble(blocks: list[list[np.ndarray]], r0: int, c0: int, h: int, w: int
 def _tile_group(scene: _Scene, stats: SceneStats, module: _Opaque | None,
                 tiles: tuple[int, ...], region: tuple[int, int, int, int],
                 blocks: list[list[np.ndarray]]) -> dict[int, TileOutput]:
-    """inference.run_batch for the tiles one output chunk owns, read from the input
-    chunks they cover: {tile: output} for every tile with a valid pixel."""
+    """inference.run_batch for a group (one grid row of the tiles an output chunk owns),
+    read from the input chunks they cover: {tile: output} for every tile with a valid
+    pixel."""
     import torch
 
     if stats.scaling.method == "empty" or not tiles:
         return {}  # pipeline run computes nothing for a scene without a valid pixel
     job = dataclasses.replace(scene.job, scaling=stats.scaling, norm_stats=stats.norm_stats)
     row0, col0, r_off, c_off = region
-    h = min(job.grid.height, max(job.grid.origin(t)[0] for t in tiles) + job.grid.tile) - row0
-    w = min(job.grid.width, max(job.grid.origin(t)[1] for t in tiles) + job.grid.tile) - col0
+    h = min(job.grid.height, row0 + job.grid.tile) - row0
+    w = min(job.grid.width, job.grid.origin(tiles[-1])[1] + job.grid.tile) - col0
     reader = ArrayReader(_assemble(blocks, r_off, c_off, h, w), nodata=job.nodata,
                          height=job.grid.height, width=job.grid.width, row0=row0, col0=col0)
     inference.pin_threads(job.device, job.precision)
@@ -409,29 +410,29 @@ def _build(x: Any, scene: _Scene, module: Any, out_chunks: tuple[tuple[int, ...]
     if module is not None:
         module_key = f"eo2sar-model-{token}"
         layer[module_key] = _Opaque(module)
-    # owner chunk of every tile: where its top-left pixel lies
-    owned: dict[tuple[int, int], list[int]] = {}
+    # a tile belongs to the output chunk its top-left pixel lies in; the tiles of one
+    # chunk and one grid row are a group (a task of about chunk / stride tiles, like the
+    # pipeline's batches: enough tasks to keep every thread busy)
+    groups: dict[tuple[int, int, int], list[int]] = {}
     for t in range(grid.count):
         r, c = grid.origin(t)
-        owned.setdefault((_chunk_of(ybounds, r), _chunk_of(xbounds, c)), []).append(t)
+        groups.setdefault((_chunk_of(ybounds, r), _chunk_of(xbounds, c), t // grid.nx),
+                          []).append(t)
+    group_of = {t: g for g, tiles in groups.items() for t in tiles}
     for ti in range(T):
         source = _Opaque(x[ti])
         layer[(stats_name, ti)] = (_scene_stats, scene, source, module_key)
-        for i in range(ny):
-            for j in range(nx):
-                tiles = tuple(owned.get((i, j), ()))
-                if not tiles:
-                    layer[(group_name, ti, i, j)] = (dict,)
-                    continue
-                r0, c0 = ybounds[i], xbounds[j]
-                r1 = min(grid.height, max(grid.origin(t)[0] for t in tiles) + grid.tile)
-                c1 = min(grid.width, max(grid.origin(t)[1] for t in tiles) + grid.tile)
-                bi = _blocks_between(in_y, r0, r1)
-                bj = _blocks_between(in_x, c0, c1)
-                blocks = [[(x.name, ti, 0, a, b) for b in bj] for a in bi]
-                region = (r0, c0, r0 - in_y[bi[0]], c0 - in_x[bj[0]])
-                layer[(group_name, ti, i, j)] = (
-                    _tile_group, scene, (stats_name, ti), module_key, tiles, region, blocks)
+        for g, tiles in groups.items():
+            r0 = grid.origin(tiles[0])[0]
+            c0 = grid.origin(tiles[0])[1]
+            r1 = min(grid.height, r0 + grid.tile)
+            c1 = min(grid.width, grid.origin(tiles[-1])[1] + grid.tile)
+            bi = _blocks_between(in_y, r0, r1)
+            bj = _blocks_between(in_x, c0, c1)
+            blocks = [[(x.name, ti, 0, a, b) for b in bj] for a in bi]
+            region = (r0, c0, r0 - in_y[bi[0]], c0 - in_x[bj[0]])
+            layer[(group_name, ti, *g)] = (
+                _tile_group, scene, (stats_name, ti), module_key, tuple(tiles), region, blocks)
     arrays = []
     for what in ("sar", "heat") if heatmap else ("sar",):
         name = f"eo2sar-{what}-{token}"
@@ -443,11 +444,10 @@ def _build(x: Any, scene: _Scene, module: Any, out_chunks: tuple[tuple[int, ...]
                     c0, c1 = xbounds[j], xbounds[j + 1]
                     win = Window(c0, r0, c1 - c0, r1 - r0)
                     tiles = tuple(grid.tiles_in(win))
-                    owners = sorted({(_chunk_of(ybounds, grid.origin(t)[0]),
-                                      _chunk_of(xbounds, grid.origin(t)[1])) for t in tiles})
+                    needed = sorted({group_of[t] for t in tiles})
                     blend[(name, ti, 0, i, j)] = (
                         _blend, scene, (c0, r0, c1 - c0, r1 - r0), tiles, what, True,
-                        *[(group_name, ti, a, b) for a, b in owners])
+                        *[(group_name, ti, *g) for g in needed])
         graph = HighLevelGraph.from_collections(name, {**layer, **blend}, dependencies=deps)
         bands = scene.job.output_bands if what == "sar" else 1
         dtype = output_dtype_nodata(scene.config.output_scale)[0] if what == "sar" \

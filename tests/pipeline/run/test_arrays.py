@@ -236,8 +236,10 @@ def test_a_huge_lazy_array_has_chunk_bounded_tasks(tiny_checkpoint):
     groups = [k for k in graph if isinstance(k, tuple) and str(k[0]).startswith("eo2sar-tiles")]
     inputs = [k for k in graph if isinstance(k, tuple) and len(k) == 5
               and not str(k[0]).startswith("eo2sar")]
-    assert len(groups) == 4  # its own group, left, up, up-left
-    assert 4 <= len(inputs) <= 9  # the chunks those groups' tiles cover
+    # its own chunk's rows of tiles, and those of the chunks left, up, up-left that reach
+    # into it: 6 tile rows x 2 owner chunks across
+    assert len(groups) == 12
+    assert 4 <= len(inputs) <= 9  # the chunks around it, never more
     assert len(keys) < 40
     corner = out[:, :300, :300].compute()
     assert corner.dtype == np.float32 and np.isfinite(corner.values).all()
