@@ -663,7 +663,12 @@ def _pick_bands(arr: Any, band_dim: str, bands: Sequence[Any] | None,
         return picked, [str(labels[i]) for i in picked]
     available = _band_labels(arr, band_dim)
     if wanted and any(a is not None for a in available):
-        picked, _ = match_bands(wanted, available, "data")
+        try:
+            picked, _ = match_bands(wanted, available, "data")
+        except ConfigError as err:  # the same message; the hint in this API's words
+            raise ConfigError(err.message, path="data", hint=f"pass an array with those "
+                              f"bands, or bands=[...]: {in_ch} labels of the {band_dim!r} "
+                              "coordinate in the model's order") from None
         return picked, [str(labels[i]) for i in picked]
     if n == in_ch:
         return list(range(n)), [str(lab) for lab in labels]
