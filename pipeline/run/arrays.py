@@ -121,13 +121,21 @@ class ArrayReader:
     the data and then the masks of the same window)."""
 
     def __init__(self, array: Any, *, nodata: float | None, height: int, width: int,
-                 row0: int = 0, col0: int = 0) -> None:
+                 row0: int = 0, col0: int = 0, scales: Sequence[float] | None = None,
+                 offsets: Sequence[float] | None = None,
+                 descriptions: Sequence[str | None] | None = None) -> None:
         self.array = array
         self.count = int(array.shape[0])
         self.height, self.width = int(height), int(width)
         self.row0, self.col0 = int(row0), int(col0)
         self.nodata = nodata
         self.dtypes = (str(array.dtype),) * self.count
+        # GDAL's band Scale/Offset and descriptions (radiometry.band_reflectance, band
+        # names): what rioxarray read from the file (attrs scale_factor / add_offset)
+        self.scales = tuple(scales) if scales is not None else (1.0,) * self.count
+        self.offsets = tuple(offsets) if offsets is not None else (0.0,) * self.count
+        self.descriptions = tuple(descriptions) if descriptions is not None else \
+            (None,) * self.count
         flags = [MaskFlags.nodata] if nodata is not None else [MaskFlags.all_valid]
         self.mask_flag_enums = tuple(list(flags) for _ in range(self.count))
         self._last: tuple[Any, np.ndarray] | None = None
@@ -190,6 +198,9 @@ class _Scene:
     job: InferenceJob  # scaling / norm_stats are filled in by the statistics task
     config: PipelineConfig
     label: str
+    scales: tuple[float, ...] | None = None  # per band picked, from the array's attrs
+    offsets: tuple[float, ...] | None = None
+    descriptions: tuple[str | None, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -237,7 +248,8 @@ def _scene_stats(scene: _Scene, source: _Opaque, module: _Opaque | None) -> Scen
     `with_norm_stats` compute them from a file (the same functions, the same pixels)."""
     job, config = scene.job, scene.config
     reader = ArrayReader(source.value, nodata=job.nodata, height=job.grid.height,
-                         width=job.grid.width)
+                         width=job.grid.width, scales=scene.scales, offsets=scene.offsets,
+                         descriptions=scene.descriptions)
     path = Path(scene.label)
     scaling = scene_scaling(reader, job.bands, config, path)
     sample = None
@@ -390,6 +402,14 @@ def _chunk_of(bounds: list[int], pos: int) -> int:
     return bisect.bisect_right(bounds, pos) - 1
 
 
+def _culled(arr: Any) -> Any:
+    """`arr` with only the graph it needs (a time step's statistics task carries it)."""
+    import dask
+
+    (arr,) = dask.optimize(arr)
+    return arr
+
+
 def _build(x: Any, scene: _Scene, module: Any, out_chunks: tuple[tuple[int, ...], ...],
            heatmap: bool, token: str) -> tuple[Any, Any | None]:
     """The Dask arrays (time, C, y, x) of the output (and heatmap) over input x
@@ -420,7 +440,7 @@ def _build(x: Any, scene: _Scene, module: Any, out_chunks: tuple[tuple[int, ...]
                           []).append(t)
     group_of = {t: g for g, tiles in groups.items() for t in tiles}
     for ti in range(T):
-        source = _Opaque(x[ti])
+        source = _Opaque(_culled(x[ti]))
         layer[(stats_name, ti)] = (_scene_stats, scene, source, module_key)
         for g, tiles in groups.items():
             r0 = grid.origin(tiles[0])[0]
@@ -529,6 +549,7 @@ def translate(
                           path="output_bands", hint=f"1 (their mean) or {mcfg.out_ch}")
     picked, names = _pick_bands(arr, band_dim, bands, model_band_names(contract, mcfg.in_ch),
                                 mcfg.in_ch)
+    n_bands = arr.sizes[band_dim]
     arr = arr.isel({band_dim: picked})
     height, width = arr.sizes[y_dim], arr.sizes[x_dim]
     grid = TileGrid(width, height, cfg.tile_size, cfg.overlap)
@@ -538,7 +559,10 @@ def translate(
         heatmap=heatmap, model_path=model_path, model_sha256=sha, device=cfg.device,
         precision=cfg.precision, channels_last=cfg.channels_last, compile=cfg.compile,
         micro_batch=cfg.forward_micro_batch())
-    scene = _Scene(job=job, config=cfg, label=label)
+    scene = _Scene(job=job, config=cfg, label=label,
+                   scales=_per_band(data.attrs.get("scale_factor"), picked, n_bands, 1.0),
+                   offsets=_per_band(data.attrs.get("add_offset"), picked, n_bands, 0.0),
+                   descriptions=tuple(names))
 
     x = arr.data if time_dim is not None else arr.data[None]
     out_chunks = _output_chunks(x, chunks, height, width)
@@ -606,6 +630,19 @@ def _model_facts(path: str, module: Any) -> tuple[dict[str, Any] | None, str, An
     sha = model_sha256(path)
     _, mcfg = inference.get_generator(path, sha, "cpu")
     return model_contract(Path(path)), sha, mcfg
+
+
+def _per_band(value: Any, picked: list[int], n: int, default: float
+              ) -> tuple[float, ...]:
+    """A per-band attribute (one value for all, or one per band) for the bands picked."""
+    if value is None:
+        return (default,) * len(picked)
+    if isinstance(value, (list, tuple, np.ndarray)) and len(value) == n:
+        return tuple(float(value[i]) for i in picked)
+    try:
+        return (float(value),) * len(picked)
+    except (TypeError, ValueError):
+        return (default,) * len(picked)
 
 
 def _array_nodata(data: Any) -> float | None:
