@@ -16,6 +16,12 @@ only ever slows a run down). The ratio is translate / pipeline run: below 1.10 m
 the issue's "not slower by more than 10 %".
 
     python -m benchmarks.bench_xarray [--repeats 3] [--chunks 1024] [--quick]
+    python -m benchmarks.bench_xarray --memory-size 16384   # peak RSS instead (below)
+
+`--memory-size N`: an N x N lazy Dask array of noise (3 bands, uint16, 1024 px chunks),
+never held whole, through `translate` (random ngf 4 model, --norm scene) and written
+chunk by chunk to a tiled GeoTIFF with `rio.to_raster(..., lock=...)`: the peak RSS of
+this process against the 2 GiB target of bench_memory.py (`pipeline run`'s bound).
 """
 
 from __future__ import annotations
@@ -65,13 +71,50 @@ def _translate(scene: Path, out: Path | None, settings: dict[str, Any], chunks: 
         return seconds, ds.read()
 
 
+def memory(size: int, out_dir: Path) -> int:
+    """Peak RSS of translate computing a size x size lazy array chunk by chunk."""
+    import resource
+    import threading
+
+    import dask.array as da
+    import rioxarray  # noqa: F401 - the .rio accessor
+    import xarray as xr
+
+    from benchmarks._common import make_checkpoint
+    from pipeline import translate
+    from pipeline.run.tiling import TileGrid
+
+    with tempfile.TemporaryDirectory(prefix="eo2sar-bench-xarray-mem-") as tmp:
+        ckpt = make_checkpoint(Path(tmp) / "ngf4.pt", ngf=4)
+        noise = da.random.default_rng(0).integers(
+            1, 4000, size=(3, size, size), chunks=(3, 1024, 1024)).astype(np.uint16)
+        data = xr.DataArray(noise, dims=("band", "y", "x"))
+        t0 = time.perf_counter()
+        out = translate(data, ckpt)
+        out.rio.to_raster(Path(tmp) / "out.tif", tiled=True, lock=threading.Lock())
+        seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
+    tiles = TileGrid(size, size, 256, 64).count
+    rows = [{"size": size, "peak_rss_gib": peak, "target_gib": 2.0, "wall_s": seconds,
+             "tiles_per_s": tiles / seconds}]
+    print(format_table(rows))
+    path = write_json(out_dir, f"xarray_memory_{size}", {**rows[0], "tiles": tiles,
+                                                          "within_target": peak <= 2.0})
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--chunks", type=int, default=1024)
     p.add_argument("--quick", action="store_true", help="a 768 x 640 crop, 2 repeats")
+    p.add_argument("--memory-size", type=int, default=0,
+                   help="measure peak RSS on a lazy N x N array instead")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
+    if args.memory_size:
+        return memory(args.memory_size, args.out)
     settings: dict[str, Any] = {"bands": (3, 2, 1)}
     with tempfile.TemporaryDirectory(prefix="eo2sar-bench-xarray-") as tmp:
         tmp_path = Path(tmp)
