@@ -36,7 +36,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install $(PIP_ARGS) "$(TORCH_SPEC)"
-	$(VPY) -m pip install -e ".[dev]"
+	$(VPY) -m pip install -e ".[dev,xarray]"
 	touch $@
 
 test: $(STAMP)

@@ -9,7 +9,8 @@ The default run takes ~10 minutes on 2 cores, most of it the memory benchmark at
 acceptance size, 16384 x 16384 (7225 tiles); ``--memory-size 8192`` (1849 tiles) takes a
 quarter of that, ``--quick`` is a ~1-2 minute smoke run of every script.
 
-    python -m benchmarks.run [--only speed seams norm throughput memory train dask] [--quick]
+    python -m benchmarks.run [--only speed seams norm throughput memory train dask xarray]
+                             [--quick]
                              [--memory-size 16384]
 """
 
@@ -26,7 +27,8 @@ from typing import Any
 from benchmarks._common import DEFAULT_OUT, REPO, format_table, machine
 from ugatit.io import atomic_write_text
 
-ALL = ("speed", "seams", "norm", "throughput", "memory", "train", "train_options", "dask")
+ALL = ("speed", "seams", "norm", "throughput", "memory", "train", "train_options", "dask",
+       "xarray")
 
 
 def _commands(args: argparse.Namespace) -> dict[str, tuple[list[str], str]]:
@@ -52,6 +54,8 @@ def _commands(args: argparse.Namespace) -> dict[str, tuple[list[str], str]]:
                           "train_cpu_options.json"),
         "dask": (["-m", "benchmarks.bench_dask", *(["--quick"] if args.quick else []), *out],
                  "dask.json"),
+        "xarray": (["-m", "benchmarks.bench_xarray", *(["--quick"] if args.quick else []),
+                    *out], "xarray.json"),
     }
 
 
@@ -86,6 +90,11 @@ def _summary(name: str, doc: dict[str, Any]) -> list[dict[str, Any]]:
                          "value": r["tiles_per_s"]})
         rows.append({"benchmark": name, "what": "last/first workers tiles/s",
                      "value": doc["rows"][-1]["ratio_vs_first"]})
+    elif name == "xarray":
+        rows.append({"benchmark": name, "what": "translate (Dask array) / pipeline run s",
+                     "value": doc["ratio"]})
+        rows.append({"benchmark": name, "what": "translate + COG / pipeline run s",
+                     "value": doc["ratio_with_cog"]})
     elif name == "speed":
         rows += _speed_summary(doc)
     elif name == "norm":

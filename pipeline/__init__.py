@@ -10,6 +10,9 @@ Library entry points (the CLI `python -m pipeline run` is a thin layer over them
     # a folder of products, or every Item of a STAC catalog, resumable
     run_directory(Path("downloads"), Path("out"), model_path=Path("model.pt"), config=cfg)
     run_products(catalog_products("search.json"), Path("out"), model_path=..., config=cfg)
+    # an xarray DataArray (band, y, x) or (time, band, y, x) in, a lazy DataArray out, the
+    # same pixels as `pipeline run` (pip install 'eo2sar[xarray]'; docs/xarray.md)
+    sar = translate(stack, "model.pt", output_scale="db")
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pipeline.errors import (
 )
 from pipeline.inputs.catalogs import catalog_products
 from pipeline.inputs.discovery import find_products
+from pipeline.run.arrays import translate
 from pipeline.run.batch import run_directory, run_products
 from pipeline.run.scene import (
     SceneRequest,
@@ -56,4 +60,5 @@ __all__ = [
     "run_products",
     "run_request",
     "run_scene",
+    "translate",
 ]

@@ -1,0 +1,778 @@
+"""xarray in, xarray out: `translate`, the scene pipeline for a (time,) band, y, x DataArray.
+
+For notebook users whose scenes are arrays (stackstac, odc-stac, rioxarray), never files.
+`translate` returns a LAZY DataArray: building it reads no pixel and runs no model
+(it hashes the checkpoint and reads its metadata, as planning a run does); the graph is:
+
+    per time step   one STATISTICS task: the global scaling (radiometry.compute_scaling
+                    on a decimated read of the array) and, --norm scene, the sample of
+                    tiles (norm_sample.choose_sample) pooled in one forward
+                    (ResnetGenerator.collect_stats): what `plan_scene` + `with_norm_stats`
+                    compute from a file, from the same pixels
+    per output chunk TILE-GROUP tasks, one per grid row: the tiles of the pipeline's
+                    global grid (tiling.TileGrid) whose top-left pixel lies in the chunk,
+                    read from the input chunks they cover (tiling.read_tiles, reflect
+                    padding and validity as for a file), scaled (radiometry.to_model_input)
+                    and run through the generator (inference.forward_fixed_shape)
+                    one BLEND task: every tile that overlaps the chunk (its own groups and
+                    those of the chunks up and left of it), weighted by the smooth window
+                    (tiling.weight_window) into float64 sums in ascending global tile
+                    number (mosaic.BlockAccumulator), masked by the tiles' validity,
+                    encoded (mosaic.encode): `_write_block` of `pipeline run`.
+
+So an output chunk computes only the tiles it needs (each tile once, in its owner's
+groups), blending across chunk edges as `pipeline run` blends across its write blocks, and
+its bytes are those of `pipeline run` for the same pixels and options, whatever the
+chunking and scheduler (the same arguments as pipeline/run/mosaic.py and inference.py:
+the tile grid and the accumulation order are global; each tile is forwarded alone on
+CPU, in fixed-shape micro-batches on CUDA).
+
+The statistics task reads the array through its own small graph (computed inside the
+task, synchronously: bounded by a chunk at a time): sharing the input's chunks with the
+tile tasks would keep every chunk in memory until the statistics were done. That reads
+the decimated sample, and the sample's tiles, a second time, as `pipeline run` reads the
+file twice. Everything else streams: memory is bounded by the chunks in flight (a tile
+group holds a row of its chunk's tiles, a blend waits on the groups that overlap it).
+
+The model never travels in the graph when given as a path (or a loaded
+`ugatit.Checkpoint`, whose file is used): every task carries the path and its sha256, and
+each worker process loads it once (inference.get_generator / get_runner). A bare
+generator module travels as one graph key, so once per worker.
+
+Reads "as from a file" (`ArrayReader`): an array has no GDAL masks; validity is the
+array's nodata (attrs `_FillValue` / `nodata`, rioxarray's `rio.nodata`) per band, as
+GDAL's nodata mask, "any band valid"; NaN; and the zero-fill rule of non-uint8 data.
+Decimated reads pick pixels as GDAL's nearest-neighbour decimation does
+(`gdal_nearest_index`). A file with internal overviews may give GDAL's decimated read
+from an overview instead: `pipeline run` then computes its scaling from other pixels,
+unless the scene fits `stats_size` (1024 px by default; then the read is full resolution).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasterio.enums import MaskFlags
+from rasterio.windows import Window
+
+from pipeline.config import PipelineConfig, load_config, resolve_for_model
+from pipeline.errors import ConfigError, InputError, ModelError, PipelineError
+from pipeline.inputs.bandnames import common_name, match_bands, model_band_names
+from pipeline.inputs.radiometry import Scaling, to_model_input
+from pipeline.run import inference
+from pipeline.run.checks import model_sha256
+from pipeline.run.inference import InferenceJob, TileOutput
+from pipeline.run.mosaic import BlockAccumulator, encode, output_dtype_nodata
+from pipeline.run.norm_sample import NormSample
+from pipeline.run.plan import model_contract, norm_sample, scene_scaling
+from pipeline.run.tiling import TileGrid, read_tiles, weight_window
+
+__all__ = ["ArrayReader", "TRANSLATE_OPTIONS", "gdal_nearest_index", "translate"]
+
+INSTALL_HINT = "pip install 'eo2sar[xarray]'"
+#: PipelineConfig settings that mean something for an array in memory (the rest are about
+#: files, directories and schedulers: the caller's Dask scheduler runs the graph)
+TRANSLATE_OPTIONS = (
+    "device", "precision", "tile_size", "overlap", "norm", "norm_sample", "output_scale",
+    "output_bands", "db_range", "percentiles", "scale", "fixed_min", "fixed_max", "nodata",
+    "stats_size", "micro_batch", "channels_last", "compile",
+)
+#: Output chunk side when the input is not a Dask array (pipeline run's --block-size)
+DEFAULT_CHUNK = 1024
+
+
+def _xarray() -> Any:
+    try:
+        import xarray
+    except ImportError:
+        raise PipelineError("xarray is not installed (the optional extra of eo2sar)",
+                            path="translate", hint=INSTALL_HINT) from None
+    return xarray
+
+
+# ---------------------------------------------------------------------------------------
+# Reading an array as the pipeline reads a raster
+
+
+def gdal_nearest_index(size: int, out: int) -> np.ndarray:
+    """The source pixels GDAL's nearest-neighbour decimation of `size` px to `out` px
+    reads: floor((i + 0.5) * size / out) (checked against rasterio reads of files without
+    overviews, tests/pipeline/run/test_arrays.py)."""
+    inc = size / out
+    idx = np.floor((np.arange(out) + 0.5) * inc).astype(np.int64)
+    return np.clip(idx, 0, size - 1)
+
+
+class ArrayReader:
+    """A rasterio dataset look-alike over an array [C, h, w] that holds the rows
+    `row0..` and columns `col0..` of a `height` x `width` scene: what radiometry.read_masked,
+    compute_scaling, norm_sample.choose_sample and tiling.read_tiles read. Band numbers
+    are 1-based into the array. Numpy arrays are sliced; Dask arrays computed on read,
+    synchronously (the statistics task's own reads), the last read kept (read_masked reads
+    the data and then the masks of the same window)."""
+
+    def __init__(self, array: Any, *, nodata: float | None, height: int, width: int,
+                 row0: int = 0, col0: int = 0, scales: Sequence[float] | None = None,
+                 offsets: Sequence[float] | None = None,
+                 descriptions: Sequence[str | None] | None = None) -> None:
+        self.array = array
+        self.count = int(array.shape[0])
+        self.height, self.width = int(height), int(width)
+        self.row0, self.col0 = int(row0), int(col0)
+        self.nodata = nodata
+        self.dtypes = (str(array.dtype),) * self.count
+        # GDAL's band Scale/Offset and descriptions (radiometry.band_reflectance, band
+        # names): what rioxarray read from the file (attrs scale_factor / add_offset)
+        self.scales = tuple(scales) if scales is not None else (1.0,) * self.count
+        self.offsets = tuple(offsets) if offsets is not None else (0.0,) * self.count
+        self.descriptions = tuple(descriptions) if descriptions is not None else \
+            (None,) * self.count
+        flags = [MaskFlags.nodata] if nodata is not None else [MaskFlags.all_valid]
+        self.mask_flag_enums = tuple(list(flags) for _ in range(self.count))
+        self._last: tuple[Any, np.ndarray] | None = None
+
+    def _get(self, indexes: Sequence[int], window: Window | None,
+             out_shape: tuple[int, ...] | None) -> np.ndarray:
+        key = (tuple(indexes), None if window is None else tuple(window.flatten()),
+               None if out_shape is None else tuple(out_shape[-2:]))
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        arr = self.array[[i - 1 for i in indexes]]
+        if window is None:
+            window = Window(0, 0, self.width, self.height)
+        r0, c0 = int(window.row_off) - self.row0, int(window.col_off) - self.col0
+        h, w = int(window.height), int(window.width)
+        if r0 < 0 or c0 < 0 or r0 + h > arr.shape[1] or c0 + w > arr.shape[2]:
+            raise ValueError(f"window {window} is outside the rows/columns held")
+        arr = arr[:, r0:r0 + h, c0:c0 + w]
+        if out_shape is not None and tuple(out_shape[-2:]) != (h, w):
+            rows = gdal_nearest_index(h, int(out_shape[-2]))
+            cols = gdal_nearest_index(w, int(out_shape[-1]))
+            arr = arr[:, rows, :][:, :, cols]
+        if hasattr(arr, "compute"):
+            arr = arr.compute(scheduler="sync")
+        data = np.asarray(arr)
+        self._last = (key, data)
+        return data
+
+    def read(self, indexes: Sequence[int], window: Window | None = None,
+             out_shape: tuple[int, ...] | None = None, resampling: Any = None) -> np.ndarray:
+        return self._get(indexes, window, out_shape)
+
+    def read_masks(self, indexes: Sequence[int], window: Window | None = None,
+                   out_shape: tuple[int, ...] | None = None, resampling: Any = None
+                   ) -> np.ndarray:
+        """GDAL's per-band nodata masks: 0 where the band equals nodata (NaN: is NaN)."""
+        data = self._get(indexes, window, out_shape)
+        if self.nodata is None:
+            return np.full(data.shape, 255, dtype=np.uint8)
+        bad = np.isnan(data) if math.isnan(self.nodata) else data == self.nodata
+        return np.where(bad, 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------
+# The tasks
+
+
+class _Opaque:
+    """Holds a value Dask must not look into (a Dask array read by the statistics task
+    with its own graph; a generator module)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """The static facts of one translate call that every task needs (small, picklable)."""
+
+    job: InferenceJob  # scaling / norm_stats are filled in by the statistics task
+    config: PipelineConfig
+    label: str
+    scales: tuple[float, ...] | None = None  # per band picked, from the array's attrs
+    offsets: tuple[float, ...] | None = None
+    descriptions: tuple[str | None, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SceneStats:
+    """What the statistics task computed for one time step."""
+
+    scaling: Scaling
+    sample: NormSample | None
+    norm_stats: Any  # ugatit.NormStats or None
+
+
+_module_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4)
+def _module_runner(gen: Any, device: str, shape: tuple[int, int, int], precision: str,
+                   channels_last: bool, compile: bool, scene_norm: bool) -> Any:
+    import copy
+
+    import torch
+
+    dev = torch.device(device)
+    if next(gen.parameters()).device != dev:
+        gen = copy.deepcopy(gen).to(dev)  # the caller's module stays where it is
+    gen.eval()
+    return gen, inference.prepare_generator(
+        gen, dev, shape, precision=precision, channels_last=channels_last, compile=compile,
+        scene_norm=scene_norm)
+
+
+def _generators(job: InferenceJob, module: _Opaque | None) -> tuple[Any, Any]:
+    """(plain generator for collect_stats, prepared runner for the forwards), once per
+    process: from the checkpoint path (inference's caches) or the module given."""
+    if module is None:
+        gen, _ = inference.get_generator(job.model_path, job.model_sha256, job.device)
+        return gen, inference.get_runner(job)
+    with _module_lock:
+        return _module_runner(module.value, job.device,
+                              (job.micro_batch, len(job.bands), job.grid.tile), job.precision,
+                              job.channels_last, job.compile, job.norm_stats is not None)
+
+
+def _scene_stats(scene: _Scene, source: _Opaque, module: _Opaque | None) -> SceneStats:
+    """Scaling and --norm scene statistics of one time step, as `plan_scene` and
+    `with_norm_stats` compute them from a file (the same functions, the same pixels)."""
+    job, config = scene.job, scene.config
+    reader = ArrayReader(source.value, nodata=job.nodata, height=job.grid.height,
+                         width=job.grid.width, scales=scene.scales, offsets=scene.offsets,
+                         descriptions=scene.descriptions)
+    path = Path(scene.label)
+    scaling = scene_scaling(reader, job.bands, config, path)
+    sample = None
+    stats = None
+    if config.norm == "scene" and scaling.method != "empty":
+        sample = norm_sample(reader, job.bands, job.grid, config, path)
+        if sample.tiles:
+            stats = _norm_stats(dataclasses.replace(job, scaling=scaling), reader,
+                                sample.tiles, module)
+    return SceneStats(scaling, sample, stats)
+
+
+def _norm_stats(job: InferenceJob, reader: ArrayReader, tiles: Sequence[int],
+                module: _Opaque | None) -> Any:
+    """inference.scene_norm_stats with the tiles read from the array."""
+    import torch
+
+    inference.pin_threads(job.device, job.precision)
+    gen, _ = _generators(job, module)
+    origins = [job.grid.origin(index) for index in tiles]
+    inputs = [to_model_input(data, valid, job.scaling) for data, valid, _ in
+              read_tiles(reader, job.bands, origins, job.grid.tile, nodata=job.nodata)]
+    x = torch.from_numpy(np.stack(inputs)).to(job.device)
+    try:
+        with torch.inference_mode():
+            stats = gen.collect_stats(x)
+    except torch.OutOfMemoryError:
+        raise PipelineError(
+            f"out of memory on {job.device} pooling the normalisation statistics of "
+            f"{len(tiles)} tiles of {job.grid.tile} px in one forward",
+            path=job.model_path, hint="lower norm_sample") from None
+    return stats.to("cpu")
+
+
+def _assemble(blocks: list[list[np.ndarray]], r0: int, c0: int, h: int, w: int
+              ) -> np.ndarray:
+    """The region [C, h, w] from a 2-D list of input chunks, cut at (r0, c0) of them."""
+    rows = [np.concatenate(row, axis=-1) if len(row) > 1 else row[0] for row in blocks]
+    region = np.concatenate(rows, axis=-2) if len(rows) > 1 else rows[0]
+    region = region.reshape(region.shape[-3:])  # a time axis of 1 (if any) dropped
+    return region[:, r0:r0 + h, c0:c0 + w]
+
+
+def _tile_group(scene: _Scene, stats: SceneStats, module: _Opaque | None,
+                tiles: tuple[int, ...], region: tuple[int, int, int, int],
+                blocks: list[list[np.ndarray]]) -> dict[int, TileOutput]:
+    """inference.run_batch for a group (one grid row of the tiles an output chunk owns),
+    read from the input chunks they cover: {tile: output} for every tile with a valid
+    pixel."""
+    import torch
+
+    if stats.scaling.method == "empty" or not tiles:
+        return {}  # pipeline run computes nothing for a scene without a valid pixel
+    job = dataclasses.replace(scene.job, scaling=stats.scaling, norm_stats=stats.norm_stats)
+    row0, col0, r_off, c_off = region
+    h = min(job.grid.height, row0 + job.grid.tile) - row0
+    w = min(job.grid.width, job.grid.origin(tiles[-1])[1] + job.grid.tile) - col0
+    reader = ArrayReader(_assemble(blocks, r_off, c_off, h, w), nodata=job.nodata,
+                         height=job.grid.height, width=job.grid.width, row0=row0, col0=col0)
+    inference.pin_threads(job.device, job.precision)
+    _, gen = _generators(job, module)
+    origins = [job.grid.origin(t) for t in tiles]
+    inputs, masks, keep = [], [], []
+    for t, (data, valid, inside) in zip(
+            tiles, read_tiles(reader, job.bands, origins, job.grid.tile, nodata=job.nodata),
+            strict=True):
+        if inside:
+            inputs.append(to_model_input(data, valid, job.scaling))
+            masks.append(valid)
+            keep.append(t)
+    if not inputs:
+        return {}
+    try:
+        out, heat = inference.forward_fixed_shape(
+            gen, torch.from_numpy(np.stack(inputs)), torch.device(job.device),
+            job.micro_batch, job.heatmap, precision=job.precision,
+            channels_last=job.channels_last, stats=job.norm_stats,
+            mean_bands=job.output_bands == 1)
+    except torch.OutOfMemoryError:
+        raise PipelineError(
+            f"out of memory on {job.device} with {job.micro_batch} tiles of "
+            f"{job.grid.tile} px per forward", path=job.model_path,
+            hint="lower micro_batch (or tile_size)") from None
+    out_np = out.numpy()
+    heat_np = None if heat is None else heat.numpy()[:, 0]
+    return {t: TileOutput(index=t, out=np.ascontiguousarray(out_np[j]),
+                          heat=None if heat_np is None else np.ascontiguousarray(heat_np[j]),
+                          valid=masks[j])
+            for j, t in enumerate(keep)}
+
+
+def _blend(scene: _Scene, window: tuple[int, int, int, int], tiles: tuple[int, ...],
+           what: str, time_axis: bool, *groups: dict[int, TileOutput]) -> np.ndarray:
+    """One output chunk: `_write_block` of pipeline/run/scene.py (float64 sums in ascending
+    global tile number, masked by the tiles' validity, encoded)."""
+    job, config = scene.job, scene.config
+    col, row, w, h = window
+    win = Window(col, row, w, h)
+    weight = _weight(job.grid.tile, job.grid.overlap)
+    bands = job.output_bands if what == "sar" else 1
+    acc = BlockAccumulator(win, bands)
+    outputs: dict[int, TileOutput] = {}
+    for g in groups:
+        outputs.update(g)
+    for t in tiles:  # ascending: the fixed blend order
+        out = outputs.get(t)
+        if out is None:
+            continue
+        r, c = job.grid.origin(t)
+        if what == "sar":
+            acc.add(r, c, out.out, weight, out.valid)
+        else:
+            acc.add(r, c, out.heat[None], weight, out.valid)
+    blended = acc.blended(acc.valid)
+    if what == "sar":
+        result = encode(blended, config.output_scale, config.db_range)
+    else:
+        result = blended.astype(np.float32)
+    return result[None] if time_axis else result
+
+
+@functools.lru_cache(maxsize=8)
+def _weight(tile: int, overlap: int) -> np.ndarray:
+    return weight_window(tile, overlap)
+
+
+# ---------------------------------------------------------------------------------------
+# The graph
+
+
+def _bounds(chunks: Sequence[int]) -> list[int]:
+    out = [0]
+    for c in chunks:
+        out.append(out[-1] + int(c))
+    return out
+
+
+def _blocks_between(bounds: list[int], start: int, stop: int) -> range:
+    """Chunk indices along an axis whose extent meets [start, stop)."""
+    import bisect
+
+    first = bisect.bisect_right(bounds, start) - 1
+    last = bisect.bisect_left(bounds, stop) - 1
+    return range(max(first, 0), min(last, len(bounds) - 2) + 1)
+
+
+def _chunk_of(bounds: list[int], pos: int) -> int:
+    import bisect
+
+    return bisect.bisect_right(bounds, pos) - 1
+
+
+def _culled(arr: Any) -> Any:
+    """`arr` with only the graph it needs (a time step's statistics task carries it)."""
+    import dask
+
+    (arr,) = dask.optimize(arr)
+    return arr
+
+
+def _build(x: Any, scene: _Scene, module: Any, out_chunks: tuple[tuple[int, ...], ...],
+           heatmap: bool, token: str) -> tuple[Any, Any | None]:
+    """The Dask arrays (time, C, y, x) of the output (and heatmap) over input x
+    (time, C, y, x), chunked (1, C, ...)."""
+    import dask.array as da
+    from dask.highlevelgraph import HighLevelGraph
+
+    grid = scene.job.grid
+    T = x.shape[0]
+    ybounds, xbounds = _bounds(out_chunks[0]), _bounds(out_chunks[1])
+    in_y, in_x = _bounds(x.chunks[2]), _bounds(x.chunks[3])
+    ny, nx = len(ybounds) - 1, len(xbounds) - 1
+    stats_name = f"eo2sar-stats-{token}"
+    group_name = f"eo2sar-tiles-{token}"
+    module_key = None
+    layer: dict[Any, Any] = {}
+    deps = [x]
+    if module is not None:
+        module_key = f"eo2sar-model-{token}"
+        layer[module_key] = _Opaque(module)
+    # a tile belongs to the output chunk its top-left pixel lies in; the tiles of one
+    # chunk and one grid row are a group (a task of about chunk / stride tiles, like the
+    # pipeline's batches: enough tasks to keep every thread busy)
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for t in range(grid.count):
+        r, c = grid.origin(t)
+        groups.setdefault((_chunk_of(ybounds, r), _chunk_of(xbounds, c), t // grid.nx),
+                          []).append(t)
+    group_of = {t: g for g, tiles in groups.items() for t in tiles}
+    for ti in range(T):
+        source = _Opaque(_culled(x[ti]))
+        layer[(stats_name, ti)] = (_scene_stats, scene, source, module_key)
+        for g, tiles in groups.items():
+            r0 = grid.origin(tiles[0])[0]
+            c0 = grid.origin(tiles[0])[1]
+            r1 = min(grid.height, r0 + grid.tile)
+            c1 = min(grid.width, grid.origin(tiles[-1])[1] + grid.tile)
+            bi = _blocks_between(in_y, r0, r1)
+            bj = _blocks_between(in_x, c0, c1)
+            blocks = [[(x.name, ti, 0, a, b) for b in bj] for a in bi]
+            region = (r0, c0, r0 - in_y[bi[0]], c0 - in_x[bj[0]])
+            layer[(group_name, ti, *g)] = (
+                _tile_group, scene, (stats_name, ti), module_key, tuple(tiles), region, blocks)
+    arrays = []
+    for what in ("sar", "heat") if heatmap else ("sar",):
+        name = f"eo2sar-{what}-{token}"
+        blend: dict[Any, Any] = {}
+        for ti in range(T):
+            for i in range(ny):
+                for j in range(nx):
+                    r0, r1 = ybounds[i], ybounds[i + 1]
+                    c0, c1 = xbounds[j], xbounds[j + 1]
+                    win = Window(c0, r0, c1 - c0, r1 - r0)
+                    tiles = tuple(grid.tiles_in(win))
+                    needed = sorted({group_of[t] for t in tiles})
+                    blend[(name, ti, 0, i, j)] = (
+                        _blend, scene, (c0, r0, c1 - c0, r1 - r0), tiles, what, True,
+                        *[(group_name, ti, *g) for g in needed])
+        graph = HighLevelGraph.from_collections(name, {**layer, **blend}, dependencies=deps)
+        bands = scene.job.output_bands if what == "sar" else 1
+        dtype = output_dtype_nodata(scene.config.output_scale)[0] if what == "sar" \
+            else "float32"
+        arrays.append(da.Array(graph, name, ((1,) * T, (bands,), *out_chunks), dtype=dtype))
+    return arrays[0], (arrays[1] if heatmap else None)
+
+
+# ---------------------------------------------------------------------------------------
+# The public function
+
+
+def translate(
+    data: Any,
+    model: str | os.PathLike[str] | Any,
+    *,
+    bands: Sequence[Any] | None = None,
+    config: PipelineConfig | None = None,
+    chunks: int | tuple[int, int] | None = None,
+    heatmap: bool = False,
+    band_dim: str = "band",
+    time_dim: str | None = None,
+    y_dim: str = "y",
+    x_dim: str = "x",
+    **options: Any,
+) -> Any:
+    """The SAR-like translation of an xarray DataArray, lazily (see the module docstring).
+
+    data: dims (band, y, x) or (time, band, y, x) (names: `band_dim`, `time_dim` (the
+        fourth dim when None), `y_dim`, `x_dim`), numpy- or Dask-backed, values as the
+        sensor gives them (DN; what `pipeline run` reads from a file).
+    model: a checkpoint path, a loaded `ugatit.Checkpoint` (its file is used), or a
+        generator module (travels in the graph once per worker).
+    bands: labels of the band coordinate to feed the model, in its order (rioxarray's
+        1..n band numbers are the --bands of `pipeline run`); by default the model's
+        bands (its contract's common names, else red, green, blue) are picked by name
+        from the band coordinate (asset keys B04, red, SR_B4, ...; a `common_name`
+        coordinate, or band descriptions in attrs `long_name`, win); an array with the
+        model's channel count and no names is taken as it is.
+    config / options: the settings of `pipeline run` that mean something in memory
+        (TRANSLATE_OPTIONS: device, precision, tile_size, overlap, norm, norm_sample,
+        output_scale, output_bands, db_range, percentiles, scale, nodata, ...), options
+        overriding `config`; nodata defaults to the array's (attrs _FillValue / nodata).
+    chunks: output chunk side(s) in y, x (default: the input's chunks, else 1024).
+    heatmap: also return the CAM heatmap: a Dataset {"sar": ..., "heatmap": ...}.
+
+    Returns a DataArray (time,) band, y, x with the input's coordinates and CRS: float32
+    with NaN for nodata (output_scale unit/db) or uint8 with 0 for nodata, encoded as
+    `pipeline run` encodes its COG, so `.compute()` written with rioxarray gives the same
+    pixels as `pipeline run` on the same pixels and options.
+    """
+    xr = _xarray()
+    import dask.array as da
+    from dask.base import tokenize
+
+    if not isinstance(data, xr.DataArray):
+        raise InputError(f"translate takes an xarray.DataArray, not {type(data).__name__}",
+                         path="data", hint="e.g. rioxarray.open_rasterio(path, chunks=1024)")
+    unknown = sorted(set(options) - set(TRANSLATE_OPTIONS))
+    if unknown:
+        raise ConfigError(f"translate has no option {', '.join(unknown)}", path="translate",
+                          hint="options: " + ", ".join(TRANSLATE_OPTIONS))
+    arr, time_dim = _standard_dims(data, band_dim, time_dim, y_dim, x_dim)
+    model_path, module, label = _model_source(model)
+    base = config if config is not None else load_config(None, {})
+    if "nodata" not in options and base.nodata is None:
+        nd = _array_nodata(data)
+        if nd is not None:
+            options["nodata"] = nd
+    cfg = base.replace(**options) if options else base
+    contract, sha, mcfg = _model_facts(model_path, module)
+    cfg = resolve_for_model(cfg, contract, label)
+    if not mcfg.light and cfg.tile_size != mcfg.img_size:
+        raise ModelError(f"is a full (non-light) U-GAT-IT model for {mcfg.img_size} px tiles, "
+                         f"tile_size {cfg.tile_size} asked", path=label,
+                         hint=f"pass tile_size={mcfg.img_size}")
+    if cfg.output_bands not in (1, mcfg.out_ch):
+        raise ConfigError(f"output_bands {cfg.output_bands}: the model gives {mcfg.out_ch}",
+                          path="output_bands", hint=f"1 (their mean) or {mcfg.out_ch}")
+    picked, names = _pick_bands(arr, band_dim, bands, model_band_names(contract, mcfg.in_ch),
+                                mcfg.in_ch)
+    n_bands = arr.sizes[band_dim]
+    arr = arr.isel({band_dim: picked})
+    height, width = arr.sizes[y_dim], arr.sizes[x_dim]
+    grid = TileGrid(width, height, cfg.tile_size, cfg.overlap)
+    job = InferenceJob(
+        input_path=label, bands=tuple(range(1, len(picked) + 1)), nodata=cfg.nodata,
+        scaling=Scaling("empty", (), ()), grid=grid, output_bands=cfg.output_bands,
+        heatmap=heatmap, model_path=model_path, model_sha256=sha, device=cfg.device,
+        precision=cfg.precision, channels_last=cfg.channels_last, compile=cfg.compile,
+        micro_batch=cfg.forward_micro_batch())
+    scene = _Scene(job=job, config=cfg, label=label,
+                   scales=_per_band(data.attrs.get("scale_factor"), picked, n_bands, 1.0),
+                   offsets=_per_band(data.attrs.get("add_offset"), picked, n_bands, 0.0),
+                   descriptions=tuple(names))
+
+    x = arr.data if time_dim is not None else arr.data[None]
+    out_chunks = _output_chunks(x, chunks, height, width)
+    if not isinstance(x, da.Array):
+        x = da.from_array(np.asarray(x), chunks=(1, -1, *out_chunks))
+    x = x.rechunk({0: 1, 1: -1})
+    token = tokenize(x.name, scene, out_chunks, heatmap, sha, id(module) if module else None)
+    sar, heat = _build(x, scene, module, out_chunks, heatmap, token)
+    if time_dim is None:
+        sar = sar[0]
+        heat = None if heat is None else heat[0]
+    out = _wrap(xr, arr, sar, time_dim, band_dim, y_dim, x_dim, cfg, contract, mcfg.out_ch,
+                names, sha, label, "sar")
+    if not heatmap:
+        return out
+    hm = _wrap(xr, arr, heat, time_dim, band_dim, y_dim, x_dim, cfg, contract, mcfg.out_ch,
+               names, sha, label, "heatmap")
+    return xr.Dataset({"sar": out, "heatmap": hm})
+
+
+def _standard_dims(data: Any, band_dim: str, time_dim: str | None, y_dim: str, x_dim: str
+                   ) -> tuple[Any, str | None]:
+    """data transposed to (time,) band, y, x; the time dim's name (None: no time)."""
+    dims = list(data.dims)
+    missing = [d for d in (band_dim, y_dim, x_dim) if d not in dims]
+    if missing:
+        raise InputError(f"the array has dims {tuple(dims)}, no {', '.join(missing)}",
+                         path="data", hint="name them with band_dim=, y_dim=, x_dim=")
+    rest = [d for d in dims if d not in (band_dim, y_dim, x_dim)]
+    if time_dim is None and rest:
+        if len(rest) > 1:
+            raise InputError(f"the array has dims {tuple(dims)}; translate takes (band, y, "
+                             "x) or (time, band, y, x)", path="data",
+                             hint="select or stack the others first (.isel / .stack)")
+        time_dim = rest[0]
+    elif time_dim is not None and time_dim not in dims:
+        raise InputError(f"the array has no dim {time_dim!r} (dims {tuple(dims)})",
+                         path="data", hint="pass the name of its time dim as time_dim=")
+    elif time_dim is not None and len(rest) > 1:
+        raise InputError(f"the array has dims {tuple(dims)}; translate takes (band, y, x) "
+                         "or (time, band, y, x)", path="data",
+                         hint="select or stack the others first (.isel / .stack)")
+    order = ([time_dim] if time_dim else []) + [band_dim, y_dim, x_dim]
+    return data.transpose(*order), time_dim
+
+
+def _model_source(model: Any) -> tuple[str, Any, str]:
+    """(checkpoint path or "", generator module or None, label for messages)."""
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        return str(path.resolve()), None, str(model)
+    path = getattr(model, "path", None)
+    if path is not None and hasattr(model, "networks"):  # a ugatit.Checkpoint
+        return str(Path(path).resolve()), None, str(path)
+    if hasattr(model, "collect_stats") and hasattr(model, "parameters"):
+        return "", model, f"<{type(model).__name__}>"
+    raise ModelError(f"cannot use a {type(model).__name__} as the model", path="model",
+                     hint="pass a checkpoint path, a ugatit.Checkpoint or its genA2B")
+
+
+def _model_facts(path: str, module: Any) -> tuple[dict[str, Any] | None, str, Any]:
+    """(radiometric contract, sha256, ModelConfig): what planning a run reads."""
+    if module is not None:
+        return None, "", module.config
+    sha = model_sha256(path)
+    _, mcfg = inference.get_generator(path, sha, "cpu")
+    return model_contract(Path(path)), sha, mcfg
+
+
+def _per_band(value: Any, picked: list[int], n: int, default: float
+              ) -> tuple[float, ...]:
+    """A per-band attribute (one value for all, or one per band) for the bands picked."""
+    if value is None:
+        return (default,) * len(picked)
+    if isinstance(value, (list, tuple, np.ndarray)) and len(value) == n:
+        return tuple(float(value[i]) for i in picked)
+    try:
+        return (float(value),) * len(picked)
+    except (TypeError, ValueError):
+        return (default,) * len(picked)
+
+
+def _array_nodata(data: Any) -> float | None:
+    """The array's own nodata value (rioxarray: attrs _FillValue, or `rio.nodata`)."""
+    for key in ("_FillValue", "nodata"):
+        value = data.attrs.get(key)
+        if value is not None:
+            return float(value)
+    return None
+
+
+def _band_labels(arr: Any, band_dim: str) -> list[str | None]:
+    """Each band's common name, from a `common_name` coordinate, the band coordinate's
+    labels or the band descriptions (attrs long_name); None where unknown."""
+    n = arr.sizes[band_dim]
+    sources: list[Sequence[Any]] = []
+    if "common_name" in arr.coords and arr.coords["common_name"].dims == (band_dim,):
+        sources.append(list(arr.coords["common_name"].values))
+    if band_dim in arr.coords:
+        sources.append(list(arr.coords[band_dim].values))
+    long_name = arr.attrs.get("long_name")
+    if isinstance(long_name, (list, tuple)) and len(long_name) == n:
+        sources.append(list(long_name))
+    names: list[str | None] = [None] * n
+    for source in sources:
+        for i, label in enumerate(source):
+            if names[i] is None and isinstance(label, str):
+                names[i] = common_name(label)
+    return names
+
+
+def _pick_bands(arr: Any, band_dim: str, bands: Sequence[Any] | None,
+                wanted: tuple[str, ...], in_ch: int) -> tuple[list[int], list[str]]:
+    """(positions along band_dim, labels) of the model's bands, in its order."""
+    n = arr.sizes[band_dim]
+    labels = list(arr.coords[band_dim].values) if band_dim in arr.coords else \
+        list(range(1, n + 1))
+    shown = ", ".join(map(str, labels))
+    if bands is not None:
+        bands = list(bands)
+        if len(bands) != in_ch:
+            raise ConfigError(f"bands {bands}: the model takes {in_ch} band(s) "
+                              f"({', '.join(wanted) or 'unnamed'}); the array's bands: "
+                              f"{shown}", path="bands",
+                              hint=f"give {in_ch} labels of the {band_dim!r} coordinate")
+        picked = []
+        for b in bands:
+            hits = [i for i, lab in enumerate(labels) if lab == b or str(lab) == str(b)]
+            if not hits:
+                raise ConfigError(f"bands: no band {b!r}; the array's bands: {shown}",
+                                  path="bands", hint=f"give labels of the {band_dim!r} "
+                                  f"coordinate, the model's bands in order: "
+                                  f"{', '.join(wanted) or in_ch}")
+            picked.append(hits[0])
+        return picked, [str(labels[i]) for i in picked]
+    available = _band_labels(arr, band_dim)
+    if wanted and any(a is not None for a in available):
+        try:
+            picked, _ = match_bands(wanted, available, "data")
+        except ConfigError as err:  # the same message; the hint in this API's words
+            raise ConfigError(err.message, path="data", hint=f"pass an array with those "
+                              f"bands, or bands=[...]: {in_ch} labels of the {band_dim!r} "
+                              "coordinate in the model's order") from None
+        return picked, [str(labels[i]) for i in picked]
+    if n == in_ch:
+        return list(range(n)), [str(lab) for lab in labels]
+    raise ConfigError(f"the model takes bands {', '.join(wanted) or f'({in_ch} unnamed)'}; "
+                      f"the array's bands {shown} are not named", path="bands",
+                      hint=f"pass bands=[...] ({in_ch} labels of the {band_dim!r} "
+                      "coordinate, in the model's order)")
+
+
+def _output_chunks(x: Any, chunks: Any, height: int, width: int
+                   ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    import dask.array as da
+    from dask.array.core import normalize_chunks
+
+    if chunks is None:
+        if isinstance(x, da.Array):
+            return tuple(x.chunks[-2]), tuple(x.chunks[-1])
+        chunks = DEFAULT_CHUNK
+    if isinstance(chunks, int):
+        chunks = (chunks, chunks)
+    cy, cx = normalize_chunks(tuple(chunks), (height, width))
+    return tuple(cy), tuple(cx)
+
+
+def _wrap(xr: Any, arr: Any, values: Any, time_dim: str | None, band_dim: str, y_dim: str,
+          x_dim: str, cfg: PipelineConfig, contract: Mapping[str, Any] | None, out_ch: int,
+          in_names: list[str], sha: str, label: str, what: str) -> Any:
+    """The output DataArray: the input's y/x (and time) coordinates, CRS, attrs."""
+    out_dim = "polarisation" if what == "sar" else "band"
+    coords: dict[str, Any] = {}
+    for name, coord in arr.coords.items():
+        if set(coord.dims) <= {time_dim, y_dim, x_dim} - {None}:
+            coords[name] = coord
+    if what == "sar":
+        pols = ((contract or {}).get("sar") or {}).get("polarisations") \
+            if isinstance((contract or {}).get("sar"), Mapping) else None
+        if cfg.output_bands == 1:
+            labels = ["sar"] if not pols or len(pols) != 1 else list(pols)
+        elif pols and len(pols) == cfg.output_bands:
+            labels = [str(p) for p in pols]
+        else:
+            labels = [f"channel{i + 1}" for i in range(cfg.output_bands)]
+    else:
+        labels = ["heatmap"]
+    coords[out_dim] = labels
+    dims = ([time_dim] if time_dim else []) + [out_dim, y_dim, x_dim]
+    nodata = output_dtype_nodata(cfg.output_scale)[1]
+    attrs: dict[str, Any] = {
+        "long_name": "SAR-like backscatter" if what == "sar" else "CAM attention heatmap",
+        "units": "dB" if (what == "sar" and cfg.output_scale == "db") else "1",
+        "_FillValue": nodata if what == "sar" else math.nan,
+        "eo2sar_input_bands": ",".join(in_names),
+        "eo2sar_model_sha256": sha,
+        "eo2sar_output_scale": cfg.output_scale if what == "sar" else "float32",
+        "eo2sar_norm": cfg.norm,
+    }
+    if what == "sar" and cfg.output_scale == "uint8" and cfg.db_range is not None:
+        lo, hi = cfg.db_range
+        attrs["scale_factor_db"] = (hi - lo) / 255.0
+        attrs["add_offset_db"] = lo
+    if cfg.db_range is not None:
+        attrs["eo2sar_db_range"] = list(cfg.db_range)
+    if "grid_mapping" in arr.attrs:
+        attrs["grid_mapping"] = arr.attrs["grid_mapping"]
+    elif "spatial_ref" in coords:
+        attrs["grid_mapping"] = "spatial_ref"
+    for key in ("crs", "transform", "epsg", "resolution"):
+        if key in arr.attrs:
+            attrs[key] = arr.attrs[key]
+    return xr.DataArray(values, dims=dims, coords=coords, attrs=attrs, name=what)
