@@ -13,7 +13,11 @@ Shapes are written for the published model (ngf=64, 256x256 input, batch B).
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,9 +35,16 @@ EPS = 1e-5
 # Every normalisation layer of the generator can take its statistics from one of three
 # sources, chosen per forward by a `NormPass` handed down the layers (None = the first):
 #   * per sample ("tile"): each sample's own statistics, the published model's exact math;
-#   * collect: pooled over the batch AND space, i.e. the samples of a scene treated as
-#     one image, normalising the batch with the pooled values (so the next layer sees
-#     what it would see in the scene) and recording them in a `NormStats`;
+#   * pooled: the samples of a scene treated as ONE image, layer by layer. The sample is
+#     forwarded as several chunks (micro-batches) at once, each in its own thread; at
+#     every norm layer each chunk hands its per-sample partial statistics to a shared
+#     `StatsPool` and waits until every chunk has (a barrier); the pool combines them
+#     (float64, fixed sample order) into the layer's statistics, recorded in a
+#     `NormStats`, and every chunk normalises with them and goes on to the next layer.
+#     So each layer's statistics are those of the whole sample given the layers before,
+#     which is what the whole-scene forward computes, and each chunk ran exactly the ops
+#     that a later fixed forward of it runs (below), with the same statistics tensors:
+#     its outputs ARE that forward's, bit for bit (the pipeline keeps them);
 #   * fixed: the recorded `NormStats` of a scene, applied to every sample, so tiles cut
 #     from one scene are normalised alike (docs/DESIGN.md invariant 3).
 # The pass object lives for one forward call, never on a module: a generator shared by
@@ -88,26 +99,113 @@ class NormStats:
                          _to(self.z, device, copy), self.samples)
 
 
-class NormPass:
-    """Where the norm layers of ONE forward get their statistics (see the section top)."""
+class StatsPool:
+    """The pooled statistics of ONE sample forwarded as `len(real)` chunks at once, each
+    in its own thread (`ResnetGenerator.pooled_forward`); `real[i]`: the samples of chunk
+    i that count (the rest is padding, e.g. the zero tiles of a fixed-shape forward).
 
-    def __init__(self, fixed: NormStats | None = None) -> None:
-        self.fixed = fixed  # None: collect
+    At each norm layer every chunk posts the per-sample, per-channel mean and biased
+    variance of its real samples (float32 `var_mean`, what InstanceNorm itself reduces)
+    and waits at a barrier; the last to arrive combines them (Chan's parallel formula in
+    float64, in sample order: the result depends on the samples, not on how they were
+    chunked) into the layer's statistics. Only `workers` chunks compute at a time (the
+    `gate`): a chunk waiting at the barrier holds no core, only its activations.
+    """
+
+    def __init__(self, real: Sequence[int], workers: int = 1) -> None:
+        self.real = list(real)
+        self.gate = threading.Semaphore(max(1, workers))
         self.recorded: dict[str, LayerStats] = {}
+        self.z: Tensor | None = None
+        self._parts: list[tuple[Tensor, Tensor | None]] = [(torch.empty(0), None)] * len(real)
+        self._what: tuple[str, bool, bool] = ("", False, False)
+        self._device = torch.device("cpu")
+        self._hw = 0
+        self._barrier = threading.Barrier(len(real), action=self._combine)
+
+    def abort(self) -> None:
+        """Release every chunk waiting at the barrier (one of them failed)."""
+        self._barrier.abort()
+
+    def _wait(self) -> None:
+        self.gate.release()  # let another chunk compute while this one waits
+        try:
+            self._barrier.wait()
+        finally:
+            self.gate.acquire()
+
+    def layer(self, chunk: int, key: str, x: Tensor, *, unbiased: bool, layer: bool
+              ) -> LayerStats:
+        """Layer `key`'s statistics pooled over every chunk's real samples of x."""
+        xr = x[: self.real[chunk]].float()
+        var, mean = torch.var_mean(xr, dim=(2, 3), unbiased=False)  # [k, C] each
+        self._parts[chunk] = (mean.double().cpu(), var.double().cpu())
+        self._what, self._device = (key, unbiased, layer), x.device
+        self._hw = x.shape[2] * x.shape[3]
+        self._wait()
+        return self.recorded[key]
+
+    def pooled_z(self, chunk: int, x: Tensor) -> Tensor:
+        """The light generator's CAM feature z [1, C]: x's mean over every real sample
+        and pixel of every chunk."""
+        self._parts[chunk] = (x[: self.real[chunk]].float().mean(dim=(2, 3)).double().cpu(),
+                              None)
+        self._what, self._device = ("z", False, False), x.device
+        self._wait()
+        assert self.z is not None
+        return self.z
+
+    def _combine(self) -> None:
+        """Barrier action (one thread, every chunk waiting): the pooled statistics."""
+        key, unbiased, layer = self._what
+        means = torch.cat([m for m, _ in self._parts])  # [S, C] float64, sample order
+        if key == "z":
+            self.z = means.mean(dim=0, keepdim=True).float().to(self._device)  # [1, C]
+            return
+        variances = torch.cat([v for _, v in self._parts if v is not None])
+        n = self._hw  # pixels per (sample, channel): every sample has the same size
+        mean, var = _pool(means, variances, n, dim=0, unbiased=unbiased)  # [C]
+        shape = (1, -1, 1, 1)
+        ln_mean = ln_var = None
+        if layer:
+            ln_mean, ln_var = _pool(means.reshape(-1), variances.reshape(-1), n, dim=0,
+                                    unbiased=unbiased)
+            ln_mean, ln_var = (_as_stat(ln_mean, (1, 1, 1, 1), self._device),
+                               _as_stat(ln_var, (1, 1, 1, 1), self._device))
+        self.recorded[key] = LayerStats(_as_stat(mean, shape, self._device),
+                                        _as_stat(var, shape, self._device), ln_mean, ln_var)
+
+
+def _pool(means: Tensor, variances: Tensor, n: int, *, dim: int, unbiased: bool
+          ) -> tuple[Tensor, Tensor]:
+    """Mean and variance over the union of groups of `n` values each, from the groups'
+    means and biased variances (float64; Chan et al.'s parallel combination)."""
+    groups = means.shape[dim]
+    mean = means.mean(dim=dim)
+    m2 = (variances * n).sum(dim=dim) + ((means - mean.unsqueeze(dim)) ** 2).sum(dim=dim) * n
+    return mean, m2 / (groups * n - (1 if unbiased else 0))
+
+
+def _as_stat(t: Tensor, shape: tuple[int, ...], device: torch.device) -> Tensor:
+    return t.float().reshape(shape).to(device)
+
+
+class NormPass:
+    """Where the norm layers of ONE forward get their statistics (see the section top):
+    `fixed` statistics, or chunk `chunk` of a pooled pass over `pool`."""
+
+    def __init__(self, fixed: NormStats | None = None, pool: StatsPool | None = None,
+                 chunk: int = 0) -> None:
+        assert (fixed is None) != (pool is None)
+        self.fixed, self.pool, self.chunk = fixed, pool, chunk
 
     def stats(self, key: str, x: Tensor, *, unbiased: bool, layer: bool) -> LayerStats:
         """The statistics of layer `key` for input x [B, C, H, W]: the fixed ones, or
-        the pooled ones of x (computed in float32 and recorded)."""
+        those pooled over the whole sample (every chunk's real samples of x)."""
         if self.fixed is not None:
             return self.fixed.layers[key]
-        xf = x.float()
-        var, mean = torch.var_mean(xf, dim=(0, 2, 3), keepdim=True, unbiased=unbiased)
-        ln_var = ln_mean = None
-        if layer:
-            ln_var, ln_mean = torch.var_mean(xf, dim=(0, 1, 2, 3), keepdim=True,
-                                             unbiased=unbiased)
-        self.recorded[key] = LayerStats(mean, var, ln_mean, ln_var)  # [1,C,1,1], [1,1,1,1]
-        return self.recorded[key]
+        assert self.pool is not None
+        return self.pool.layer(self.chunk, key, x, unbiased=unbiased, layer=layer)
 
 
 def _normalise(x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
@@ -333,27 +431,76 @@ class ResnetGenerator(nn.Module):
         scene's statistics, and the light generator the scene's gamma/beta, so tiles of
         one scene are normalised alike. cam_logit and heatmap stay per sample."""
         self.check_input(x)
-        out, cam_logit, heatmap, _ = self._forward(x, None if stats is None else NormPass(stats))
-        return out, cam_logit, heatmap
+        return self._forward(x, None if stats is None else NormPass(stats))
 
     @torch.no_grad()
-    def collect_stats(self, x: Tensor) -> NormStats:
+    def collect_stats(self, x: Tensor, *, micro: int | None = None, workers: int = 1
+                      ) -> NormStats:
         """The normalisation statistics of the samples x [N, in_ch, H, W] pooled as ONE
-        image: one forward in which every norm layer pools over the batch and space,
-        normalises with the pooled values and records them; the light generator pools the
-        CAM feature z over every sample and pixel too. Float32 with autocast off, whatever
-        precision the forwards that use the statistics run in. The full generator's
-        gamma/beta are not pooled (they come from each tile's own flattened bottleneck,
-        which only a tile of img_size has), so NormStats.z is None for it."""
-        self.check_input(x)
-        norms = NormPass()
-        with torch.autocast(x.device.type, enabled=False):
-            z = self._forward(x.float(), norms, collect=True)[3]
-        return NormStats(norms.recorded, z, samples=x.shape[0])
+        image (`pooled_forward` of x cut into chunks of `micro` samples, default all in
+        one), in the caller's precision (autocast) with the statistics pooled in float64
+        and kept in float32. The full generator's gamma/beta are not pooled (they come
+        from each tile's own flattened bottleneck, which only a tile of img_size has), so
+        NormStats.z is None for it."""
+        micro = micro or x.shape[0]
+        chunks = [x[i : i + micro] for i in range(0, x.shape[0], micro)]
+        return self.pooled_forward(chunks, workers=workers)[0]
 
-    def _forward(self, x: Tensor, norms: NormPass | None, collect: bool = False
-                 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        """(out, cam_logit, heatmap, pooled z or None); norms None = per sample."""
+    def pooled_forward(
+        self,
+        chunks: Sequence[Tensor],
+        real: Sequence[int] | None = None,
+        *,
+        workers: int = 1,
+        context: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+        finish: Callable[[int, tuple[Tensor, Tensor, Tensor]], Any] | None = None,
+    ) -> tuple[NormStats, list[Any]]:
+        """One scene's sample, given as `chunks` (micro-batches [B, in_ch, H, W] of one
+        shape; `real[i]`: how many leading samples of chunk i count, default all), pooled
+        layer by layer (see the section top): (its NormStats, per chunk `finish(i,
+        (out, cam_logit, heatmap))`, default the triple itself).
+
+        Every chunk runs in its own thread (one chunk: the caller's), at most `workers`
+        computing at once; each enters `context()` (autocast and inference mode are
+        per thread: pass the run's). Chunk i's outputs are bit for bit those of
+        `self(chunks[i], stats)` run afterwards under the same context: the same ops on
+        the same tensors, the statistics being the same float32 values. Memory: the
+        chunks' activations at one layer (plus a residual input) while they wait, and
+        `workers` forwards' working memory."""
+        for chunk in chunks:
+            self.check_input(chunk)
+        real = [c.shape[0] for c in chunks] if real is None else list(real)
+        pool = StatsPool(real, workers)
+        results: list[Any] = [None] * len(chunks)
+        errors: list[BaseException] = []
+        enter = context or contextlib.nullcontext
+
+        def work(i: int) -> None:
+            try:
+                with pool.gate, torch.no_grad(), enter():
+                    triple = self._forward(chunks[i], NormPass(pool=pool, chunk=i))
+                    results[i] = triple if finish is None else finish(i, triple)
+            except threading.BrokenBarrierError:
+                pass  # another chunk failed: its error is the one to raise
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller below
+                errors.append(exc)
+                pool.abort()
+
+        if len(chunks) == 1:
+            work(0)
+        else:
+            threads = [threading.Thread(target=work, args=(i,), name=f"eo2sar-pool-{i}")
+                       for i in range(len(chunks))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        if errors:
+            raise errors[0]
+        return NormStats(dict(pool.recorded), pool.z, samples=sum(real)), results
+
+    def _forward(self, x: Tensor, norms: NormPass | None) -> tuple[Tensor, Tensor, Tensor]:
+        """(out, cam_logit, heatmap); norms None = per sample."""
         x = _run_sequential(self.DownBlock, x, norms)  # [B, 256, 64, 64]
         b = x.shape[0]
 
@@ -366,12 +513,10 @@ class ResnetGenerator(nn.Module):
         x = self.relu(self.conv1x1(torch.cat([gap, gmp], dim=1)))  # [B, 512->256, 64, 64]
         heatmap = torch.sum(x, dim=1, keepdim=True)  # [B, 1, 64, 64]
 
-        pooled_z = None
         if not self.config.light:
             z = x.reshape(b, -1)  # [B, 256*64*64], C,H,W order: per tile in every mode
-        elif collect:
-            pooled_z = x.float().mean(dim=(0, 2, 3))[None]  # [1, 256]: the scene's z
-            z = pooled_z
+        elif norms is not None and norms.pool is not None:
+            z = norms.pool.pooled_z(norms.chunk, x)  # [1, 256]: the scene's z
         elif norms is not None and norms.fixed is not None and norms.fixed.z is not None:
             z = norms.fixed.z  # [1, 256]
         else:
@@ -384,7 +529,7 @@ class ResnetGenerator(nn.Module):
         for i in range(1, self.config.n_res + 1):
             x = getattr(self, f"UpBlock1_{i}")(x, gamma, beta, norms)  # [B, 256, 64, 64]
         out = _run_sequential(self.UpBlock2, x, norms)  # [B, 3, 256, 256]
-        return out, cam_logit, heatmap, pooled_z
+        return out, cam_logit, heatmap
 
 
 # ----------------------------------------------------------------------------------------
