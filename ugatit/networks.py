@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,15 +36,17 @@ EPS = 1e-5
 # sources, chosen per forward by a `NormPass` handed down the layers (None = the first):
 #   * per sample ("tile"): each sample's own statistics, the published model's exact math;
 #   * pooled: the samples of a scene treated as ONE image, layer by layer. The sample is
-#     forwarded as several chunks (micro-batches) at once, each in its own thread; at
-#     every norm layer each chunk hands its per-sample partial statistics to a shared
-#     `StatsPool` and waits until every chunk has (a barrier); the pool combines them
+#     forwarded as several chunks (micro-batches), each chunk's forward a Python
+#     generator (`steps`) that stops at every norm layer with its per-sample partial
+#     statistics; when every chunk has stopped at the layer, the partials are combined
 #     (float64, fixed sample order) into the layer's statistics, recorded in a
-#     `NormStats`, and every chunk normalises with them and goes on to the next layer.
-#     So each layer's statistics are those of the whole sample given the layers before,
-#     which is what the whole-scene forward computes, and each chunk ran exactly the ops
-#     that a later fixed forward of it runs (below), with the same statistics tensors:
-#     its outputs ARE that forward's, bit for bit (the pipeline keeps them);
+#     `NormStats` and sent back, and every chunk normalises with them and goes on to the
+#     next layer (`ResnetGenerator.pooled_forward`; a few worker threads advance the
+#     chunks, no thread per chunk). So each layer's statistics are those of the whole
+#     sample given the layers before, which is what the whole-scene forward computes, and
+#     each chunk runs exactly the ops of a later fixed forward of it (the same `_apply`
+#     of each norm layer, the same helpers of the generator), with the same statistics
+#     tensors: its outputs ARE that forward's, bit for bit (the pipeline keeps them);
 #   * fixed: the recorded `NormStats` of a scene, applied to every sample, so tiles cut
 #     from one scene are normalised alike (docs/DESIGN.md invariant 3).
 # The pass object lives for one forward call, never on a module: a generator shared by
@@ -99,81 +101,43 @@ class NormStats:
                          _to(self.z, device, copy), self.samples)
 
 
-class StatsPool:
-    """The pooled statistics of ONE sample forwarded as `len(real)` chunks at once, each
-    in its own thread (`ResnetGenerator.pooled_forward`); `real[i]`: the samples of chunk
-    i that count (the rest is padding, e.g. the zero tiles of a fixed-shape forward).
+@dataclass
+class _Partial:
+    """What one chunk's forward stops with at a norm layer (or at the light generator's
+    CAM feature, key "z"): per real sample and channel, the mean and the biased variance
+    over the pixels (float64, on the CPU), and how the pooled statistics are wanted."""
 
-    At each norm layer every chunk posts the per-sample, per-channel mean and biased
-    variance of its real samples (float32 `var_mean`, what InstanceNorm itself reduces)
-    and waits at a barrier; the last to arrive combines them (Chan's parallel formula in
-    float64, in sample order: the result depends on the samples, not on how they were
-    chunked) into the layer's statistics. Only `workers` chunks compute at a time (the
-    `gate`): a chunk waiting at the barrier holds no core, only its activations.
-    """
+    key: str
+    means: Tensor  # [k, C]
+    variances: Tensor | None  # [k, C]; None for z
+    pixels: int
+    unbiased: bool
+    layer: bool
+    device: torch.device
 
-    def __init__(self, real: Sequence[int], workers: int = 1) -> None:
-        self.real = list(real)
-        self.gate = threading.Semaphore(max(1, workers))
-        self.recorded: dict[str, LayerStats] = {}
-        self.z: Tensor | None = None
-        self._parts: list[tuple[Tensor, Tensor | None]] = [(torch.empty(0), None)] * len(real)
-        self._what: tuple[str, bool, bool] = ("", False, False)
-        self._device = torch.device("cpu")
-        self._hw = 0
-        self._barrier = threading.Barrier(len(real), action=self._combine)
 
-    def abort(self) -> None:
-        """Release every chunk waiting at the barrier (one of them failed)."""
-        self._barrier.abort()
+#: A chunk's forward in the pooled pass: yields `_Partial`s, is sent back the pooled
+#: LayerStats (or z), returns (out, cam_logit, heatmap).
+Steps = Generator[_Partial, Any, Any]
 
-    def _wait(self) -> None:
-        self.gate.release()  # let another chunk compute while this one waits
-        try:
-            self._barrier.wait()
-        finally:
-            self.gate.acquire()
 
-    def layer(self, chunk: int, key: str, x: Tensor, *, unbiased: bool, layer: bool
-              ) -> LayerStats:
-        """Layer `key`'s statistics pooled over every chunk's real samples of x."""
-        xr = x[: self.real[chunk]].float()
-        var, mean = torch.var_mean(xr, dim=(2, 3), unbiased=False)  # [k, C] each
-        self._parts[chunk] = (mean.double().cpu(), var.double().cpu())
-        self._what, self._device = (key, unbiased, layer), x.device
-        self._hw = x.shape[2] * x.shape[3]
-        self._wait()
-        return self.recorded[key]
-
-    def pooled_z(self, chunk: int, x: Tensor) -> Tensor:
-        """The light generator's CAM feature z [1, C]: x's mean over every real sample
-        and pixel of every chunk."""
-        self._parts[chunk] = (x[: self.real[chunk]].float().mean(dim=(2, 3)).double().cpu(),
-                              None)
-        self._what, self._device = ("z", False, False), x.device
-        self._wait()
-        assert self.z is not None
-        return self.z
-
-    def _combine(self) -> None:
-        """Barrier action (one thread, every chunk waiting): the pooled statistics."""
-        key, unbiased, layer = self._what
-        means = torch.cat([m for m, _ in self._parts])  # [S, C] float64, sample order
-        if key == "z":
-            self.z = means.mean(dim=0, keepdim=True).float().to(self._device)  # [1, C]
-            return
-        variances = torch.cat([v for _, v in self._parts if v is not None])
-        n = self._hw  # pixels per (sample, channel): every sample has the same size
-        mean, var = _pool(means, variances, n, dim=0, unbiased=unbiased)  # [C]
-        shape = (1, -1, 1, 1)
-        ln_mean = ln_var = None
-        if layer:
-            ln_mean, ln_var = _pool(means.reshape(-1), variances.reshape(-1), n, dim=0,
-                                    unbiased=unbiased)
-            ln_mean, ln_var = (_as_stat(ln_mean, (1, 1, 1, 1), self._device),
-                               _as_stat(ln_var, (1, 1, 1, 1), self._device))
-        self.recorded[key] = LayerStats(_as_stat(mean, shape, self._device),
-                                        _as_stat(var, shape, self._device), ln_mean, ln_var)
+def _combine(parts: Sequence[_Partial]) -> LayerStats | Tensor:
+    """The statistics of one layer pooled over every chunk's partials (in chunk order:
+    the result depends on the samples, not on the chunking); z: the mean feature."""
+    first = parts[0]
+    means = torch.cat([p.means for p in parts])  # [S, C] float64, sample order
+    if first.variances is None:
+        return means.mean(dim=0, keepdim=True).float().to(first.device)  # z [1, C]
+    variances = torch.cat([p.variances for p in parts if p.variances is not None])
+    n, dev = first.pixels, first.device
+    mean, var = _pool(means, variances, n, dim=0, unbiased=first.unbiased)  # [C]
+    ln_mean = ln_var = None
+    if first.layer:
+        ln_m, ln_v = _pool(means.reshape(-1), variances.reshape(-1), n, dim=0,
+                           unbiased=first.unbiased)
+        ln_mean, ln_var = _as_stat(ln_m, (1, 1, 1, 1), dev), _as_stat(ln_v, (1, 1, 1, 1), dev)
+    shape = (1, -1, 1, 1)
+    return LayerStats(_as_stat(mean, shape, dev), _as_stat(var, shape, dev), ln_mean, ln_var)
 
 
 def _pool(means: Tensor, variances: Tensor, n: int, *, dim: int, unbiased: bool
@@ -192,20 +156,32 @@ def _as_stat(t: Tensor, shape: tuple[int, ...], device: torch.device) -> Tensor:
 
 class NormPass:
     """Where the norm layers of ONE forward get their statistics (see the section top):
-    `fixed` statistics, or chunk `chunk` of a pooled pass over `pool`."""
+    `fixed` statistics (`stats`), or, for the `steps` of one chunk of a pooled pass,
+    the pooled ones (`pooled`), `real` being the chunk's samples that count (the rest
+    is padding, e.g. the zero tiles of a fixed-shape forward)."""
 
-    def __init__(self, fixed: NormStats | None = None, pool: StatsPool | None = None,
-                 chunk: int = 0) -> None:
-        assert (fixed is None) != (pool is None)
-        self.fixed, self.pool, self.chunk = fixed, pool, chunk
+    def __init__(self, fixed: NormStats | None = None, *, real: int = 0) -> None:
+        self.fixed, self.real = fixed, real
 
     def stats(self, key: str, x: Tensor, *, unbiased: bool, layer: bool) -> LayerStats:
-        """The statistics of layer `key` for input x [B, C, H, W]: the fixed ones, or
-        those pooled over the whole sample (every chunk's real samples of x)."""
-        if self.fixed is not None:
-            return self.fixed.layers[key]
-        assert self.pool is not None
-        return self.pool.layer(self.chunk, key, x, unbiased=unbiased, layer=layer)
+        """The fixed statistics of layer `key`."""
+        assert self.fixed is not None, "a pooled pass runs the layers' steps"
+        return self.fixed.layers[key]
+
+    def pooled(self, key: str, x: Tensor, *, unbiased: bool, layer: bool
+               ) -> Generator[_Partial, Any, LayerStats]:
+        """Stop with x's partial statistics [B, C, H, W] -> [real, C]; return the pooled
+        ones sent back (float32 `var_mean` per sample: what InstanceNorm itself
+        reduces; combined in float64 by `_combine`)."""
+        var, mean = torch.var_mean(x[: self.real].float(), dim=(2, 3), unbiased=False)
+        return (yield _Partial(key, mean.double().cpu(), var.double().cpu(),
+                               x.shape[2] * x.shape[3], unbiased, layer, x.device))
+
+    def pooled_z(self, x: Tensor) -> Generator[_Partial, Any, Tensor]:
+        """Stop with the per-sample mean CAM feature; return the scene's z [1, C]."""
+        mean = x[: self.real].float().mean(dim=(2, 3)).double().cpu()
+        return (yield _Partial("z", mean, None, x.shape[2] * x.shape[3], False, False,
+                               x.device))
 
 
 def _normalise(x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
@@ -238,7 +214,13 @@ class InstanceNorm(nn.InstanceNorm2d):
     def forward(self, x: Tensor, norms: NormPass | None = None) -> Tensor:
         if norms is None:
             return super().forward(x)  # torch's own kernel: the published math, bit for bit
-        s = norms.stats(self.stats_key, x, unbiased=False, layer=False)
+        return self.apply_stats(x, norms.stats(self.stats_key, x, unbiased=False, layer=False))
+
+    def steps(self, x: Tensor, norms: NormPass) -> Generator[_Partial, Any, Tensor]:
+        s = yield from norms.pooled(self.stats_key, x, unbiased=False, layer=False)
+        return self.apply_stats(x, s)
+
+    def apply_stats(self, x: Tensor, s: LayerStats) -> Tensor:
         return _normalise(x, s.mean, s.var)
 
 
@@ -254,6 +236,15 @@ class AdaILN(nn.Module):
     def forward(self, x: Tensor, gamma: Tensor, beta: Tensor,
                 norms: NormPass | None = None) -> Tensor:
         s = None if norms is None else norms.stats(self.stats_key, x, unbiased=True, layer=True)
+        return self.apply_stats(x, gamma, beta, s)
+
+    def steps(self, x: Tensor, gamma: Tensor, beta: Tensor, norms: NormPass
+              ) -> Generator[_Partial, Any, Tensor]:
+        s = yield from norms.pooled(self.stats_key, x, unbiased=True, layer=True)
+        return self.apply_stats(x, gamma, beta, s)
+
+    def apply_stats(self, x: Tensor, gamma: Tensor, beta: Tensor, s: LayerStats | None
+                    ) -> Tensor:
         out = _instance_layer_norm(x, self.rho, s)
         # FORMAT: gamma/beta are used as they are (not 1 + gamma).  [B,C] -> [B,C,1,1]
         return out * gamma[:, :, None, None] + beta[:, :, None, None]
@@ -272,6 +263,13 @@ class ILN(nn.Module):
 
     def forward(self, x: Tensor, norms: NormPass | None = None) -> Tensor:
         s = None if norms is None else norms.stats(self.stats_key, x, unbiased=True, layer=True)
+        return self.apply_stats(x, s)
+
+    def steps(self, x: Tensor, norms: NormPass) -> Generator[_Partial, Any, Tensor]:
+        s = yield from norms.pooled(self.stats_key, x, unbiased=True, layer=True)
+        return self.apply_stats(x, s)
+
+    def apply_stats(self, x: Tensor, s: LayerStats | None) -> Tensor:
         return _instance_layer_norm(x, self.rho, s) * self.gamma + self.beta
 
 
@@ -280,6 +278,17 @@ def _run_sequential(seq: nn.Sequential, x: Tensor, norms: NormPass | None) -> Te
     argument only); the same ops in the same order as `seq(x)` when norms is None."""
     for layer in seq:
         x = layer(x, norms) if isinstance(layer, (InstanceNorm, ILN, ResnetBlock)) else layer(x)
+    return x
+
+
+def _sequential_steps(seq: nn.Sequential, x: Tensor, norms: NormPass
+                      ) -> Generator[_Partial, Any, Tensor]:
+    """`_run_sequential` of a pooled pass: the same layers, norm layers as steps."""
+    for layer in seq:
+        if isinstance(layer, (InstanceNorm, ILN, ResnetBlock)):
+            x = yield from layer.steps(x, norms)
+        else:
+            x = layer(x)
     return x
 
 
@@ -306,6 +315,9 @@ class ResnetBlock(nn.Module):
     def forward(self, x: Tensor, norms: NormPass | None = None) -> Tensor:
         return x + _run_sequential(self.conv_block, x, norms)
 
+    def steps(self, x: Tensor, norms: NormPass) -> Generator[_Partial, Any, Tensor]:
+        return x + (yield from _sequential_steps(self.conv_block, x, norms))
+
 
 class ResnetAdaILNBlock(nn.Module):
     """Decoder block: x + adaILN(conv(ReLU(adaILN(conv(x))))) with per-sample gamma/beta."""
@@ -324,6 +336,13 @@ class ResnetAdaILNBlock(nn.Module):
                 norms: NormPass | None = None) -> Tensor:
         out = self.relu1(self.norm1(self.conv1(self.pad1(x)), gamma, beta, norms))
         out = self.norm2(self.conv2(self.pad2(out)), gamma, beta, norms)
+        return x + out
+
+    def steps(self, x: Tensor, gamma: Tensor, beta: Tensor, norms: NormPass
+              ) -> Generator[_Partial, Any, Tensor]:
+        out = yield from self.norm1.steps(self.conv1(self.pad1(x)), gamma, beta, norms)
+        out = yield from self.norm2.steps(self.conv2(self.pad2(self.relu1(out))), gamma, beta,
+                                          norms)
         return x + out
 
 
@@ -460,51 +479,110 @@ class ResnetGenerator(nn.Module):
         layer by layer (see the section top): (its NormStats, per chunk `finish(i,
         (out, cam_logit, heatmap))`, default the triple itself).
 
-        Every chunk runs in its own thread (one chunk: the caller's), at most `workers`
-        computing at once; each enters `context()` (autocast and inference mode are
-        per thread: pass the run's). Chunk i's outputs are bit for bit those of
-        `self(chunks[i], stats)` run afterwards under the same context: the same ops on
-        the same tensors, the statistics being the same float32 values. Memory: the
-        chunks' activations at one layer (plus a residual input) while they wait, and
-        `workers` forwards' working memory."""
+        `workers` threads (one: the caller's) advance the chunks' forwards, chunk i by
+        thread i % workers, each thread inside `context()` (autocast and inference mode
+        are per thread: pass the run's) and no_grad; they meet at each norm layer, where
+        the last to arrive pools the statistics. Chunk i's outputs are bit for bit those
+        of `self(chunks[i], stats)` run afterwards under the same context: the same ops
+        on the same tensors, the statistics being the same float32 values. Memory: every
+        chunk's activations at one layer (and a residual input) while the others catch
+        up, plus `workers` forwards' working memory; never the whole sample's forward."""
         for chunk in chunks:
             self.check_input(chunk)
+        n = len(chunks)
         real = [c.shape[0] for c in chunks] if real is None else list(real)
-        pool = StatsPool(real, workers)
-        results: list[Any] = [None] * len(chunks)
+        workers = max(1, min(workers, n))
+        parts: list[_Partial | None] = [None] * n
+        results: list[Any] = [None] * n
+        recorded: dict[str, LayerStats] = {}
+        pooled: list[Any] = [None, None]  # [the last pooled answer, z]
         errors: list[BaseException] = []
         enter = context or contextlib.nullcontext
 
-        def work(i: int) -> None:
+        def pool() -> None:  # one thread, every chunk stopped at the same layer
+            got = _combine([p for p in parts if p is not None])
+            key = parts[0].key if parts[0] is not None else ""
+            if isinstance(got, LayerStats):
+                recorded[key] = got
+            else:
+                pooled[1] = got
+            pooled[0] = got
+
+        barrier = threading.Barrier(workers, action=pool)
+
+        def work(w: int) -> None:
             try:
-                with pool.gate, torch.no_grad(), enter():
-                    triple = self._forward(chunks[i], NormPass(pool=pool, chunk=i))
-                    results[i] = triple if finish is None else finish(i, triple)
+                with torch.no_grad(), enter():
+                    steps = {i: self._steps(chunks[i], NormPass(real=real[i]))
+                             for i in range(w, n, workers)}
+                    answer = None
+                    while steps:
+                        for i in list(steps):
+                            try:
+                                parts[i] = steps[i].send(answer)
+                            except StopIteration as done:
+                                results[i] = done.value if finish is None else finish(
+                                    i, done.value)
+                                del steps[i]
+                        if steps:  # every chunk stops at every layer: all threads wait
+                            barrier.wait()
+                            answer = pooled[0]
             except threading.BrokenBarrierError:
-                pass  # another chunk failed: its error is the one to raise
+                pass  # another thread failed: its error is the one to raise
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller below
                 errors.append(exc)
-                pool.abort()
+                barrier.abort()
 
-        if len(chunks) == 1:
+        if workers == 1:
             work(0)
         else:
-            threads = [threading.Thread(target=work, args=(i,), name=f"eo2sar-pool-{i}")
-                       for i in range(len(chunks))]
+            threads = [threading.Thread(target=work, args=(w,), name=f"eo2sar-pool-{w}")
+                       for w in range(workers)]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
         if errors:
             raise errors[0]
-        return NormStats(dict(pool.recorded), pool.z, samples=sum(real)), results
+        return NormStats(recorded, pooled[1], samples=sum(real)), results
 
     def _forward(self, x: Tensor, norms: NormPass | None) -> tuple[Tensor, Tensor, Tensor]:
         """(out, cam_logit, heatmap); norms None = per sample."""
         x = _run_sequential(self.DownBlock, x, norms)  # [B, 256, 64, 64]
         b = x.shape[0]
+        x, cam_logit, heatmap = self._cam(x)
+        if not self.config.light:
+            z = x.reshape(b, -1)  # [B, 256*64*64], C,H,W order: per tile in every mode
+        elif norms is not None and norms.fixed is not None and norms.fixed.z is not None:
+            z = norms.fixed.z  # [1, 256]
+        else:
+            z = F.adaptive_avg_pool2d(x, 1).reshape(b, -1)  # [B, 256]
+        gamma, beta = self._gamma_beta(z, b)
+        for i in range(1, self.config.n_res + 1):
+            x = getattr(self, f"UpBlock1_{i}")(x, gamma, beta, norms)  # [B, 256, 64, 64]
+        out = _run_sequential(self.UpBlock2, x, norms)  # [B, 3, 256, 256]
+        return out, cam_logit, heatmap
 
-        # Class activation map: the two CAM classifiers' weights re-weight the channels.
+    def _steps(self, x: Tensor, norms: NormPass) -> Steps:
+        """`_forward` of one chunk of a pooled pass (section top): the same modules and
+        helpers, each norm layer (and the light generator's z) a stop."""
+        x = yield from _sequential_steps(self.DownBlock, x, norms)
+        b = x.shape[0]
+        x, cam_logit, heatmap = self._cam(x)
+        if not self.config.light:
+            z = x.reshape(b, -1)
+        else:
+            z = yield from norms.pooled_z(x)  # [1, 256]: the scene's z
+        gamma, beta = self._gamma_beta(z, b)
+        for i in range(1, self.config.n_res + 1):
+            x = yield from getattr(self, f"UpBlock1_{i}").steps(x, gamma, beta, norms)
+        out = yield from _sequential_steps(self.UpBlock2, x, norms)
+        return out, cam_logit, heatmap
+
+    def _cam(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Class activation map: the two CAM classifiers' weights re-weight the channels.
+        (features [B, 256, 64, 64], cam_logit [B, 2], heatmap [B, 1, 64, 64])"""
+        b = x.shape[0]
         gap_logit = self.gap_fc(F.adaptive_avg_pool2d(x, 1).reshape(b, -1))  # [B, 1]
         gmp_logit = self.gmp_fc(F.adaptive_max_pool2d(x, 1).reshape(b, -1))  # [B, 1]
         gap = x * self.gap_fc.weight[:, :, None, None]  # [1,256] -> [1,256,1,1]
@@ -512,24 +590,13 @@ class ResnetGenerator(nn.Module):
         cam_logit = torch.cat([gap_logit, gmp_logit], dim=1)  # [B, 2]: [gap, gmp]
         x = self.relu(self.conv1x1(torch.cat([gap, gmp], dim=1)))  # [B, 512->256, 64, 64]
         heatmap = torch.sum(x, dim=1, keepdim=True)  # [B, 1, 64, 64]
+        return x, cam_logit, heatmap
 
-        if not self.config.light:
-            z = x.reshape(b, -1)  # [B, 256*64*64], C,H,W order: per tile in every mode
-        elif norms is not None and norms.pool is not None:
-            z = norms.pool.pooled_z(norms.chunk, x)  # [1, 256]: the scene's z
-        elif norms is not None and norms.fixed is not None and norms.fixed.z is not None:
-            z = norms.fixed.z  # [1, 256]
-        else:
-            z = F.adaptive_avg_pool2d(x, 1).reshape(b, -1)  # [B, 256]
+    def _gamma_beta(self, z: Tensor, b: int) -> tuple[Tensor, Tensor]:
+        """gamma, beta [B, 256] from z [B or 1, ...]; a scene's z [1, 256] gives one
+        gamma/beta, computed once, the same for every sample."""
         z = self.FC(z)  # [B or 1, 256]
-        # a scene's gamma/beta: computed once from [1, 256], the same for every sample
-        gamma = self.gamma(z).expand(b, -1)  # [B, 256]
-        beta = self.beta(z).expand(b, -1)
-
-        for i in range(1, self.config.n_res + 1):
-            x = getattr(self, f"UpBlock1_{i}")(x, gamma, beta, norms)  # [B, 256, 64, 64]
-        out = _run_sequential(self.UpBlock2, x, norms)  # [B, 3, 256, 256]
-        return out, cam_logit, heatmap
+        return self.gamma(z).expand(b, -1), self.beta(z).expand(b, -1)
 
 
 # ----------------------------------------------------------------------------------------

@@ -252,7 +252,7 @@ def test_a_failing_chunk_fails_the_pass_without_hanging() -> None:
         if threading.current_thread().name == "eo2sar-pool-1":
             raise RuntimeError("chunk 1 broke")
 
-    hook = gen.UpBlock1_1.register_forward_pre_hook(broken)
+    hook = gen.UpBlock1_1.conv1.register_forward_pre_hook(broken)
     try:
         with pytest.raises(RuntimeError, match="chunk 1 broke"):
             gen.pooled_forward([x[i : i + 1] for i in range(3)], workers=2)
