@@ -14,6 +14,7 @@ Shapes are written for the published model (ngf=64, 256x256 input, batch B).
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
@@ -105,12 +106,13 @@ class NormStats:
 class _Partial:
     """What one chunk's forward stops with at a norm layer (or at the light generator's
     CAM feature, key "z"): per real sample and channel, the mean and the biased variance
-    over the pixels (float64, on the CPU), and how the pooled statistics are wanted."""
+    over the sample's pixels that count (its region), with their count (float64, on the
+    CPU), and how the pooled statistics are wanted."""
 
     key: str
     means: Tensor  # [k, C]
     variances: Tensor | None  # [k, C]; None for z
-    pixels: int
+    pixels: Tensor  # [k]
     unbiased: bool
     layer: bool
     device: torch.device
@@ -120,34 +122,41 @@ class _Partial:
 #: LayerStats (or z), returns (out, cam_logit, heatmap).
 Steps = Generator[_Partial, Any, Any]
 
+#: A sample's region that counts in the pooled statistics: rows r0:r1, columns c0:c1 of
+#: its input (full resolution; scaled to each layer's).
+Region = tuple[int, int, int, int]
+
 
 def _combine(parts: Sequence[_Partial]) -> LayerStats | Tensor:
-    """The statistics of one layer pooled over every chunk's partials (in chunk order:
-    the result depends on the samples, not on the chunking); z: the mean feature."""
+    """The statistics of one layer pooled over every chunk's partials, each sample
+    weighted by its pixel count (in chunk order: the result depends on the samples, not
+    on the chunking); z: the mean feature over every pixel that counts."""
     first = parts[0]
     means = torch.cat([p.means for p in parts])  # [S, C] float64, sample order
+    counts = torch.cat([p.pixels for p in parts])[:, None]  # [S, 1]
     if first.variances is None:
-        return means.mean(dim=0, keepdim=True).float().to(first.device)  # z [1, C]
+        z = (means * counts).sum(dim=0, keepdim=True) / counts.sum()
+        return z.float().to(first.device)  # [1, C]
     variances = torch.cat([p.variances for p in parts if p.variances is not None])
-    n, dev = first.pixels, first.device
-    mean, var = _pool(means, variances, n, dim=0, unbiased=first.unbiased)  # [C]
+    dev, unbiased = first.device, first.unbiased
+    mean, var = _pool(means, variances, counts, unbiased)  # [C]
     ln_mean = ln_var = None
     if first.layer:
-        ln_m, ln_v = _pool(means.reshape(-1), variances.reshape(-1), n, dim=0,
-                           unbiased=first.unbiased)
+        every = counts.expand_as(means).reshape(-1)
+        ln_m, ln_v = _pool(means.reshape(-1), variances.reshape(-1), every, unbiased)
         ln_mean, ln_var = _as_stat(ln_m, (1, 1, 1, 1), dev), _as_stat(ln_v, (1, 1, 1, 1), dev)
     shape = (1, -1, 1, 1)
     return LayerStats(_as_stat(mean, shape, dev), _as_stat(var, shape, dev), ln_mean, ln_var)
 
 
-def _pool(means: Tensor, variances: Tensor, n: int, *, dim: int, unbiased: bool
+def _pool(means: Tensor, variances: Tensor, counts: Tensor, unbiased: bool
           ) -> tuple[Tensor, Tensor]:
-    """Mean and variance over the union of groups of `n` values each, from the groups'
-    means and biased variances (float64; Chan et al.'s parallel combination)."""
-    groups = means.shape[dim]
-    mean = means.mean(dim=dim)
-    m2 = (variances * n).sum(dim=dim) + ((means - mean.unsqueeze(dim)) ** 2).sum(dim=dim) * n
-    return mean, m2 / (groups * n - (1 if unbiased else 0))
+    """Mean and variance over the union of groups (dim 0) of `counts` values each, from
+    the groups' means and biased variances (float64; Chan et al.'s parallel formula)."""
+    n = counts.sum(dim=0)
+    mean = (means * counts).sum(dim=0) / n
+    m2 = (variances * counts).sum(dim=0) + (counts * (means - mean) ** 2).sum(dim=0)
+    return mean, m2 / (n - (1 if unbiased else 0))
 
 
 def _as_stat(t: Tensor, shape: tuple[int, ...], device: torch.device) -> Tensor:
@@ -157,31 +166,54 @@ def _as_stat(t: Tensor, shape: tuple[int, ...], device: torch.device) -> Tensor:
 class NormPass:
     """Where the norm layers of ONE forward get their statistics (see the section top):
     `fixed` statistics (`stats`), or, for the `steps` of one chunk of a pooled pass,
-    the pooled ones (`pooled`), `real` being the chunk's samples that count (the rest
-    is padding, e.g. the zero tiles of a fixed-shape forward)."""
+    the pooled ones (`pooled`). `real`: the chunk's samples that count (the rest is
+    padding, e.g. the zero tiles of a fixed-shape forward); `regions`: per real sample
+    the part of it that counts (None: all of it), in the chunk's `size` (H, W)."""
 
-    def __init__(self, fixed: NormStats | None = None, *, real: int = 0) -> None:
-        self.fixed, self.real = fixed, real
+    def __init__(self, fixed: NormStats | None = None, *, real: int = 0,
+                 regions: Sequence[Region] | None = None, size: tuple[int, int] = (0, 0)
+                 ) -> None:
+        self.fixed, self.real, self.regions, self.size = fixed, real, regions, size
 
     def stats(self, key: str, x: Tensor, *, unbiased: bool, layer: bool) -> LayerStats:
         """The fixed statistics of layer `key`."""
         assert self.fixed is not None, "a pooled pass runs the layers' steps"
         return self.fixed.layers[key]
 
+    def _moments(self, x: Tensor, variance: bool
+                 ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Per real sample of x [B, C, h, w], over its region scaled to h x w: mean and
+        biased variance per channel [k, C] (float32 `var_mean`, what InstanceNorm itself
+        reduces; returned float64 on the CPU) and the pixel count [k]."""
+        h, w = x.shape[2], x.shape[3]
+        regions = self.regions or [(0, self.size[0], 0, self.size[1])] * self.real
+        fy, fx = h / self.size[0], w / self.size[1]
+        means, variances, pixels = [], [], []
+        for k, (r0, r1, c0, c1) in enumerate(regions):
+            a, b = int(r0 * fy), max(int(r0 * fy) + 1, math.ceil(r1 * fy))
+            c, d = int(c0 * fx), max(int(c0 * fx) + 1, math.ceil(c1 * fx))
+            part = x[k, :, a:b, c:d].float()
+            if variance:
+                v, m = torch.var_mean(part, dim=(1, 2), unbiased=False)
+                variances.append(v)
+            else:
+                m = part.mean(dim=(1, 2))
+            means.append(m)
+            pixels.append(float((b - a) * (d - c)))
+        var = torch.stack(variances).double().cpu() if variance else None
+        return (torch.stack(means).double().cpu(), var,
+                torch.tensor(pixels, dtype=torch.float64))
+
     def pooled(self, key: str, x: Tensor, *, unbiased: bool, layer: bool
                ) -> Generator[_Partial, Any, LayerStats]:
-        """Stop with x's partial statistics [B, C, H, W] -> [real, C]; return the pooled
-        ones sent back (float32 `var_mean` per sample: what InstanceNorm itself
-        reduces; combined in float64 by `_combine`)."""
-        var, mean = torch.var_mean(x[: self.real].float(), dim=(2, 3), unbiased=False)
-        return (yield _Partial(key, mean.double().cpu(), var.double().cpu(),
-                               x.shape[2] * x.shape[3], unbiased, layer, x.device))
+        """Stop with x's partial statistics; return the pooled ones sent back."""
+        mean, var, counts = self._moments(x, variance=True)
+        return (yield _Partial(key, mean, var, counts, unbiased, layer, x.device))
 
     def pooled_z(self, x: Tensor) -> Generator[_Partial, Any, Tensor]:
         """Stop with the per-sample mean CAM feature; return the scene's z [1, C]."""
-        mean = x[: self.real].float().mean(dim=(2, 3)).double().cpu()
-        return (yield _Partial("z", mean, None, x.shape[2] * x.shape[3], False, False,
-                               x.device))
+        mean, _, counts = self._moments(x, variance=False)
+        return (yield _Partial("z", mean, None, counts, False, False, x.device))
 
 
 def _normalise(x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
@@ -470,6 +502,7 @@ class ResnetGenerator(nn.Module):
         chunks: Sequence[Tensor],
         real: Sequence[int] | None = None,
         *,
+        regions: Sequence[Sequence[Region]] | None = None,
         workers: int = 1,
         context: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
         finish: Callable[[int, tuple[Tensor, Tensor, Tensor]], Any] | None = None,
@@ -477,16 +510,20 @@ class ResnetGenerator(nn.Module):
         """One scene's sample, given as `chunks` (micro-batches [B, in_ch, H, W] of one
         shape; `real[i]`: how many leading samples of chunk i count, default all), pooled
         layer by layer (see the section top): (its NormStats, per chunk `finish(i,
-        (out, cam_logit, heatmap))`, default the triple itself).
+        (out, cam_logit, heatmap))`, default the triple itself). `regions[i]`: per real
+        sample of chunk i the rows/columns (r0, r1, c0, c1) whose pixels enter the
+        statistics (scaled to each layer's resolution; default: every pixel), e.g. the
+        part of a tile that no other tile of a scene covers (pipeline/run/inference.py).
 
-        `workers` threads (one: the caller's) advance the chunks' forwards, chunk i by
-        thread i % workers, each thread inside `context()` (autocast and inference mode
-        are per thread: pass the run's) and no_grad; they meet at each norm layer, where
-        the last to arrive pools the statistics. Chunk i's outputs are bit for bit those
-        of `self(chunks[i], stats)` run afterwards under the same context: the same ops
-        on the same tensors, the statistics being the same float32 values. Memory: every
-        chunk's activations at one layer (and a residual input) while the others catch
-        up, plus `workers` forwards' working memory; never the whole sample's forward."""
+        `workers` threads (one: the caller's) advance the chunks' forwards, taking the
+        next chunk as they come free, each thread inside `context()` (autocast and
+        inference mode are per thread: pass the run's) and no_grad; they meet at each
+        norm layer, where the last to arrive pools the statistics. Chunk i's outputs are
+        bit for bit those of `self(chunks[i], stats)` run afterwards under the same
+        context: the same ops on the same tensors, the statistics being the same float32
+        values. Memory: every chunk's activations at one layer (and a residual input)
+        while the others catch up, plus `workers` forwards' working memory; never the
+        whole sample's forward."""
         for chunk in chunks:
             self.check_input(chunk)
         n = len(chunks)
@@ -499,34 +536,52 @@ class ResnetGenerator(nn.Module):
         errors: list[BaseException] = []
         enter = context or contextlib.nullcontext
 
-        def pool() -> None:  # one thread, every chunk stopped at the same layer
-            got = _combine([p for p in parts if p is not None])
-            key = parts[0].key if parts[0] is not None else ""
-            if isinstance(got, LayerStats):
-                recorded[key] = got
+        steps = [self._steps(chunks[i], NormPass(
+            real=real[i], regions=None if regions is None else regions[i],
+            size=(chunks[i].shape[2], chunks[i].shape[3]))) for i in range(n)]
+        # one round per stop: the next chunk to advance, whether any chunk stopped (else
+        # every chunk finished), whether the pass is over
+        state = {"next": 0, "stopped": False, "over": False}
+        take = threading.Lock()
+
+        def pool() -> None:  # one thread, every chunk stopped at the same layer (or done)
+            if state["stopped"]:
+                got = _combine([p for p in parts if p is not None])
+                key = parts[0].key if parts[0] is not None else ""
+                if isinstance(got, LayerStats):
+                    recorded[key] = got
+                else:
+                    pooled[1] = got
+                pooled[0] = got
             else:
-                pooled[1] = got
-            pooled[0] = got
+                state["over"] = True
+            state["next"], state["stopped"] = 0, False
 
         barrier = threading.Barrier(workers, action=pool)
 
-        def work(w: int) -> None:
+        def work() -> None:
+            # Each round, the threads take the chunks in turn (whichever thread is free
+            # takes the next: a thread the OS holds back delays the round by one chunk at
+            # most), advance each to its next stop, and meet; the last to arrive pools
+            # the layer. Autocast and grad modes are the same in every thread, so a
+            # chunk's forward may move between threads: the same single-threaded ops.
             try:
                 with torch.no_grad(), enter():
-                    steps = {i: self._steps(chunks[i], NormPass(real=real[i]))
-                             for i in range(w, n, workers)}
-                    answer = None
-                    while steps:
-                        for i in list(steps):
+                    while not state["over"]:
+                        answer = pooled[0]
+                        while True:
+                            with take:
+                                i = state["next"]
+                                state["next"] = i + 1
+                            if i >= n:
+                                break
                             try:
                                 parts[i] = steps[i].send(answer)
+                                state["stopped"] = True
                             except StopIteration as done:
                                 results[i] = done.value if finish is None else finish(
                                     i, done.value)
-                                del steps[i]
-                        if steps:  # every chunk stops at every layer: all threads wait
-                            barrier.wait()
-                            answer = pooled[0]
+                        barrier.wait()
             except threading.BrokenBarrierError:
                 pass  # another thread failed: its error is the one to raise
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller below
@@ -534,9 +589,9 @@ class ResnetGenerator(nn.Module):
                 barrier.abort()
 
         if workers == 1:
-            work(0)
+            work()
         else:
-            threads = [threading.Thread(target=work, args=(w,), name=f"eo2sar-pool-{w}")
+            threads = [threading.Thread(target=work, name=f"eo2sar-pool-{w}")
                        for w in range(workers)]
             for t in threads:
                 t.start()

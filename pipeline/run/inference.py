@@ -33,7 +33,8 @@ scene's sample of tiles (pipeline/run/norm_sample.py) through the generator once
 layer by layer (ugatit.networks.ResnetGenerator.pooled_forward): the sample is cut into
 the run's own forwards (`micro_batch` tiles, the last padded with zero tiles that never
 enter the statistics), forwarded by the run's threads in its precision, and every norm
-layer's statistics are combined over the whole sample before any forward goes on. Each
+layer's statistics are combined over the whole sample (each tile's core: the part of
+the scene it alone covers, pipeline/run/norm_sample.py) before any forward goes on. Each
 forward then ran exactly the ops, on the same tensors, that `forward_fixed_shape` runs
 for those tiles with the finished statistics, so the pass's outputs ARE those tiles'
 outputs (the same bytes; tested) and the run does not forward them again: the pass
@@ -76,6 +77,7 @@ from pipeline.config import CUDA_MICRO_BATCH
 from pipeline.errors import ModelError, PipelineError
 from pipeline.inputs.radiometry import Scaling, to_model_input
 from pipeline.run.mosaic import gdal_env  # bounds GDAL's block cache in workers too
+from pipeline.run.norm_sample import core_region
 from pipeline.run.tiling import TileGrid, read_tiles
 from ugatit import CheckpointError, ModelConfig, NormStats, load_checkpoint, set_tf32
 
@@ -483,7 +485,10 @@ def scene_norm_pass(job: InferenceJob, tiles: Sequence[int], workers: int | None
                     chunk = chunk.contiguous(memory_format=torch.channels_last)
                 chunks.append(chunk)
                 real.append(min(micro, n - i))
-            stats, done = gen.pooled_forward(chunks, real, context=context, finish=finish,
+            cores = [core_region(job.grid, t) for t in tiles]
+            regions = [cores[i : i + micro] for i in range(0, n, micro)]
+            stats, done = gen.pooled_forward(chunks, real, regions=regions, context=context,
+                                             finish=finish,
                                              workers=workers or pass_workers(job.device))
     except torch.OutOfMemoryError:
         raise PipelineError(
