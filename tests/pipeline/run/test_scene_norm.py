@@ -146,19 +146,22 @@ def _collared(valid_part: Path, dst: Path, left: int, top: int, size: int) -> Pa
 
 
 def test_a_nodata_collar_does_not_change_the_statistics(ckpt, tmp_path):
-    """The valid part V (320 px: exactly 3 x 3 tiles of 128 at stride 96) alone, and V in
-    a collar one grid step wide: the collared scene's fully valid tiles are V's tiles, so
-    its statistics are V's (the collar's tiles stay out of the sample)."""
+    """The valid part V (320 px: exactly 3 x 3 tiles of 128 at stride 96) in a collar one
+    grid step wide, and in a wider collar: the fully valid tiles are V's tiles in both
+    (the collar's tiles stay out of the sample), inner tiles of both grids, so their
+    cores are the same pixels of V and the statistics are the same: the collar, however
+    wide, never enters them."""
     valid_part = write_synthetic_scene(tmp_path / "v.tif", 320, dtype="uint16", seed=3)
-    collared = _collared(valid_part, tmp_path / "c.tif", left=96, top=96, size=512)
+    narrow = _collared(valid_part, tmp_path / "c.tif", left=96, top=96, size=512)
+    wide = _collared(valid_part, tmp_path / "w.tif", left=96, top=96, size=704)
     cfg = PipelineConfig(norm_sample=16, **TILE)
     stats = []
-    for path in (valid_part, collared):
+    for path in (narrow, wide):
         plan, job = plan_scene(SceneRequest(path, tmp_path / "o.tif", ckpt, cfg))
         assert plan.norm_sample is not None and plan.norm_sample.fully_valid
         assert len(plan.norm_sample.tiles) == 9
         stats.append(scene_norm_stats(job, plan.norm_sample.tiles))
-    assert job.scaling == plan_scene(SceneRequest(valid_part, tmp_path / "o.tif", ckpt,
+    assert job.scaling == plan_scene(SceneRequest(narrow, tmp_path / "o.tif", ckpt,
                                                   cfg))[1].scaling
     a, b = stats
     assert a.layers.keys() == b.layers.keys()
