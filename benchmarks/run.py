@@ -82,14 +82,24 @@ def _summary(name: str, doc: dict[str, Any]) -> list[dict[str, Any]]:
     elif name == "speed":
         rows += _speed_summary(doc)
     elif name == "norm":
+        default = doc.get("default_sample")
         for r in doc["rows"]:
-            what = f"--norm {r['norm']}" + (f" sample {r['sample']}" if r["sample"] else "")
-            rows.append({"benchmark": name, "what": f"{what} box-33 |tiled - whole|",
-                         "value": r["box_mean_abs_diff"]})
-        for c in doc["cost"]:
+            if r["norm"] == "tile" or r["sample"] == default or str(r["sample"]).startswith(
+                    "all"):
+                what = f"{r['scene']} --norm {r['norm']}" + (
+                    f" sample {r['sample']}" if r["sample"] else "")
+                rows.append({"benchmark": name, "what": f"{what} box-33 |tiled - whole|",
+                             "value": r["box_mean_abs_diff"]})
+        for r in doc.get("speed", {}).get("rows", []):
+            where = f"{r['variant']}, {r['tiles_run']} tiles"
+            rows.append({"benchmark": name, "what": f"{where}: pipeline / original loop",
+                         "value": r["vs_original_loop"]})
+            rows.append({"benchmark": name, "what": f"{where}: statistics pass share",
+                         "value": r["pass_share"]})
+        for r in doc.get("memory", []):
             rows.append({"benchmark": name,
-                         "what": f"statistics pass / scene time ({c['tiles']} tiles)",
-                         "value": c["stats_fraction"]})
+                         "what": f"pass peak GiB, {r['how']}, {r['samples']} tiles",
+                         "value": r["pass_peak_gib"]})
     elif name == "throughput":
         for s in doc["settings"]:
             last = s["rows"][-1]
