@@ -191,9 +191,10 @@ def resolve_model_config(model_path: Path, config: PipelineConfig) -> PipelineCo
 FORWARD_BYTES = 4 * 7.0
 #: Bytes per (tile pixel x ngf) that each sampled tile holds while the --norm scene
 #: statistics pass waits for the others at a norm layer (pipeline/run/inference.py:
-#: scene_norm_pass): its activation at the widest layers (ngf channels at full
-#: resolution, float32), its input and its kept output.
-NORM_PASS_WAIT_BYTES = 4 * 1.25
+#: scene_norm_pass): its activations at the widest layers (ngf channels at full
+#: resolution, float32), its input and its kept output. Measured (ngf 64, 256 px, 2
+#: threads): +0.67 / 1.20 / 2.12 GiB for 16 / 32 / 64 tiles, 31 MiB a tile.
+NORM_PASS_WAIT_BYTES = 4 * 1.9
 
 
 def estimate_memory(
