@@ -5,9 +5,11 @@ leak into the next) and writes its own JSON; this script collects them into
 ``bench_out/bench.json`` and prints a summary. No benchmark asserts anything: numbers are
 for reading, comparing runs on the same machine, and the docs.
 
-The default run takes ~10 minutes on 2 cores, most of it the memory benchmark at the
-acceptance size, 16384 x 16384 (7225 tiles); ``--memory-size 8192`` (1849 tiles) takes a
-quarter of that, ``--quick`` is a ~1-2 minute smoke run of every script.
+The default run takes ~35 minutes on 2 cores: bench_norm ~20 (seed-size scenes, fp32
+and compiled, and the statistics pass's memory) and the memory benchmark at the
+acceptance size, 16384 x 16384 (7225 tiles), most of the rest; ``--memory-size 8192``
+(1849 tiles) takes a quarter of the latter, ``--quick`` is a ~2-4 minute smoke run of
+every script.
 
     python -m benchmarks.run [--only speed seams norm throughput memory train dask] [--quick]
                              [--memory-size 16384]
