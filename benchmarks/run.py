@@ -5,9 +5,11 @@ leak into the next) and writes its own JSON; this script collects them into
 ``bench_out/bench.json`` and prints a summary. No benchmark asserts anything: numbers are
 for reading, comparing runs on the same machine, and the docs.
 
-The default run takes ~10 minutes on 2 cores, most of it the memory benchmark at the
-acceptance size, 16384 x 16384 (7225 tiles); ``--memory-size 8192`` (1849 tiles) takes a
-quarter of that, ``--quick`` is a ~1-2 minute smoke run of every script.
+The default run takes ~35 minutes on 2 cores: bench_norm ~20 (seed-size scenes, fp32
+and compiled, and the statistics pass's memory) and the memory benchmark at the
+acceptance size, 16384 x 16384 (7225 tiles), most of the rest; ``--memory-size 8192``
+(1849 tiles) takes a quarter of the latter, ``--quick`` is a ~2-4 minute smoke run of
+every script.
 
     python -m benchmarks.run [--only speed seams norm throughput memory train dask xarray]
                              [--quick]
@@ -98,14 +100,24 @@ def _summary(name: str, doc: dict[str, Any]) -> list[dict[str, Any]]:
     elif name == "speed":
         rows += _speed_summary(doc)
     elif name == "norm":
+        default = doc.get("default_sample")
         for r in doc["rows"]:
-            what = f"--norm {r['norm']}" + (f" sample {r['sample']}" if r["sample"] else "")
-            rows.append({"benchmark": name, "what": f"{what} box-33 |tiled - whole|",
-                         "value": r["box_mean_abs_diff"]})
-        for c in doc["cost"]:
+            if r["norm"] == "tile" or r["sample"] == default or str(r["sample"]).startswith(
+                    "all"):
+                what = f"{r['scene']} --norm {r['norm']}" + (
+                    f" sample {r['sample']}" if r["sample"] else "")
+                rows.append({"benchmark": name, "what": f"{what} box-33 |tiled - whole|",
+                             "value": r["box_mean_abs_diff"]})
+        for r in doc.get("speed", {}).get("rows", []):
+            where = f"{r['variant']}, {r['tiles_run']} tiles"
+            rows.append({"benchmark": name, "what": f"{where}: pipeline / original loop",
+                         "value": r["vs_original_loop"]})
+            rows.append({"benchmark": name, "what": f"{where}: statistics pass share",
+                         "value": r["pass_share"]})
+        for r in doc.get("memory", []):
             rows.append({"benchmark": name,
-                         "what": f"statistics pass / scene time ({c['tiles']} tiles)",
-                         "value": c["stats_fraction"]})
+                         "what": f"pass peak GiB, {r['how']}, {r['samples']} tiles",
+                         "value": r["pass_peak_gib"]})
     elif name == "throughput":
         for s in doc["settings"]:
             last = s["rows"][-1]

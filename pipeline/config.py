@@ -57,13 +57,15 @@ OUTPUT_SCALES = ("unit", "uint8", "db")
 COMPRESSIONS = ("DEFLATE", "ZSTD", "LZW", "NONE")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 NORM_MODES = ("scene", "tile")
-# Tiles pooled for the scene's normalisation statistics (--norm-sample). Measured on a
-# Landsat 8 crop (docs/pipeline.md, "Scene normalisation"): from 16 tiles the tiled
-# output is within 0.003-0.0075 of the whole-scene forward at tile scale whatever the
-# draw (8: up to 0.039, per tile: 0.036; 24 is no better). The pass costs 1.4-1.9x
-# forwarding them one by one on one core: 26 % of the 110-tile test scene's run, 7 % at
-# 441 tiles, 2-5 % of a full Landsat scene.
-DEFAULT_NORM_SAMPLE = 16
+# Tiles pooled for the scene's normalisation statistics (--norm-sample). A scene with no
+# more fully valid tiles than this pools every one of them, and its tiled output then
+# matches the demo model's whole-scene forward (33 px box mean |diff| 0.000-0.001,
+# correlation 1.000 on Landsat 8 crops of 49 and 64 tiles and Landsat 7; each tile's
+# statistics over its core, pipeline/run/norm_sample.py). Fewer spread tiles of the same
+# scenes (3 draws each): 16 -> 0.010-0.020, 32 -> 0.002-0.016, 48 of 64 -> 0.008-0.014
+# (docs/performance.md, "Scene statistics"). The pass's tiles are part of the output, so
+# the size costs memory (~20 MiB per tile of a seed-size model), not time.
+DEFAULT_NORM_SAMPLE = 64
 # Tiles per generator forward on a GPU unless --micro-batch says otherwise. The bare
 # light generator (ngf 64, fp32) ran 552 tiles/s at batch 8 and 647 at batch 32 on an
 # H200 (issue 8); 32 keeps the card fed and its activations (~1 GiB) fit any GPU we target.
@@ -351,7 +353,8 @@ class PipelineConfig:
     norm_sample: int = setting(
         DEFAULT_NORM_SAMPLE, _int_min(1),
         "--norm scene: tiles pooled for the statistics, spread over the scene, fully valid "
-        "pixels only (one forward of this many tiles at once; its memory grows with it).",
+        "pixels only (a scene with fewer uses all; their outputs are the run's, pooled "
+        "layer by layer: memory grows with it, time does not).",
         flag_type=int)
     # --- output -----------------------------------------------------------------------
     output_bands: int = setting(

@@ -13,7 +13,12 @@ Shapes are written for the published model (ngf=64, 256x256 input, batch B).
 
 from __future__ import annotations
 
+import contextlib
+import math
+import threading
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,9 +36,18 @@ EPS = 1e-5
 # Every normalisation layer of the generator can take its statistics from one of three
 # sources, chosen per forward by a `NormPass` handed down the layers (None = the first):
 #   * per sample ("tile"): each sample's own statistics, the published model's exact math;
-#   * collect: pooled over the batch AND space, i.e. the samples of a scene treated as
-#     one image, normalising the batch with the pooled values (so the next layer sees
-#     what it would see in the scene) and recording them in a `NormStats`;
+#   * pooled: the samples of a scene treated as ONE image, layer by layer. The sample is
+#     forwarded as several chunks (micro-batches), each chunk's forward a Python
+#     generator (`steps`) that stops at every norm layer with its per-sample partial
+#     statistics; when every chunk has stopped at the layer, the partials are combined
+#     (float64, fixed sample order) into the layer's statistics, recorded in a
+#     `NormStats` and sent back, and every chunk normalises with them and goes on to the
+#     next layer (`ResnetGenerator.pooled_forward`; a few worker threads advance the
+#     chunks, no thread per chunk). So each layer's statistics are those of the whole
+#     sample given the layers before, which is what the whole-scene forward computes, and
+#     each chunk runs exactly the ops of a later fixed forward of it (the same `_apply`
+#     of each norm layer, the same helpers of the generator), with the same statistics
+#     tensors: its outputs ARE that forward's, bit for bit (the pipeline keeps them);
 #   * fixed: the recorded `NormStats` of a scene, applied to every sample, so tiles cut
 #     from one scene are normalised alike (docs/DESIGN.md invariant 3).
 # The pass object lives for one forward call, never on a module: a generator shared by
@@ -88,26 +102,118 @@ class NormStats:
                          _to(self.z, device, copy), self.samples)
 
 
-class NormPass:
-    """Where the norm layers of ONE forward get their statistics (see the section top)."""
+@dataclass
+class _Partial:
+    """What one chunk's forward stops with at a norm layer (or at the light generator's
+    CAM feature, key "z"): per real sample and channel, the mean and the biased variance
+    over the sample's pixels that count (its region), with their count (float64, on the
+    CPU), and how the pooled statistics are wanted."""
 
-    def __init__(self, fixed: NormStats | None = None) -> None:
-        self.fixed = fixed  # None: collect
-        self.recorded: dict[str, LayerStats] = {}
+    key: str
+    means: Tensor  # [k, C]
+    variances: Tensor | None  # [k, C]; None for z
+    pixels: Tensor  # [k]
+    unbiased: bool
+    layer: bool
+    device: torch.device
+
+
+#: A chunk's forward in the pooled pass: yields `_Partial`s, is sent back the pooled
+#: LayerStats (or z), returns (out, cam_logit, heatmap).
+Steps = Generator[_Partial, Any, Any]
+
+#: A sample's region that counts in the pooled statistics: rows r0:r1, columns c0:c1 of
+#: its input (full resolution; scaled to each layer's).
+Region = tuple[int, int, int, int]
+
+
+def _combine(parts: Sequence[_Partial]) -> LayerStats | Tensor:
+    """The statistics of one layer pooled over every chunk's partials, each sample
+    weighted by its pixel count (in chunk order: the result depends on the samples, not
+    on the chunking); z: the mean feature over every pixel that counts."""
+    first = parts[0]
+    means = torch.cat([p.means for p in parts])  # [S, C] float64, sample order
+    counts = torch.cat([p.pixels for p in parts])[:, None]  # [S, 1]
+    if first.variances is None:
+        z = (means * counts).sum(dim=0, keepdim=True) / counts.sum()
+        return z.float().to(first.device)  # [1, C]
+    variances = torch.cat([p.variances for p in parts if p.variances is not None])
+    dev, unbiased = first.device, first.unbiased
+    mean, var = _pool(means, variances, counts, unbiased)  # [C]
+    ln_mean = ln_var = None
+    if first.layer:
+        every = counts.expand_as(means).reshape(-1)
+        ln_m, ln_v = _pool(means.reshape(-1), variances.reshape(-1), every, unbiased)
+        ln_mean, ln_var = _as_stat(ln_m, (1, 1, 1, 1), dev), _as_stat(ln_v, (1, 1, 1, 1), dev)
+    shape = (1, -1, 1, 1)
+    return LayerStats(_as_stat(mean, shape, dev), _as_stat(var, shape, dev), ln_mean, ln_var)
+
+
+def _pool(means: Tensor, variances: Tensor, counts: Tensor, unbiased: bool
+          ) -> tuple[Tensor, Tensor]:
+    """Mean and variance over the union of groups (dim 0) of `counts` values each, from
+    the groups' means and biased variances (float64; Chan et al.'s parallel formula)."""
+    n = counts.sum(dim=0)
+    mean = (means * counts).sum(dim=0) / n
+    m2 = (variances * counts).sum(dim=0) + (counts * (means - mean) ** 2).sum(dim=0)
+    return mean, m2 / (n - (1 if unbiased else 0))
+
+
+def _as_stat(t: Tensor, shape: tuple[int, ...], device: torch.device) -> Tensor:
+    return t.float().reshape(shape).to(device)
+
+
+class NormPass:
+    """Where the norm layers of ONE forward get their statistics (see the section top):
+    `fixed` statistics (`stats`), or, for the `steps` of one chunk of a pooled pass,
+    the pooled ones (`pooled`). `real`: the chunk's samples that count (the rest is
+    padding, e.g. the zero tiles of a fixed-shape forward); `regions`: per real sample
+    the part of it that counts (None: all of it), in the chunk's `size` (H, W)."""
+
+    def __init__(self, fixed: NormStats | None = None, *, real: int = 0,
+                 regions: Sequence[Region] | None = None, size: tuple[int, int] = (0, 0)
+                 ) -> None:
+        self.fixed, self.real, self.regions, self.size = fixed, real, regions, size
 
     def stats(self, key: str, x: Tensor, *, unbiased: bool, layer: bool) -> LayerStats:
-        """The statistics of layer `key` for input x [B, C, H, W]: the fixed ones, or
-        the pooled ones of x (computed in float32 and recorded)."""
-        if self.fixed is not None:
-            return self.fixed.layers[key]
-        xf = x.float()
-        var, mean = torch.var_mean(xf, dim=(0, 2, 3), keepdim=True, unbiased=unbiased)
-        ln_var = ln_mean = None
-        if layer:
-            ln_var, ln_mean = torch.var_mean(xf, dim=(0, 1, 2, 3), keepdim=True,
-                                             unbiased=unbiased)
-        self.recorded[key] = LayerStats(mean, var, ln_mean, ln_var)  # [1,C,1,1], [1,1,1,1]
-        return self.recorded[key]
+        """The fixed statistics of layer `key`."""
+        assert self.fixed is not None, "a pooled pass runs the layers' steps"
+        return self.fixed.layers[key]
+
+    def _moments(self, x: Tensor, variance: bool
+                 ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Per real sample of x [B, C, h, w], over its region scaled to h x w: mean and
+        biased variance per channel [k, C] (float32 `var_mean`, what InstanceNorm itself
+        reduces; returned float64 on the CPU) and the pixel count [k]."""
+        h, w = x.shape[2], x.shape[3]
+        regions = self.regions or [(0, self.size[0], 0, self.size[1])] * self.real
+        fy, fx = h / self.size[0], w / self.size[1]
+        means, variances, pixels = [], [], []
+        for k, (r0, r1, c0, c1) in enumerate(regions):
+            a, b = int(r0 * fy), max(int(r0 * fy) + 1, math.ceil(r1 * fy))
+            c, d = int(c0 * fx), max(int(c0 * fx) + 1, math.ceil(c1 * fx))
+            part = x[k, :, a:b, c:d].float()
+            if variance:
+                v, m = torch.var_mean(part, dim=(1, 2), unbiased=False)
+                variances.append(v)
+            else:
+                m = part.mean(dim=(1, 2))
+            means.append(m)
+            pixels.append(float((b - a) * (d - c)))
+        var = torch.stack(variances).double().cpu() if variance else None
+        return (torch.stack(means).double().cpu(), var,
+                torch.tensor(pixels, dtype=torch.float64))
+
+    def pooled(self, key: str, x: Tensor, *, unbiased: bool, layer: bool
+               ) -> Generator[_Partial, Any, LayerStats]:
+        """Stop with x's partial statistics; return the pooled ones sent back."""
+        mean, var, counts = self._moments(x, variance=True)
+        return (yield _Partial(key, mean, var, counts, unbiased, layer, x.device))
+
+    def pooled_z(self, x: Tensor) -> Generator[_Partial, Any, Tensor]:
+        """Stop with the per-sample mean CAM feature; return the scene's z [1, C]."""
+        mean, _, counts = self._moments(x, variance=False)
+        return (yield _Partial("z", mean, None, counts, False, False, x.device))
 
 
 def _normalise(x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
@@ -140,7 +246,13 @@ class InstanceNorm(nn.InstanceNorm2d):
     def forward(self, x: Tensor, norms: NormPass | None = None) -> Tensor:
         if norms is None:
             return super().forward(x)  # torch's own kernel: the published math, bit for bit
-        s = norms.stats(self.stats_key, x, unbiased=False, layer=False)
+        return self.apply_stats(x, norms.stats(self.stats_key, x, unbiased=False, layer=False))
+
+    def steps(self, x: Tensor, norms: NormPass) -> Generator[_Partial, Any, Tensor]:
+        s = yield from norms.pooled(self.stats_key, x, unbiased=False, layer=False)
+        return self.apply_stats(x, s)
+
+    def apply_stats(self, x: Tensor, s: LayerStats) -> Tensor:
         return _normalise(x, s.mean, s.var)
 
 
@@ -156,6 +268,15 @@ class AdaILN(nn.Module):
     def forward(self, x: Tensor, gamma: Tensor, beta: Tensor,
                 norms: NormPass | None = None) -> Tensor:
         s = None if norms is None else norms.stats(self.stats_key, x, unbiased=True, layer=True)
+        return self.apply_stats(x, gamma, beta, s)
+
+    def steps(self, x: Tensor, gamma: Tensor, beta: Tensor, norms: NormPass
+              ) -> Generator[_Partial, Any, Tensor]:
+        s = yield from norms.pooled(self.stats_key, x, unbiased=True, layer=True)
+        return self.apply_stats(x, gamma, beta, s)
+
+    def apply_stats(self, x: Tensor, gamma: Tensor, beta: Tensor, s: LayerStats | None
+                    ) -> Tensor:
         out = _instance_layer_norm(x, self.rho, s)
         # FORMAT: gamma/beta are used as they are (not 1 + gamma).  [B,C] -> [B,C,1,1]
         return out * gamma[:, :, None, None] + beta[:, :, None, None]
@@ -174,6 +295,13 @@ class ILN(nn.Module):
 
     def forward(self, x: Tensor, norms: NormPass | None = None) -> Tensor:
         s = None if norms is None else norms.stats(self.stats_key, x, unbiased=True, layer=True)
+        return self.apply_stats(x, s)
+
+    def steps(self, x: Tensor, norms: NormPass) -> Generator[_Partial, Any, Tensor]:
+        s = yield from norms.pooled(self.stats_key, x, unbiased=True, layer=True)
+        return self.apply_stats(x, s)
+
+    def apply_stats(self, x: Tensor, s: LayerStats | None) -> Tensor:
         return _instance_layer_norm(x, self.rho, s) * self.gamma + self.beta
 
 
@@ -182,6 +310,17 @@ def _run_sequential(seq: nn.Sequential, x: Tensor, norms: NormPass | None) -> Te
     argument only); the same ops in the same order as `seq(x)` when norms is None."""
     for layer in seq:
         x = layer(x, norms) if isinstance(layer, (InstanceNorm, ILN, ResnetBlock)) else layer(x)
+    return x
+
+
+def _sequential_steps(seq: nn.Sequential, x: Tensor, norms: NormPass
+                      ) -> Generator[_Partial, Any, Tensor]:
+    """`_run_sequential` of a pooled pass: the same layers, norm layers as steps."""
+    for layer in seq:
+        if isinstance(layer, (InstanceNorm, ILN, ResnetBlock)):
+            x = yield from layer.steps(x, norms)
+        else:
+            x = layer(x)
     return x
 
 
@@ -208,6 +347,9 @@ class ResnetBlock(nn.Module):
     def forward(self, x: Tensor, norms: NormPass | None = None) -> Tensor:
         return x + _run_sequential(self.conv_block, x, norms)
 
+    def steps(self, x: Tensor, norms: NormPass) -> Generator[_Partial, Any, Tensor]:
+        return x + (yield from _sequential_steps(self.conv_block, x, norms))
+
 
 class ResnetAdaILNBlock(nn.Module):
     """Decoder block: x + adaILN(conv(ReLU(adaILN(conv(x))))) with per-sample gamma/beta."""
@@ -226,6 +368,13 @@ class ResnetAdaILNBlock(nn.Module):
                 norms: NormPass | None = None) -> Tensor:
         out = self.relu1(self.norm1(self.conv1(self.pad1(x)), gamma, beta, norms))
         out = self.norm2(self.conv2(self.pad2(out)), gamma, beta, norms)
+        return x + out
+
+    def steps(self, x: Tensor, gamma: Tensor, beta: Tensor, norms: NormPass
+              ) -> Generator[_Partial, Any, Tensor]:
+        out = yield from self.norm1.steps(self.conv1(self.pad1(x)), gamma, beta, norms)
+        out = yield from self.norm2.steps(self.conv2(self.pad2(self.relu1(out))), gamma, beta,
+                                          norms)
         return x + out
 
 
@@ -333,31 +482,162 @@ class ResnetGenerator(nn.Module):
         scene's statistics, and the light generator the scene's gamma/beta, so tiles of
         one scene are normalised alike. cam_logit and heatmap stay per sample."""
         self.check_input(x)
-        out, cam_logit, heatmap, _ = self._forward(x, None if stats is None else NormPass(stats))
-        return out, cam_logit, heatmap
+        return self._forward(x, None if stats is None else NormPass(stats))
 
     @torch.no_grad()
-    def collect_stats(self, x: Tensor) -> NormStats:
+    def collect_stats(self, x: Tensor, *, micro: int | None = None, workers: int = 1
+                      ) -> NormStats:
         """The normalisation statistics of the samples x [N, in_ch, H, W] pooled as ONE
-        image: one forward in which every norm layer pools over the batch and space,
-        normalises with the pooled values and records them; the light generator pools the
-        CAM feature z over every sample and pixel too. Float32 with autocast off, whatever
-        precision the forwards that use the statistics run in. The full generator's
-        gamma/beta are not pooled (they come from each tile's own flattened bottleneck,
-        which only a tile of img_size has), so NormStats.z is None for it."""
-        self.check_input(x)
-        norms = NormPass()
-        with torch.autocast(x.device.type, enabled=False):
-            z = self._forward(x.float(), norms, collect=True)[3]
-        return NormStats(norms.recorded, z, samples=x.shape[0])
+        image (`pooled_forward` of x cut into chunks of `micro` samples, default all in
+        one), in the caller's precision (autocast) with the statistics pooled in float64
+        and kept in float32. The full generator's gamma/beta are not pooled (they come
+        from each tile's own flattened bottleneck, which only a tile of img_size has), so
+        NormStats.z is None for it."""
+        micro = micro or x.shape[0]
+        chunks = [x[i : i + micro] for i in range(0, x.shape[0], micro)]
+        return self.pooled_forward(chunks, workers=workers)[0]
 
-    def _forward(self, x: Tensor, norms: NormPass | None, collect: bool = False
-                 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        """(out, cam_logit, heatmap, pooled z or None); norms None = per sample."""
+    def pooled_forward(
+        self,
+        chunks: Sequence[Tensor],
+        real: Sequence[int] | None = None,
+        *,
+        regions: Sequence[Sequence[Region]] | None = None,
+        workers: int = 1,
+        context: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+        finish: Callable[[int, tuple[Tensor, Tensor, Tensor]], Any] | None = None,
+    ) -> tuple[NormStats, list[Any]]:
+        """One scene's sample, given as `chunks` (micro-batches [B, in_ch, H, W] of one
+        shape; `real[i]`: how many leading samples of chunk i count, default all), pooled
+        layer by layer (see the section top): (its NormStats, per chunk `finish(i,
+        (out, cam_logit, heatmap))`, default the triple itself). `regions[i]`: per real
+        sample of chunk i the rows/columns (r0, r1, c0, c1) whose pixels enter the
+        statistics (scaled to each layer's resolution; default: every pixel), e.g. the
+        part of a tile that no other tile of a scene covers (pipeline/run/inference.py).
+
+        `workers` threads (one: the caller's) advance the chunks' forwards, taking the
+        next chunk as they come free, each thread inside `context()` (autocast and
+        inference mode are per thread: pass the run's) and no_grad; they meet at each
+        norm layer, where the last to arrive pools the statistics. Chunk i's outputs are
+        bit for bit those of `self(chunks[i], stats)` run afterwards under the same
+        context: the same ops on the same tensors, the statistics being the same float32
+        values. Memory: every chunk's activations at one layer (and a residual input)
+        while the others catch up, plus `workers` forwards' working memory; never the
+        whole sample's forward."""
+        for chunk in chunks:
+            self.check_input(chunk)
+        n = len(chunks)
+        real = [c.shape[0] for c in chunks] if real is None else list(real)
+        workers = max(1, min(workers, n))
+        parts: list[_Partial | None] = [None] * n
+        results: list[Any] = [None] * n
+        recorded: dict[str, LayerStats] = {}
+        pooled: list[Any] = [None, None]  # [the last pooled answer, z]
+        errors: list[BaseException] = []
+        enter = context or contextlib.nullcontext
+
+        steps = [self._steps(chunks[i], NormPass(
+            real=real[i], regions=None if regions is None else regions[i],
+            size=(chunks[i].shape[2], chunks[i].shape[3]))) for i in range(n)]
+        # one round per stop: the next chunk to advance, whether any chunk stopped (else
+        # every chunk finished), whether the pass is over
+        state = {"next": 0, "stopped": False, "over": False}
+        take = threading.Lock()
+
+        def pool() -> None:  # one thread, every chunk stopped at the same layer (or done)
+            if state["stopped"]:
+                got = _combine([p for p in parts if p is not None])
+                key = parts[0].key if parts[0] is not None else ""
+                if isinstance(got, LayerStats):
+                    recorded[key] = got
+                else:
+                    pooled[1] = got
+                pooled[0] = got
+            else:
+                state["over"] = True
+            state["next"], state["stopped"] = 0, False
+
+        barrier = threading.Barrier(workers, action=pool)
+
+        def work() -> None:
+            # Each round, the threads take the chunks in turn (whichever thread is free
+            # takes the next: a thread the OS holds back delays the round by one chunk at
+            # most), advance each to its next stop, and meet; the last to arrive pools
+            # the layer. Autocast and grad modes are the same in every thread, so a
+            # chunk's forward may move between threads: the same single-threaded ops.
+            try:
+                with torch.no_grad(), enter():
+                    while not state["over"]:
+                        answer = pooled[0]
+                        while True:
+                            with take:
+                                i = state["next"]
+                                state["next"] = i + 1
+                            if i >= n:
+                                break
+                            try:
+                                parts[i] = steps[i].send(answer)
+                                state["stopped"] = True
+                            except StopIteration as done:
+                                results[i] = done.value if finish is None else finish(
+                                    i, done.value)
+                        barrier.wait()
+            except threading.BrokenBarrierError:
+                pass  # another thread failed: its error is the one to raise
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller below
+                errors.append(exc)
+                barrier.abort()
+
+        if workers == 1:
+            work()
+        else:
+            threads = [threading.Thread(target=work, name=f"eo2sar-pool-{w}")
+                       for w in range(workers)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        if errors:
+            raise errors[0]
+        return NormStats(recorded, pooled[1], samples=sum(real)), results
+
+    def _forward(self, x: Tensor, norms: NormPass | None) -> tuple[Tensor, Tensor, Tensor]:
+        """(out, cam_logit, heatmap); norms None = per sample."""
         x = _run_sequential(self.DownBlock, x, norms)  # [B, 256, 64, 64]
         b = x.shape[0]
+        x, cam_logit, heatmap = self._cam(x)
+        if not self.config.light:
+            z = x.reshape(b, -1)  # [B, 256*64*64], C,H,W order: per tile in every mode
+        elif norms is not None and norms.fixed is not None and norms.fixed.z is not None:
+            z = norms.fixed.z  # [1, 256]
+        else:
+            z = F.adaptive_avg_pool2d(x, 1).reshape(b, -1)  # [B, 256]
+        gamma, beta = self._gamma_beta(z, b)
+        for i in range(1, self.config.n_res + 1):
+            x = getattr(self, f"UpBlock1_{i}")(x, gamma, beta, norms)  # [B, 256, 64, 64]
+        out = _run_sequential(self.UpBlock2, x, norms)  # [B, 3, 256, 256]
+        return out, cam_logit, heatmap
 
-        # Class activation map: the two CAM classifiers' weights re-weight the channels.
+    def _steps(self, x: Tensor, norms: NormPass) -> Steps:
+        """`_forward` of one chunk of a pooled pass (section top): the same modules and
+        helpers, each norm layer (and the light generator's z) a stop."""
+        x = yield from _sequential_steps(self.DownBlock, x, norms)
+        b = x.shape[0]
+        x, cam_logit, heatmap = self._cam(x)
+        if not self.config.light:
+            z = x.reshape(b, -1)
+        else:
+            z = yield from norms.pooled_z(x)  # [1, 256]: the scene's z
+        gamma, beta = self._gamma_beta(z, b)
+        for i in range(1, self.config.n_res + 1):
+            x = yield from getattr(self, f"UpBlock1_{i}").steps(x, gamma, beta, norms)
+        out = yield from _sequential_steps(self.UpBlock2, x, norms)
+        return out, cam_logit, heatmap
+
+    def _cam(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Class activation map: the two CAM classifiers' weights re-weight the channels.
+        (features [B, 256, 64, 64], cam_logit [B, 2], heatmap [B, 1, 64, 64])"""
+        b = x.shape[0]
         gap_logit = self.gap_fc(F.adaptive_avg_pool2d(x, 1).reshape(b, -1))  # [B, 1]
         gmp_logit = self.gmp_fc(F.adaptive_max_pool2d(x, 1).reshape(b, -1))  # [B, 1]
         gap = x * self.gap_fc.weight[:, :, None, None]  # [1,256] -> [1,256,1,1]
@@ -365,26 +645,13 @@ class ResnetGenerator(nn.Module):
         cam_logit = torch.cat([gap_logit, gmp_logit], dim=1)  # [B, 2]: [gap, gmp]
         x = self.relu(self.conv1x1(torch.cat([gap, gmp], dim=1)))  # [B, 512->256, 64, 64]
         heatmap = torch.sum(x, dim=1, keepdim=True)  # [B, 1, 64, 64]
+        return x, cam_logit, heatmap
 
-        pooled_z = None
-        if not self.config.light:
-            z = x.reshape(b, -1)  # [B, 256*64*64], C,H,W order: per tile in every mode
-        elif collect:
-            pooled_z = x.float().mean(dim=(0, 2, 3))[None]  # [1, 256]: the scene's z
-            z = pooled_z
-        elif norms is not None and norms.fixed is not None and norms.fixed.z is not None:
-            z = norms.fixed.z  # [1, 256]
-        else:
-            z = F.adaptive_avg_pool2d(x, 1).reshape(b, -1)  # [B, 256]
+    def _gamma_beta(self, z: Tensor, b: int) -> tuple[Tensor, Tensor]:
+        """gamma, beta [B, 256] from z [B or 1, ...]; a scene's z [1, 256] gives one
+        gamma/beta, computed once, the same for every sample."""
         z = self.FC(z)  # [B or 1, 256]
-        # a scene's gamma/beta: computed once from [1, 256], the same for every sample
-        gamma = self.gamma(z).expand(b, -1)  # [B, 256]
-        beta = self.beta(z).expand(b, -1)
-
-        for i in range(1, self.config.n_res + 1):
-            x = getattr(self, f"UpBlock1_{i}")(x, gamma, beta, norms)  # [B, 256, 64, 64]
-        out = _run_sequential(self.UpBlock2, x, norms)  # [B, 3, 256, 256]
-        return out, cam_logit, heatmap, pooled_z
+        return self.gamma(z).expand(b, -1), self.beta(z).expand(b, -1)
 
 
 # ----------------------------------------------------------------------------------------

@@ -28,13 +28,24 @@ position (checked on an H200 by scripts/gpu_determinism.py). On CUDA the inputs 
 go through pinned memory with non-blocking copies, every forward of the task is queued
 before the results come back in one copy, and the heatmap is upsampled on the device.
 
-Scene normalisation (`--norm scene`, DESIGN.md invariant 3): `scene_norm_stats` runs the
-scene's sample of tiles (pipeline/run/norm_sample.py) through the generator ONCE, in one
-float32 forward with autocast off, pooling every normalisation statistic
-(ugatit.networks.ResnetGenerator.collect_stats); the job then carries those small tensors
-(`InferenceJob.norm_stats`) and every forward of every task uses them. They are computed
-before any batch task exists, with the same thread pinning and deterministic settings, so
-the same-bytes guarantees below hold with them too.
+Scene normalisation (`--norm scene`, DESIGN.md invariant 3): `scene_norm_pass` runs the
+scene's sample of tiles (pipeline/run/norm_sample.py) through the generator once, pooled
+layer by layer (ugatit.networks.ResnetGenerator.pooled_forward): the sample is cut into
+the run's own forwards (`micro_batch` tiles, the last padded with zero tiles that never
+enter the statistics), forwarded by the run's threads in its precision, and every norm
+layer's statistics are combined over the whole sample (each tile's core: the part of
+the scene it alone covers, pipeline/run/norm_sample.py) before any forward goes on. Each
+forward then ran exactly the ops, on the same tensors, that `forward_fixed_shape` runs
+for those tiles with the finished statistics, so the pass's outputs ARE those tiles'
+outputs (the same bytes; tested) and the run does not forward them again: the pass
+costs only its pooling. The job then carries the statistics (`InferenceJob.norm_stats`)
+and the tiles already done (`InferenceJob.done`), which `run_batch` skips; the blend
+takes their outputs from the pass (pipeline/run/scheduling.py). With --compile the pass
+runs the same generator eager (a compiled graph cannot stop at every norm layer): its
+tiles differ from the compiled forwards by float32 rounding (~1e-5), and the bytes still
+depend neither on blocks, batches, workers nor scheduler (the pass is a function of the
+scene). Statistics are float32 tensors pooled in float64; in bf16/fp16 they are those of
+the reduced-precision activations, as the tiles see them.
 
 Execution options (docs/performance.md has their speed and deviation from fp32):
 `precision` bf16/fp16 run the forward under autocast (weights stay float32; the
@@ -52,6 +63,7 @@ import contextlib
 import copy
 import functools
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -65,13 +77,14 @@ from pipeline.config import CUDA_MICRO_BATCH
 from pipeline.errors import ModelError, PipelineError
 from pipeline.inputs.radiometry import Scaling, to_model_input
 from pipeline.run.mosaic import gdal_env  # bounds GDAL's block cache in workers too
+from pipeline.run.norm_sample import core_region
 from pipeline.run.tiling import TileGrid, read_tiles
 from ugatit import CheckpointError, ModelConfig, NormStats, load_checkpoint, set_tf32
 
 __all__ = [
     "CUDA_MICRO_BATCH", "InferenceJob", "TileOutput", "band_mean", "device_band_mean",
-    "forward_fixed_shape", "forward_lock", "get_generator", "padded_input",
-    "prepare_generator", "run_batch", "scene_norm_stats",
+    "NormPassResult", "forward_fixed_shape", "forward_lock", "get_generator", "padded_input",
+    "prepare_generator", "run_batch", "scene_norm_pass", "scene_norm_stats",
 ]
 
 log = logging.getLogger("pipeline")
@@ -108,6 +121,8 @@ class InferenceJob:
     #: the scene's normalisation statistics (CPU tensors, a few KiB); None = per tile.
     #: Not compared: a job's identity is its settings (and tensors have no truth value).
     norm_stats: NormStats | None = field(default=None, compare=False)
+    #: tiles whose outputs the statistics pass already made (`scene_norm_pass`): skipped
+    done: frozenset[int] = field(default=frozenset(), compare=False)
 
 
 @dataclass
@@ -159,27 +174,29 @@ def pin_threads(device: str, precision: str = "fp32") -> None:
 
 
 def run_batch(job: InferenceJob, tiles: Sequence[int]) -> list[TileOutput | None]:
-    """Read, scale and translate the given tiles; None for a tile with no valid pixel.
+    """Read, scale and translate the given tiles; None for a tile with no valid pixel
+    and for the tiles of `job.done` (the statistics pass made them: the caller has them).
 
     Runs in a Dask task: any thread of the local scheduler or any distributed worker.
     """
     pin_threads(job.device, job.precision)
-    gen = get_runner(job)
     size = job.grid.tile
     inputs: list[np.ndarray] = []
     masks: list[np.ndarray] = []
     keep: list[int] = []
     results: list[TileOutput | None] = [None] * len(tiles)
-    origins = [job.grid.origin(index) for index in tiles]
+    todo = [k for k, index in enumerate(tiles) if index not in job.done]
+    origins = [job.grid.origin(tiles[k]) for k in todo]
     with gdal_env(), rasterio.open(job.input_path) as ds:
         reads = read_tiles(ds, job.bands, origins, size, nodata=job.nodata)
-        for k, (data, valid, inside) in enumerate(reads):
+        for k, (data, valid, inside) in zip(todo, reads, strict=True):
             if inside:
                 inputs.append(to_model_input(data, valid, job.scaling))
                 masks.append(valid)
                 keep.append(k)
     if not inputs:
         return results
+    gen = get_runner(job)
     x = torch.from_numpy(np.stack(inputs))
     try:
         out, heat = forward_fixed_shape(
@@ -208,13 +225,15 @@ def run_batch(job: InferenceJob, tiles: Sequence[int]) -> list[TileOutput | None
     return results
 
 
-def get_runner(job: InferenceJob) -> Generator:
-    """The generator prepared for `job`'s execution options, once per process."""
+def get_runner(job: InferenceJob, scene_norm: bool | None = None) -> Generator:
+    """The generator prepared for `job`'s execution options, once per process
+    (`scene_norm`: for forwards with a scene's statistics; default: whether the job has
+    them)."""
     with _load_lock:  # one load (and one compilation) even if two threads ask at once
         return _cached_runner(
             job.model_path, job.model_sha256, job.device, job.channels_last, job.compile,
             (job.micro_batch, len(job.bands), job.grid.tile), job.precision,
-            job.norm_stats is not None,
+            job.norm_stats is not None if scene_norm is None else scene_norm,
         )
 
 
@@ -308,7 +327,6 @@ def forward_fixed_shape(
     mode; statistics copied inside it), so a compiled `gen` sees inputs of one kind and
     compiles once (`_compiled_or_eager`).
     """
-    size = x.shape[-1]
     n = x.shape[0]
     cuda = dev.type == "cuda"
     buf = padded_input(x, micro, pin=cuda)
@@ -321,16 +339,30 @@ def forward_fixed_shape(
             if channels_last:
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
             y, _, h = gen(chunk) if on_dev is None else gen(chunk, on_dev)
-            y = y[:k].float()
-            outs.append(band_mean(y) if mean_bands and dev.type != "mps" else y)
-            if heatmap:
-                heats.append(torch.nn.functional.interpolate(
-                    h[:k].float(), size=(size, size), mode="bilinear", align_corners=False
-                ))
+            o, hm = _chunk_outputs(y, h, k, heatmap=heatmap, mean_bands=mean_bands)
+            outs.append(o)
+            if hm is not None:
+                heats.append(hm)
         out = torch.cat(outs).cpu().contiguous()
         heat = torch.cat(heats).cpu().contiguous() if heatmap else None
     if mean_bands and dev.type == "mps":  # MPS has no float64: the same mean on the host
         out = band_mean(out)
+    return out, heat
+
+
+def _chunk_outputs(y: torch.Tensor, h: torch.Tensor, k: int, *, heatmap: bool,
+                   mean_bands: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The first `k` (real) tiles' outputs of one forward, as `forward_fixed_shape` keeps
+    them, on the device: float32 output (its band mean with `mean_bands`, except on MPS:
+    the host takes it), heatmap upsampled to the tile (or None). One function for the
+    statistics pass and the tiles' forwards: the same ops, the same bytes."""
+    size = y.shape[-1]
+    y = y[:k].float()
+    out = band_mean(y) if mean_bands and y.device.type != "mps" else y
+    heat = None
+    if heatmap:
+        heat = torch.nn.functional.interpolate(h[:k].float(), size=(size, size),
+                                               mode="bilinear", align_corners=False)
     return out, heat
 
 
@@ -389,33 +421,101 @@ def forward_lock(dev: torch.device) -> contextlib.AbstractContextManager[Any]:
         return _FORWARD_LOCKS.setdefault(index, threading.Lock())
 
 
-def scene_norm_stats(job: InferenceJob, tiles: Sequence[int]) -> NormStats:
-    """The scene's normalisation statistics, pooled over `tiles` (the sample of
-    pipeline/run/norm_sample.py) in ONE float32 forward on the job's device; CPU tensors.
+@dataclass(frozen=True)
+class NormPassResult:
+    """What the statistics pass gives the run: the scene's statistics (CPU tensors) and
+    the outputs of the sampled tiles that have a valid pixel, by tile number (the run
+    does not forward them again)."""
 
-    Runs where the batch tasks run (this process, or a task on a cluster), pinned like
-    them, so it is deterministic: the same process-wide settings, so --precision tf32
-    lets its convolutions use TF32 as the tiles' do (switching TF32 off here would flip
-    it under another scene's tasks running at the same time); bf16/fp16 autocast is off.
-    Tiles are read and scaled exactly as `run_batch` does, invalid pixels included
-    (filled with -1), for the fall back of a scene with no fully valid tile. Memory: the
-    activations of len(tiles) tiles at once.
+    stats: NormStats
+    outputs: dict[int, TileOutput]
+
+
+def pass_workers(device: str) -> int:
+    """Forwards computing at once in the pass when the caller does not say (a task on a
+    cluster): one per core of this process on CPU, as the run's tasks; 2 on a GPU (one
+    stream: the second hides the first's Python time)."""
+    if device.startswith("cuda"):
+        return 2
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+
+def scene_norm_pass(job: InferenceJob, tiles: Sequence[int], workers: int | None = None
+                    ) -> NormPassResult:
+    """The scene's normalisation statistics pooled over `tiles` (the sample of
+    pipeline/run/norm_sample.py), and those tiles' outputs (module docstring).
+
+    Runs where the batch tasks run (this process, or a task on a cluster), pinned and
+    prepared like them: the same runner (channels-last copy; with --compile its eager
+    module), the same fixed-shape forwards of `job.micro_batch` tiles from one padded
+    buffer, the same precision (autocast) and the same output steps
+    (`_chunk_outputs`), `workers` forwards at once (default `pass_workers`). Tiles are
+    read and scaled exactly as `run_batch` reads them, invalid pixels included (filled
+    with -1), for the fall back of a scene with no fully valid tile; a tile with no
+    valid pixel at all enters the statistics but gives no output (as in `run_batch`).
+    Memory: every forward's activations at one norm layer at a time (the sample's
+    largest: 4 x ngf x tile^2 bytes per tile, the first and last layers), plus
+    `workers` forwards' working memory; not one forward of the whole sample.
     """
     pin_threads(job.device, job.precision)
-    gen, _ = get_generator(job.model_path, job.model_sha256, job.device)
+    runner = get_runner(job, scene_norm=True)
+    gen = getattr(runner, "_orig_mod", runner)  # torch.compile's wrapper: its module
+    dev = torch.device(job.device)
     origins = [job.grid.origin(index) for index in tiles]
     with gdal_env(), rasterio.open(job.input_path) as ds:
-        inputs = [to_model_input(data, valid, job.scaling) for data, valid, _ in
-                  read_tiles(ds, job.bands, origins, job.grid.tile, nodata=job.nodata)]
-    x = torch.from_numpy(np.stack(inputs)).to(job.device)
+        reads = list(read_tiles(ds, job.bands, origins, job.grid.tile, nodata=job.nodata))
+    x = torch.from_numpy(np.stack([to_model_input(d, v, job.scaling) for d, v, _ in reads]))
+    micro, n, cuda = job.micro_batch, len(tiles), dev.type == "cuda"
+    mean_bands = job.output_bands == 1
+    buf = padded_input(x, micro, pin=cuda)
+
+    def context() -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(_autocast(dev, job.precision))
+        return stack
+
+    def finish(i: int, triple: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        y, _, h = triple
+        out, heat = _chunk_outputs(y, h, min(micro, n - i * micro), heatmap=job.heatmap,
+                                   mean_bands=mean_bands)
+        return out.cpu(), None if heat is None else heat.cpu()
+
     try:
-        with torch.inference_mode():
-            stats = gen.collect_stats(x)
+        with forward_lock(dev), torch.inference_mode():
+            chunks, real = [], []
+            for i in range(0, n, micro):
+                chunk = buf[i : i + micro].to(dev, non_blocking=cuda)
+                if job.channels_last:
+                    chunk = chunk.contiguous(memory_format=torch.channels_last)
+                chunks.append(chunk)
+                real.append(min(micro, n - i))
+            cores = [core_region(job.grid, t) for t in tiles]
+            regions = [cores[i : i + micro] for i in range(0, n, micro)]
+            stats, done = gen.pooled_forward(chunks, real, regions=regions, context=context,
+                                             finish=finish,
+                                             workers=workers or pass_workers(job.device))
     except torch.OutOfMemoryError:
         raise PipelineError(
             f"out of memory on {job.device} pooling the normalisation statistics of "
-            f"{len(tiles)} tiles of {job.grid.tile} px in one forward",
+            f"{n} tiles of {job.grid.tile} px",
             path=job.model_path,
-            hint="lower --norm-sample",
+            hint="lower --norm-sample or --micro-batch",
         ) from None
-    return stats.to("cpu")
+    out = torch.cat([o for o, _ in done])
+    if mean_bands and dev.type == "mps":  # as forward_fixed_shape: the host's mean
+        out = band_mean(out)
+    heat = torch.cat([h for _, h in done]) if job.heatmap else None
+    outputs = {}
+    for j, (index, (_, valid, inside)) in enumerate(zip(tiles, reads, strict=True)):
+        if inside:
+            outputs[index] = TileOutput(
+                index=index, out=np.ascontiguousarray(out[j].numpy()),
+                heat=None if heat is None else np.ascontiguousarray(heat[j, 0].numpy()),
+                valid=valid)
+    return NormPassResult(stats.to("cpu"), outputs)
+
+
+def scene_norm_stats(job: InferenceJob, tiles: Sequence[int]) -> NormStats:
+    """The statistics of `scene_norm_pass` alone."""
+    return scene_norm_pass(job, tiles).stats

@@ -216,9 +216,15 @@ def select_dtypes(ds: rasterio.io.DatasetReader, bands: tuple[int, ...], label: 
                              "Float32 in.tif out.tif")
 
 
-#: Peak bytes of the --norm scene statistics pass per (tile pixel x ngf): measured +1.73
-#: GiB for 16 tiles of 256 px through a light ngf 64, n_res 4 generator (CPU, float32).
-NORM_PASS_BYTES = 7.0
+#: Peak bytes of one tile's forward per (tile pixel x ngf): measured +1.73 GiB for 16
+#: tiles of 256 px in one forward through a light ngf 64, n_res 4 generator (CPU, float32).
+FORWARD_BYTES = 4 * 7.0
+#: Bytes per (tile pixel x ngf) that each sampled tile holds while the --norm scene
+#: statistics pass waits for the others at a norm layer (pipeline/run/inference.py:
+#: scene_norm_pass): its activations at the widest layers (ngf channels at full
+#: resolution, float32), its input and its kept output. Measured (ngf 64, 256 px, 2
+#: threads): +0.67 / 1.20 / 2.12 GiB for 16 / 32 / 64 tiles, 31 MiB a tile.
+NORM_PASS_WAIT_BYTES = 4 * 1.9
 
 
 def estimate_memory(
@@ -226,7 +232,8 @@ def estimate_memory(
     *, norm_tiles: int = 0, ngf: int = 0,
 ) -> int:
     """Rough peak bytes of this process: block buffers + tile cache + batches in flight,
-    or the statistics pass of `norm_tiles` tiles (before the run) when it is larger."""
+    or the statistics pass of `norm_tiles` tiles (before the run: each tile's activation
+    at one layer, and `threads` forwards at work) when it is larger."""
     b = config.block_size
     out_c = output_count(config)
     heat = 1 if heatmap else 0
@@ -236,7 +243,11 @@ def estimate_memory(
     cached = (grid.nx * (math.ceil(b / grid.stride) + 2)) * per_tile
     window = local_window(threads) * config.task_tiles()
     flight = window * (per_tile + t2 * 4 * 3 * 8)  # outputs + inputs/activations (rough)
-    norm_pass = norm_tiles * t2 * ngf * 4 * NORM_PASS_BYTES
+    norm_pass = 0
+    if norm_tiles:
+        forwards = min(threads, norm_tiles) * config.forward_micro_batch()
+        norm_pass = int(t2 * ngf * (norm_tiles * NORM_PASS_WAIT_BYTES
+                                    + forwards * FORWARD_BYTES))
     # + imported libraries (~250 MiB measured), GDAL block cache, allocator slack
     return int(max(acc + cached + flight, norm_pass) + 350 * 2**20 + GDAL_CACHE_BYTES)
 

@@ -36,12 +36,13 @@ from pipeline.inputs.radiometry import read_masked
 from pipeline.run import inference
 from pipeline.run.blend_order import BlendOrder
 from pipeline.run.checks import model_sha256, read_error
-from pipeline.run.inference import InferenceJob
+from pipeline.run.inference import InferenceJob, TileOutput
 from pipeline.run.mosaic import BlockAccumulator, RasterTarget, encode, gdal_env, open_targets
 from pipeline.run.outputs import TAG_PREFIX, output_targets
 from pipeline.run.plan import ScenePlan, SceneRequest, plan_scene
 from pipeline.run.scheduling import (
     batch_results,
+    local_threads,
     run_one_task,
     scheduler_client,
     torch_threads_kept,
@@ -154,9 +155,9 @@ def run_request(request: SceneRequest, *, client: Any = None, progress: bool = T
         warnings.warn(msg, PipelineWarning, stacklevel=3)
         result_warnings.append(msg)
     with torch_threads_kept(), scheduler_client(config, client) as run_client, gdal_env():
-        job, norm_seconds = with_norm_stats(plan, job, run_client)
+        job, known, norm_seconds = with_norm_stats(plan, job, run_client)
         tiles_run = _write_scene(plan, job, config, run_client, progress=progress,
-                                 overwrite=request.overwrite)
+                                 overwrite=request.overwrite, known=known)
     log.info("%s: %d/%d tiles run", request.output, tiles_run, plan.grid.count)
     return SceneResult(
         input=request.input,
@@ -189,27 +190,34 @@ def _norm_warnings(plan: ScenePlan, label: object) -> list[str]:
 
 
 def with_norm_stats(plan: ScenePlan, job: InferenceJob, client: Any
-                    ) -> tuple[InferenceJob, float]:
-    """`job` carrying the scene's normalisation statistics (--norm scene), and the
-    seconds they took. Computed once, before any batch task, where the tasks run: in
-    this process, or as one task on the cluster (whose workers hold the device)."""
+                    ) -> tuple[InferenceJob, dict[int, TileOutput], float]:
+    """`job` carrying the scene's normalisation statistics (--norm scene) and the tiles
+    the statistics pass already translated (`job.done`), those tiles' outputs, and the
+    seconds the pass took. Computed once, before any batch task, where the tasks run:
+    in this process with the run's threads, or as one task on the cluster (whose
+    workers hold the device; it uses that worker's cores)."""
     sample = plan.norm_sample
     if sample is None or not sample.tiles:
-        return job, 0.0
+        return job, {}, 0.0
     t0 = time.perf_counter()
     tiles = list(sample.tiles)
-    stats = run_one_task(client, job.device, inference.scene_norm_stats, job, tiles)
+    config = plan.config
+    workers = None if client is not None else local_threads(config.threads, config.device)
+    result = run_one_task(client, job.device, inference.scene_norm_pass, job, tiles, workers)
     seconds = time.perf_counter() - t0
-    log.info("%s: normalisation statistics of %d tiles in %.2f s", plan.input.name,
-             len(tiles), seconds)
-    return dataclasses.replace(job, norm_stats=stats), seconds
+    log.info("%s: normalisation statistics of %d tiles (and their outputs) in %.2f s",
+             plan.input.name, len(tiles), seconds)
+    job = dataclasses.replace(job, norm_stats=result.stats,
+                              done=frozenset(result.outputs))
+    return job, dict(result.outputs), seconds
 
 
 def _write_scene(
     plan: ScenePlan, job: InferenceJob, config: PipelineConfig, client: Any, *, progress: bool,
-    overwrite: bool = True,
+    overwrite: bool = True, known: dict[int, TileOutput] | None = None,
 ) -> int:
-    """Compute, blend and write every block, then COG + rename. Returns tiles run."""
+    """Compute, blend and write every block, then COG + rename. Returns tiles run
+    (`known`: outputs the statistics pass made, counted as run)."""
     grid = plan.grid
     with rasterio.open(plan.input) as ds:
         targets = output_targets(plan, config, ds.profile)
@@ -224,7 +232,7 @@ def _write_scene(
     try:
         with open_targets(targets, overwrite=overwrite), rasterio.open(plan.input) as src, \
                 contextlib.closing(batch_results(job, blend.order, config, client,
-                                                 on_done=bar.update)) as results:
+                                                 on_done=bar.update, known=known)) as results:
             # closing: on an error the batches in flight finish or are cancelled before
             # the temporary files are removed (the iterators compute ahead)
             for window, tiles in zip(windows, block_tiles, strict=True):

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -169,12 +169,34 @@ def batch_results(
     config: PipelineConfig,
     client: Any,
     on_done: OnDone = None,
+    known: MutableMapping[int, TileOutput] | None = None,
 ) -> Iterator[BatchResult]:
-    """The batches of `order`, in that order, on `client` or on in-process threads."""
+    """The batches of `order`, in that order, on `client` or on in-process threads.
+
+    `known`: outputs made before the batches (the statistics pass's tiles, which
+    `run_batch` skips: `job.done`), put in their batches' results in their place and
+    dropped from `known` as they are handed over."""
     if client is not None:
-        return iter_distributed(job, order, client, on_done=on_done)
-    threads = local_threads(config.threads, config.device)
-    return iter_local(job, order, threads=threads, on_done=on_done)
+        results = iter_distributed(job, order, client, on_done=on_done)
+    else:
+        threads = local_threads(config.threads, config.device)
+        results = iter_local(job, order, threads=threads, on_done=on_done)
+    return results if not known else with_known(results, order, known)
+
+
+def with_known(results: Iterator[BatchResult], order: BatchOrder,
+               known: MutableMapping[int, TileOutput]) -> Iterator[BatchResult]:
+    """`results` with each tile of `known` given its known output (see batch_results);
+    closing this closes `results` (the batches in flight finish or are cancelled)."""
+    tiles_of = dict(order)
+    try:
+        for bi, outs in results:
+            yield bi, [known.pop(t) if t in known else out
+                       for t, out in zip(tiles_of[bi], outs, strict=True)]
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
 
 
 def iter_local(job: InferenceJob, order: BatchOrder, *, threads: int, on_done: OnDone = None

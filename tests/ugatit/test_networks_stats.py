@@ -7,6 +7,8 @@ not flat and per-tile statistics visibly differ from pooled ones.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -172,3 +174,90 @@ def test_statistics_are_float32_under_autocast_and_move_to_a_device() -> None:
     with torch.no_grad():
         out = gen(x, moved)[0]
     assert (out - out_bf16).abs().mean() < 0.05  # bf16 forward, float32 statistics
+
+
+def _tiles(n: int = 5) -> Tensor:
+    return torch.cat([_scene(seed=s)[..., :SIZE] for s in range(n)])
+
+
+def _in(dtype: torch.dtype | None):
+    def context():  # what the pipeline enters per thread: inference mode (+ autocast)
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        if dtype is not None:
+            stack.enter_context(torch.autocast("cpu", dtype=dtype))
+        return stack
+    return context
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("light", [True, False], ids=["light", "full"])
+def test_pooled_outputs_are_a_later_fixed_forward_bit_for_bit(light: bool, dtype) -> None:
+    """The pooled pass's outputs of each chunk equal forwarding that chunk again with the
+    statistics it produced (same bytes), in float32 and under bf16 autocast: the
+    pipeline keeps them instead of forwarding the sampled tiles twice."""
+    gen = _generator(light, n_res=2)
+    x = _tiles()
+    chunks = [x[i : i + 1] for i in range(len(x))]
+    stats, outs = gen.pooled_forward(chunks, workers=2, context=_in(dtype))
+    assert stats.samples == len(x) and (stats.z is not None) is light
+    with _in(dtype)():
+        for chunk, got in zip(chunks, outs, strict=True):
+            again = gen(chunk, stats)
+            assert all(torch.equal(a, b) for a, b in zip(got, again, strict=True))
+
+
+def test_pooled_statistics_do_not_depend_on_threads_or_companions() -> None:
+    """The statistics are a function of the sample: the same bytes with 1 or 3 chunks
+    computing at once, and padding samples (real counts) never enter them."""
+    gen = _generator()
+    x = _tiles(3)
+    one, _ = gen.pooled_forward([x[i : i + 1] for i in range(3)], workers=1)
+    three, _ = gen.pooled_forward([x[i : i + 1] for i in range(3)], workers=3)
+    zeros = [x[:2], torch.cat([x[2:], torch.zeros_like(x[:1])])]
+    noise = [x[:2], torch.cat([x[2:], torch.rand_like(x[:1])])]
+    padded0, _ = gen.pooled_forward(zeros, real=[2, 1], workers=2)
+    padded1, _ = gen.pooled_forward(noise, real=[2, 1], workers=2)
+    for a, b in ((one, three), (padded0, padded1)):
+        assert a.layers.keys() == b.layers.keys()
+        for k, s in a.layers.items():
+            assert torch.equal(s.mean, b.layers[k].mean) and torch.equal(s.var, b.layers[k].var)
+        assert torch.equal(a.z, b.z)
+    for k, s in one.layers.items():  # and (float32 rounding apart) whatever the chunking
+        assert torch.allclose(s.mean, padded0.layers[k].mean, atol=1e-5), k
+        assert torch.allclose(s.var, padded0.layers[k].var, rtol=1e-4, atol=1e-6), k
+
+
+def test_pooled_pass_equals_the_one_forward_collect() -> None:
+    """Chunked and pooled layer by layer, the statistics are those of the sample as one
+    batch (what collect_stats of all of them in one forward gives)."""
+    gen = _generator()
+    x = _tiles(4)
+    whole = gen.collect_stats(x)
+    chunked = gen.collect_stats(x, micro=1, workers=2)
+    for k, s in whole.layers.items():
+        assert torch.allclose(s.mean, chunked.layers[k].mean, atol=1e-5), k
+        assert torch.allclose(s.var, chunked.layers[k].var, rtol=1e-4, atol=1e-6), k
+
+
+def test_a_failing_chunk_fails_the_pass_without_hanging() -> None:
+    """A chunk that raises mid-forward (here in the decoder, after several barriers)
+    releases the others waiting at the next barrier; its error is the one raised."""
+    gen = _generator()
+    x = _tiles(3)
+    calls = []
+
+    def broken(module, args):  # the second chunk to reach the decoder's first conv
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("chunk 1 broke")
+
+    hook = gen.UpBlock1_1.conv1.register_forward_pre_hook(broken)
+    try:
+        with pytest.raises(RuntimeError, match="chunk 1 broke"):
+            gen.pooled_forward([x[i : i + 1] for i in range(3)], workers=2)
+    finally:
+        hook.remove()
+    bad = [x[:1], x[1:2, :, :, :SIZE - 2]]  # not a multiple of 4: refused before any thread
+    with pytest.raises(ValueError):
+        gen.pooled_forward(bad)

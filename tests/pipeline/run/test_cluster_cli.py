@@ -184,12 +184,16 @@ def test_scene_on_a_command_line_cluster_equals_the_local_run(
 ):
     scene = scenes / "a.tif"
     local, remote = tmp_path / "local.tif", tmp_path / "cluster.tif"
-    _run_local(scene, local, "--model", tiny_checkpoint)
+    # one tile in the statistics pass (a task of its own; its output is kept), so 8 of
+    # the 9 one-tile batches forward a tile
+    sample = ("--norm-sample", "1")
+    _run_local(scene, local, "--model", tiny_checkpoint, *sample)
     before = _model_calls(cli_cluster.client)
-    _run_cli(cli_cluster, scene, remote, "--model", tiny_checkpoint)
+    _run_cli(cli_cluster, scene, remote, "--model", tiny_checkpoint, *sample)
     assert_same_raster(local, remote)
     after = _model_calls(cli_cluster.client)
-    # 9 batches over two worker processes: both ran some, each loaded the model once
+    # the pass + 8 batches over two worker processes, each asking for its runner: both
+    # ran some, each loaded the model once
     assert sum(after[w][1] - before[w][1] for w in after) == 9
     assert all(after[w][1] > before[w][1] for w in after), (before, after)
     assert all(loads == 1 for loads, _ in after.values()), after
@@ -199,15 +203,16 @@ def test_directory_on_a_command_line_cluster_equals_the_local_run(
     cli_cluster, scenes, tiny_checkpoint, tmp_path
 ):
     local, remote = tmp_path / "local", tmp_path / "cluster"
-    _run_local(scenes, local, "--model", tiny_checkpoint)
+    sample = ("--norm-sample", "1")  # per scene: the pass + 8 batches that forward a tile
+    _run_local(scenes, local, "--model", tiny_checkpoint, *sample)
     before = _model_calls(cli_cluster.client)
-    _run_cli(cli_cluster, scenes, remote, "--model", tiny_checkpoint)
+    _run_cli(cli_cluster, scenes, remote, "--model", tiny_checkpoint, *sample)
     report = json.loads((remote / "eo2sar_run_report.json").read_text())
     assert report["counts"] == {"total": 3, "done": 3, "skipped": 0, "failed": 0}
     for name in ("a", "b", "c"):
         assert_same_raster(local / f"{name}.tif", remote / f"{name}.tif")
     after = _model_calls(cli_cluster.client)
-    # 3 scenes x 9 batches, spread over both workers; the model stays loaded across scenes
+    # 3 scenes x 9 runner look-ups, spread over both workers; the model stays loaded
     assert sum(after[w][1] - before[w][1] for w in after) == 27
     assert all(after[w][1] > before[w][1] for w in after), (before, after)
     assert all(loads == 1 for loads, _ in after.values()), after

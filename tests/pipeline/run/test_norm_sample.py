@@ -92,3 +92,20 @@ def test_no_fully_valid_tile_gives_the_most_valid_ones(tmp_path):
     assert not sample.fully_valid and len(sample.tiles) == 3
     assert all(t // 5 <= 1 for t in sample.tiles)  # from the rows that are mostly valid
     assert sample.to_dict() == {"mode": "scene", "sample": 3, "tiles": 3, "fully_valid": False}
+
+
+@pytest.mark.parametrize("size", [(1440, 1440), (348, 352), (200, 120), (2041, 1860)])
+def test_tile_cores_partition_the_scene(size):
+    """Every pixel of the scene lies in exactly one tile's core, and no core reaches past
+    the scene's edge: pooled over every tile, the statistics see the scene once."""
+    from pipeline.run.norm_sample import core_region
+
+    grid = TileGrid(*size, 256, 64)
+    cover = np.zeros((grid.height, grid.width), dtype=np.int32)
+    for t in range(grid.count):
+        row, col = grid.origin(t)
+        r0, r1, c0, c1 = core_region(grid, t)
+        assert 0 <= r0 < r1 <= grid.tile and 0 <= c0 < c1 <= grid.tile
+        assert row + r1 <= grid.height and col + c1 <= grid.width
+        cover[row + r0 : row + r1, col + c0 : col + c1] += 1
+    assert (cover == 1).all()

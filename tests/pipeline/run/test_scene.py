@@ -374,12 +374,16 @@ def test_model_travels_as_a_path_and_loads_once(tiny_checkpoint, tmp_path):
     _cached_runner.cache_clear()
     run(SN6, tmp_path / "a.tif", tiny_checkpoint, tile_size=64, overlap=16)  # 16 tiles
     run(SN6, tmp_path / "b.tif", tiny_checkpoint)
+    # both scenes have no more tiles than the sample (16 and 4): the statistics pass
+    # prepares each shape's runner and makes every tile; no batch task forwards
+    assert _cached_runner.cache_info().hits == 0
+    run(SN6, tmp_path / "c.tif", tiny_checkpoint, tile_size=64, overlap=16, norm_sample=4)
     info = _cached_generator.cache_info()
     # one load; planning (model checks) and each forward shape's runner then hit the
-    # cache; every batch task after the first of its shape hits the runner cache
+    # cache; the pass and every batch task with a tile left to forward hit the runner
     assert info.misses == 1 and info.hits >= 2, info
     runner = _cached_runner.cache_info()
-    assert runner.misses == 2 and runner.hits == 3, runner  # 4 + 1 batches
+    assert runner.misses == 2 and runner.hits == 5, runner  # 1 pass + 4 batches
 
 
 def test_progress_bar_shows_done_total_rate_and_eta(tiny_checkpoint, tmp_path, capsys,
