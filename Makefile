@@ -27,6 +27,12 @@ DEMO_PAIR_NAME ?= ben_36_85
 DEMO_PAIR_DIR ?= tests/data/sentinel1/bigearthnet
 DEMO_PAIR_EO ?= $(DEMO_PAIR_DIR)/S2A_MSIL2A_$(DEMO_PAIR)
 DEMO_PAIR_SAR ?= $(DEMO_PAIR_DIR)/S1A_IW_GRDH_1SDV_20170617T064724_29UPU_36_85/S1A_IW_GRDH_1SDV_20170617T064724_29UPU_36_85_VV.tif
+# The multispectral demo model (red, green, blue, NIR reflectance in; VV, VH out), run on
+# the same held-out patch (its bands picked by name from the band folder) and on the
+# Sen1Floods11 India flood chip (13-band L1C GeoTIFF, DN = 10000 x reflectance)
+DEMO_MS_MODEL ?= checkpoints/eo2sar_demo_ms_ngf16.pt
+DEMO_FLOOD_EO ?= data/sentinel1/sen1floods11/S2/India_900498_S2Hand.tif
+DEMO_FLOOD_SAR ?= data/sentinel1/sen1floods11/S1/India_900498_S1Hand.tif
 
 .PHONY: install test test-all test-slow lint demo bench clean
 
@@ -68,6 +74,15 @@ demo: $(STAMP)
 		--model $(DEMO_MODEL) --output-scale db --overwrite
 	$(VPY) -m pipeline quicklook $(DEMO_PAIR_EO) demo_out/$(DEMO_PAIR_NAME)_sar_like.tif \
 		demo_out/$(DEMO_PAIR_NAME)_quicklook.png --reference $(DEMO_PAIR_SAR)
+	@echo "The multispectral model (NIR in; VV and VH out) on the same patch and on a flood:"
+	$(VPY) -m pipeline run $(DEMO_PAIR_EO) demo_out/$(DEMO_PAIR_NAME)_ms_sar_like.tif \
+		--model $(DEMO_MS_MODEL) --output-scale db --overwrite
+	$(VPY) -m pipeline quicklook $(DEMO_PAIR_EO) demo_out/$(DEMO_PAIR_NAME)_ms_sar_like.tif \
+		demo_out/$(DEMO_PAIR_NAME)_ms_quicklook.png --reference $(DEMO_PAIR_SAR)
+	$(VPY) -m pipeline run $(DEMO_FLOOD_EO) demo_out/india_flood_ms_sar_like.tif \
+		--model $(DEMO_MS_MODEL) --output-scale db --reflectance-scale 0.0001 --overwrite
+	$(VPY) -m pipeline quicklook $(DEMO_FLOOD_EO) demo_out/india_flood_ms_sar_like.tif \
+		demo_out/india_flood_ms_quicklook.png --reference $(DEMO_FLOOD_SAR)
 
 # The viewer's browser test (tests/pipeline/viewing/test_viewer.py) drives the system Chromium
 # and is skipped without it, except where EO2SAR_REQUIRE_CHROMIUM=1: then it fails.
