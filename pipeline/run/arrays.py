@@ -31,8 +31,10 @@ The statistics task reads the array through its own small graph (computed inside
 task, synchronously: bounded by a chunk at a time): sharing the input's chunks with the
 tile tasks would keep every chunk in memory until the statistics were done. That reads
 the decimated sample, and the sample's tiles, a second time, as `pipeline run` reads the
-file twice. Everything else streams: memory is bounded by the chunks in flight (a tile
-group holds a row of its chunk's tiles, a blend waits on the groups that overlap it).
+file twice. Each task's inputs are bounded (a tile group holds a row of its chunk's
+tiles, a blend waits on the groups that overlap it), but nothing yet stops Dask from
+running groups far ahead of the blends that consume them: peak memory still grows with
+the array (docs/xarray.md, measured; open).
 
 The model never travels in the graph when given as a path (or a loaded
 `ugatit.Checkpoint`, whose file is used): every task carries the path and its sha256, and

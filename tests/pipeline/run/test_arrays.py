@@ -222,8 +222,9 @@ def test_nothing_is_computed_until_asked(tiny_checkpoint):
 
 def test_a_huge_lazy_array_has_chunk_bounded_tasks(tiny_checkpoint):
     """16k x 16k of zeros plus noise: the graph is built without computing, and an
-    output chunk depends on the tile groups and input chunks around it only (memory
-    bounded by chunks, not by the array); one corner chunk computes."""
+    output chunk depends on the tile groups and input chunks around it only (each task's
+    inputs are bounded; the peak of a whole run is measured by bench_xarray, not here);
+    one corner chunk computes."""
     size, chunk = 16384, 1024
     noise = da.random.default_rng(0).integers(1, 4000, size=(3, size, size),
                                               chunks=(3, chunk, chunk)).astype(np.uint16)
