@@ -112,11 +112,13 @@ def app_input(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, img: Path, ckpt: 
 
 def pipeline_input(monkeypatch: pytest.MonkeyPatch, img: Path, out: Path, ckpt: Path,
                    *extra: str) -> torch.Tensor:
-    """The tensor `python -m pipeline run` gives the generator (one tile here)."""
+    """The tensor `python -m pipeline run` gives the generator (one tile here; --norm
+    tile: with scene statistics the tile would go through the statistics pass, whose
+    input is the same)."""
     cap = Capture(pipeline.run.inference.forward_fixed_shape, 1)
     monkeypatch.setattr(pipeline.run.inference, "forward_fixed_shape", cap)
     res = CliRunner().invoke(pipeline_cli, ["run", str(img), str(out), "--model", str(ckpt),
-                                            "-q", "--overwrite", *extra])
+                                            "-q", "--overwrite", "--norm", "tile", *extra])
     assert res.exit_code == 0, res.output
     assert len(cap.seen) == 1 and cap.seen[0].shape == (1, 3, SIZE, SIZE)
     return cap.seen[0]

@@ -192,6 +192,8 @@ class NormPass:
         for k, (r0, r1, c0, c1) in enumerate(regions):
             a, b = int(r0 * fy), max(int(r0 * fy) + 1, math.ceil(r1 * fy))
             c, d = int(c0 * fx), max(int(c0 * fx) + 1, math.ceil(c1 * fx))
+            if b - a < 2 or d - c < 2:  # a region of a few pixels (a tiny scene): the
+                a, b, c, d = 0, h, 0, w  # whole sample, padding included, as per tile
             part = x[k, :, a:b, c:d].float()
             if variance:
                 v, m = torch.var_mean(part, dim=(1, 2), unbiased=False)

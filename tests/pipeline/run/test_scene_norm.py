@@ -111,7 +111,7 @@ def test_tile_norm_forwards_without_statistics(scene, ckpt, tmp_path, monkeypatc
     res = run(scene, tmp_path / "tile.tif", ckpt, norm="tile", **TILE)
     assert not calls and seen and all(s is None for s in seen)
     assert res.norm_seconds == 0.0
-    run(scene, tmp_path / "scene.tif", ckpt, **TILE)  # the default: scene
+    run(scene, tmp_path / "scene.tif", ckpt, norm_sample=4, **TILE)  # scene, 21 forwarded
     assert len(calls) == 1 and seen[-1] is not None
 
 
@@ -222,7 +222,7 @@ def test_cli_flags_and_dry_run(scene, ckpt, tmp_path):
             "--tile-size", "128", "--overlap", "32"]
     res = runner.invoke(pipeline_cli, base)
     assert res.exit_code == 0, res.output
-    assert "norm     scene: statistics pooled once over 16 fully valid tile(s)" in res.output
+    assert "norm     scene: statistics pooled once over 25 fully valid tile(s)" in res.output
     res = runner.invoke(pipeline_cli, [*base, "--norm", "tile"])
     assert res.exit_code == 0 and "norm     tile: every tile normalised by its own" in res.output
     res = runner.invoke(pipeline_cli, [*base, "--norm-sample", "0"])
