@@ -265,25 +265,17 @@ def _scene_stats(scene: _Scene, source: _Opaque, module: _Opaque | None) -> Scen
 
 
 def _norm_stats(job: InferenceJob, reader: ArrayReader, tiles: Sequence[int],
-                module: _Opaque | None) -> Any:
-    """inference.scene_norm_stats with the tiles read from the array."""
-    import torch
-
-    inference.pin_threads(job.device, job.precision)
-    gen, _ = _generators(job, module)
-    origins = [job.grid.origin(index) for index in tiles]
-    inputs = [to_model_input(data, valid, job.scaling) for data, valid, _ in
-              read_tiles(reader, job.bands, origins, job.grid.tile, nodata=job.nodata)]
-    x = torch.from_numpy(np.stack(inputs)).to(job.device)
-    try:
-        with torch.inference_mode():
-            stats = gen.collect_stats(x)
-    except torch.OutOfMemoryError:
-        raise PipelineError(
-            f"out of memory on {job.device} pooling the normalisation statistics of "
-            f"{len(tiles)} tiles of {job.grid.tile} px in one forward",
-            path=job.model_path, hint="lower norm_sample") from None
-    return stats.to("cpu")
+                 module: _Opaque | None) -> Any:
+    """inference.scene_norm_pass's statistics with the tiles read from the array: the
+    same pooled pass `pipeline run` makes (tile cores, layer by layer), so the same
+    numbers for the same pixels."""
+    runner = None  # the path's cached runner, prepared for the pass (scene_norm=True)
+    if module is not None:
+        with _module_lock:
+            runner = _module_runner(module.value, job.device,
+                                    (job.micro_batch, len(job.bands), job.grid.tile),
+                                    job.precision, job.channels_last, job.compile, True)[1]
+    return inference.scene_norm_pass(job, tiles, reader=reader, runner=runner).stats
 
 
 def _assemble(blocks: list[list[np.ndarray]], r0: int, c0: int, h: int, w: int

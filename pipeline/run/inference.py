@@ -440,8 +440,8 @@ def pass_workers(device: str) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
 
 
-def scene_norm_pass(job: InferenceJob, tiles: Sequence[int], workers: int | None = None
-                    ) -> NormPassResult:
+def scene_norm_pass(job: InferenceJob, tiles: Sequence[int], workers: int | None = None,
+                    *, reader: Any = None, runner: Any = None) -> NormPassResult:
     """The scene's normalisation statistics pooled over `tiles` (the sample of
     pipeline/run/norm_sample.py), and those tiles' outputs (module docstring).
 
@@ -456,14 +456,21 @@ def scene_norm_pass(job: InferenceJob, tiles: Sequence[int], workers: int | None
     Memory: every forward's activations at one norm layer at a time (the sample's
     largest: 4 x ngf x tile^2 bytes per tile, the first and last layers), plus
     `workers` forwards' working memory; not one forward of the whole sample.
+    `reader`: an open raster-like source instead of `job.input_path` (`translate`'s
+    array reader); `runner`: a prepared generator instead of the cached one.
     """
     pin_threads(job.device, job.precision)
-    runner = get_runner(job, scene_norm=True)
+    if runner is None:
+        runner = get_runner(job, scene_norm=True)
     gen = getattr(runner, "_orig_mod", runner)  # torch.compile's wrapper: its module
     dev = torch.device(job.device)
     origins = [job.grid.origin(index) for index in tiles]
-    with gdal_env(), rasterio.open(job.input_path) as ds:
-        reads = list(read_tiles(ds, job.bands, origins, job.grid.tile, nodata=job.nodata))
+    if reader is not None:
+        reads = list(read_tiles(reader, job.bands, origins, job.grid.tile, nodata=job.nodata))
+    else:
+        with gdal_env(), rasterio.open(job.input_path) as ds:
+            reads = list(read_tiles(ds, job.bands, origins, job.grid.tile,
+                                    nodata=job.nodata))
     x = torch.from_numpy(np.stack([to_model_input(d, v, job.scaling) for d, v, _ in reads]))
     micro, n, cuda = job.micro_batch, len(tiles), dev.type == "cuda"
     mean_bands = job.output_bands == 1
