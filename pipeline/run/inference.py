@@ -473,7 +473,7 @@ def scene_norm_pass(job: InferenceJob, tiles: Sequence[int], workers: int | None
                                     nodata=job.nodata))
     x = torch.from_numpy(np.stack([to_model_input(d, v, job.scaling) for d, v, _ in reads]))
     micro, n, cuda = job.micro_batch, len(tiles), dev.type == "cuda"
-    mean_bands = job.output_bands == 1
+    mean_bands = job.output_bands == 1 and job.channels is None  # as run_batch
     buf = padded_input(x, micro, pin=cuda)
 
     def context() -> contextlib.ExitStack:
@@ -512,6 +512,8 @@ def scene_norm_pass(job: InferenceJob, tiles: Sequence[int], workers: int | None
     out = torch.cat([o for o, _ in done])
     if mean_bands and dev.type == "mps":  # as forward_fixed_shape: the host's mean
         out = band_mean(out)
+    if job.channels is not None and tuple(job.channels) != tuple(range(out.shape[1])):
+        out = out[:, list(job.channels)]  # the polarisations asked for, as run_batch
     heat = torch.cat([h for _, h in done]) if job.heatmap else None
     outputs = {}
     for j, (index, (_, valid, inside)) in enumerate(zip(tiles, reads, strict=True)):
