@@ -393,8 +393,9 @@ torch.save({"final": str(final), "world": dist.get_world_size(), "params": param
 '''
 
 
-def test_torchrun_two_processes_keep_identical_weights(dataset: Path, tmp_path: Path) -> None:
-    """2 CPU processes (gloo): gradients averaged each step, so weights stay identical."""
+def torchrun_two(dataset: Path, tmp_path: Path) -> tuple[dict, dict, Path]:
+    """DDP_SCRIPT under torchrun with 2 CPU processes (gloo): (rank 0's dump, rank 1's,
+    the run's folder)."""
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     out = tmp_path / "ddp"
@@ -404,6 +405,12 @@ def test_torchrun_two_processes_keep_identical_weights(dataset: Path, tmp_path: 
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-3000:]
     r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    return r0, r1, out
+
+
+def test_torchrun_two_processes_keep_identical_weights(dataset: Path, tmp_path: Path) -> None:
+    """2 CPU processes (gloo): gradients averaged each step, so weights stay identical."""
+    r0, r1, out = torchrun_two(dataset, tmp_path)
     assert r0["world"] == r1["world"] == 2 and r0["final"] == r1["final"]
     assert r0["params"].keys() == r1["params"].keys()
     assert all(torch.equal(r0["params"][k], r1["params"][k]) for k in r0["params"])
@@ -635,15 +642,7 @@ def test_a_4_to_2_run_resumes_bit_exactly(multiband: Path, tmp_path: Path,
 
 
 def test_torchrun_two_processes_train_a_4_to_2_model(multiband: Path, tmp_path: Path) -> None:
-    script = tmp_path / "ddp.py"
-    script.write_text(DDP_SCRIPT)
-    out = tmp_path / "ddp"
-    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc-per-node", "2", str(script), str(multiband), str(out)],
-                         capture_output=True, text=True, cwd=ROOT, timeout=120,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert res.returncode == 0, res.stderr[-3000:]
-    r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    r0, r1, _ = torchrun_two(multiband, tmp_path)
     assert all(torch.equal(r0["params"][k], r1["params"][k]) for k in r0["params"])
     assert load_checkpoint(r0["final"]).config.in_ch == 4
 
