@@ -138,6 +138,21 @@ def load_array(path: Path) -> np.ndarray:
     return np.clip(np.nan_to_num(data.astype(np.float32), nan=0.0), 0.0, 1.0)
 
 
+def tiff_bands(path: Path) -> int:
+    """The band count of a TIFF tile from its header alone (no pixel is decoded)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            shape, axes = series.shape, series.axes
+    except (OSError, ValueError, KeyError, IndexError, tifffile.TiffFileError) as exc:
+        raise TrainingError(f"{path}: not a readable TIFF tile ({exc})") from exc
+    if len(shape) == 2:
+        return 1
+    return int(shape[-1] if axes.endswith("S") else shape[0])
+
+
 def array_std(a: np.ndarray) -> float:
     """Standard deviation in [-1, 1] units of a unit-scale array (the PIL twin: image_std)."""
     return float(a.std() * 2.0)
@@ -165,7 +180,7 @@ def channels_of(files: Sequence[Path]) -> int:
     count for TIFF tiles; mixed kinds or band counts are refused naming two files."""
     counts: dict[int, Path] = {}
     for f in files:
-        n = load_array(f).shape[0] if is_tiff(f) else 3
+        n = tiff_bands(f) if is_tiff(f) else 3
         counts.setdefault(n, f)
     if len(counts) > 1:
         (n1, f1), (n2, f2) = list(counts.items())[:2]
