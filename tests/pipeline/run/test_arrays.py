@@ -237,9 +237,13 @@ def test_a_huge_lazy_array_has_chunk_bounded_tasks(tiny_checkpoint):
     groups = [k for k in graph if isinstance(k, tuple) and str(k[0]).startswith("eo2sar-tiles")]
     inputs = [k for k in graph if isinstance(k, tuple) and len(k) == 5
               and not str(k[0]).startswith("eo2sar")]
-    # its own chunk's rows of tiles, and those of the chunks left, up, up-left that reach
-    # into it: 6 tile rows x 2 owner chunks across
-    assert len(groups) == 12
+    # the shared tiles only (a chunk's own tiles are computed in its task): its own right
+    # edge, bottom edge and corner, the right edge and corner of the chunk left of it,
+    # the bottom edge and corner of the chunk above, the corner of the one up-left
+    assert len(groups) == 8
+    assert not [k for k in graph if isinstance(k, tuple) and "stats" not in str(k[0])
+                and str(k[0]).startswith("eo2sar") and k not in groups
+                and not str(k[0]).startswith("eo2sar-sar")]  # no other intermediate
     assert 4 <= len(inputs) <= 9  # the chunks around it, never more
     assert len(keys) < 40
     corner = out[:, :300, :300].compute()
