@@ -451,10 +451,54 @@ def _reads(grid: TileGrid, tiles: Sequence[int], in_y: list[int], in_x: list[int
     return (r0, c0, r1 - r0, c1 - c0, r0 - in_y[bi[0]], c0 - in_x[bj[0]]), blocks
 
 
+def _subgraph(graph: Mapping[Any, Any], key: Any) -> dict[Any, Any]:
+    """The tasks `key` needs in `graph` (a low-level graph), itself included."""
+    from dask.core import get_dependencies
+
+    out: dict[Any, Any] = {}
+    todo = [key]
+    while todo:
+        k = todo.pop()
+        if k in out or k not in graph:
+            continue
+        out[k] = graph[k]
+        todo.extend(get_dependencies(graph, k))
+    return out
+
+
+def _read_chunk(source: _Opaque, stats: SceneStats) -> np.ndarray:
+    """One input chunk, computed here from its own graph (source: (graph, key)) once the
+    statistics are done."""
+    import dask
+
+    graph, key = source.value
+    return np.asarray(dask.get(graph, key))
+
+
+def _input_chunks(x: Any, ti: int, stats: Any, name: str) -> dict[Any, Any]:
+    """Tasks {(name, ti, 0, a, b): input chunk (ti, a, b)} that wait for `stats`.
+
+    Why: every tile task needs its time step's statistics, which read the array through
+    their own graph first. The input's own chunk tasks depend on nothing, so while the
+    statistics ran, the scheduler's other threads had nothing else to do and computed
+    every input chunk ahead, holding the whole array (1.5 GiB of a 16384 px uint16
+    scene, measured). Computed here, each from its own part of the input's graph (what
+    the statistics task does for its reads), an input chunk is made when the chunks that
+    read it are next in Dask's order. (dask.graph_manipulation.bind, which would make the
+    input's graph wait, fails on these graphs in dask 2026.11: a missing dependency.)"""
+    graph = dict(x.__dask_graph__())
+    keys = [(a, b, (x.name, ti, 0, a, b)) for a in range(len(x.chunks[2]))
+            for b in range(len(x.chunks[3]))]
+    return {(name, ti, 0, a, b): (_read_chunk, _Opaque((_subgraph(graph, k), k)), stats)
+            for a, b, k in keys}
+
+
 def _build(x: Any, scene: _Scene, module: Any, out_chunks: tuple[tuple[int, ...], ...],
-           heatmap: bool, token: str) -> tuple[Any, Any | None]:
+           heatmap: bool, token: str, lazy: bool = True) -> tuple[Any, Any | None]:
     """The Dask arrays (time, C, y, x) of the output (and heatmap) over input x
-    (time, C, y, x), chunked (1, C, ...)."""
+    (time, C, y, x), chunked (1, C, ...). `lazy`: x's chunks are computed (they are read
+    through `_input_chunks`); else x wraps an array in memory and its chunks are used as
+    they are (a chunk's graph would carry the whole array to every task)."""
     import operator
 
     import dask.array as da
@@ -479,10 +523,14 @@ def _build(x: Any, scene: _Scene, module: Any, out_chunks: tuple[tuple[int, ...]
             for j in range(g[1], g[3] + 1):
                 spans.setdefault((i, j), []).append(g)
     for ti in range(x.shape[0]):
+        layer[(stats_name, ti)] = (_scene_stats, scene, _Opaque(_culled(x[ti])), module_key)
+    input_name = f"eo2sar-input-{token}" if lazy else x.name
+    for ti in range(x.shape[0]):
         stats = (stats_name, ti)
-        layer[stats] = (_scene_stats, scene, _Opaque(_culled(x[ti])), module_key)
+        if lazy:
+            layer.update(_input_chunks(x, ti, stats, input_name))
         for g, tiles in shared.items():
-            region, blocks = _reads(grid, tiles, in_y, in_x, x.name, ti)
+            region, blocks = _reads(grid, tiles, in_y, in_x, input_name, ti)
             layer[(group_name, ti, *g)] = (_tile_group, scene, stats, module_key,
                                            tuple(tiles), region, blocks)
         for i in range(len(ybounds) - 1):
@@ -490,7 +538,7 @@ def _build(x: Any, scene: _Scene, module: Any, out_chunks: tuple[tuple[int, ...]
                 r0, c0 = ybounds[i], xbounds[j]
                 h, w = ybounds[i + 1] - r0, xbounds[j + 1] - c0
                 mine = tuple(own.get((i, j), ()))
-                region, blocks = _reads(grid, mine, in_y, in_x, x.name, ti)
+                region, blocks = _reads(grid, mine, in_y, in_x, input_name, ti)
                 task = (_chunk, scene, stats, module_key, (c0, r0, w, h),
                         tuple(grid.tiles_in(Window(c0, r0, w, h))), whats, mine, region,
                         blocks, *[(group_name, ti, *g) for g in spans.get((i, j), ())])
@@ -503,7 +551,8 @@ def _build(x: Any, scene: _Scene, module: Any, out_chunks: tuple[tuple[int, ...]
                         operator.getitem, (chunk_name, ti, i, j), k)
     arrays = []
     for what in whats:
-        graph = HighLevelGraph.from_collections(names[what], layer, dependencies=[x])
+        graph = HighLevelGraph.from_collections(names[what], layer,
+                                                 dependencies=[] if lazy else [x])
         bands = scene.job.output_bands if what == "sar" else 1
         dtype = output_dtype_nodata(scene.config.output_scale)[0] if what == "sar" \
             else "float32"
@@ -602,11 +651,12 @@ def translate(
 
     x = arr.data if time_dim is not None else arr.data[None]
     out_chunks = _output_chunks(x, chunks, height, width)
-    if not isinstance(x, da.Array):
+    lazy = isinstance(x, da.Array)
+    if not lazy:
         x = da.from_array(np.asarray(x), chunks=(1, -1, *out_chunks))
     x = x.rechunk({0: 1, 1: -1})
     token = tokenize(x.name, scene, out_chunks, heatmap, sha, id(module) if module else None)
-    sar, heat = _build(x, scene, module, out_chunks, heatmap, token)
+    sar, heat = _build(x, scene, module, out_chunks, heatmap, token, lazy)
     if time_dim is None:
         sar = sar[0]
         heat = None if heat is None else heat[0]
