@@ -75,14 +75,15 @@ from rasterio.windows import Window
 from pipeline.config import PipelineConfig, load_config, resolve_for_model
 from pipeline.errors import ConfigError, InputError, ModelError, PipelineError
 from pipeline.inputs.bandnames import common_name, match_bands, model_band_names
-from pipeline.inputs.radiometry import Scaling, to_model_input
+from pipeline.inputs.radiometry import REFLECTANCE_RANGE, Scaling, band_reflectance
 from pipeline.run import inference
 from pipeline.run.checks import model_sha256
 from pipeline.run.inference import InferenceJob, TileOutput
+from pipeline.run.model_io import output_channels, output_db_ranges, reflectance_range
 from pipeline.run.mosaic import BlockAccumulator, encode, output_dtype_nodata
 from pipeline.run.norm_sample import NormSample
-from pipeline.run.plan import model_contract, norm_sample, scene_scaling
-from pipeline.run.tiling import TileGrid, read_tiles, weight_window
+from pipeline.run.plan import model_contract, norm_sample, output_count, scene_scaling
+from pipeline.run.tiling import TileGrid, weight_window
 
 __all__ = ["ArrayReader", "TRANSLATE_OPTIONS", "gdal_nearest_index", "translate"]
 
@@ -92,7 +93,8 @@ INSTALL_HINT = "pip install 'eo2sar[xarray]'"
 TRANSLATE_OPTIONS = (
     "device", "precision", "tile_size", "overlap", "norm", "norm_sample", "output_scale",
     "output_bands", "db_range", "percentiles", "scale", "fixed_min", "fixed_max", "nodata",
-    "stats_size", "micro_batch", "channels_last", "compile",
+    "stats_size", "micro_batch", "channels_last", "compile", "reflectance_scale",
+    "polarisations",
 )
 #: Output chunk side when the input is not a Dask array (pipeline run's --block-size)
 DEFAULT_CHUNK = 1024
@@ -209,6 +211,10 @@ class _Scene:
     scales: tuple[float, ...] | None = None  # per band picked, from the array's attrs
     offsets: tuple[float, ...] | None = None
     descriptions: tuple[str | None, ...] | None = None
+    #: the model's reflectance range (scale "reflectance") and, for a model with
+    #: polarisations, each output band's dB range: what plan_scene reads from the contract
+    reflectance_range: tuple[float, float] = REFLECTANCE_RANGE
+    db_ranges: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -259,7 +265,7 @@ def _scene_stats(scene: _Scene, source: _Opaque, module: _Opaque | None) -> Scen
                          width=job.grid.width, scales=scene.scales, offsets=scene.offsets,
                          descriptions=scene.descriptions)
     path = Path(scene.label)
-    scaling = scene_scaling(reader, job.bands, config, path)
+    scaling = scene_scaling(reader, job.bands, config, path, scene.reflectance_range, "data")
     sample = None
     stats = None
     if config.norm == "scene" and scaling.method != "empty":
@@ -303,8 +309,6 @@ def _tile_group(scene: _Scene, stats: SceneStats, module: _Opaque | None,
                 ) -> dict[int, TileOutput]:
     """inference.run_batch for a set of tiles, read from the input chunks they cover
     (`region`): {tile: output} for every tile with a valid pixel."""
-    import torch
-
     if stats.scaling.method == "empty" or not tiles:
         return {}  # pipeline run computes nothing for a scene without a valid pixel
     job = dataclasses.replace(scene.job, scaling=stats.scaling, norm_stats=stats.norm_stats)
@@ -312,35 +316,9 @@ def _tile_group(scene: _Scene, stats: SceneStats, module: _Opaque | None,
     reader = ArrayReader(_assemble(blocks, r_off, c_off, h, w), nodata=job.nodata,
                          height=job.grid.height, width=job.grid.width, row0=row0, col0=col0)
     inference.pin_threads(job.device, job.precision)
-    _, gen = _generators(job, module)
-    origins = [job.grid.origin(t) for t in tiles]
-    inputs, masks, keep = [], [], []
-    for t, (data, valid, inside) in zip(
-            tiles, read_tiles(reader, job.bands, origins, job.grid.tile, nodata=job.nodata),
-            strict=True):
-        if inside:
-            inputs.append(to_model_input(data, valid, job.scaling))
-            masks.append(valid)
-            keep.append(t)
-    if not inputs:
-        return {}
-    try:
-        out, heat = inference.forward_fixed_shape(
-            gen, torch.from_numpy(np.stack(inputs)), torch.device(job.device),
-            job.micro_batch, job.heatmap, precision=job.precision,
-            channels_last=job.channels_last, stats=job.norm_stats,
-            mean_bands=job.output_bands == 1)
-    except torch.OutOfMemoryError:
-        raise PipelineError(
-            f"out of memory on {job.device} with {job.micro_batch} tiles of "
-            f"{job.grid.tile} px per forward", path=job.model_path,
-            hint="lower micro_batch (or tile_size)") from None
-    out_np = out.numpy()
-    heat_np = None if heat is None else heat.numpy()[:, 0]
-    return {t: TileOutput(index=t, out=np.ascontiguousarray(out_np[j]),
-                          heat=None if heat_np is None else np.ascontiguousarray(heat_np[j]),
-                          valid=masks[j])
-            for j, t in enumerate(keep)}
+    runner = None if module is None else _generators(job, module)[1]
+    outputs = inference.run_batch(job, tiles, reader=reader, runner=runner)
+    return {out.index: out for out in outputs if out is not None}
 
 
 def _chunk(scene: _Scene, stats: SceneStats, module: _Opaque | None,
@@ -374,7 +352,8 @@ def _blend(scene: _Scene, window: tuple[int, int, int, int], tiles: tuple[int, .
         acc.add(r, c, out.out if what == "sar" else out.heat[None], weight, out.valid)
     blended = acc.blended(acc.valid)
     if what == "sar":
-        return encode(blended, config.output_scale, config.db_range)
+        db = scene.db_ranges if config.polarisations else config.db_range
+        return encode(blended, config.output_scale, db)
     return blended.astype(np.float32)
 
 
@@ -624,7 +603,7 @@ def translate(
             options["nodata"] = nd
     cfg = base.replace(**options) if options else base
     contract, sha, mcfg = _model_facts(model_path, module)
-    cfg = resolve_for_model(cfg, contract, label)
+    cfg = resolve_for_model(cfg, contract, label, out_ch=mcfg.out_ch if contract else None)
     if not mcfg.light and cfg.tile_size != mcfg.img_size:
         raise ModelError(f"is a full (non-light) U-GAT-IT model for {mcfg.img_size} px tiles, "
                          f"tile_size {cfg.tile_size} asked", path=label,
@@ -640,14 +619,16 @@ def translate(
     grid = TileGrid(width, height, cfg.tile_size, cfg.overlap)
     job = InferenceJob(
         input_path=label, bands=tuple(range(1, len(picked) + 1)), nodata=cfg.nodata,
-        scaling=Scaling("empty", (), ()), grid=grid, output_bands=cfg.output_bands,
+        scaling=Scaling("empty", (), ()), grid=grid, output_bands=output_count(cfg),
         heatmap=heatmap, model_path=model_path, model_sha256=sha, device=cfg.device,
         precision=cfg.precision, channels_last=cfg.channels_last, compile=cfg.compile,
-        micro_batch=cfg.forward_micro_batch())
+        micro_batch=cfg.forward_micro_batch(), channels=output_channels(cfg, contract))
     scene = _Scene(job=job, config=cfg, label=label,
                    scales=_per_band(data.attrs.get("scale_factor"), picked, n_bands, 1.0),
                    offsets=_per_band(data.attrs.get("add_offset"), picked, n_bands, 0.0),
-                   descriptions=tuple(names))
+                   descriptions=tuple(names), reflectance_range=reflectance_range(contract),
+                   db_ranges=output_db_ranges(cfg, contract) if contract else ())
+    _check_reflectance(scene)
 
     x = arr.data if time_dim is not None else arr.data[None]
     out_chunks = _output_chunks(x, chunks, height, width)
@@ -667,6 +648,28 @@ def translate(
     hm = _wrap(xr, arr, heat, time_dim, band_dim, y_dim, x_dim, cfg, contract, mcfg.out_ch,
                names, sha, label, "heatmap")
     return xr.Dataset({"sar": out, "heatmap": hm})
+
+
+def _check_reflectance(scene: _Scene) -> None:
+    """scale "reflectance" (a reflectance model's default) needs each band's scale to
+    reflectance: `reflectance_scale` (as --reflectance-scale), else the array's attrs
+    scale_factor / add_offset (rioxarray's reading of the band Scale/Offset), as
+    `pipeline run` takes them from the raster. Checked here, when the result is built,
+    so that an unknown scale is a one-line error at the call, not in a task."""
+    config = scene.config
+    if config.scale != "reflectance":
+        return
+    attrs = ArrayReader(np.empty((len(scene.job.bands), 0, 0)), nodata=None, height=0,
+                        width=0, scales=scene.scales, offsets=scene.offsets)
+    try:
+        band_reflectance(attrs, scene.job.bands, "data", config.reflectance_scale)
+    except InputError:
+        raise InputError(
+            "reflectance scale unknown: the array's attrs have no scale_factor / add_offset "
+            "saying how its values become reflectance, and a reflectance model must not be "
+            "fed a guess", path="data",
+            hint="declare it: reflectance_scale=0.0001 for Sentinel-2 DN (x 10000), "
+            "reflectance_scale=(0.0000275, -0.2) for Landsat C2 Level-2") from None
 
 
 def _standard_dims(data: Any, band_dim: str, time_dim: str | None, y_dim: str, x_dim: str
@@ -828,7 +831,9 @@ def _wrap(xr: Any, arr: Any, values: Any, time_dim: str | None, band_dim: str, y
     if what == "sar":
         pols = ((contract or {}).get("sar") or {}).get("polarisations") \
             if isinstance((contract or {}).get("sar"), Mapping) else None
-        if cfg.output_bands == 1:
+        if cfg.polarisations:  # a model with polarisations: those chosen, one band each
+            labels = list(cfg.polarisations)
+        elif cfg.output_bands == 1:
             labels = ["sar"] if not pols or len(pols) != 1 else list(pols)
         elif pols and len(pols) == cfg.output_bands:
             labels = [str(p) for p in pols]

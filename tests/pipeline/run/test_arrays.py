@@ -308,3 +308,50 @@ def test_bigearthnet_band_files_by_name(tiny_checkpoint):
     out = translate(stack, tiny_checkpoint, tile_size=64, overlap=16)
     assert out.attrs["eo2sar_input_bands"] == "B04,B03,B02"
     assert out.shape == (1, 120, 120)
+
+
+MS_MODEL = DATA.parents[1] / "checkpoints" / "eo2sar_demo_ms_ngf16.pt"
+
+
+def _band_files(chunks: int | None = None) -> xr.DataArray:
+    """The BigEarthNet Sentinel-2 folder's 10 m bands, file by file, named by band id
+    (rioxarray reads no Scale/Offset from them: they store reflectance x 10000)."""
+    files = sorted(BEN.glob("*_B0[2348].tif"))
+    stack = xr.concat([rioxarray.open_rasterio(f, chunks=chunks) for f in files], dim="band")
+    return stack.assign_coords(band=[f.stem.rsplit("_", 1)[1] for f in files])
+
+
+@pytest.mark.skipif(not MS_MODEL.exists(), reason="the multispectral demo checkpoint")
+def test_reflectance_model_same_bytes_as_pipeline_run_on_the_band_folder(tmp_path):
+    """The 4-band reflectance demo model (red, green, blue, nir -> VV, VH): `pipeline run`
+    on the band folder (which knows its reflectance scale, 1/10000) against translate on
+    the band files picked by name, the scale declared (reflectance_scale, as
+    --reflectance-scale) or given by the array's attrs (scale_factor, as rioxarray reads
+    a band Scale/Offset), two chunkings; a chosen polarisation as --polarisations."""
+    ref = cli(BEN, tmp_path / "cli.tif", MS_MODEL)
+    assert ref.shape[0] == 2  # VV, VH: the model's polarisations, one band each
+    declared = translate(_band_files(), MS_MODEL, reflectance_scale=0.0001)
+    assert declared.attrs["eo2sar_input_bands"] == "B04,B03,B02,B08"
+    assert list(declared.coords["polarisation"].values) == ["VV", "VH"]
+    assert same(declared.values, ref)
+    by_attrs = _band_files(chunks=64)
+    by_attrs.attrs.update(scale_factor=0.0001, add_offset=0.0)
+    assert same(translate(by_attrs, MS_MODEL).values, ref)
+    vh = translate(_band_files(chunks=48), MS_MODEL, reflectance_scale="0.0001",
+                   polarisations="VH")
+    assert same(vh.values, cli(BEN, tmp_path / "vh.tif", MS_MODEL, polarisations="VH"))
+    assert list(vh.coords["polarisation"].values) == ["VH"]
+
+
+@pytest.mark.skipif(not MS_MODEL.exists(), reason="the multispectral demo checkpoint")
+def test_reflectance_unknown_is_one_line_when_built():
+    """Raw DN with no scale in attrs, nothing declared: refused when the result is built
+    (not in a task at compute time), one line naming the option; a bad value as the flag's."""
+    with pytest.raises(arrays.InputError) as err:
+        translate(_band_files(), MS_MODEL)
+    text = err.value.format()
+    assert "\n" not in text and "reflectance scale unknown" in text
+    assert "reflectance_scale=0.0001" in text
+    with pytest.raises(ConfigError, match="bad value for reflectance_scale") as err:
+        translate(_band_files(), MS_MODEL, reflectance_scale=-1)
+    assert "positive SCALE" in err.value.format()
