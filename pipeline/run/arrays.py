@@ -9,32 +9,38 @@ For notebook users whose scenes are arrays (stackstac, odc-stac, rioxarray), nev
                     tiles (norm_sample.choose_sample) pooled in one forward
                     (ResnetGenerator.collect_stats): what `plan_scene` + `with_norm_stats`
                     compute from a file, from the same pixels
-    per output chunk TILE-GROUP tasks, one per grid row: the tiles of the pipeline's
-                    global grid (tiling.TileGrid) whose top-left pixel lies in the chunk,
-                    read from the input chunks they cover (tiling.read_tiles, reflect
-                    padding and validity as for a file), scaled (radiometry.to_model_input)
-                    and run through the generator (inference.forward_fixed_shape)
-                    one BLEND task: every tile that overlaps the chunk (its own groups and
-                    those of the chunks up and left of it), weighted by the smooth window
+    per output chunk one CHUNK task: its OWN tiles (those of the pipeline's global grid,
+                    tiling.TileGrid, that overlap this chunk only) read from the input
+                    chunks they cover (tiling.read_tiles, reflect padding and validity as
+                    for a file), scaled and translated (as inference.run_batch), then every
+                    tile that overlaps the chunk weighted by the smooth window
                     (tiling.weight_window) into float64 sums in ascending global tile
                     number (mosaic.BlockAccumulator), masked by the tiles' validity,
-                    encoded (mosaic.encode): `_write_block` of `pipeline run`.
+                    encoded (mosaic.encode): `_write_block` of `pipeline run`
+    per set of SHARED tiles one TILE-GROUP task: the tiles that overlap several chunks,
+                    grouped by the chunks they span (a chunk's right edge, bottom edge,
+                    corner), computed once and given to each of those chunk tasks.
 
-So an output chunk computes only the tiles it needs (each tile once, in its owner's
-groups), blending across chunk edges as `pipeline run` blends across its write blocks, and
-its bytes are those of `pipeline run` for the same pixels and options, whatever the
-chunking and scheduler (the same arguments as pipeline/run/mosaic.py and inference.py:
-the tile grid and the accumulation order are global; each tile is forwarded alone on
-CPU, in fixed-shape micro-batches on CUDA).
+So every tile is computed once, an output chunk computes only the tiles it needs, and it
+blends across chunk edges as `pipeline run` blends across its write blocks; its bytes are
+those of `pipeline run` for the same pixels and options, whatever the chunking and
+scheduler (the same arguments as pipeline/run/mosaic.py and inference.py: the tile grid
+and the accumulation order are global; each tile is forwarded alone on CPU, in
+fixed-shape micro-batches on CUDA).
+
+Memory is bounded by chunks, not by the array: the only results that outlive a task are
+the shared groups (about a fifth of the tiles at 1024 px chunks and 256 px tiles) and the
+input chunks, each released once the chunks that use it are written. Dask's ordering
+then sweeps the chunks row by row, holding a row of shared groups and input chunks (a
+few MB a chunk). With one task per grid row of a chunk's tiles instead (the first
+version), every group was needed by the chunk to its right, Dask swept column by column
+and held about three columns of tile outputs: 2 GiB at 16384 px (docs/xarray.md).
 
 The statistics task reads the array through its own small graph (computed inside the
 task, synchronously: bounded by a chunk at a time): sharing the input's chunks with the
 tile tasks would keep every chunk in memory until the statistics were done. That reads
 the decimated sample, and the sample's tiles, a second time, as `pipeline run` reads the
-file twice. Each task's inputs are bounded (a tile group holds a row of its chunk's
-tiles, a blend waits on the groups that overlap it), but nothing yet stops Dask from
-running groups far ahead of the blends that consume them: peak memory still grows with
-the array (docs/xarray.md, measured; open).
+file twice.
 
 The model never travels in the graph when given as a path (or a loaded
 `ugatit.Checkpoint`, whose file is used): every task carries the path and its sha256, and
@@ -69,14 +75,15 @@ from rasterio.windows import Window
 from pipeline.config import PipelineConfig, load_config, resolve_for_model
 from pipeline.errors import ConfigError, InputError, ModelError, PipelineError
 from pipeline.inputs.bandnames import common_name, match_bands, model_band_names
-from pipeline.inputs.radiometry import Scaling, to_model_input
+from pipeline.inputs.radiometry import REFLECTANCE_RANGE, Scaling, band_reflectance
 from pipeline.run import inference
 from pipeline.run.checks import model_sha256
 from pipeline.run.inference import InferenceJob, TileOutput
+from pipeline.run.model_io import output_channels, output_db_ranges, reflectance_range
 from pipeline.run.mosaic import BlockAccumulator, encode, output_dtype_nodata
 from pipeline.run.norm_sample import NormSample
-from pipeline.run.plan import model_contract, norm_sample, scene_scaling
-from pipeline.run.tiling import TileGrid, read_tiles, weight_window
+from pipeline.run.plan import model_contract, norm_sample, output_count, scene_scaling
+from pipeline.run.tiling import TileGrid, weight_window
 
 __all__ = ["ArrayReader", "TRANSLATE_OPTIONS", "gdal_nearest_index", "translate"]
 
@@ -86,7 +93,8 @@ INSTALL_HINT = "pip install 'eo2sar[xarray]'"
 TRANSLATE_OPTIONS = (
     "device", "precision", "tile_size", "overlap", "norm", "norm_sample", "output_scale",
     "output_bands", "db_range", "percentiles", "scale", "fixed_min", "fixed_max", "nodata",
-    "stats_size", "micro_batch", "channels_last", "compile",
+    "stats_size", "micro_batch", "channels_last", "compile", "reflectance_scale",
+    "polarisations",
 )
 #: Output chunk side when the input is not a Dask array (pipeline run's --block-size)
 DEFAULT_CHUNK = 1024
@@ -203,6 +211,10 @@ class _Scene:
     scales: tuple[float, ...] | None = None  # per band picked, from the array's attrs
     offsets: tuple[float, ...] | None = None
     descriptions: tuple[str | None, ...] | None = None
+    #: the model's reflectance range (scale "reflectance") and, for a model with
+    #: polarisations, each output band's dB range: what plan_scene reads from the contract
+    reflectance_range: tuple[float, float] = REFLECTANCE_RANGE
+    db_ranges: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -253,7 +265,7 @@ def _scene_stats(scene: _Scene, source: _Opaque, module: _Opaque | None) -> Scen
                          width=job.grid.width, scales=scene.scales, offsets=scene.offsets,
                          descriptions=scene.descriptions)
     path = Path(scene.label)
-    scaling = scene_scaling(reader, job.bands, config, path)
+    scaling = scene_scaling(reader, job.bands, config, path, scene.reflectance_range, "data")
     sample = None
     stats = None
     if config.norm == "scene" and scaling.method != "empty":
@@ -287,82 +299,62 @@ def _assemble(blocks: list[list[np.ndarray]], r0: int, c0: int, h: int, w: int
     return region[:, r0:r0 + h, c0:c0 + w]
 
 
-def _tile_group(scene: _Scene, stats: SceneStats, module: _Opaque | None,
-                tiles: tuple[int, ...], region: tuple[int, int, int, int],
-                blocks: list[list[np.ndarray]]) -> dict[int, TileOutput]:
-    """inference.run_batch for a group (one grid row of the tiles an output chunk owns),
-    read from the input chunks they cover: {tile: output} for every tile with a valid
-    pixel."""
-    import torch
+#: (row0, col0, h, w, r_off, c_off): the scene rows/columns a set of tiles reads, and
+#: where they start in the region cut from the input chunks
+Region = tuple[int, int, int, int, int, int]
 
+
+def _tile_group(scene: _Scene, stats: SceneStats, module: _Opaque | None,
+                tiles: tuple[int, ...], region: Region, blocks: list[list[np.ndarray]]
+                ) -> dict[int, TileOutput]:
+    """inference.run_batch for a set of tiles, read from the input chunks they cover
+    (`region`): {tile: output} for every tile with a valid pixel."""
     if stats.scaling.method == "empty" or not tiles:
         return {}  # pipeline run computes nothing for a scene without a valid pixel
     job = dataclasses.replace(scene.job, scaling=stats.scaling, norm_stats=stats.norm_stats)
-    row0, col0, r_off, c_off = region
-    h = min(job.grid.height, row0 + job.grid.tile) - row0
-    w = min(job.grid.width, job.grid.origin(tiles[-1])[1] + job.grid.tile) - col0
+    row0, col0, h, w, r_off, c_off = region
     reader = ArrayReader(_assemble(blocks, r_off, c_off, h, w), nodata=job.nodata,
                          height=job.grid.height, width=job.grid.width, row0=row0, col0=col0)
     inference.pin_threads(job.device, job.precision)
-    _, gen = _generators(job, module)
-    origins = [job.grid.origin(t) for t in tiles]
-    inputs, masks, keep = [], [], []
-    for t, (data, valid, inside) in zip(
-            tiles, read_tiles(reader, job.bands, origins, job.grid.tile, nodata=job.nodata),
-            strict=True):
-        if inside:
-            inputs.append(to_model_input(data, valid, job.scaling))
-            masks.append(valid)
-            keep.append(t)
-    if not inputs:
-        return {}
-    try:
-        out, heat = inference.forward_fixed_shape(
-            gen, torch.from_numpy(np.stack(inputs)), torch.device(job.device),
-            job.micro_batch, job.heatmap, precision=job.precision,
-            channels_last=job.channels_last, stats=job.norm_stats,
-            mean_bands=job.output_bands == 1)
-    except torch.OutOfMemoryError:
-        raise PipelineError(
-            f"out of memory on {job.device} with {job.micro_batch} tiles of "
-            f"{job.grid.tile} px per forward", path=job.model_path,
-            hint="lower micro_batch (or tile_size)") from None
-    out_np = out.numpy()
-    heat_np = None if heat is None else heat.numpy()[:, 0]
-    return {t: TileOutput(index=t, out=np.ascontiguousarray(out_np[j]),
-                          heat=None if heat_np is None else np.ascontiguousarray(heat_np[j]),
-                          valid=masks[j])
-            for j, t in enumerate(keep)}
+    runner = None if module is None else _generators(job, module)[1]
+    outputs = inference.run_batch(job, tiles, reader=reader, runner=runner)
+    return {out.index: out for out in outputs if out is not None}
+
+
+def _chunk(scene: _Scene, stats: SceneStats, module: _Opaque | None,
+           window: tuple[int, int, int, int], tiles: tuple[int, ...], whats: tuple[str, ...],
+           own: tuple[int, ...], own_region: Region, own_blocks: list[list[np.ndarray]],
+           *shared: dict[int, TileOutput]) -> np.ndarray | tuple[np.ndarray, ...]:
+    """One output chunk: its own tiles (those that overlap no other chunk) translated
+    here, so they never outlive the task, then blended with the shared tiles (computed
+    once by their group task) as `_write_block` of pipeline/run/scene.py blends: float64
+    sums in ascending global tile number, masked by the tiles' validity, encoded. One
+    array per `whats` ("sar", "heat"), with a time axis of 1."""
+    outputs = _tile_group(scene, stats, module, own, own_region, own_blocks)
+    for g in shared:
+        outputs.update(g)
+    results = tuple(_blend(scene, window, tiles, what, outputs)[None] for what in whats)
+    return results[0] if len(results) == 1 else results
 
 
 def _blend(scene: _Scene, window: tuple[int, int, int, int], tiles: tuple[int, ...],
-           what: str, time_axis: bool, *groups: dict[int, TileOutput]) -> np.ndarray:
-    """One output chunk: `_write_block` of pipeline/run/scene.py (float64 sums in ascending
-    global tile number, masked by the tiles' validity, encoded)."""
+           what: str, outputs: Mapping[int, TileOutput]) -> np.ndarray:
+    """The encoded output (what "sar") or heatmap of `window` from the tiles' outputs."""
     job, config = scene.job, scene.config
     col, row, w, h = window
-    win = Window(col, row, w, h)
     weight = _weight(job.grid.tile, job.grid.overlap)
-    bands = job.output_bands if what == "sar" else 1
-    acc = BlockAccumulator(win, bands)
-    outputs: dict[int, TileOutput] = {}
-    for g in groups:
-        outputs.update(g)
+    acc = BlockAccumulator(Window(col, row, w, h), job.output_bands if what == "sar" else 1)
     for t in tiles:  # ascending: the fixed blend order
         out = outputs.get(t)
         if out is None:
             continue
         r, c = job.grid.origin(t)
-        if what == "sar":
-            acc.add(r, c, out.out, weight, out.valid)
-        else:
-            acc.add(r, c, out.heat[None], weight, out.valid)
+        acc.add(r, c, out.out if what == "sar" else out.heat[None], weight, out.valid)
     blended = acc.blended(acc.valid)
     if what == "sar":
-        result = encode(blended, config.output_scale, config.db_range)
-    else:
-        result = blended.astype(np.float32)
-    return result[None] if time_axis else result
+        db = scene.db_ranges if config.polarisations else config.db_range
+        return encode(blended, config.output_scale, db)
+    return blended.astype(np.float32)
 
 
 @functools.lru_cache(maxsize=8)
@@ -390,12 +382,6 @@ def _blocks_between(bounds: list[int], start: int, stop: int) -> range:
     return range(max(first, 0), min(last, len(bounds) - 2) + 1)
 
 
-def _chunk_of(bounds: list[int], pos: int) -> int:
-    import bisect
-
-    return bisect.bisect_right(bounds, pos) - 1
-
-
 def _culled(arr: Any) -> Any:
     """`arr` with only the graph it needs (a time step's statistics task carries it)."""
     import dask
@@ -404,69 +390,153 @@ def _culled(arr: Any) -> Any:
     return arr
 
 
+def _tile_sets(grid: TileGrid, ybounds: list[int], xbounds: list[int]
+               ) -> tuple[dict[tuple[int, int], list[int]],
+                          dict[tuple[int, int, int, int], list[int]]]:
+    """(own, shared): the tiles that overlap one output chunk only, by chunk (i, j); the
+    tiles that overlap several, by the chunks they span (i0, j0, i1, j1), ascending.
+
+    Why: a tile's output must live until every chunk it overlaps is blended. A chunk's
+    own tiles are computed inside its chunk task, so they never outlive it; only the
+    shared ones (about a fifth at 1024 px chunks, 256 px tiles) are task results, each
+    group released as soon as the chunks it spans are blended. Dask may sweep the
+    chunks in any order (it goes column by column): what it holds meanwhile is a row
+    or column of shared groups and input chunks, a few MB per chunk, never the tiles
+    of the chunks ahead."""
+    own: dict[tuple[int, int], list[int]] = {}
+    shared: dict[tuple[int, int, int, int], list[int]] = {}
+    for t in range(grid.count):
+        r, c = grid.origin(t)
+        rows = _blocks_between(ybounds, r, min(grid.height, r + grid.tile))
+        cols = _blocks_between(xbounds, c, min(grid.width, c + grid.tile))
+        if len(rows) == 1 and len(cols) == 1:
+            own.setdefault((rows[0], cols[0]), []).append(t)
+        else:
+            shared.setdefault((rows[0], cols[0], rows[-1], cols[-1]), []).append(t)
+    return own, shared
+
+
+def _reads(grid: TileGrid, tiles: Sequence[int], in_y: list[int], in_x: list[int],
+           name: str, ti: int) -> tuple[Region, list[list[Any]]]:
+    """The region the tiles read and the keys of the input chunks that cover it."""
+    if not tiles:
+        return (0, 0, 0, 0, 0, 0), []
+    origins = [grid.origin(t) for t in tiles]
+    r0, c0 = min(o[0] for o in origins), min(o[1] for o in origins)
+    r1 = min(grid.height, max(o[0] for o in origins) + grid.tile)
+    c1 = min(grid.width, max(o[1] for o in origins) + grid.tile)
+    bi, bj = _blocks_between(in_y, r0, r1), _blocks_between(in_x, c0, c1)
+    blocks = [[(name, ti, 0, a, b) for b in bj] for a in bi]
+    return (r0, c0, r1 - r0, c1 - c0, r0 - in_y[bi[0]], c0 - in_x[bj[0]]), blocks
+
+
+def _subgraph(graph: Mapping[Any, Any], key: Any) -> dict[Any, Any]:
+    """The tasks `key` needs in `graph` (a low-level graph), itself included."""
+    from dask.core import get_dependencies
+
+    out: dict[Any, Any] = {}
+    todo = [key]
+    while todo:
+        k = todo.pop()
+        if k in out or k not in graph:
+            continue
+        out[k] = graph[k]
+        todo.extend(get_dependencies(graph, k))
+    return out
+
+
+def _read_chunk(source: _Opaque, stats: SceneStats) -> np.ndarray:
+    """One input chunk, computed here from its own graph (source: (graph, key)) once the
+    statistics are done."""
+    import dask
+
+    graph, key = source.value
+    return np.asarray(dask.get(graph, key))
+
+
+def _input_chunks(x: Any, ti: int, stats: Any, name: str) -> dict[Any, Any]:
+    """Tasks {(name, ti, 0, a, b): input chunk (ti, a, b)} that wait for `stats`.
+
+    Why: every tile task needs its time step's statistics, which read the array through
+    their own graph first. The input's own chunk tasks depend on nothing, so while the
+    statistics ran, the scheduler's other threads had nothing else to do and computed
+    every input chunk ahead, holding the whole array (1.5 GiB of a 16384 px uint16
+    scene, measured). Computed here, each from its own part of the input's graph (what
+    the statistics task does for its reads), an input chunk is made when the chunks that
+    read it are next in Dask's order. (dask.graph_manipulation.bind, which would make the
+    input's graph wait, fails on these graphs in dask 2026.11: a missing dependency.)"""
+    graph = dict(x.__dask_graph__())
+    keys = [(a, b, (x.name, ti, 0, a, b)) for a in range(len(x.chunks[2]))
+            for b in range(len(x.chunks[3]))]
+    return {(name, ti, 0, a, b): (_read_chunk, _Opaque((_subgraph(graph, k), k)), stats)
+            for a, b, k in keys}
+
+
 def _build(x: Any, scene: _Scene, module: Any, out_chunks: tuple[tuple[int, ...], ...],
-           heatmap: bool, token: str) -> tuple[Any, Any | None]:
+           heatmap: bool, token: str, lazy: bool = True) -> tuple[Any, Any | None]:
     """The Dask arrays (time, C, y, x) of the output (and heatmap) over input x
-    (time, C, y, x), chunked (1, C, ...)."""
+    (time, C, y, x), chunked (1, C, ...). `lazy`: x's chunks are computed (they are read
+    through `_input_chunks`); else x wraps an array in memory and its chunks are used as
+    they are (a chunk's graph would carry the whole array to every task)."""
+    import operator
+
     import dask.array as da
     from dask.highlevelgraph import HighLevelGraph
 
     grid = scene.job.grid
-    T = x.shape[0]
     ybounds, xbounds = _bounds(out_chunks[0]), _bounds(out_chunks[1])
     in_y, in_x = _bounds(x.chunks[2]), _bounds(x.chunks[3])
-    ny, nx = len(ybounds) - 1, len(xbounds) - 1
-    stats_name = f"eo2sar-stats-{token}"
-    group_name = f"eo2sar-tiles-{token}"
+    stats_name, group_name = f"eo2sar-stats-{token}", f"eo2sar-tiles-{token}"
+    chunk_name = f"eo2sar-chunk-{token}"
+    names = {"sar": f"eo2sar-sar-{token}", "heat": f"eo2sar-heat-{token}"}
+    whats = ("sar", "heat") if heatmap else ("sar",)
     module_key = None
     layer: dict[Any, Any] = {}
-    deps = [x]
     if module is not None:
         module_key = f"eo2sar-model-{token}"
         layer[module_key] = _Opaque(module)
-    # a tile belongs to the output chunk its top-left pixel lies in; the tiles of one
-    # chunk and one grid row are a group (a task of about chunk / stride tiles, like the
-    # pipeline's batches: enough tasks to keep every thread busy)
-    groups: dict[tuple[int, int, int], list[int]] = {}
-    for t in range(grid.count):
-        r, c = grid.origin(t)
-        groups.setdefault((_chunk_of(ybounds, r), _chunk_of(xbounds, c), t // grid.nx),
-                          []).append(t)
-    group_of = {t: g for g, tiles in groups.items() for t in tiles}
-    for ti in range(T):
-        source = _Opaque(_culled(x[ti]))
-        layer[(stats_name, ti)] = (_scene_stats, scene, source, module_key)
-        for g, tiles in groups.items():
-            r0 = grid.origin(tiles[0])[0]
-            c0 = grid.origin(tiles[0])[1]
-            r1 = min(grid.height, r0 + grid.tile)
-            c1 = min(grid.width, grid.origin(tiles[-1])[1] + grid.tile)
-            bi = _blocks_between(in_y, r0, r1)
-            bj = _blocks_between(in_x, c0, c1)
-            blocks = [[(x.name, ti, 0, a, b) for b in bj] for a in bi]
-            region = (r0, c0, r0 - in_y[bi[0]], c0 - in_x[bj[0]])
-            layer[(group_name, ti, *g)] = (
-                _tile_group, scene, (stats_name, ti), module_key, tuple(tiles), region, blocks)
+    own, shared = _tile_sets(grid, ybounds, xbounds)
+    spans: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
+    for g in shared:  # ascending keys; the blend order is the tiles', not the groups'
+        for i in range(g[0], g[2] + 1):
+            for j in range(g[1], g[3] + 1):
+                spans.setdefault((i, j), []).append(g)
+    for ti in range(x.shape[0]):
+        layer[(stats_name, ti)] = (_scene_stats, scene, _Opaque(_culled(x[ti])), module_key)
+    input_name = f"eo2sar-input-{token}" if lazy else x.name
+    for ti in range(x.shape[0]):
+        stats = (stats_name, ti)
+        if lazy:
+            layer.update(_input_chunks(x, ti, stats, input_name))
+        for g, tiles in shared.items():
+            region, blocks = _reads(grid, tiles, in_y, in_x, input_name, ti)
+            layer[(group_name, ti, *g)] = (_tile_group, scene, stats, module_key,
+                                           tuple(tiles), region, blocks)
+        for i in range(len(ybounds) - 1):
+            for j in range(len(xbounds) - 1):
+                r0, c0 = ybounds[i], xbounds[j]
+                h, w = ybounds[i + 1] - r0, xbounds[j + 1] - c0
+                mine = tuple(own.get((i, j), ()))
+                region, blocks = _reads(grid, mine, in_y, in_x, input_name, ti)
+                task = (_chunk, scene, stats, module_key, (c0, r0, w, h),
+                        tuple(grid.tiles_in(Window(c0, r0, w, h))), whats, mine, region,
+                        blocks, *[(group_name, ti, *g) for g in spans.get((i, j), ())])
+                if not heatmap:
+                    layer[(names["sar"], ti, 0, i, j)] = task
+                    continue
+                layer[(chunk_name, ti, i, j)] = task
+                for k, what in enumerate(whats):
+                    layer[(names[what], ti, 0, i, j)] = (
+                        operator.getitem, (chunk_name, ti, i, j), k)
     arrays = []
-    for what in ("sar", "heat") if heatmap else ("sar",):
-        name = f"eo2sar-{what}-{token}"
-        blend: dict[Any, Any] = {}
-        for ti in range(T):
-            for i in range(ny):
-                for j in range(nx):
-                    r0, r1 = ybounds[i], ybounds[i + 1]
-                    c0, c1 = xbounds[j], xbounds[j + 1]
-                    win = Window(c0, r0, c1 - c0, r1 - r0)
-                    tiles = tuple(grid.tiles_in(win))
-                    needed = sorted({group_of[t] for t in tiles})
-                    blend[(name, ti, 0, i, j)] = (
-                        _blend, scene, (c0, r0, c1 - c0, r1 - r0), tiles, what, True,
-                        *[(group_name, ti, *g) for g in needed])
-        graph = HighLevelGraph.from_collections(name, {**layer, **blend}, dependencies=deps)
+    for what in whats:
+        graph = HighLevelGraph.from_collections(names[what], layer,
+                                                 dependencies=[] if lazy else [x])
         bands = scene.job.output_bands if what == "sar" else 1
         dtype = output_dtype_nodata(scene.config.output_scale)[0] if what == "sar" \
             else "float32"
-        arrays.append(da.Array(graph, name, ((1,) * T, (bands,), *out_chunks), dtype=dtype))
+        arrays.append(da.Array(graph, names[what], ((1,) * x.shape[0], (bands,), *out_chunks),
+                               dtype=dtype))
     return arrays[0], (arrays[1] if heatmap else None)
 
 
@@ -533,7 +603,7 @@ def translate(
             options["nodata"] = nd
     cfg = base.replace(**options) if options else base
     contract, sha, mcfg = _model_facts(model_path, module)
-    cfg = resolve_for_model(cfg, contract, label)
+    cfg = resolve_for_model(cfg, contract, label, out_ch=mcfg.out_ch if contract else None)
     if not mcfg.light and cfg.tile_size != mcfg.img_size:
         raise ModelError(f"is a full (non-light) U-GAT-IT model for {mcfg.img_size} px tiles, "
                          f"tile_size {cfg.tile_size} asked", path=label,
@@ -549,22 +619,25 @@ def translate(
     grid = TileGrid(width, height, cfg.tile_size, cfg.overlap)
     job = InferenceJob(
         input_path=label, bands=tuple(range(1, len(picked) + 1)), nodata=cfg.nodata,
-        scaling=Scaling("empty", (), ()), grid=grid, output_bands=cfg.output_bands,
+        scaling=Scaling("empty", (), ()), grid=grid, output_bands=output_count(cfg),
         heatmap=heatmap, model_path=model_path, model_sha256=sha, device=cfg.device,
         precision=cfg.precision, channels_last=cfg.channels_last, compile=cfg.compile,
-        micro_batch=cfg.forward_micro_batch())
+        micro_batch=cfg.forward_micro_batch(), channels=output_channels(cfg, contract))
     scene = _Scene(job=job, config=cfg, label=label,
                    scales=_per_band(data.attrs.get("scale_factor"), picked, n_bands, 1.0),
                    offsets=_per_band(data.attrs.get("add_offset"), picked, n_bands, 0.0),
-                   descriptions=tuple(names))
+                   descriptions=tuple(names), reflectance_range=reflectance_range(contract),
+                   db_ranges=output_db_ranges(cfg, contract) if contract else ())
+    _check_reflectance(scene)
 
     x = arr.data if time_dim is not None else arr.data[None]
     out_chunks = _output_chunks(x, chunks, height, width)
-    if not isinstance(x, da.Array):
+    lazy = isinstance(x, da.Array)
+    if not lazy:
         x = da.from_array(np.asarray(x), chunks=(1, -1, *out_chunks))
     x = x.rechunk({0: 1, 1: -1})
     token = tokenize(x.name, scene, out_chunks, heatmap, sha, id(module) if module else None)
-    sar, heat = _build(x, scene, module, out_chunks, heatmap, token)
+    sar, heat = _build(x, scene, module, out_chunks, heatmap, token, lazy)
     if time_dim is None:
         sar = sar[0]
         heat = None if heat is None else heat[0]
@@ -575,6 +648,28 @@ def translate(
     hm = _wrap(xr, arr, heat, time_dim, band_dim, y_dim, x_dim, cfg, contract, mcfg.out_ch,
                names, sha, label, "heatmap")
     return xr.Dataset({"sar": out, "heatmap": hm})
+
+
+def _check_reflectance(scene: _Scene) -> None:
+    """scale "reflectance" (a reflectance model's default) needs each band's scale to
+    reflectance: `reflectance_scale` (as --reflectance-scale), else the array's attrs
+    scale_factor / add_offset (rioxarray's reading of the band Scale/Offset), as
+    `pipeline run` takes them from the raster. Checked here, when the result is built,
+    so that an unknown scale is a one-line error at the call, not in a task."""
+    config = scene.config
+    if config.scale != "reflectance":
+        return
+    attrs = ArrayReader(np.empty((len(scene.job.bands), 0, 0)), nodata=None, height=0,
+                        width=0, scales=scene.scales, offsets=scene.offsets)
+    try:
+        band_reflectance(attrs, scene.job.bands, "data", config.reflectance_scale)
+    except InputError:
+        raise InputError(
+            "reflectance scale unknown: the array's attrs have no scale_factor / add_offset "
+            "saying how its values become reflectance, and a reflectance model must not be "
+            "fed a guess", path="data",
+            hint="declare it: reflectance_scale=0.0001 for Sentinel-2 DN (x 10000), "
+            "reflectance_scale=(0.0000275, -0.2) for Landsat C2 Level-2") from None
 
 
 def _standard_dims(data: Any, band_dim: str, time_dim: str | None, y_dim: str, x_dim: str
@@ -736,7 +831,9 @@ def _wrap(xr: Any, arr: Any, values: Any, time_dim: str | None, band_dim: str, y
     if what == "sar":
         pols = ((contract or {}).get("sar") or {}).get("polarisations") \
             if isinstance((contract or {}).get("sar"), Mapping) else None
-        if cfg.output_bands == 1:
+        if cfg.polarisations:  # a model with polarisations: those chosen, one band each
+            labels = list(cfg.polarisations)
+        elif cfg.output_bands == 1:
             labels = ["sar"] if not pols or len(pols) != 1 else list(pols)
         elif pols and len(pols) == cfg.output_bands:
             labels = [str(p) for p in pols]

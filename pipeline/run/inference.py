@@ -173,11 +173,15 @@ def pin_threads(device: str, precision: str = "fp32") -> None:
         torch.set_num_threads(CPU_TORCH_THREADS)
 
 
-def run_batch(job: InferenceJob, tiles: Sequence[int]) -> list[TileOutput | None]:
+def run_batch(job: InferenceJob, tiles: Sequence[int], *, reader: Any = None,
+              runner: Generator | None = None) -> list[TileOutput | None]:
     """Read, scale and translate the given tiles; None for a tile with no valid pixel
     and for the tiles of `job.done` (the statistics pass made them: the caller has them).
 
     Runs in a Dask task: any thread of the local scheduler or any distributed worker.
+    `reader`: a rasterio dataset look-alike to read instead of opening job.input_path
+    (`translate`'s ArrayReader over the input chunks); `runner`: the prepared generator
+    instead of get_runner(job)'s (a module given to `translate`): one body for both APIs.
     """
     pin_threads(job.device, job.precision)
     size = job.grid.tile
@@ -187,8 +191,11 @@ def run_batch(job: InferenceJob, tiles: Sequence[int]) -> list[TileOutput | None
     results: list[TileOutput | None] = [None] * len(tiles)
     todo = [k for k, index in enumerate(tiles) if index not in job.done]
     origins = [job.grid.origin(tiles[k]) for k in todo]
-    with gdal_env(), rasterio.open(job.input_path) as ds:
-        reads = read_tiles(ds, job.bands, origins, size, nodata=job.nodata)
+    with contextlib.ExitStack() as stack:
+        if reader is None:
+            stack.enter_context(gdal_env())
+            reader = stack.enter_context(rasterio.open(job.input_path))
+        reads = read_tiles(reader, job.bands, origins, size, nodata=job.nodata)
         for k, (data, valid, inside) in zip(todo, reads, strict=True):
             if inside:
                 inputs.append(to_model_input(data, valid, job.scaling))
@@ -196,7 +203,7 @@ def run_batch(job: InferenceJob, tiles: Sequence[int]) -> list[TileOutput | None
                 keep.append(k)
     if not inputs:
         return results
-    gen = get_runner(job)
+    gen = runner if runner is not None else get_runner(job)
     x = torch.from_numpy(np.stack(inputs))
     try:
         out, heat = forward_fixed_shape(

@@ -235,11 +235,15 @@ def test_a_huge_lazy_array_has_chunk_bounded_tasks(tiny_checkpoint):
     graph = dict(one.__dask_graph__().cull(set(one.__dask_keys__()[0][0])))
     keys = {k[0] if isinstance(k, tuple) else k for k in graph}
     groups = [k for k in graph if isinstance(k, tuple) and str(k[0]).startswith("eo2sar-tiles")]
-    inputs = [k for k in graph if isinstance(k, tuple) and len(k) == 5
-              and not str(k[0]).startswith("eo2sar")]
-    # its own chunk's rows of tiles, and those of the chunks left, up, up-left that reach
-    # into it: 6 tile rows x 2 owner chunks across
-    assert len(groups) == 12
+    # input chunks are computed by tasks that wait for the statistics (not ahead of them)
+    inputs = [k for k in graph if isinstance(k, tuple) and str(k[0]).startswith("eo2sar-input")]
+    # the shared tiles only (a chunk's own tiles are computed in its task): its own right
+    # edge, bottom edge and corner, the right edge and corner of the chunk left of it,
+    # the bottom edge and corner of the chunk above, the corner of the one up-left
+    assert len(groups) == 8
+    assert not [k for k in graph if isinstance(k, tuple) and "stats" not in str(k[0])
+                and str(k[0]).startswith("eo2sar") and k not in groups
+                and k not in inputs and not str(k[0]).startswith("eo2sar-sar")]
     assert 4 <= len(inputs) <= 9  # the chunks around it, never more
     assert len(keys) < 40
     corner = out[:, :300, :300].compute()
@@ -304,3 +308,50 @@ def test_bigearthnet_band_files_by_name(tiny_checkpoint):
     out = translate(stack, tiny_checkpoint, tile_size=64, overlap=16)
     assert out.attrs["eo2sar_input_bands"] == "B04,B03,B02"
     assert out.shape == (1, 120, 120)
+
+
+MS_MODEL = DATA.parents[1] / "checkpoints" / "eo2sar_demo_ms_ngf16.pt"
+
+
+def _band_files(chunks: int | None = None) -> xr.DataArray:
+    """The BigEarthNet Sentinel-2 folder's 10 m bands, file by file, named by band id
+    (rioxarray reads no Scale/Offset from them: they store reflectance x 10000)."""
+    files = sorted(BEN.glob("*_B0[2348].tif"))
+    stack = xr.concat([rioxarray.open_rasterio(f, chunks=chunks) for f in files], dim="band")
+    return stack.assign_coords(band=[f.stem.rsplit("_", 1)[1] for f in files])
+
+
+@pytest.mark.skipif(not MS_MODEL.exists(), reason="the multispectral demo checkpoint")
+def test_reflectance_model_same_bytes_as_pipeline_run_on_the_band_folder(tmp_path):
+    """The 4-band reflectance demo model (red, green, blue, nir -> VV, VH): `pipeline run`
+    on the band folder (which knows its reflectance scale, 1/10000) against translate on
+    the band files picked by name, the scale declared (reflectance_scale, as
+    --reflectance-scale) or given by the array's attrs (scale_factor, as rioxarray reads
+    a band Scale/Offset), two chunkings; a chosen polarisation as --polarisations."""
+    ref = cli(BEN, tmp_path / "cli.tif", MS_MODEL)
+    assert ref.shape[0] == 2  # VV, VH: the model's polarisations, one band each
+    declared = translate(_band_files(), MS_MODEL, reflectance_scale=0.0001)
+    assert declared.attrs["eo2sar_input_bands"] == "B04,B03,B02,B08"
+    assert list(declared.coords["polarisation"].values) == ["VV", "VH"]
+    assert same(declared.values, ref)
+    by_attrs = _band_files(chunks=64)
+    by_attrs.attrs.update(scale_factor=0.0001, add_offset=0.0)
+    assert same(translate(by_attrs, MS_MODEL).values, ref)
+    vh = translate(_band_files(chunks=48), MS_MODEL, reflectance_scale="0.0001",
+                   polarisations="VH")
+    assert same(vh.values, cli(BEN, tmp_path / "vh.tif", MS_MODEL, polarisations="VH"))
+    assert list(vh.coords["polarisation"].values) == ["VH"]
+
+
+@pytest.mark.skipif(not MS_MODEL.exists(), reason="the multispectral demo checkpoint")
+def test_reflectance_unknown_is_one_line_when_built():
+    """Raw DN with no scale in attrs, nothing declared: refused when the result is built
+    (not in a task at compute time), one line naming the option; a bad value as the flag's."""
+    with pytest.raises(arrays.InputError) as err:
+        translate(_band_files(), MS_MODEL)
+    text = err.value.format()
+    assert "\n" not in text and "reflectance scale unknown" in text
+    assert "reflectance_scale=0.0001" in text
+    with pytest.raises(ConfigError, match="bad value for reflectance_scale") as err:
+        translate(_band_files(), MS_MODEL, reflectance_scale=-1)
+    assert "positive SCALE" in err.value.format()
