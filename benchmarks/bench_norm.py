@@ -52,7 +52,7 @@ import torch
 from rasterio.windows import Window
 
 from benchmarks._common import DEFAULT_OUT, REPO, format_table, make_checkpoint, write_json
-from pipeline.config import DEFAULT_NORM_SAMPLE, PipelineConfig
+from pipeline.config import PipelineConfig, auto_norm_sample
 from pipeline.inputs.radiometry import read_masked, to_model_input
 from pipeline.metrics import tile_consistency
 from pipeline.run import norm_sample
@@ -79,7 +79,13 @@ SCENES: dict[str, tuple[Any, tuple[int, ...], Window | None]] = {
     "s2_ssl4eo (4 tiles)": ([S2_SSL / f"B{b}.tif" for b in (4, 3, 2)], (1, 2, 3), None),
     "s2_bigearthnet (1 tile)": ([S2_BEN / f"{S2_BEN.name}_B0{b}.tif" for b in (4, 3, 2)],
                                 (1, 2, 3), None),
+    # The one real scene without nodata larger than 64 tiles of 256 px is not bundled
+    # (the L8 scene's collar-free square is 1450 px): the 1440 px crop cut in 128 px
+    # tiles (overlap 32: 225 tiles) stands in for a scene with more tiles than a sample.
+    "l8_1440 @128 px (225 tiles)": (L8, (3, 2, 1), Window(0, 415, 1440, 1440)),
 }
+# tile size and overlap of a scene's runs when not the defaults (256 px)
+TILING = {"l8_1440 @128 px (225 tiles)": {"tile_size": 128, "overlap": 32}}
 QUICK_SCENES = ("l8_1280 (49 tiles)", "l7_olinda (4 tiles)", "s2_ssl4eo (4 tiles)")
 
 
@@ -91,7 +97,7 @@ def prepare_scene(name: str, tmp: Path) -> tuple[Path, tuple[int, ...]]:
     """The scene as a GeoTIFF whose sides are multiples of 4 (the whole-scene forward of
     the light generator needs them); the bands the run reads."""
     src, bands, window = SCENES[name]
-    dst = tmp / (name.split()[0] + ".tif")
+    dst = tmp / (name.split()[0] + ("_128" if "@128" in name else "") + ".tif")
     if isinstance(src, list):  # Sentinel-2 band files of one grid: stack R, G, B
         with rasterio.open(src[0]) as ds:
             profile = ds.profile
@@ -146,23 +152,27 @@ def sample_seed(seed: int) -> Iterator[None]:
 def consistency(model: Path, names: list[str], samples: list[int], seeds: list[int],
                 tmp: Path) -> list[dict[str, Any]]:
     rows = []
+    ngf = load_checkpoint(model, networks=("genA2B",)).genA2B.config.ngf
     for name in names:
         path, bands = prepare_scene(name, tmp)
+        tiling = TILING.get(name, {})
         whole = whole_scene_output(path, bands, model)
-        tiled, result = run(path, tmp / "tile.tif", model, bands=bands, norm="tile")
+        tiled, result = run(path, tmp / "tile.tif", model, bands=bands, norm="tile", **tiling)
         tiles = result.tiles_total
         rows.append({"scene": name, "tiles": tiles, "norm": "tile", "sample": None,
                      "seed": None, **tile_consistency(tiled, whole, BOX),
                      "pass_s": 0.0, "run_s": result.seconds})
-        sizes = sorted({min(n, tiles) for n in samples})
+        auto = auto_norm_sample(ngf, tiling.get("tile_size", 256))
+        sizes = sorted({min(n, tiles) for n in [*samples, auto]})
         for n in sizes:
             for seed in (seeds if n < tiles else seeds[:1]):  # "all": one draw
                 with sample_seed(seed):
                     tiled, result = run(path, tmp / "scene.tif", model, bands=bands,
-                                        norm="scene", norm_sample=n)
+                                        norm="scene", norm_sample=n, **tiling)
+                label = f"all {n}" if n >= tiles else n
                 rows.append({"scene": name, "tiles": tiles, "norm": "scene",
-                             "sample": n if n < tiles else f"all {n}", "seed": seed,
-                             **tile_consistency(tiled, whole, BOX),
+                             "sample": f"{label} (auto)" if n == min(auto, tiles) else label,
+                             "seed": seed, **tile_consistency(tiled, whole, BOX),
                              "pass_s": result.norm_seconds, "run_s": result.seconds})
         print(format_table([r for r in rows if r["scene"] == name],
                            ["scene", "tiles", "norm", "sample", "seed", "box_mean_abs_diff",
@@ -197,6 +207,7 @@ def original_loop_rate(model: Path, seconds: float) -> float:
         torch.set_num_threads(before)
 
 
+AUTO_SEED = auto_norm_sample(64, 256)  # the default sample of the seed-size speed model
 VARIANTS = {"fp32": {}, "fp32 + compile": {"compile": True},
             "fastest (bf16 + compile)": {"precision": "bf16", "compile": True}}
 
@@ -232,7 +243,7 @@ def speed(model: Path, scene_tiles: list[int], seconds: float, tmp: Path,
         warmup = time.perf_counter() - t0
         for path, label in paths.values():
             _, res = run(path, tmp / "speed_out.tif", model, bands=(3, 2, 1), **options)
-            sample = min(DEFAULT_NORM_SAMPLE, res.tiles_run)
+            sample = min(AUTO_SEED, res.tiles_run)
             rest_s = res.seconds - res.norm_seconds
             rest_rate = (res.tiles_run - sample) / rest_s if res.tiles_run > sample else None
             pass_rate = sample / res.norm_seconds if res.norm_seconds else None
@@ -251,7 +262,7 @@ def speed(model: Path, scene_tiles: list[int], seconds: float, tmp: Path,
     for r in rows:
         r["vs_original_loop"] = r["tiles_per_s"] / reference
     return {"original_loop_tiles_per_s": [before, after], "rows": rows,
-            "sample": DEFAULT_NORM_SAMPLE}
+            "sample": AUTO_SEED}
 
 
 # ---------------------------------------------------------------------------------------
@@ -316,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=DEMO, help="consistency: the model")
-    ap.add_argument("--samples", type=int, nargs="+", default=[4, 8, 16, 24, 32, 48, 64])
+    ap.add_argument("--samples", type=int, nargs="+", default=[16, 32, 48, 64, 128])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--scenes", nargs="*", default=list(SCENES), choices=list(SCENES),
                     help="consistency scenes (none: skip the section)")
@@ -333,14 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.scenes = list(QUICK_SCENES)
-        args.samples, args.seeds = [4, DEFAULT_NORM_SAMPLE, 64], [0]
+        args.samples, args.seeds = [4, 16, 64], [0]
         args.speed_scenes, args.seconds, args.ngf = [9], 3.0, 16
         args.memory_samples, args.no_compile = [8], True
     variants = {k: v for k, v in VARIANTS.items()
                 if not (args.no_compile and v.get("compile"))
                 and (v.get("precision") != "bf16" or cpu_has_bf16())}
     doc: dict[str, Any] = {"model": args.model.name, "box": BOX,
-                           "default_sample": DEFAULT_NORM_SAMPLE}
+                           "default_sample": "auto (auto_norm_sample: the model's width)"}
     with tempfile.TemporaryDirectory(prefix="eo2sar_norm_") as tmp_name:
         tmp = Path(tmp_name)
         if args.scenes:
@@ -350,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.speed_scenes:
             model = make_checkpoint(tmp / f"ngf{args.ngf}.pt", ngf=args.ngf, n_res=4)
             print(f"\n== speed, default options (--norm scene, sample "
-                  f"{DEFAULT_NORM_SAMPLE}), ngf {args.ngf}, vs the original loop", flush=True)
+                  f"auto = {auto_norm_sample(args.ngf, 256)}), ngf {args.ngf}, vs the original "
+                  "loop", flush=True)
             doc["speed"] = {"ngf": args.ngf, **speed(model, args.speed_scenes, args.seconds,
                                                       tmp, variants)}
     if args.memory_samples:

@@ -58,14 +58,20 @@ COMPRESSIONS = ("DEFLATE", "ZSTD", "LZW", "NONE")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 NORM_MODES = ("scene", "tile")
 # Tiles pooled for the scene's normalisation statistics (--norm-sample). A scene with no
-# more fully valid tiles than this pools every one of them, and its tiled output then
-# matches the demo model's whole-scene forward (33 px box mean |diff| 0.000-0.001,
-# correlation 1.000 on Landsat 8 crops of 49 and 64 tiles and Landsat 7; each tile's
-# statistics over its core, pipeline/run/norm_sample.py). Fewer spread tiles of the same
-# scenes (3 draws each): 16 -> 0.010-0.020, 32 -> 0.002-0.016, 48 of 64 -> 0.008-0.014
+# more fully valid tiles than the sample pools every one of them, and its tiled output then
+# matches the model's whole-scene forward (33 px box mean |diff| 0.000-0.001, correlation
+# 1.000 on Landsat 8 crops of 49 and 64 tiles and Landsat 7; each tile's statistics over
+# its core, pipeline/run/norm_sample.py). Fewer spread tiles of the same scenes (3 draws
+# each) fall short of 0.01: 16 -> 0.010-0.020, 32 -> 0.002-0.016, 48 of 64 -> 0.008-0.014
 # (docs/performance.md, "Scene statistics"). The pass's tiles are part of the output, so
-# the size costs memory (~20 MiB per tile of a seed-size model), not time.
-DEFAULT_NORM_SAMPLE = 64
+# the size costs memory, not time: the pass parks every sampled tile's activations at one
+# norm layer at a time, ~1.4 x 4 bytes x ngf x tile^2 a tile (22 MiB at ngf 64, 256 px,
+# measured). So the default, "auto", is as many tiles as NORM_PASS_BUDGET holds for the
+# model at hand: 64 for a seed-size model (ngf 64), 272 for the demo models (ngf 16),
+# i.e. every tile of a scene up to ~3000 px for them (auto_norm_sample).
+DEFAULT_NORM_SAMPLE = "auto"
+NORM_PASS_BUDGET = 1.5 * 2**30  # bytes of parked activations the automatic sample may use
+NORM_SAMPLE_LIMITS = (16, 1024)  # the automatic sample's floor and ceiling
 # Tiles per generator forward on a GPU unless --micro-batch says otherwise. The bare
 # light generator (ngf 64, fp32) ran 552 tiles/s at batch 8 and 647 at batch 32 on an
 # H200 (issue 8); 32 keeps the card fed and its activations (~1 GiB) fit any GPU we target.
@@ -206,6 +212,25 @@ def _int_min(minimum: int, multiple: int = 1, why: str = "") -> Parser:
     return parse
 
 
+def _int_min_or_auto(value: Any, key: str) -> int | str:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return parse_int(value, key)
+    except ConfigError:
+        raise _bad(key, value, "auto or an integer >= 1") from None
+
+
+def auto_norm_sample(ngf: int, tile: int, budget: float = NORM_PASS_BUDGET) -> int:
+    """`--norm-sample auto`: the tiles whose parked activations fit `budget` (see
+    DEFAULT_NORM_SAMPLE), a multiple of 16 within NORM_SAMPLE_LIMITS. Depends on the
+    model's width and the tile size only, so a scene's sample (and bytes) stay a
+    function of the scene, model and settings."""
+    per_tile = 1.4 * 4 * ngf * tile * tile
+    n = int(budget // per_tile) // 16 * 16
+    return max(NORM_SAMPLE_LIMITS[0], min(NORM_SAMPLE_LIMITS[1], n))
+
+
 def _percentiles(value: Any, key: str) -> tuple[float, float] | None:
     if value is None:
         return None
@@ -276,7 +301,7 @@ def _pair_text(pair: tuple[float, float]) -> str:
 
 def setting(default: Any, parse: Parser, help: str, *, default_text: str | None = None,
             flag: bool = True, choices: tuple[str, ...] | None = None,
-            flag_type: type | None = None) -> Any:
+            flag_type: type | None = None, metavar: str | None = None) -> Any:
     """A PipelineConfig field: its default, parser and help text, in one place.
 
     `default_text` describes a None default ("the model's ... else 2,98"); `flag=False`
@@ -285,7 +310,7 @@ def setting(default: Any, parse: Parser, help: str, *, default_text: str | None 
     """
     return dataclasses.field(default=default, metadata={
         "parse": parse, "help": help, "default_text": default_text, "flag": flag,
-        "choices": choices, "type": flag_type,
+        "choices": choices, "type": flag_type, "metavar": metavar,
     })
 
 
@@ -350,12 +375,14 @@ class PipelineConfig:
         "whole-scene output, no per-tile brightness); tile = each tile its own (the "
         "behaviour before scene statistics; for comparison, or a model trained that way).",
         choices=NORM_MODES)
-    norm_sample: int = setting(
-        DEFAULT_NORM_SAMPLE, _int_min(1),
+    norm_sample: int | str = setting(
+        DEFAULT_NORM_SAMPLE, _int_min_or_auto,
         "--norm scene: tiles pooled for the statistics, spread over the scene, fully valid "
-        "pixels only (a scene with fewer uses all; their outputs are the run's, pooled "
-        "layer by layer: memory grows with it, time does not).",
-        flag_type=int)
+        "pixels only; a scene with no more tiles uses all of them and matches the model's "
+        "whole-scene forward. Their outputs are the run's, pooled layer by layer: memory "
+        "grows with it (~22 MiB a tile at ngf 64), time does not. auto = as many as 1.5 "
+        "GiB of activations hold for the model (64 at ngf 64, 272 at ngf 16).",
+        flag_type=str, metavar="auto|N")
     # --- output -----------------------------------------------------------------------
     output_bands: int = setting(
         1, _output_bands, "1 = mean of the generator's 3 channels, 3 = all. A model "
@@ -485,7 +512,8 @@ class PipelineConfig:
     @property
     def resolved(self) -> bool:
         """Whether the model-dependent settings are set (see `resolve_for_model`)."""
-        return all(getattr(self, name) is not None for name in CONTRACT_KEYS)
+        return all(getattr(self, name) is not None for name in CONTRACT_KEYS) and (
+            self.norm_sample != "auto")
 
 
 def settings() -> tuple[dataclasses.Field, ...]:
@@ -571,8 +599,8 @@ def from_values(values: dict[str, Any], *, source: str,
 
 
 def resolve_for_model(config: PipelineConfig, contract: dict[str, Any] | None,
-                      source: str = "checkpoint", out_ch: int | None = None
-                      ) -> PipelineConfig:
+                      source: str = "checkpoint", out_ch: int | None = None,
+                      ngf: int | None = None) -> PipelineConfig:
     """The config with the model-dependent settings resolved (flag > config > model >
     default) and their origins recorded. The one place this is decided; call it where the
     plan is made, before hashing the config. Idempotent. Raises ModelError for a contract
@@ -582,13 +610,18 @@ def resolve_for_model(config: PipelineConfig, contract: dict[str, Any] | None,
     "reflectance" unless a flag (or a config file value other than the default "auto")
     chose another scale; a model whose contract names polarisations gets `polarisations`
     (all of them unless chosen), so its outputs hash apart from the 3-channel models'.
-    `out_ch`: the generator's output channels, checked against the polarisations."""
+    `out_ch`: the generator's output channels, checked against the polarisations.
+    `ngf`: the generator's width, which sizes `--norm-sample auto` (auto_norm_sample;
+    a seed-size model's 64 when not given)."""
     given = {name: (getattr(config, name), config.origin(name)) for name in CONTRACT_KEYS}
     resolved = resolve_radiometry(given, contract, source)
     if config.output_scale == "db" and resolved["db_range"][1] == "default":
         check_absolute_db(contract, source)
     origins = {**dict(config.origins), **{k: origin for k, (_, origin) in resolved.items()}}
     changes: dict[str, Any] = {k: value for k, (value, _) in resolved.items()}
+    if config.norm_sample == "auto":
+        changes["norm_sample"] = auto_norm_sample(ngf or 64, config.tile_size)
+        origins["norm_sample"] = "model"
     eo = (contract or {}).get("eo")
     method = eo.get("method") if isinstance(eo, dict) else None
     scale_origin = config.origin("scale")

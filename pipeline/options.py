@@ -45,6 +45,8 @@ def config_option(name: str) -> Callable[[F], F]:
         kwargs["type"] = click.Choice(list(meta["choices"]))
     elif meta["type"] is not None:
         kwargs["type"] = meta["type"]
+    if meta.get("metavar"):
+        kwargs["metavar"] = meta["metavar"]
     return option_for(field, meta["help"], **kwargs)
 
 

@@ -603,7 +603,8 @@ def translate(
             options["nodata"] = nd
     cfg = base.replace(**options) if options else base
     contract, sha, mcfg = _model_facts(model_path, module)
-    cfg = resolve_for_model(cfg, contract, label, out_ch=mcfg.out_ch if contract else None)
+    cfg = resolve_for_model(cfg, contract, label, out_ch=mcfg.out_ch if contract else None,
+                            ngf=mcfg.ngf)
     if not mcfg.light and cfg.tile_size != mcfg.img_size:
         raise ModelError(f"is a full (non-light) U-GAT-IT model for {mcfg.img_size} px tiles, "
                          f"tile_size {cfg.tile_size} asked", path=label,

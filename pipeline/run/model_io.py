@@ -40,6 +40,8 @@ class ModelIO:
     #: the polarisations of the output channels (() for a 3-channel model)
     polarisations: tuple[str, ...]
     contract: Mapping[str, Any] | None = None
+    #: the generator's width (sizes --norm-sample auto: pipeline.config.auto_norm_sample)
+    ngf: int = 64
 
     @property
     def by_name(self) -> bool:
@@ -77,7 +79,7 @@ def model_io(model_path: str | Path, contract: Mapping[str, Any] | None = None) 
         contract = model_contract(path)
     return ModelIO(cfg.in_ch, cfg.out_ch, model_band_names(contract, cfg.in_ch),
                    model_polarisations(dict(contract or {}), cfg.out_ch, str(path)),
-                   contract)
+                   contract, cfg.ngf)
 
 
 def input_names(model_path: str | Path) -> tuple[str, ...] | None:

@@ -40,7 +40,7 @@ from pipeline.run.checks import (
     open_input,
     read_error,
 )
-from pipeline.run.inference import InferenceJob, get_generator
+from pipeline.run.inference import InferenceJob
 from pipeline.run.model_io import (
     model_contract,
     model_io,
@@ -197,8 +197,9 @@ def resolve_model_config(model_path: Path, config: PipelineConfig) -> PipelineCo
     if config.resolved:
         return config
     contract = model_contract(model_path)
-    return resolve_for_model(config, contract, str(model_path),
-                             out_ch=model_io(model_path, contract).out_ch)
+    mio = model_io(model_path, contract)
+    return resolve_for_model(config, contract, str(model_path), out_ch=mio.out_ch,
+                             ngf=mio.ngf)
 
 
 def output_count(config: PipelineConfig) -> int:
@@ -337,7 +338,7 @@ def plan_scene(
         check_declared_size(ds, bands, inp)
         check_readable(ds, bands, inp)
         config = resolve_for_model(config, contract, str(request.model),  # idempotent
-                                   out_ch=mio.out_ch)
+                                   out_ch=mio.out_ch, ngf=mio.ngf)
         scaling = scene_scaling(ds, bands, config, inp, reflectance_range(contract), label)
         grid = TileGrid(ds.width, ds.height, config.tile_size, config.overlap)
         sample = None
@@ -368,7 +369,7 @@ def plan_scene(
             memory_bytes=estimate_memory(
                 config, grid, len(bands), threads, request.heatmap is not None,
                 norm_tiles=_local_norm_tiles(sample, config, client),
-                ngf=get_generator(str(request.model.resolve()), sha, "cpu")[1].ngf,
+                ngf=mio.ngf,
             ),
             model_sha256=sha,
             model_desc=desc,

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from pipeline import PipelineWarning, load_config, run_scene
 from pipeline.cli import main as pipeline_cli
 from pipeline.config import PipelineConfig
+from pipeline.errors import ConfigError
 from pipeline.inputs.radiometry import read_masked, to_model_input
 from pipeline.metrics import tile_consistency
 from pipeline.run import inference
@@ -228,7 +229,7 @@ def test_cli_flags_and_dry_run(scene, ckpt, tmp_path):
     res = runner.invoke(pipeline_cli, [*base, "--norm-sample", "0"])
     assert res.exit_code != 0 and "norm_sample" in res.output
     help_text = runner.invoke(pipeline_cli, ["run", "--help"]).output
-    assert "--norm [scene|tile]" in help_text and "--norm-sample INTEGER" in help_text
+    assert "--norm [scene|tile]" in help_text and "--norm-sample auto|N" in help_text
 
 
 def test_bf16_run_pools_float32_statistics_of_its_own_activations(scene, ckpt, tmp_path,
@@ -307,3 +308,35 @@ def test_a_scene_with_fewer_tiles_than_the_sample_is_all_from_the_pass(
     run(scene, tmp_path / "forwarded.tif", ckpt, norm_sample=32, **TILE)
     assert sum(forwards) == 25
     assert read(tmp_path / "pass.tif").tobytes() == read(tmp_path / "forwarded.tif").tobytes()
+
+
+def test_auto_sample_is_sized_by_the_models_activations(scene, ckpt, tmp_path):
+    """--norm-sample auto (the default) resolves, per model, to the tiles whose parked
+    activations fit the budget: 64 for a seed-size model at 256 px, 272 for the demo
+    models' ngf 16, the ceiling for a narrow one; the resolved number is what the plan
+    samples, the output records and the config hash sees (an explicit 1024 hashes the
+    same as auto for this ngf 8 model)."""
+    from pipeline.config import NORM_SAMPLE_LIMITS, auto_norm_sample
+
+    assert auto_norm_sample(64, 256) == 64 and auto_norm_sample(16, 256) == 272
+    assert auto_norm_sample(16, 512) == 64 and auto_norm_sample(4, 64) == NORM_SAMPLE_LIMITS[1]
+    assert auto_norm_sample(512, 512) == NORM_SAMPLE_LIMITS[0]
+    assert PipelineConfig().norm_sample == "auto"
+    assert load_config(None, {"norm_sample": "AUTO"}).norm_sample == "auto"
+    with pytest.raises(ConfigError, match="norm_sample") as bad:
+        load_config(None, {"norm_sample": "many"})
+    assert "auto or an integer" in str(bad.value.hint)
+    plan, _ = plan_scene(SceneRequest(scene, tmp_path / "o.tif", ckpt, PipelineConfig(**TILE)))
+    want = auto_norm_sample(8, 128)
+    assert plan.config.norm_sample == want == NORM_SAMPLE_LIMITS[1]
+    assert plan.config.origin("norm_sample") == "model"
+    assert plan.norm_sample.requested == want and len(plan.norm_sample.tiles) == 25
+    explicit, _ = plan_scene(SceneRequest(scene, tmp_path / "o.tif", ckpt,
+                                          PipelineConfig(norm_sample=want, **TILE)))
+    assert explicit.config.config_hash() == plan.config.config_hash()
+    res = run(scene, tmp_path / "auto.tif", ckpt, **TILE)
+    with rasterio.open(tmp_path / "auto.tif") as ds:
+        tags = ds.tags()
+    assert json.loads(tags["EO2SAR_CONFIG"])["norm_sample"] == want
+    assert json.loads(tags["EO2SAR_NORM"])["sample"] == want
+    assert res.tiles_run == 25
