@@ -184,12 +184,16 @@ class NormPass:
     `fixed` statistics (`stats`), or, for the `steps` of one chunk of a pooled pass,
     the pooled ones (`pooled`). `real`: the chunk's samples that count (the rest is
     padding, e.g. the zero tiles of a fixed-shape forward); `regions`: per real sample
-    the part of it that counts (None: all of it), in the chunk's `size` (H, W)."""
+    the part of it that counts (None: all of it), in the chunk's `size` (H, W);
+    `weights`: per real sample, how many samples it stands for (None: 1 each): the
+    inverse of its chance to be drawn, so that a sample drawn with unequal chances still
+    estimates the whole population's statistics (Horvitz-Thompson)."""
 
     def __init__(self, fixed: NormStats | None = None, *, real: int = 0,
-                 regions: Sequence[Region] | None = None, size: tuple[int, int] = (0, 0)
-                 ) -> None:
+                 regions: Sequence[Region] | None = None, size: tuple[int, int] = (0, 0),
+                 weights: Sequence[float] | None = None) -> None:
         self.fixed, self.real, self.regions, self.size = fixed, real, regions, size
+        self.weights = weights
 
     def stats(self, key: str, x: Tensor, *, unbiased: bool, layer: bool) -> LayerStats:
         """The fixed statistics of layer `key`."""
@@ -217,7 +221,8 @@ class NormPass:
             else:
                 m = part.mean(dim=(0, 2, 3))
             means.append(m)
-            pixels.append(float((b - a) * (d - c)))
+            weight = 1.0 if self.weights is None else float(self.weights[k])
+            pixels.append(float((b - a) * (d - c)) * weight)
         var = torch.stack(variances).double().cpu() if variance else None
         return (torch.stack(means).double().cpu(), var,
                 torch.tensor(pixels, dtype=torch.float64))
@@ -548,6 +553,7 @@ class ResnetGenerator(nn.Module):
         real: Sequence[int] | None = None,
         *,
         regions: Sequence[Sequence[Region]] | None = None,
+        weights: Sequence[Sequence[float]] | None = None,
         workers: int = 1,
         context: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
         finish: Callable[[int, tuple[Tensor, Tensor, Tensor]], Any] | None = None,
@@ -558,7 +564,8 @@ class ResnetGenerator(nn.Module):
         (out, cam_logit, heatmap))`, default the triple itself). `regions[i]`: per real
         sample of chunk i the rows/columns (r0, r1, c0, c1) whose pixels enter the
         statistics (scaled to each layer's resolution; default: every pixel), e.g. the
-        part of a tile that no other tile of a scene covers (pipeline/run/inference.py).
+        part of a tile that no other tile of a scene covers (pipeline/run/inference.py);
+        `weights[i]`: per real sample of chunk i how many samples it stands for (NormPass).
 
         `workers` threads (one: the caller's) advance the chunks' forwards, taking the
         next chunk as they come free, each thread inside `context()` (autocast and
@@ -583,6 +590,7 @@ class ResnetGenerator(nn.Module):
 
         steps = [self._steps(chunks[i], NormPass(
             real=real[i], regions=None if regions is None else regions[i],
+            weights=None if weights is None else weights[i],
             size=(chunks[i].shape[2], chunks[i].shape[3]))) for i in range(n)]
         # one round per stop: the next chunk to advance, whether any chunk stopped (else
         # every chunk finished), whether the pass is over

@@ -272,12 +272,12 @@ def _scene_stats(scene: _Scene, source: _Opaque, module: _Opaque | None) -> Scen
         sample = norm_sample(reader, job.bands, job.grid, config, path)
         if sample.tiles:
             stats = _norm_stats(dataclasses.replace(job, scaling=scaling), reader,
-                                sample.tiles, module)
+                                sample.tiles, module, sample.tile_weights())
     return SceneStats(scaling, sample, stats)
 
 
 def _norm_stats(job: InferenceJob, reader: ArrayReader, tiles: Sequence[int],
-                 module: _Opaque | None) -> Any:
+                 module: _Opaque | None, weights: Sequence[float] | None = None) -> Any:
     """inference.scene_norm_pass's statistics with the tiles read from the array: the
     same pooled pass `pipeline run` makes (tile cores, layer by layer), so the same
     numbers for the same pixels."""
@@ -287,7 +287,8 @@ def _norm_stats(job: InferenceJob, reader: ArrayReader, tiles: Sequence[int],
             runner = _module_runner(module.value, job.device,
                                     (job.micro_batch, len(job.bands), job.grid.tile),
                                     job.precision, job.channels_last, job.compile, True)[1]
-    return inference.scene_norm_pass(job, tiles, reader=reader, runner=runner).stats
+    return inference.scene_norm_pass(job, tiles, reader=reader, runner=runner,
+                                     weights=weights).stats
 
 
 def _assemble(blocks: list[list[np.ndarray]], r0: int, c0: int, h: int, w: int

@@ -448,7 +448,8 @@ def pass_workers(device: str) -> int:
 
 
 def scene_norm_pass(job: InferenceJob, tiles: Sequence[int], workers: int | None = None,
-                    *, reader: Any = None, runner: Any = None) -> NormPassResult:
+                    *, reader: Any = None, runner: Any = None,
+                    weights: Sequence[float] | None = None) -> NormPassResult:
     """The scene's normalisation statistics pooled over `tiles` (the sample of
     pipeline/run/norm_sample.py), and those tiles' outputs (module docstring).
 
@@ -464,7 +465,8 @@ def scene_norm_pass(job: InferenceJob, tiles: Sequence[int], workers: int | None
     largest: 4 x ngf x tile^2 bytes per tile, the first and last layers), plus
     `workers` forwards' working memory; not one forward of the whole sample.
     `reader`: an open raster-like source instead of `job.input_path` (`translate`'s
-    array reader); `runner`: a prepared generator instead of the cached one.
+    array reader); `runner`: a prepared generator instead of the cached one;
+    `weights`: per tile, how many tiles it stands for (NormSample.weights; 1 each).
     """
     pin_threads(job.device, job.precision)
     if runner is None:
@@ -506,7 +508,10 @@ def scene_norm_pass(job: InferenceJob, tiles: Sequence[int], workers: int | None
                 real.append(min(micro, n - i))
             cores = [core_region(job.grid, t) for t in tiles]
             regions = [cores[i : i + micro] for i in range(0, n, micro)]
-            stats, done = gen.pooled_forward(chunks, real, regions=regions, context=context,
+            w = list(weights) if weights is not None else [1.0] * n
+            stats, done = gen.pooled_forward(chunks, real, regions=regions,
+                                             weights=[w[i : i + micro] for i in range(0, n, micro)],
+                                             context=context,
                                              finish=finish,
                                              workers=workers or pass_workers(job.device))
     except torch.OutOfMemoryError:

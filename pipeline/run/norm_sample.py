@@ -15,7 +15,13 @@ block size, batch size or scheduler, so the output bytes stay independent of the
     full resolution on the tiles picked;
   * spread over the scene: the fully valid tiles in row-major order are cut into
     `n` equal runs and one tile is drawn from each run by a seeded generator (SEED):
-    every part of the scene is represented, and the choice is reproducible.
+    every part of the scene is represented, and the choice is reproducible;
+  * weighted: runs differ in length by one (225 tiles in 128 runs: 97 of 2 tiles, then
+    31 of 1), so a tile's chance to be drawn is 1 / its run's length, and the rows of the
+    short runs (the scene's bottom) would be over-represented. Each drawn tile stands for
+    its run (weight = the run's length, Horvitz-Thompson): unweighted, 128 spread tiles
+    of a 225-tile Landsat crop stayed 0.011-0.012 from the whole-scene forward whatever
+    the draw (a bias, not noise), and 48 of 64 tiles 0.008-0.014.
 Each sampled tile's statistics count over its CORE only (`core_region`): the part of the
 scene that it alone owns in the partition of the scene by the grid (the overlap split in
 the middle between neighbours, nothing past the scene's edge). Pooled over every tile of a
@@ -54,6 +60,12 @@ class NormSample:
     tiles: tuple[int, ...]  # tile numbers on the scene's grid, ascending
     requested: int  # --norm-sample
     fully_valid: bool  # False: the most-valid-tiles fall back (see module docstring)
+    #: per tile (in `tiles` order) how many candidate tiles it stands for; () = 1 each
+    weights: tuple[float, ...] = ()
+
+    def tile_weights(self) -> tuple[float, ...]:
+        """The weights, one per tile (1 each when none were recorded)."""
+        return self.weights or (1.0,) * len(self.tiles)
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": "scene", "sample": self.requested, "tiles": len(self.tiles),
@@ -97,9 +109,17 @@ def tile_valid_fractions(valid: np.ndarray, grid: TileGrid) -> np.ndarray:
 def spread_pick(candidates: np.ndarray, n: int, rng: np.random.Generator) -> list[int]:
     """One candidate from each of `n` equal runs of `candidates` (ascending tile numbers,
     so runs are bands of the scene), drawn by `rng`; all of them if there are <= n."""
+    return [pick for pick, _ in spread_pick_weighted(candidates, n, rng)]
+
+
+def spread_pick_weighted(candidates: np.ndarray, n: int, rng: np.random.Generator
+                         ) -> list[tuple[int, float]]:
+    """`spread_pick` with each pick's weight: the length of the run it was drawn from
+    (the inverse of its chance to be drawn; 1 each when all candidates are taken)."""
     if len(candidates) <= n:
-        return [int(c) for c in candidates]
-    return [int(run[rng.integers(len(run))]) for run in np.array_split(candidates, n)]
+        return [(int(c), 1.0) for c in candidates]
+    return [(int(run[rng.integers(len(run))]), float(len(run)))
+            for run in np.array_split(candidates, n)]
 
 
 def choose_sample(
@@ -117,18 +137,29 @@ def choose_sample(
     fractions = tile_valid_fractions(valid, grid)
     rng = np.random.default_rng(SEED)
     candidates = np.flatnonzero(fractions >= 1.0)
-    picked = spread_pick(candidates, n, rng)
+    weighted = spread_pick_weighted(candidates, n, rng)
+    picked = [p for p, _ in weighted]
     # then the other candidates in a seeded order: replacements for picks that the
-    # full-resolution check rejects (an invalid line the decimated read stepped over)
+    # full-resolution check rejects (an invalid line the decimated read stepped over);
+    # a replacement stands for the run of the pick it replaces
     rest = [int(c) for c in rng.permutation(np.setdiff1d(candidates, picked))]
-    chosen: list[int] = []
-    for index in (picked + rest)[: MAX_CHECKED * n]:
+    chosen: dict[int, float] = {}
+    owed: list[float] = []  # the weights of rejected tiles, for their replacements
+    for k, index in enumerate((picked + rest)[: MAX_CHECKED * n]):
+        if k < len(weighted):
+            weight = weighted[k][1]
+        else:
+            weight = owed.pop(0) if owed else 1.0
         if _fully_valid(ds, bands, grid, index, nodata):
-            chosen.append(index)
+            chosen[index] = weight
             if len(chosen) == n:
                 break
+        else:
+            owed.append(weight)
     if chosen:
-        return NormSample(tuple(sorted(chosen)), n, fully_valid=True)
+        order = sorted(chosen)
+        return NormSample(tuple(order), n, fully_valid=True,
+                          weights=tuple(chosen[i] for i in order))
     # No fully valid tile: the most valid ones (ties: lower tile number first).
     order = [int(i) for i in np.argsort(-fractions, kind="stable") if fractions[i] > 0]
     return NormSample(tuple(sorted(order[:n])), n, fully_valid=False)

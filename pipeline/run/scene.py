@@ -203,7 +203,8 @@ def with_norm_stats(plan: ScenePlan, job: InferenceJob, client: Any
     tiles = list(sample.tiles)
     config = plan.config
     workers = None if client is not None else local_threads(config.threads, config.device)
-    result = run_one_task(client, job.device, inference.scene_norm_pass, job, tiles, workers)
+    weighted = functools.partial(inference.scene_norm_pass, weights=sample.tile_weights())
+    result = run_one_task(client, job.device, weighted, job, tiles, workers)
     seconds = time.perf_counter() - t0
     log.info("%s: normalisation statistics of %d tiles (and their outputs) in %.2f s",
              plan.input.name, len(tiles), seconds)

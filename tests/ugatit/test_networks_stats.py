@@ -261,3 +261,21 @@ def test_a_failing_chunk_fails_the_pass_without_hanging() -> None:
     bad = [x[:1], x[1:2, :, :, :SIZE - 2]]  # not a multiple of 4: refused before any thread
     with pytest.raises(ValueError):
         gen.pooled_forward(bad)
+
+
+def test_a_weighted_sample_counts_as_that_many_copies() -> None:
+    """A sample of weight 2 (a tile standing for a run of two, pipeline/run/
+    norm_sample.py) pools as the same tile given twice: float64 pooling, so equal to
+    float32 rounding; weights of 1 are the unweighted pass bit for bit."""
+    gen = _generator()
+    x = _tiles(2)
+    twice, _ = gen.pooled_forward([x[:1], x[:1], x[1:]])
+    weighted, _ = gen.pooled_forward([x[:1], x[1:]], weights=[[2.0], [1.0]])
+    plain, _ = gen.pooled_forward([x[:1], x[1:]])
+    ones, _ = gen.pooled_forward([x[:1], x[1:]], weights=[[1.0], [1.0]])
+    for k, s in twice.layers.items():
+        assert torch.allclose(s.mean, weighted.layers[k].mean, atol=1e-6), k
+        assert torch.allclose(s.var, weighted.layers[k].var, rtol=1e-5, atol=1e-7), k
+        assert torch.equal(plain.layers[k].var, ones.layers[k].var), k
+        assert not torch.allclose(s.mean, plain.layers[k].mean, atol=1e-6), k
+    assert torch.allclose(twice.z, weighted.z, atol=1e-6) and torch.equal(plain.z, ones.z)

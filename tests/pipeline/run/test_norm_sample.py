@@ -10,7 +10,12 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from pipeline.run.norm_sample import choose_sample, spread_pick, tile_valid_fractions
+from pipeline.run.norm_sample import (
+    choose_sample,
+    spread_pick,
+    spread_pick_weighted,
+    tile_valid_fractions,
+)
 from pipeline.run.tiling import TileGrid
 
 GRID = TileGrid(width=512, height=512, tile=128, overlap=32)  # 5 x 5 tiles, stride 96
@@ -109,3 +114,26 @@ def test_tile_cores_partition_the_scene(size):
         assert row + r1 <= grid.height and col + c1 <= grid.width
         cover[row + r0 : row + r1, col + c0 : col + c1] += 1
     assert (cover == 1).all()
+
+
+def test_each_pick_stands_for_its_run():
+    """Runs of unequal length (225 tiles in 128 runs: 97 of 2, then 31 of 1) give the
+    tiles unequal chances; each pick's weight is its run's length, so the weights add up
+    to the candidates (every tile stood for once) and a tile drawn with chance 1/2
+    counts twice. All candidates taken: weight 1 each."""
+    picks = spread_pick_weighted(np.arange(225), 128, np.random.default_rng(0))
+    weights = [w for _, w in picks]
+    assert len(picks) == 128 and sum(weights) == 225
+    assert weights == [2.0] * 97 + [1.0] * 31
+    assert [p for p, _ in picks] == spread_pick(np.arange(225), 128, np.random.default_rng(0))
+    assert spread_pick_weighted(np.arange(5), 8, np.random.default_rng(0)) == [
+        (i, 1.0) for i in range(5)]
+
+
+def test_the_sample_records_weights_that_cover_the_scene(tmp_path):
+    with rasterio.open(_write(tmp_path / "s.tif", _scene())) as ds:
+        sample = choose_sample(ds, (1, 2, 3), GRID, 7)
+        every = choose_sample(ds, (1, 2, 3), GRID, GRID.count)
+    assert len(sample.weights) == len(sample.tiles) == 7
+    assert sum(sample.weights) == GRID.count and set(sample.weights) <= {3.0, 4.0}
+    assert every.tile_weights() == (1.0,) * GRID.count

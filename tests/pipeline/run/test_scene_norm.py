@@ -100,7 +100,7 @@ def test_tile_norm_forwards_without_statistics(scene, ckpt, tmp_path, monkeypatc
     calls: list[int] = []
     real = inference.scene_norm_pass
     monkeypatch.setattr(inference, "scene_norm_pass",
-                        lambda *a: calls.append(1) or real(*a))
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
     seen: list[object] = []
     forward = inference.forward_fixed_shape
 
@@ -241,8 +241,8 @@ def test_bf16_run_pools_float32_statistics_of_its_own_activations(scene, ckpt, t
 
     seen = []
     real = inference.scene_norm_pass
-    def spy(*a):
-        result = real(*a)
+    def spy(*a, **k):
+        result = real(*a, **k)
         seen.append(result.stats)
         return result
 
@@ -299,8 +299,8 @@ def test_a_scene_with_fewer_tiles_than_the_sample_is_all_from_the_pass(
     res = run(scene, tmp_path / "pass.tif", ckpt, norm_sample=32, **TILE)
     assert forwards == [] and res.tiles_run == 25
 
-    def no_reuse(job, tiles, workers=None):  # the statistics only: every tile forwarded
-        got = real_pass(job, tiles, workers)
+    def no_reuse(job, tiles, workers=None, **kwargs):  # the statistics only: every
+        got = real_pass(job, tiles, workers, **kwargs)  # tile forwarded
         return inference.NormPassResult(got.stats, {})
 
     real_pass = inference.scene_norm_pass
