@@ -23,6 +23,7 @@ from rasterio.windows import Window
 
 from pipeline import PipelineWarning, load_config, run_scene
 from pipeline.config import resolve_for_model
+from pipeline.run.model_io import model_io
 from pipeline.run.scene import model_sha256
 from tests.helpers import (
     L8,
@@ -64,8 +65,11 @@ def test_sn6_chip(tiny_checkpoint, tmp_path):
     assert 0.0 <= y.min() and y.max() <= 1.0 and y.std() > 0
     assert tags["EO2SAR_MODEL_SHA256"] == model_sha256(tiny_checkpoint) == res.model_sha256
     # the recorded settings are the resolved ones: a seed-like checkpoint without a
-    # radiometric contract gets the built-in percentiles and dB range
-    defaults = resolve_for_model(load_config(None, {}), None)
+    # radiometric contract gets the built-in percentiles and dB range, and the automatic
+    # norm sample of its width
+    defaults = resolve_for_model(load_config(None, {}), None,
+                                 ngf=model_io(tiny_checkpoint).ngf)
+    assert defaults.norm_sample == 256
     assert json.loads(tags["EO2SAR_CONFIG"]) == defaults.output_dict()
     assert defaults.percentiles == (2.0, 98.0) and defaults.db_range == (-25.0, 0.0)
     assert json.loads(tags["EO2SAR_RADIOMETRY"]) == {
