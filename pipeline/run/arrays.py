@@ -462,6 +462,22 @@ def _pieces(grid: TileGrid, tiles: Sequence[int], ybounds: list[int], xbounds: l
     return {k: tuple(out[k]) for k in sorted(out)}
 
 
+def _splits(tasks: int, threads: int) -> int:
+    """Tile tasks per output chunk: 1, or enough for every thread when the array has
+    fewer chunks with tiles than threads (a one-chunk scene would run on one thread).
+
+    Why not always: each task reads its own region (more tasks, more pixels read twice),
+    and a large array has parallelism enough across chunks."""
+    return 1 if tasks >= threads else -(-threads // max(tasks, 1))
+
+
+def _split(tiles: Sequence[int], n: int) -> list[list[int]]:
+    """`tiles` (ascending) in up to n consecutive runs (rows of the grid stay together
+    where they can: each run reads one band of the scene)."""
+    size = -(-len(tiles) // n)
+    return [list(tiles[k:k + size]) for k in range(0, len(tiles), size)]
+
+
 def _region(grid: TileGrid, tiles: Sequence[int]) -> tuple[int, int, int, int]:
     """(row0, col0, h, w): the scene pixels the tiles read (their union's bounding box)."""
     origins = [grid.origin(t) for t in tiles]
@@ -530,21 +546,23 @@ def _build(x: Any, scene: _Scene, module: Any, out_chunks: tuple[tuple[int, ...]
                 ybounds[i + 1] - ybounds[i])
 
     by_origin = _tiles_by_origin(grid, ybounds, xbounds)
+    splits = _splits(len(by_origin), os.cpu_count() or 1)
     for ti in range(x.shape[0]):
         stats = (names["stats"], ti)
         layer[stats] = (_scene_stats, scene, _Opaque(_culled(x[ti])), module_key)
         reaching: dict[tuple[int, int], list[Any]] = {}
-        for (a, b), tiles in by_origin.items():
-            key = (names["tiles"], ti, a, b)
-            pieces = _pieces(grid, tiles, ybounds, xbounds)
-            region, source = _source(x, ti, _region(grid, tiles), lazy, in_y, in_x)
-            layer[key] = (_translate_tiles, scene, stats, module_key, tuple(tiles),
-                          tuple((window(*c), ts) for c, ts in pieces.items()), region,
-                          source)
-            for k, chunk in enumerate(pieces):
-                piece = (names["piece"], ti, a, b, *chunk)
-                layer[piece] = (operator.getitem, key, k)
-                reaching.setdefault(chunk, []).append(piece)
+        for (a, b), all_tiles in by_origin.items():
+            for s, tiles in enumerate(_split(all_tiles, splits)):
+                key = (names["tiles"], ti, a, b, s)
+                pieces = _pieces(grid, tiles, ybounds, xbounds)
+                region, source = _source(x, ti, _region(grid, tiles), lazy, in_y, in_x)
+                layer[key] = (_translate_tiles, scene, stats, module_key, tuple(tiles),
+                              tuple((window(*c), ts) for c, ts in pieces.items()), region,
+                              source)
+                for k, chunk in enumerate(pieces):
+                    piece = (names["piece"], ti, a, b, s, *chunk)
+                    layer[piece] = (operator.getitem, key, k)
+                    reaching.setdefault(chunk, []).append(piece)
         for i in range(len(ybounds) - 1):
             for j in range(len(xbounds) - 1):
                 c0, r0, w, h = window(i, j)

@@ -238,9 +238,8 @@ def test_a_huge_lazy_array_has_chunk_bounded_tasks(tiny_checkpoint):
     pieces = [k for k in graph if isinstance(k, tuple) and str(k[0]).startswith("eo2sar-piece")]
     # the tile tasks of the chunks whose tiles reach it: itself, left, above, up-left;
     # each reads its own region of the input (no input chunk is a task of its own)
-    assert sorted(k[2:] for k in tiles) == [(4, 6), (4, 7), (5, 6), (5, 7)]
-    assert sorted(k[2:] for k in pieces) == [(a, b, 5, 7) for a, b in sorted(
-        k[2:] for k in tiles)]
+    assert sorted(k[2:] for k in tiles) == [(4, 6, 0), (4, 7, 0), (5, 6, 0), (5, 7, 0)]
+    assert sorted(k[2:] for k in pieces) == [(*k[2:], 5, 7) for k in sorted(tiles)]
     assert not [k for k in graph if isinstance(k, tuple) and "stats" not in str(k[0])
                 and str(k[0]).startswith("eo2sar") and k not in tiles
                 and k not in pieces and not str(k[0]).startswith("eo2sar-sar")]
@@ -354,3 +353,17 @@ def test_reflectance_unknown_is_one_line_when_built():
     with pytest.raises(ConfigError, match="bad value for reflectance_scale") as err:
         translate(_band_files(), MS_MODEL, reflectance_scale=-1)
     assert "positive SCALE" in err.value.format()
+
+
+def test_a_one_chunk_scene_has_a_tile_task_per_thread(tiny_checkpoint, monkeypatch):
+    """Fewer chunks than threads: each chunk's tiles are split into several tasks (so a
+    one-chunk scene uses every thread), with the same bytes as more chunks."""
+    monkeypatch.setattr(arrays.os, "cpu_count", lambda: 4)
+    values = np.random.default_rng(0).integers(1, 4000, size=(3, 600, 700)).astype(np.uint16)
+    data = xr.DataArray(da.from_array(values, chunks=(3, 600, 700)), dims=("band", "y", "x"))
+    one = translate(data, tiny_checkpoint)
+    tiles = [k for k in one.data.__dask_graph__() if isinstance(k, tuple)
+             and str(k[0]).startswith("eo2sar-tiles")]
+    assert len(tiles) == 4
+    many = translate(data, tiny_checkpoint, chunks=(300, 350))
+    assert same(one.values, many.values)
