@@ -9,32 +9,28 @@ For notebook users whose scenes are arrays (stackstac, odc-stac, rioxarray), nev
                     tiles (norm_sample.choose_sample) pooled in one forward
                     (ResnetGenerator.collect_stats): what `plan_scene` + `with_norm_stats`
                     compute from a file, from the same pixels
-    per output chunk one CHUNK task: its OWN tiles (those of the pipeline's global grid,
-                    tiling.TileGrid, that overlap this chunk only) read from the input
-                    chunks they cover (tiling.read_tiles, reflect padding and validity as
-                    for a file), scaled and translated (as inference.run_batch), then every
-                    tile that overlaps the chunk weighted by the smooth window
-                    (tiling.weight_window) into float64 sums in ascending global tile
-                    number (mosaic.BlockAccumulator), masked by the tiles' validity,
-                    encoded (mosaic.encode): `_write_block` of `pipeline run`
-    per set of SHARED tiles one TILE-GROUP task: the tiles that overlap several chunks,
-                    grouped by the chunks they span (a chunk's right edge, bottom edge,
-                    corner), computed once and given to each of those chunk tasks.
+    per output chunk one TILE task: the tiles of the pipeline's global grid
+                    (tiling.TileGrid) whose top-left pixel lies in this chunk, read
+                    through the task's own slice of the input (tiling.read_tiles, reflect
+                    padding and validity as for a file), scaled and translated (as
+                    inference.run_batch), cut into one piece per chunk they overlap (a
+                    tile reaches only the chunks right of and below its origin)
+    per output chunk one CHUNK task: the pieces that reach it weighted by the smooth
+                    window (tiling.weight_window) into float64 sums in ascending global
+                    tile number (mosaic.BlockAccumulator), masked by the tiles' validity,
+                    encoded (mosaic.encode): `_write_block` of `pipeline run`.
 
-So every tile is computed once, an output chunk computes only the tiles it needs, and it
-blends across chunk edges as `pipeline run` blends across its write blocks; its bytes are
-those of `pipeline run` for the same pixels and options, whatever the chunking and
-scheduler (the same arguments as pipeline/run/mosaic.py and inference.py: the tile grid
-and the accumulation order are global; each tile is forwarded alone on CPU, in
-fixed-shape micro-batches on CUDA).
+So every tile is computed once and an output chunk blends across chunk edges as
+`pipeline run` blends across its write blocks; its bytes are those of `pipeline run` for
+the same pixels and options, whatever the chunking and scheduler (the same arguments as
+pipeline/run/mosaic.py and inference.py: the tile grid and the accumulation order are
+global; each tile is forwarded alone on CPU, in fixed-shape micro-batches on CUDA).
 
-Memory is bounded by chunks, not by the array: the only results that outlive a task are
-the shared groups (about a fifth of the tiles at 1024 px chunks and 256 px tiles) and the
-input chunks, each released once the chunks that use it are written. Dask's ordering
-then sweeps the chunks row by row, holding a row of shared groups and input chunks (a
-few MB a chunk). With one task per grid row of a chunk's tiles instead (the first
-version), every group was needed by the chunk to its right, Dask swept column by column
-and held about three columns of tile outputs: 2 GiB at 16384 px (docs/xarray.md).
+Memory: what outlives a tile task is the parts of its tiles inside the chunks right of
+and below it, each freed when that chunk is blended; no input chunk is a shared task
+(each tile task reads its own region), so Dask holds about a row of crossing parts, not
+rows of input chunks and whole shared tiles (the previous graph: +0.5 GiB at 16384 px;
+docs/xarray.md "Memory" for the numbers and what still grows).
 
 The statistics task reads the array through its own small graph (computed inside the
 task, synchronously: bounded by a chunk at a time): sharing the input's chunks with the
