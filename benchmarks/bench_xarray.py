@@ -1,7 +1,7 @@
 """translate on a Dask array against `pipeline run` on the same scene (issue 24).
 
 Why: `pipeline.translate` (pipeline/run/arrays.py) builds its own Dask graph (a
-statistics task per time step, a tile group and a blend per output chunk) instead of
+statistics task per time step, a tile task and a blend per output chunk) instead of
 `run_scene`'s bounded batch windows and one writer; this measures what that costs, end
 to end, on the bundled Landsat 8 scene (2041 x 1860 px, 110 tiles of 256 px) with the
 demo model, and checks the pixels are the same bytes:

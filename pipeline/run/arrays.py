@@ -9,32 +9,28 @@ For notebook users whose scenes are arrays (stackstac, odc-stac, rioxarray), nev
                     tiles (norm_sample.choose_sample) pooled in one forward
                     (ResnetGenerator.collect_stats): what `plan_scene` + `with_norm_stats`
                     compute from a file, from the same pixels
-    per output chunk one CHUNK task: its OWN tiles (those of the pipeline's global grid,
-                    tiling.TileGrid, that overlap this chunk only) read from the input
-                    chunks they cover (tiling.read_tiles, reflect padding and validity as
-                    for a file), scaled and translated (as inference.run_batch), then every
-                    tile that overlaps the chunk weighted by the smooth window
-                    (tiling.weight_window) into float64 sums in ascending global tile
-                    number (mosaic.BlockAccumulator), masked by the tiles' validity,
-                    encoded (mosaic.encode): `_write_block` of `pipeline run`
-    per set of SHARED tiles one TILE-GROUP task: the tiles that overlap several chunks,
-                    grouped by the chunks they span (a chunk's right edge, bottom edge,
-                    corner), computed once and given to each of those chunk tasks.
+    per output chunk one TILE task: the tiles of the pipeline's global grid
+                    (tiling.TileGrid) whose top-left pixel lies in this chunk, read
+                    through the task's own slice of the input (tiling.read_tiles, reflect
+                    padding and validity as for a file), scaled and translated (as
+                    inference.run_batch), cut into one piece per chunk they overlap (a
+                    tile reaches only the chunks right of and below its origin)
+    per output chunk one CHUNK task: the pieces that reach it weighted by the smooth
+                    window (tiling.weight_window) into float64 sums in ascending global
+                    tile number (mosaic.BlockAccumulator), masked by the tiles' validity,
+                    encoded (mosaic.encode): `_write_block` of `pipeline run`.
 
-So every tile is computed once, an output chunk computes only the tiles it needs, and it
-blends across chunk edges as `pipeline run` blends across its write blocks; its bytes are
-those of `pipeline run` for the same pixels and options, whatever the chunking and
-scheduler (the same arguments as pipeline/run/mosaic.py and inference.py: the tile grid
-and the accumulation order are global; each tile is forwarded alone on CPU, in
-fixed-shape micro-batches on CUDA).
+So every tile is computed once and an output chunk blends across chunk edges as
+`pipeline run` blends across its write blocks; its bytes are those of `pipeline run` for
+the same pixels and options, whatever the chunking and scheduler (the same arguments as
+pipeline/run/mosaic.py and inference.py: the tile grid and the accumulation order are
+global; each tile is forwarded alone on CPU, in fixed-shape micro-batches on CUDA).
 
-Memory is bounded by chunks, not by the array: the only results that outlive a task are
-the shared groups (about a fifth of the tiles at 1024 px chunks and 256 px tiles) and the
-input chunks, each released once the chunks that use it are written. Dask's ordering
-then sweeps the chunks row by row, holding a row of shared groups and input chunks (a
-few MB a chunk). With one task per grid row of a chunk's tiles instead (the first
-version), every group was needed by the chunk to its right, Dask swept column by column
-and held about three columns of tile outputs: 2 GiB at 16384 px (docs/xarray.md).
+Memory: what outlives a tile task is the parts of its tiles inside the chunks right of
+and below it, each freed when that chunk is blended; no input chunk is a shared task
+(each tile task reads its own region), so Dask holds about a row of crossing parts, not
+rows of input chunks and whole shared tiles (the previous graph: +0.5 GiB at 16384 px;
+docs/xarray.md "Memory" for the numbers and what still grows).
 
 The statistics task reads the array through its own small graph (computed inside the
 task, synchronously: bounded by a chunk at a time): sharing the input's chunks with the
@@ -301,56 +297,103 @@ def _assemble(blocks: list[list[np.ndarray]], r0: int, c0: int, h: int, w: int
 
 
 #: (row0, col0, h, w, r_off, c_off): the scene rows/columns a set of tiles reads, and
-#: where they start in the region cut from the input chunks
+#: where they start in what its source gives (input chunks in memory; 0, 0 for a read)
 Region = tuple[int, int, int, int, int, int]
 
 
-def _tile_group(scene: _Scene, stats: SceneStats, module: _Opaque | None,
-                tiles: tuple[int, ...], region: Region, blocks: list[list[np.ndarray]]
-                ) -> dict[int, TileOutput]:
-    """inference.run_batch for a set of tiles, read from the input chunks they cover
-    (`region`): {tile: output} for every tile with a valid pixel."""
-    if stats.scaling.method == "empty" or not tiles:
-        return {}  # pipeline run computes nothing for a scene without a valid pixel
-    job = dataclasses.replace(scene.job, scaling=stats.scaling, norm_stats=stats.norm_stats)
-    row0, col0, h, w, r_off, c_off = region
-    reader = ArrayReader(_assemble(blocks, r_off, c_off, h, w), nodata=job.nodata,
-                         height=job.grid.height, width=job.grid.width, row0=row0, col0=col0)
-    inference.pin_threads(job.device, job.precision)
-    runner = None if module is None else _generators(job, module)[1]
-    outputs = inference.run_batch(job, tiles, reader=reader, runner=runner)
-    return {out.index: out for out in outputs if out is not None}
+def _region_data(source: Any, region: Region) -> np.ndarray:
+    """The pixels [C, h, w] of `region`: read here from the input's lazy slice (an
+    `_Opaque` Dask array, computed synchronously), or cut from input chunks in memory."""
+    _, _, h, w, r_off, c_off = region
+    if isinstance(source, _Opaque):
+        data = np.asarray(source.value.compute(scheduler="sync"))
+        return data.reshape(data.shape[-3:])
+    return _assemble(source, r_off, c_off, h, w)
 
 
-def _chunk(scene: _Scene, stats: SceneStats, module: _Opaque | None,
-           window: tuple[int, int, int, int], tiles: tuple[int, ...], whats: tuple[str, ...],
-           own: tuple[int, ...], own_region: Region, own_blocks: list[list[np.ndarray]],
-           *shared: dict[int, TileOutput]) -> np.ndarray | tuple[np.ndarray, ...]:
-    """One output chunk: its own tiles (those that overlap no other chunk) translated
-    here, so they never outlive the task, then blended with the shared tiles (computed
-    once by their group task) as `_write_block` of pipeline/run/scene.py blends: float64
-    sums in ascending global tile number, masked by the tiles' validity, encoded. One
-    array per `whats` ("sar", "heat"), with a time axis of 1."""
-    outputs = _tile_group(scene, stats, module, own, own_region, own_blocks)
-    for g in shared:
-        outputs.update(g)
+@dataclass(frozen=True)
+class _Part:
+    """A tile's output cut to one output chunk: what that chunk blends of it, copied.
+
+    Why: the part of a tile that crosses into the next chunk row waits in memory until
+    that row is blended; cut, it is on average half a tile (a quarter at a corner), and
+    the whole tile output is freed when its task ends. Blending a part adds the same
+    products at the same pixels as blending the whole tile, so the bytes are the same."""
+
+    row: int  # scene row / column of the part's top-left pixel
+    col: int
+    dr: int  # that pixel's row / column in the tile (where the part's weights start)
+    dc: int
+    out: np.ndarray  # [C, h, w]
+    heat: np.ndarray | None  # [h, w]
+    valid: np.ndarray | None  # [h, w]
+
+
+def _cut(out: TileOutput, origin: tuple[int, int], tile: int,
+         window: tuple[int, int, int, int]) -> _Part:
+    """The part of a tile's output inside `window` (col, row, w, h) of the scene."""
+    col, row, w, h = window
+    r0, c0 = max(origin[0], row), max(origin[1], col)
+    r1, c1 = min(origin[0] + tile, row + h), min(origin[1] + tile, col + w)
+    rows = slice(r0 - origin[0], r1 - origin[0])
+    cols = slice(c0 - origin[1], c1 - origin[1])
+    return _Part(r0, c0, rows.start, cols.start, out.out[:, rows, cols].copy(),
+                 None if out.heat is None else out.heat[rows, cols].copy(),
+                 None if out.valid is None else out.valid[rows, cols].copy())
+
+
+def _translate_tiles(scene: _Scene, stats: SceneStats, module: _Opaque | None,
+                     tiles: tuple[int, ...],
+                     pieces: tuple[tuple[tuple[int, int, int, int], tuple[int, ...]], ...],
+                     region: Region, source: Any) -> tuple[dict[int, _Part], ...]:
+    """inference.run_batch for the tiles whose origin lies in one output chunk, read from
+    `region` of the input; the outputs cut into `pieces` (window, tiles): for each chunk
+    they reach, {tile: its part inside the chunk} (tiles without a valid pixel left out),
+    so that each chunk's piece is released once that chunk is blended."""
+    outputs: dict[int, TileOutput] = {}
+    if stats.scaling.method != "empty" and tiles:  # pipeline run: no valid pixel, no tile
+        job = dataclasses.replace(scene.job, scaling=stats.scaling,
+                                  norm_stats=stats.norm_stats)
+        reader = ArrayReader(_region_data(source, region), nodata=job.nodata,
+                             height=job.grid.height, width=job.grid.width, row0=region[0],
+                             col0=region[1])
+        inference.pin_threads(job.device, job.precision)
+        runner = None if module is None else _generators(job, module)[1]
+        done = inference.run_batch(job, tiles, reader=reader, runner=runner)
+        outputs = {out.index: out for out in done if out is not None}
+    grid = scene.job.grid
+    return tuple({t: _cut(outputs[t], grid.origin(t), grid.tile, window)
+                  for t in piece if t in outputs} for window, piece in pieces)
+
+
+def _chunk(scene: _Scene, window: tuple[int, int, int, int], tiles: tuple[int, ...],
+           whats: tuple[str, ...], *pieces: dict[int, _Part]
+           ) -> np.ndarray | tuple[np.ndarray, ...]:
+    """One output chunk from the pieces of the tile tasks that reach it, blended as
+    `_write_block` of pipeline/run/scene.py blends: float64 sums in ascending global tile
+    number, masked by the tiles' validity, encoded. One array per `whats` ("sar",
+    "heat"), with a time axis of 1."""
+    outputs: dict[int, _Part] = {}
+    for piece in pieces:
+        outputs.update(piece)
     results = tuple(_blend(scene, window, tiles, what, outputs)[None] for what in whats)
     return results[0] if len(results) == 1 else results
 
 
 def _blend(scene: _Scene, window: tuple[int, int, int, int], tiles: tuple[int, ...],
-           what: str, outputs: Mapping[int, TileOutput]) -> np.ndarray:
-    """The encoded output (what "sar") or heatmap of `window` from the tiles' outputs."""
+           what: str, outputs: Mapping[int, _Part]) -> np.ndarray:
+    """The encoded output (what "sar") or heatmap of `window` from the tiles' parts."""
     job, config = scene.job, scene.config
     col, row, w, h = window
     weight = _weight(job.grid.tile, job.grid.overlap)
     acc = BlockAccumulator(Window(col, row, w, h), job.output_bands if what == "sar" else 1)
     for t in tiles:  # ascending: the fixed blend order
-        out = outputs.get(t)
-        if out is None:
+        part = outputs.get(t)
+        if part is None:
             continue
-        r, c = job.grid.origin(t)
-        acc.add(r, c, out.out if what == "sar" else out.heat[None], weight, out.valid)
+        h, w = part.out.shape[-2:]
+        acc.add(part.row, part.col, part.out if what == "sar" else part.heat[None],
+                weight[part.dr:part.dr + h, part.dc:part.dc + w], part.valid)
     blended = acc.blended(acc.valid)
     if what == "sar":
         db = scene.db_ranges if config.polarisations else config.db_range
@@ -384,101 +427,100 @@ def _blocks_between(bounds: list[int], start: int, stop: int) -> range:
 
 
 def _culled(arr: Any) -> Any:
-    """`arr` with only the graph it needs (a time step's statistics task carries it)."""
+    """`arr` with only the graph it needs (a task that reads it carries it)."""
     import dask
 
     (arr,) = dask.optimize(arr)
     return arr
 
 
-def _tile_sets(grid: TileGrid, ybounds: list[int], xbounds: list[int]
-               ) -> tuple[dict[tuple[int, int], list[int]],
-                          dict[tuple[int, int, int, int], list[int]]]:
-    """(own, shared): the tiles that overlap one output chunk only, by chunk (i, j); the
-    tiles that overlap several, by the chunks they span (i0, j0, i1, j1), ascending.
+def _tiles_by_origin(grid: TileGrid, ybounds: list[int], xbounds: list[int]
+                     ) -> dict[tuple[int, int], list[int]]:
+    """The tiles (ascending) by the output chunk (i, j) their top-left pixel lies in."""
+    import bisect
 
-    Why: a tile's output must live until every chunk it overlaps is blended. A chunk's
-    own tiles are computed inside its chunk task, so they never outlive it; only the
-    shared ones (about a fifth at 1024 px chunks, 256 px tiles) are task results, each
-    group released as soon as the chunks it spans are blended. Dask may sweep the
-    chunks in any order (it goes column by column): what it holds meanwhile is a row
-    or column of shared groups and input chunks, a few MB per chunk, never the tiles
-    of the chunks ahead."""
-    own: dict[tuple[int, int], list[int]] = {}
-    shared: dict[tuple[int, int, int, int], list[int]] = {}
+    out: dict[tuple[int, int], list[int]] = {}
     for t in range(grid.count):
         r, c = grid.origin(t)
-        rows = _blocks_between(ybounds, r, min(grid.height, r + grid.tile))
-        cols = _blocks_between(xbounds, c, min(grid.width, c + grid.tile))
-        if len(rows) == 1 and len(cols) == 1:
-            own.setdefault((rows[0], cols[0]), []).append(t)
-        else:
-            shared.setdefault((rows[0], cols[0], rows[-1], cols[-1]), []).append(t)
-    return own, shared
+        key = (bisect.bisect_right(ybounds, r) - 1, bisect.bisect_right(xbounds, c) - 1)
+        out.setdefault(key, []).append(t)
+    return out
 
 
-def _reads(grid: TileGrid, tiles: Sequence[int], in_y: list[int], in_x: list[int],
-           name: str, ti: int) -> tuple[Region, list[list[Any]]]:
-    """The region the tiles read and the keys of the input chunks that cover it."""
-    if not tiles:
-        return (0, 0, 0, 0, 0, 0), []
+def _pieces(grid: TileGrid, tiles: Sequence[int], ybounds: list[int], xbounds: list[int]
+            ) -> dict[tuple[int, int], tuple[int, ...]]:
+    """{chunk (i, j): the tiles among `tiles` that overlap it}, chunks in row-major order."""
+    out: dict[tuple[int, int], list[int]] = {}
+    for t in tiles:
+        r, c = grid.origin(t)
+        for i in _blocks_between(ybounds, r, min(grid.height, r + grid.tile)):
+            for j in _blocks_between(xbounds, c, min(grid.width, c + grid.tile)):
+                out.setdefault((i, j), []).append(t)
+    return {k: tuple(out[k]) for k in sorted(out)}
+
+
+def _splits(tasks: int, threads: int) -> int:
+    """Tile tasks per output chunk: 1, or enough for every thread when the array has
+    fewer chunks with tiles than threads (a one-chunk scene would run on one thread).
+
+    Why not always: each task reads its own region (more tasks, more pixels read twice),
+    and a large array has parallelism enough across chunks."""
+    return 1 if tasks >= threads else -(-threads // max(tasks, 1))
+
+
+def _split(tiles: Sequence[int], n: int) -> list[list[int]]:
+    """`tiles` (ascending) in up to n consecutive runs (rows of the grid stay together
+    where they can: each run reads one band of the scene)."""
+    size = -(-len(tiles) // n)
+    return [list(tiles[k:k + size]) for k in range(0, len(tiles), size)]
+
+
+def _region(grid: TileGrid, tiles: Sequence[int]) -> tuple[int, int, int, int]:
+    """(row0, col0, h, w): the scene pixels the tiles read (their union's bounding box)."""
     origins = [grid.origin(t) for t in tiles]
     r0, c0 = min(o[0] for o in origins), min(o[1] for o in origins)
     r1 = min(grid.height, max(o[0] for o in origins) + grid.tile)
     c1 = min(grid.width, max(o[1] for o in origins) + grid.tile)
-    bi, bj = _blocks_between(in_y, r0, r1), _blocks_between(in_x, c0, c1)
-    blocks = [[(name, ti, 0, a, b) for b in bj] for a in bi]
-    return (r0, c0, r1 - r0, c1 - c0, r0 - in_y[bi[0]], c0 - in_x[bj[0]]), blocks
+    return r0, c0, r1 - r0, c1 - c0
 
 
-def _subgraph(graph: Mapping[Any, Any], key: Any) -> dict[Any, Any]:
-    """The tasks `key` needs in `graph` (a low-level graph), itself included."""
-    from dask.core import get_dependencies
-
-    out: dict[Any, Any] = {}
-    todo = [key]
-    while todo:
-        k = todo.pop()
-        if k in out or k not in graph:
-            continue
-        out[k] = graph[k]
-        todo.extend(get_dependencies(graph, k))
-    return out
-
-
-def _read_chunk(source: _Opaque, stats: SceneStats) -> np.ndarray:
-    """One input chunk, computed here from its own graph (source: (graph, key)) once the
-    statistics are done."""
-    import dask
-
-    graph, key = source.value
-    return np.asarray(dask.get(graph, key))
-
-
-def _input_chunks(x: Any, ti: int, stats: Any, name: str) -> dict[Any, Any]:
-    """Tasks {(name, ti, 0, a, b): input chunk (ti, a, b)} that wait for `stats`.
-
-    Why: every tile task needs its time step's statistics, which read the array through
-    their own graph first. The input's own chunk tasks depend on nothing, so while the
-    statistics ran, the scheduler's other threads had nothing else to do and computed
-    every input chunk ahead, holding the whole array (1.5 GiB of a 16384 px uint16
-    scene, measured). Computed here, each from its own part of the input's graph (what
-    the statistics task does for its reads), an input chunk is made when the chunks that
-    read it are next in Dask's order. (dask.graph_manipulation.bind, which would make the
-    input's graph wait, fails on these graphs in dask 2026.11: a missing dependency.)"""
-    graph = dict(x.__dask_graph__())
-    keys = [(a, b, (x.name, ti, 0, a, b)) for a in range(len(x.chunks[2]))
-            for b in range(len(x.chunks[3]))]
-    return {(name, ti, 0, a, b): (_read_chunk, _Opaque((_subgraph(graph, k), k)), stats)
-            for a, b, k in keys}
+def _source(x: Any, ti: int, box: tuple[int, int, int, int], lazy: bool,
+            in_y: list[int], in_x: list[int]) -> tuple[Region, Any]:
+    """(region, source) for a tile task that reads `box` of time step ti: a lazy slice of
+    the input read inside the task (`lazy`), else the keys of the in-memory input chunks
+    that cover it."""
+    r0, c0, h, w = box
+    if lazy:
+        return (r0, c0, h, w, 0, 0), _Opaque(_culled(x[ti, :, r0:r0 + h, c0:c0 + w]))
+    bi, bj = _blocks_between(in_y, r0, r0 + h), _blocks_between(in_x, c0, c0 + w)
+    blocks = [[(x.name, ti, 0, a, b) for b in bj] for a in bi]
+    return (r0, c0, h, w, r0 - in_y[bi[0]], c0 - in_x[bj[0]]), blocks
 
 
 def _build(x: Any, scene: _Scene, module: Any, out_chunks: tuple[tuple[int, ...], ...],
            heatmap: bool, token: str, lazy: bool = True) -> tuple[Any, Any | None]:
     """The Dask arrays (time, C, y, x) of the output (and heatmap) over input x
-    (time, C, y, x), chunked (1, C, ...). `lazy`: x's chunks are computed (they are read
-    through `_input_chunks`); else x wraps an array in memory and its chunks are used as
-    they are (a chunk's graph would carry the whole array to every task)."""
+    (time, C, y, x), chunked (1, C, ...).
+
+    Per time step: a statistics task; per output chunk holding tile origins, a TILE task
+    (the tiles whose top-left pixel lies in the chunk: read, scaled, translated, cut into
+    one piece per chunk they overlap, each piece a getitem task); per output chunk, a
+    CHUNK task that blends the pieces reaching it.
+
+    Why: a tile reaches only the chunks right of and below its origin, so each tile is
+    computed once, and what outlives a tile task is the parts of its tiles that cross
+    into the chunks to the right and below (`_Part`), each freed when that chunk is
+    blended: about a quarter of a chunk's tile outputs. The chunk's own part is blended
+    at once. (The previous graph kept whole shared tiles and shared input chunks, and
+    Dask held two to three rows of both: +0.5 GiB at 16384 px, docs/xarray.md.)
+
+    Input: `lazy` (a Dask array), each tile task reads its region through its own slice
+    of the input's graph (a file's chunks fuse to a windowed read), so no input chunk is
+    a shared task that waits in memory for its other users (read tasks shared by a chunk
+    task and its neighbours' held rows of input chunks). Neighbouring regions overlap by
+    up to a tile (each task reads ~1.5 chunks of pixels at 1024 px chunks and 256 px
+    tiles). Else x wraps an array in memory and its chunks are used as they are (a
+    slice's graph would carry the whole array to every task)."""
     import operator
 
     import dask.array as da
@@ -487,48 +529,47 @@ def _build(x: Any, scene: _Scene, module: Any, out_chunks: tuple[tuple[int, ...]
     grid = scene.job.grid
     ybounds, xbounds = _bounds(out_chunks[0]), _bounds(out_chunks[1])
     in_y, in_x = _bounds(x.chunks[2]), _bounds(x.chunks[3])
-    stats_name, group_name = f"eo2sar-stats-{token}", f"eo2sar-tiles-{token}"
-    chunk_name = f"eo2sar-chunk-{token}"
-    names = {"sar": f"eo2sar-sar-{token}", "heat": f"eo2sar-heat-{token}"}
+    names = {what: f"eo2sar-{what}-{token}" for what in
+             ("stats", "tiles", "piece", "chunk", "sar", "heat")}
     whats = ("sar", "heat") if heatmap else ("sar",)
     module_key = None
     layer: dict[Any, Any] = {}
     if module is not None:
         module_key = f"eo2sar-model-{token}"
         layer[module_key] = _Opaque(module)
-    own, shared = _tile_sets(grid, ybounds, xbounds)
-    spans: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
-    for g in shared:  # ascending keys; the blend order is the tiles', not the groups'
-        for i in range(g[0], g[2] + 1):
-            for j in range(g[1], g[3] + 1):
-                spans.setdefault((i, j), []).append(g)
+
+    def window(i: int, j: int) -> tuple[int, int, int, int]:
+        return (xbounds[j], ybounds[i], xbounds[j + 1] - xbounds[j],
+                ybounds[i + 1] - ybounds[i])
+
+    by_origin = _tiles_by_origin(grid, ybounds, xbounds)
+    splits = _splits(len(by_origin), os.cpu_count() or 1)
     for ti in range(x.shape[0]):
-        layer[(stats_name, ti)] = (_scene_stats, scene, _Opaque(_culled(x[ti])), module_key)
-    input_name = f"eo2sar-input-{token}" if lazy else x.name
-    for ti in range(x.shape[0]):
-        stats = (stats_name, ti)
-        if lazy:
-            layer.update(_input_chunks(x, ti, stats, input_name))
-        for g, tiles in shared.items():
-            region, blocks = _reads(grid, tiles, in_y, in_x, input_name, ti)
-            layer[(group_name, ti, *g)] = (_tile_group, scene, stats, module_key,
-                                           tuple(tiles), region, blocks)
+        stats = (names["stats"], ti)
+        layer[stats] = (_scene_stats, scene, _Opaque(_culled(x[ti])), module_key)
+        reaching: dict[tuple[int, int], list[Any]] = {}
+        for (a, b), all_tiles in by_origin.items():
+            for s, tiles in enumerate(_split(all_tiles, splits)):
+                key = (names["tiles"], ti, a, b, s)
+                pieces = _pieces(grid, tiles, ybounds, xbounds)
+                region, source = _source(x, ti, _region(grid, tiles), lazy, in_y, in_x)
+                layer[key] = (_translate_tiles, scene, stats, module_key, tuple(tiles),
+                              tuple((window(*c), ts) for c, ts in pieces.items()), region,
+                              source)
+                for k, chunk in enumerate(pieces):
+                    piece = (names["piece"], ti, a, b, s, *chunk)
+                    layer[piece] = (operator.getitem, key, k)
+                    reaching.setdefault(chunk, []).append(piece)
         for i in range(len(ybounds) - 1):
             for j in range(len(xbounds) - 1):
-                r0, c0 = ybounds[i], xbounds[j]
-                h, w = ybounds[i + 1] - r0, xbounds[j + 1] - c0
-                mine = tuple(own.get((i, j), ()))
-                region, blocks = _reads(grid, mine, in_y, in_x, input_name, ti)
-                task = (_chunk, scene, stats, module_key, (c0, r0, w, h),
-                        tuple(grid.tiles_in(Window(c0, r0, w, h))), whats, mine, region,
-                        blocks, *[(group_name, ti, *g) for g in spans.get((i, j), ())])
-                if not heatmap:
-                    layer[(names["sar"], ti, 0, i, j)] = task
-                    continue
-                layer[(chunk_name, ti, i, j)] = task
-                for k, what in enumerate(whats):
-                    layer[(names[what], ti, 0, i, j)] = (
-                        operator.getitem, (chunk_name, ti, i, j), k)
+                c0, r0, w, h = window(i, j)
+                chunk_key = (names["chunk"], ti, i, j) if heatmap else \
+                    (names["sar"], ti, 0, i, j)
+                layer[chunk_key] = (_chunk, scene, (c0, r0, w, h),
+                                    tuple(grid.tiles_in(Window(c0, r0, w, h))), whats,
+                                    *reaching.get((i, j), ()))
+                for k, what in enumerate(whats if heatmap else ()):
+                    layer[(names[what], ti, 0, i, j)] = (operator.getitem, chunk_key, k)
     arrays = []
     for what in whats:
         graph = HighLevelGraph.from_collections(names[what], layer,

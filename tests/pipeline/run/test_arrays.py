@@ -222,9 +222,9 @@ def test_nothing_is_computed_until_asked(tiny_checkpoint):
 
 def test_a_huge_lazy_array_has_chunk_bounded_tasks(tiny_checkpoint):
     """16k x 16k of zeros plus noise: the graph is built without computing, and an
-    output chunk depends on the tile groups and input chunks around it only (each task's
-    inputs are bounded; the peak of a whole run is measured by bench_xarray, not here);
-    one corner chunk computes."""
+    output chunk depends on the tile tasks around it only (each task's inputs are
+    bounded; the peak of a whole run is measured by bench_xarray, not here); one corner
+    chunk computes."""
     size, chunk = 16384, 1024
     noise = da.random.default_rng(0).integers(1, 4000, size=(3, size, size),
                                               chunks=(3, chunk, chunk)).astype(np.uint16)
@@ -234,17 +234,15 @@ def test_a_huge_lazy_array_has_chunk_bounded_tasks(tiny_checkpoint):
     one = out.data[:, 5 * chunk:6 * chunk, 7 * chunk:8 * chunk]
     graph = dict(one.__dask_graph__().cull(set(one.__dask_keys__()[0][0])))
     keys = {k[0] if isinstance(k, tuple) else k for k in graph}
-    groups = [k for k in graph if isinstance(k, tuple) and str(k[0]).startswith("eo2sar-tiles")]
-    # input chunks are computed by tasks that wait for the statistics (not ahead of them)
-    inputs = [k for k in graph if isinstance(k, tuple) and str(k[0]).startswith("eo2sar-input")]
-    # the shared tiles only (a chunk's own tiles are computed in its task): its own right
-    # edge, bottom edge and corner, the right edge and corner of the chunk left of it,
-    # the bottom edge and corner of the chunk above, the corner of the one up-left
-    assert len(groups) == 8
+    tiles = [k for k in graph if isinstance(k, tuple) and str(k[0]).startswith("eo2sar-tiles")]
+    pieces = [k for k in graph if isinstance(k, tuple) and str(k[0]).startswith("eo2sar-piece")]
+    # the tile tasks of the chunks whose tiles reach it: itself, left, above, up-left;
+    # each reads its own region of the input (no input chunk is a task of its own)
+    assert sorted(k[2:] for k in tiles) == [(4, 6, 0), (4, 7, 0), (5, 6, 0), (5, 7, 0)]
+    assert sorted(k[2:] for k in pieces) == [(*k[2:], 5, 7) for k in sorted(tiles)]
     assert not [k for k in graph if isinstance(k, tuple) and "stats" not in str(k[0])
-                and str(k[0]).startswith("eo2sar") and k not in groups
-                and k not in inputs and not str(k[0]).startswith("eo2sar-sar")]
-    assert 4 <= len(inputs) <= 9  # the chunks around it, never more
+                and str(k[0]).startswith("eo2sar") and k not in tiles
+                and k not in pieces and not str(k[0]).startswith("eo2sar-sar")]
     assert len(keys) < 40
     corner = out[:, :300, :300].compute()
     assert corner.dtype == np.float32 and np.isfinite(corner.values).all()
@@ -355,3 +353,17 @@ def test_reflectance_unknown_is_one_line_when_built():
     with pytest.raises(ConfigError, match="bad value for reflectance_scale") as err:
         translate(_band_files(), MS_MODEL, reflectance_scale=-1)
     assert "positive SCALE" in err.value.format()
+
+
+def test_a_one_chunk_scene_has_a_tile_task_per_thread(tiny_checkpoint, monkeypatch):
+    """Fewer chunks than threads: each chunk's tiles are split into several tasks (so a
+    one-chunk scene uses every thread), with the same bytes as more chunks."""
+    monkeypatch.setattr(arrays.os, "cpu_count", lambda: 4)
+    values = np.random.default_rng(0).integers(1, 4000, size=(3, 600, 700)).astype(np.uint16)
+    data = xr.DataArray(da.from_array(values, chunks=(3, 600, 700)), dims=("band", "y", "x"))
+    one = translate(data, tiny_checkpoint)
+    tiles = [k for k in one.data.__dask_graph__() if isinstance(k, tuple)
+             and str(k[0]).startswith("eo2sar-tiles")]
+    assert len(tiles) == 4
+    many = translate(data, tiny_checkpoint, chunks=(300, 350))
+    assert same(one.values, many.values)
