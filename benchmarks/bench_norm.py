@@ -270,7 +270,31 @@ def speed(model: Path, scene_tiles: list[int], seconds: float, tmp: Path,
 
 
 def _peak_kib() -> int:
+    """This process's peak RSS since the last `_reset_peak` (VmHWM; getrusage's maxrss
+    where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return _peak_kib()
+
+
+def _reset_peak() -> None:
+    """Reset the peak RSS to the current one (Linux: clear_refs 5), so that a warm-up's
+    peak (one tile's forward with its temporaries) does not hide the pass's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def pass_memory_child(samples: int, how: str, ngf: int) -> dict[str, Any]:
@@ -285,8 +309,9 @@ def pass_memory_child(samples: int, how: str, ngf: int) -> dict[str, Any]:
     gen = build_network("genA2B", ModelConfig(ngf=ngf, n_res=4)).eval()
     x = torch.rand(samples, 3, 256, 256, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.inference_mode():
-        gen(x[:1])  # allocator and kernels warm; the baseline includes one tile's forward
-    base = _peak_kib()
+        gen(x[:1])  # allocator and kernels warm
+    _reset_peak()
+    base = _rss_kib()  # the baseline: resident memory before the pass
     t0 = time.perf_counter()
     with torch.inference_mode():
         if how == "pooled":

@@ -65,15 +65,17 @@ NORM_MODES = ("scene", "tile")
 # each) fall short of 0.01: 16 -> 0.010-0.020, 32 -> 0.002-0.016, 48 of 64 -> 0.008-0.014
 # (docs/performance.md, "Scene statistics"). The pass's tiles are part of the output, so
 # the size costs memory, not time: the pass parks every sampled tile's activations at one
-# norm layer at a time, ~1.4 x 4 bytes x ngf x tile^2 a tile (22 MiB at ngf 64, 256 px,
-# measured). So the default, "auto", is as many tiles as NORM_PASS_BUDGET holds for the
+# norm layer at a time, ~1.7 x 4 bytes x ngf x tile^2 a tile (26 MiB at ngf 64, 256 px,
+# measured: +0.54 / 0.98 / 1.76 GiB resident for 16 / 32 / 64 tiles, bench_norm). So
+# the default, "auto", is as many tiles as NORM_PASS_BUDGET holds for the
 # model at hand: 64 for a seed-size model (ngf 64), 256 for the demo models (ngf 16),
 # i.e. every tile of a scene up to ~3000 px for them (auto_norm_sample). The ceiling,
 # 256, is below the tile count of a 4096 px scene (441 at 256 px tiles): the pass of a
 # 4k scene is then as large as a 16k scene's for any model, which keeps the memory
 # bound (DESIGN.md invariant 4: 16k within 1.2x of 4k) with narrow models too.
 DEFAULT_NORM_SAMPLE = "auto"
-NORM_PASS_BUDGET = 1.5 * 2**30  # bytes of parked activations the automatic sample may use
+NORM_PASS_BUDGET = 1.75 * 2**30  # bytes of parked activations the automatic sample may use
+NORM_PASS_TILE_BYTES = 4 * 1.7  # parked bytes per tile pixel and ngf (measured, above)
 NORM_SAMPLE_LIMITS = (16, 256)  # the automatic sample's floor and ceiling
 # Tiles per generator forward on a GPU unless --micro-batch says otherwise. The bare
 # light generator (ngf 64, fp32) ran 552 tiles/s at batch 8 and 647 at batch 32 on an
@@ -229,7 +231,7 @@ def auto_norm_sample(ngf: int, tile: int, budget: float = NORM_PASS_BUDGET) -> i
     DEFAULT_NORM_SAMPLE), a multiple of 16 within NORM_SAMPLE_LIMITS. Depends on the
     model's width and the tile size only, so a scene's sample (and bytes) stay a
     function of the scene, model and settings."""
-    per_tile = 1.4 * 4 * ngf * tile * tile
+    per_tile = NORM_PASS_TILE_BYTES * ngf * tile * tile
     n = int(budget // per_tile) // 16 * 16
     return max(NORM_SAMPLE_LIMITS[0], min(NORM_SAMPLE_LIMITS[1], n))
 
@@ -383,7 +385,7 @@ class PipelineConfig:
         "--norm scene: tiles pooled for the statistics, spread over the scene, fully valid "
         "pixels only; a scene with no more tiles uses all of them and matches the model's "
         "whole-scene forward. Their outputs are the run's, pooled layer by layer: memory "
-        "grows with it (~22 MiB a tile at ngf 64), time does not. auto = as many as 1.5 "
+        "grows with it (~26 MiB a tile at ngf 64), time does not. auto = as many as 1.75 "
         "GiB of activations hold for the model (64 at ngf 64, 256 at ngf 16 and narrower).",
         flag_type=str, metavar="auto|N")
     # --- output -----------------------------------------------------------------------

@@ -6,9 +6,10 @@ For notebook users whose scenes are arrays (stackstac, odc-stac, rioxarray), nev
 
     per time step   one STATISTICS task: the global scaling (radiometry.compute_scaling
                     on a decimated read of the array) and, --norm scene, the sample of
-                    tiles (norm_sample.choose_sample) pooled in one forward
-                    (ResnetGenerator.collect_stats): what `plan_scene` + `with_norm_stats`
-                    compute from a file, from the same pixels
+                    tiles (norm_sample.choose_sample) pooled layer by layer
+                    (inference.scene_norm_pass), with those tiles' outputs, which the
+                    tile tasks use instead of forwarding them again: what `plan_scene` +
+                    `with_norm_stats` compute from a file, from the same pixels
     per output chunk one TILE task: the tiles of the pipeline's global grid
                     (tiling.TileGrid) whose top-left pixel lies in this chunk, read
                     through the task's own slice of the input (tiling.read_tiles, reflect
@@ -220,6 +221,10 @@ class SceneStats:
     scaling: Scaling
     sample: NormSample | None
     norm_stats: Any  # ugatit.NormStats or None
+    #: the outputs of the sampled tiles, which the statistics pass computed with those
+    #: statistics (the bytes a later forward gives): the tile tasks use them instead of
+    #: forwarding those tiles again, as `pipeline run` does (inference.scene_norm_pass)
+    outputs: Mapping[int, TileOutput] = dataclasses.field(default_factory=dict)
 
 
 _module_lock = threading.Lock()
@@ -263,20 +268,21 @@ def _scene_stats(scene: _Scene, source: _Opaque, module: _Opaque | None) -> Scen
     path = Path(scene.label)
     scaling = scene_scaling(reader, job.bands, config, path, scene.reflectance_range, "data")
     sample = None
-    stats = None
     if config.norm == "scene" and scaling.method != "empty":
         sample = norm_sample(reader, job.bands, job.grid, config, path)
         if sample.tiles:
-            stats = _norm_stats(dataclasses.replace(job, scaling=scaling), reader,
+            result = _norm_pass(dataclasses.replace(job, scaling=scaling), reader,
                                 sample.tiles, module, sample.tile_weights())
-    return SceneStats(scaling, sample, stats)
+            return SceneStats(scaling, sample, result.stats, dict(result.outputs))
+    return SceneStats(scaling, sample, None)
 
 
-def _norm_stats(job: InferenceJob, reader: ArrayReader, tiles: Sequence[int],
-                 module: _Opaque | None, weights: Sequence[float] | None = None) -> Any:
-    """inference.scene_norm_pass's statistics with the tiles read from the array: the
-    same pooled pass `pipeline run` makes (tile cores, layer by layer), so the same
-    numbers for the same pixels."""
+def _norm_pass(job: InferenceJob, reader: ArrayReader, tiles: Sequence[int],
+               module: _Opaque | None, weights: Sequence[float] | None = None
+               ) -> inference.NormPassResult:
+    """inference.scene_norm_pass with the tiles read from the array: the same pooled
+    pass `pipeline run` makes (tile cores, layer by layer), so the same statistics and
+    sampled tiles' outputs for the same pixels."""
     runner = None  # the path's cached runner, prepared for the pass (scene_norm=True)
     if module is not None:
         with _module_lock:
@@ -284,7 +290,7 @@ def _norm_stats(job: InferenceJob, reader: ArrayReader, tiles: Sequence[int],
                                     (job.micro_batch, len(job.bands), job.grid.tile),
                                     job.precision, job.channels_last, job.compile, True)[1]
     return inference.scene_norm_pass(job, tiles, reader=reader, runner=runner,
-                                     weights=weights).stats
+                                     weights=weights)
 
 
 def _assemble(blocks: list[list[np.ndarray]], r0: int, c0: int, h: int, w: int
@@ -353,14 +359,17 @@ def _translate_tiles(scene: _Scene, stats: SceneStats, module: _Opaque | None,
     outputs: dict[int, TileOutput] = {}
     if stats.scaling.method != "empty" and tiles:  # pipeline run: no valid pixel, no tile
         job = dataclasses.replace(scene.job, scaling=stats.scaling,
-                                  norm_stats=stats.norm_stats)
-        reader = ArrayReader(_region_data(source, region), nodata=job.nodata,
-                             height=job.grid.height, width=job.grid.width, row0=region[0],
-                             col0=region[1])
-        inference.pin_threads(job.device, job.precision)
-        runner = None if module is None else _generators(job, module)[1]
-        done = inference.run_batch(job, tiles, reader=reader, runner=runner)
-        outputs = {out.index: out for out in done if out is not None}
+                                  norm_stats=stats.norm_stats, done=frozenset(stats.outputs))
+        outputs = {t: stats.outputs[t] for t in tiles if t in stats.outputs}
+        todo = tuple(t for t in tiles if t not in job.done)
+        if todo:
+            reader = ArrayReader(_region_data(source, region), nodata=job.nodata,
+                                 height=job.grid.height, width=job.grid.width,
+                                 row0=region[0], col0=region[1])
+            inference.pin_threads(job.device, job.precision)
+            runner = None if module is None else _generators(job, module)[1]
+            done = inference.run_batch(job, todo, reader=reader, runner=runner)
+            outputs.update({out.index: out for out in done if out is not None})
     grid = scene.job.grid
     return tuple({t: _cut(outputs[t], grid.origin(t), grid.tile, window)
                   for t in piece if t in outputs} for window, piece in pieces)

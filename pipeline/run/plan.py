@@ -17,7 +17,7 @@ from typing import Any
 import rasterio
 import rasterio.errors
 
-from pipeline.config import PipelineConfig, resolve_for_model
+from pipeline.config import NORM_PASS_TILE_BYTES, PipelineConfig, resolve_for_model
 from pipeline.errors import InputError
 from pipeline.inputs.radiometry import (
     REFLECTANCE_RANGE,
@@ -223,9 +223,8 @@ FORWARD_BYTES = 4 * 7.0
 #: Bytes per (tile pixel x ngf) that each sampled tile holds while the --norm scene
 #: statistics pass waits for the others at a norm layer (pipeline/run/inference.py:
 #: scene_norm_pass): its activations at the widest layers (ngf channels at full
-#: resolution, float32), its input and its kept output. Measured (ngf 64, 256 px, 2
-#: threads): +0.67 / 1.20 / 2.12 GiB for 16 / 32 / 64 tiles, 31 MiB a tile.
-NORM_PASS_WAIT_BYTES = 4 * 1.9
+#: resolution, float32), its input and its kept output (pipeline.config, measured).
+NORM_PASS_WAIT_BYTES = NORM_PASS_TILE_BYTES
 
 
 def estimate_memory(

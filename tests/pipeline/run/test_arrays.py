@@ -367,3 +367,34 @@ def test_a_one_chunk_scene_has_a_tile_task_per_thread(tiny_checkpoint, monkeypat
     assert len(tiles) == 4
     many = translate(data, tiny_checkpoint, chunks=(300, 350))
     assert same(one.values, many.values)
+
+
+def test_the_sampled_tiles_are_forwarded_once(l8_crop, tiny_checkpoint, monkeypatch):
+    """--norm scene: the statistics pass's outputs of the sampled tiles are the tile
+    tasks' outputs (as in `pipeline run`), so each tile of the grid is forwarded once:
+    by the pass (the sample) or by a tile task (the rest), never both; and a sample
+    smaller than the scene leaves the rest to the tile tasks, with the same bytes as the
+    whole scene in the pass (tested against pipeline run above)."""
+    from pipeline.run import inference
+
+    forwarded: list[int] = []
+    real_batch, real_pass = inference.run_batch, inference.scene_norm_pass
+
+    def batch(job, tiles, *a, **k):
+        forwarded.extend(t for t in tiles if t not in job.done)
+        return real_batch(job, tiles, *a, **k)
+
+    def pooled(job, tiles, *a, **k):
+        forwarded.extend(tiles)
+        return real_pass(job, tiles, *a, **k)
+
+    monkeypatch.setattr(inference, "run_batch", batch)
+    monkeypatch.setattr(inference, "scene_norm_pass", pooled)
+    data = rioxarray.open_rasterio(l8_crop, chunks=200)
+    for sample in (None, 5):
+        forwarded.clear()
+        options = {} if sample is None else {"norm_sample": sample}
+        translate(data, tiny_checkpoint, bands=(3, 2, 1), stats_size=128, **options).compute()
+        assert len(forwarded) == len(set(forwarded))  # no tile twice
+        if sample is not None:
+            assert len(forwarded) > sample  # the tile tasks forwarded the others

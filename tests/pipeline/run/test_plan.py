@@ -42,10 +42,10 @@ def test_memory_is_bounded_by_block_and_batch_not_scene_height():
 def test_memory_counts_the_statistics_pass_when_it_is_larger():
     """--norm scene pools its sample before the run, holding each tile's activations at
     one layer while `threads` forwards work: the estimate is the larger of the two
-    (64 tiles of a ngf 64 model, 2 threads: +2.12 GiB measured)."""
+    (64 tiles of a ngf 64 model, 2 threads: +1.76 GiB resident measured, bench_norm)."""
     config, grid = PipelineConfig(), TileGrid(4096, 4096, 256, 64)
     run_only = estimate_memory(config, grid, 3, 2, False)
     assert estimate_memory(config, grid, 3, 2, False, norm_tiles=1, ngf=4) == run_only
     with_pass = estimate_memory(config, grid, 3, 2, False, norm_tiles=64, ngf=64)
     assert with_pass > run_only
-    assert 2.0 * 2**30 < with_pass - (350 * 2**20 + GDAL_CACHE_BYTES) < 2.3 * 2**30
+    assert 1.75 * 2**30 < with_pass - (350 * 2**20 + GDAL_CACHE_BYTES) < 2.1 * 2**30
