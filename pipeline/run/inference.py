@@ -486,6 +486,11 @@ def scene_norm_pass(job: InferenceJob, tiles: Sequence[int], workers: int | None
     buf = padded_input(x, micro, pin=cuda)
 
     def context() -> contextlib.ExitStack:
+        # entered in each of the pass's threads: torch's CPU thread count is OpenMP's,
+        # which is per thread for threads other than the main one (a pool thread started
+        # by a Dask task did not see the task's pinning: translate's pass then ran on 2
+        # threads each, with other float bits than the one-thread forwards, now and then)
+        pin_threads(job.device, job.precision)
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
         stack.enter_context(_autocast(dev, job.precision))

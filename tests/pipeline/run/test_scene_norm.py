@@ -340,3 +340,25 @@ def test_auto_sample_is_sized_by_the_models_activations(scene, ckpt, tmp_path):
     assert json.loads(tags["EO2SAR_CONFIG"])["norm_sample"] == want
     assert json.loads(tags["EO2SAR_NORM"])["sample"] == want
     assert res.tiles_run == 25
+
+
+def test_every_thread_of_the_pass_pins_torch_threads(scene, ckpt, tmp_path, monkeypatch):
+    """torch's CPU thread count is OpenMP's, per thread: a pass started from a Dask task
+    (translate's statistics task) spawned pool threads that ran on every core, with other
+    float bits than the one-thread forwards now and then. Each thread of the pass pins
+    itself, whichever thread starts it."""
+    import threading
+
+    pinned: list[str] = []
+    real = inference.pin_threads
+    monkeypatch.setattr(inference, "pin_threads",
+                        lambda *a, **k: pinned.append(threading.current_thread().name)
+                        or real(*a, **k))
+    plan, job = plan_scene(SceneRequest(scene, tmp_path / "o.tif", ckpt,
+                                        PipelineConfig(norm_sample=4, **TILE)))
+    runner = threading.Thread(target=scene_norm_pass, args=(job, plan.norm_sample.tiles, 2),
+                              name="a-dask-task")
+    runner.start()
+    runner.join()
+    assert "a-dask-task" in pinned
+    assert {"eo2sar-pool-0", "eo2sar-pool-1"} <= set(pinned)
