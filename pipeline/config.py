@@ -68,15 +68,16 @@ NORM_MODES = ("scene", "tile")
 # norm layer at a time, ~1.7 x 4 bytes x ngf x tile^2 a tile (26 MiB at ngf 64, 256 px,
 # measured: +0.54 / 0.98 / 1.76 GiB resident for 16 / 32 / 64 tiles, bench_norm). So
 # the default, "auto", is as many tiles as NORM_PASS_BUDGET holds for the
-# model at hand: 64 for a seed-size model (ngf 64), 256 for the demo models (ngf 16),
-# i.e. every tile of a scene up to ~3000 px for them (auto_norm_sample). The ceiling,
-# 256, is below the tile count of a 4096 px scene (441 at 256 px tiles): the pass of a
-# 4k scene is then as large as a 16k scene's for any model, which keeps the memory
-# bound (DESIGN.md invariant 4: 16k within 1.2x of 4k) with narrow models too.
+# model at hand: 64 for a seed-size model (ngf 64), 128 for the demo models (ngf 16),
+# i.e. every tile of a scene up to ~2200 px for them (auto_norm_sample). The ceiling,
+# 128, is well below the tile count of a 4096 px scene (441 at 256 px tiles): the pass
+# of a 4k scene is then as large as a 16k scene's for any model, and the sampled tiles'
+# outputs, which wait for their blocks, stay few: the memory bound (DESIGN.md invariant
+# 4: 16k within 1.2x of 4k) holds with narrow models too (a ceiling of 256: 1.21x).
 DEFAULT_NORM_SAMPLE = "auto"
 NORM_PASS_BUDGET = 1.75 * 2**30  # bytes of parked activations the automatic sample may use
 NORM_PASS_TILE_BYTES = 4 * 1.7  # parked bytes per tile pixel and ngf (measured, above)
-NORM_SAMPLE_LIMITS = (16, 256)  # the automatic sample's floor and ceiling
+NORM_SAMPLE_LIMITS = (16, 128)  # the automatic sample's floor and ceiling
 # Tiles per generator forward on a GPU unless --micro-batch says otherwise. The bare
 # light generator (ngf 64, fp32) ran 552 tiles/s at batch 8 and 647 at batch 32 on an
 # H200 (issue 8); 32 keeps the card fed and its activations (~1 GiB) fit any GPU we target.
@@ -386,7 +387,7 @@ class PipelineConfig:
         "pixels only; a scene with no more tiles uses all of them and matches the model's "
         "whole-scene forward. Their outputs are the run's, pooled layer by layer: memory "
         "grows with it (~26 MiB a tile at ngf 64), time does not. auto = as many as 1.75 "
-        "GiB of activations hold for the model (64 at ngf 64, 256 at ngf 16 and narrower).",
+        "GiB of activations hold for the model (64 at ngf 64, 128 at ngf 16 and narrower).",
         flag_type=str, metavar="auto|N")
     # --- output -----------------------------------------------------------------------
     output_bands: int = setting(

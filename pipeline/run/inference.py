@@ -548,7 +548,7 @@ def scene_norm_pass(job: InferenceJob, tiles: Sequence[int], workers: int | None
     for j, (index, (valid, inside)) in enumerate(zip(tiles, masks, strict=True)):
         if inside:
             outputs[index] = TileOutput(
-                index=index, out=np.ascontiguousarray(out[j].numpy()),
+                index=index, out=out[j].numpy().copy(),  # its own: freed when blended
                 heat=None if heat is None else np.ascontiguousarray(heat[j, 0].numpy()),
                 valid=valid)
     return NormPassResult(stats.to("cpu"), outputs)

@@ -69,7 +69,7 @@ def test_sn6_chip(tiny_checkpoint, tmp_path):
     # norm sample of its width
     defaults = resolve_for_model(load_config(None, {}), None,
                                  ngf=model_io(tiny_checkpoint).ngf)
-    assert defaults.norm_sample == 256
+    assert defaults.norm_sample == 128
     assert json.loads(tags["EO2SAR_CONFIG"]) == defaults.output_dict()
     assert defaults.percentiles == (2.0, 98.0) and defaults.db_range == (-25.0, 0.0)
     assert json.loads(tags["EO2SAR_RADIOMETRY"]) == {

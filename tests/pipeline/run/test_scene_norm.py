@@ -312,13 +312,13 @@ def test_a_scene_with_fewer_tiles_than_the_sample_is_all_from_the_pass(
 
 def test_auto_sample_is_sized_by_the_models_activations(scene, ckpt, tmp_path):
     """--norm-sample auto (the default) resolves, per model, to the tiles whose parked
-    activations fit the budget: 64 for a seed-size model at 256 px, 256 for the demo
+    activations fit the budget: 64 for a seed-size model at 256 px, 128 for the demo
     models' ngf 16, the ceiling for a narrow one; the resolved number is what the plan
     samples, the output records and the config hash sees (an explicit 1024 hashes the
     same as auto for this ngf 8 model)."""
     from pipeline.config import NORM_SAMPLE_LIMITS, auto_norm_sample
 
-    assert auto_norm_sample(64, 256) == 64 and auto_norm_sample(16, 256) == 256
+    assert auto_norm_sample(64, 256) == 64 and auto_norm_sample(16, 256) == 128
     assert auto_norm_sample(16, 512) == 64 and auto_norm_sample(4, 64) == NORM_SAMPLE_LIMITS[1]
     assert auto_norm_sample(512, 512) == NORM_SAMPLE_LIMITS[0]
     assert PipelineConfig().norm_sample == "auto"
