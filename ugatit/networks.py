@@ -243,7 +243,8 @@ def _affine(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
     """x * scale + shift per channel in ONE pass over x: with a scene's statistics every
     norm layer (and ILN's mix and affine) is such a map, and folding it into two [B|1, C,
     1, 1] tensors instead of normalising twice and mixing saves ~10 passes over the
-    largest activations (a third of a tile's CPU time at ngf 64; docs/performance.md)."""
+    largest activations (64 x 256^2 on one core: 3 ms against 27 ms for one
+    (x - mean) / sqrt(var + eps) with its temporaries; docs/performance.md)."""
     return torch.addcmul(shift, x, scale)
 
 

@@ -379,11 +379,17 @@ def padded_input(x: torch.Tensor, micro: int, *, pin: bool) -> torch.Tensor:
     the device can be non-blocking, the padded last one included. Made outside inference
     mode, so every chunk is a view of a normal tensor on every call."""
     n = x.shape[0]
-    rows = -(-n // micro) * micro
-    buf = torch.empty((rows, *x.shape[1:]), dtype=x.dtype, pin_memory=pin)
+    buf = padded_buffer(n, tuple(x.shape[1:]), micro, pin=pin, dtype=x.dtype)
     buf[:n].copy_(x)
-    buf[n:].zero_()
     return buf
+
+
+def padded_buffer(n: int, item: tuple[int, ...], micro: int, *, pin: bool,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A zero buffer of whole forwards for `n` items of shape `item` (`padded_input`'s,
+    for a caller that fills it item by item, e.g. the statistics pass as it reads)."""
+    rows = -(-n // micro) * micro
+    return torch.zeros((rows, *item), dtype=dtype, pin_memory=pin)
 
 
 def band_mean(y: torch.Tensor) -> torch.Tensor:
@@ -481,8 +487,7 @@ def scene_norm_pass(job: InferenceJob, tiles: Sequence[int], workers: int | None
     # reads, the stacked inputs, the buffer: ~2.4 MiB a 3-band tile, more than a narrow
     # model's parked activations)
     tile = job.grid.tile
-    buf = torch.zeros((-(-n // micro) * micro, len(job.bands), tile, tile),
-                      dtype=torch.float32, pin_memory=cuda)
+    buf = padded_buffer(n, (len(job.bands), tile, tile), micro, pin=cuda)
     masks: list[tuple[np.ndarray, bool]] = []
 
     def fill(source: Any) -> None:
